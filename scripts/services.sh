@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# scripts/services.sh - install (if missing), start and stop the real services the drctl test suite
+# needs, all listening on 127.0.0.1 only, all state under one base directory.
+#
+# usage: scripts/services.sh start|stop|env|status|install
+#   start    install what is missing, start every service in $SERVICES that is not already running
+#            from this base dir, then write $BASE/endpoints.env (KEY=VALUE lines the tests read)
+#   stop     stop exactly the processes recorded in $BASE/pids (all of them, or only $SERVICES when
+#            SERVICES is set); each pid file holds the pid and its /proc comm, and a pid whose comm
+#            changed (PID reuse) is left alone
+#   env      print $BASE/endpoints.env
+#   status   say which services are running (exit 1 if one of $SERVICES is not)
+#   install  only install what $SERVICES needs (scripts/demo uses SERVICES=postgres)
+#
+# env knobs:
+#   DRCTL_SERVICES_DIR  base dir (default /tmp/drctl-services)
+#   DRCTL_TOOLS_DIR     cargo --root for tools built from source, kept across runs
+#                       (default /var/cache/drctl-tools; garage = $DRCTL_TOOLS_DIR/bin/garage)
+#   SERVICES            services to act on (default: "postgres garage")
+#   SKIP_INSTALL=1      do not apt-get/cargo install anything
+#   PG_PORT             PostgreSQL port (default 55432)
+#   GARAGE_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT   Garage ports (default 13900, 13901, 13903)
+#
+# Adding a service NAME (sshd/SFTP, WebDAV, pushgateway, redis, openbao...): write start_NAME
+# (start unless pid_alive "$(pidfile NAME)", record the process in that pid file, log into
+# "$(logfile NAME)"), env_NAME (its endpoints.env lines), optionally install_NAME, add NAME to
+# ALL_SERVICES, and give it a stop signal in stop_signal if SIGTERM is not right.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export LOG_TAG=services
+# shellcheck source=lib/common.sh
+. "$HERE/lib/common.sh"
+# shellcheck source=lib/pg.sh
+. "$HERE/lib/pg.sh"
+
+ALL_SERVICES="postgres garage"
+SERVICES_GIVEN=${SERVICES+1}
+SERVICES=${SERVICES:-postgres garage}
+BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
+DRCTL_TOOLS_DIR=${DRCTL_TOOLS_DIR:-/var/cache/drctl-tools}
+COMMON_PACKAGES=(age zstd curl ca-certificates)
+
+PG_PORT=${PG_PORT:-55432}
+GARAGE_VERSION=2.5.0
+GARAGE_BIN="$DRCTL_TOOLS_DIR/bin/garage"
+GARAGE_PORT=${GARAGE_PORT:-13900}
+GARAGE_RPC_PORT=${GARAGE_RPC_PORT:-13901}
+GARAGE_ADMIN_PORT=${GARAGE_ADMIN_PORT:-13903}
+GARAGE_BUCKET=backups
+
+pidfile() { printf '%s/pids/%s.pid\n' "$BASE" "$1"; }
+logfile() { printf '%s/logs/%s.log\n' "$BASE" "$1"; }
+stop_signal() {
+  case $1 in
+    postgres) echo INT ;; # fast shutdown; TERM would wait for clients to disconnect
+    *) echo TERM ;;
+  esac
+}
+
+# ---------------------------------------------------------------- postgres
+install_postgres() { apt_ensure "${PG_PACKAGES[@]}"; }
+
+start_postgres() {
+  # pg_start leaves a running cluster alone and prints its own log tail on failure
+  # (set -e does not apply inside a function called from `if`: every step checks its status)
+  pg_start "$BASE/postgres" "$PG_PORT" "$(pidfile postgres)" || return 1
+  ln -sf "$BASE/postgres/postgres.log" "$(logfile postgres)"
+}
+
+env_postgres() {
+  echo "DRCTL_TEST_PG_URL=$(pg_url "$PG_PORT")"
+  echo "DRCTL_TEST_PG_BIN=$PG_BIN"
+}
+
+# ---------------------------------------------------------------- garage (S3)
+install_garage() {
+  [[ -x "$GARAGE_BIN" ]] && return 0
+  command -v cargo >/dev/null || die "garage: cargo is needed to build $GARAGE_BIN"
+  mkdir -p "$DRCTL_TOOLS_DIR"
+  local ilog
+  ilog=$(logfile garage-install)
+  # the lock keeps two concurrent runs from building it twice
+  (
+    flock 9
+    [[ -x "$GARAGE_BIN" ]] && exit 0
+    log "garage: cargo install garage@$GARAGE_VERSION into $DRCTL_TOOLS_DIR (once; about 14 min on 2 cores; log: $ilog)"
+    if ! cargo install --locked --root "$DRCTL_TOOLS_DIR" "garage@$GARAGE_VERSION" >"$ilog" 2>&1; then
+      log_tail "$ilog"
+      exit 1
+    fi
+  ) 9>"$DRCTL_TOOLS_DIR/.garage-install.lock" || die "garage: cargo install failed"
+}
+
+garage_secrets() {
+  local f="$BASE/garage/secrets.env"
+  if [[ ! -f "$f" ]]; then
+    (
+      umask 077
+      {
+        echo "GARAGE_RPC_SECRET=$(rand_hex 32)"
+        echo "GARAGE_ADMIN_TOKEN=$(rand_hex 16)"
+        echo "GARAGE_KEY_ID=GK$(rand_hex 12)"
+        echo "GARAGE_KEY_SECRET=$(rand_hex 32)"
+      } >"$f.tmp"
+      mv "$f.tmp" "$f"
+    )
+  fi
+  # shellcheck source=/dev/null
+  . "$f"
+}
+
+start_garage() {
+  local d="$BASE/garage" pidf logf p
+  pidf=$(pidfile garage)
+  logf=$(logfile garage)
+  if pid_alive "$pidf"; then
+    log "garage: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  [[ -x "$GARAGE_BIN" ]] || { log "garage: $GARAGE_BIN missing (run without SKIP_INSTALL=1)"; return 1; }
+  for p in "$GARAGE_PORT" "$GARAGE_RPC_PORT" "$GARAGE_ADMIN_PORT"; do
+    if port_in_use "$p"; then
+      log "garage: port $p is already in use by something else"
+      return 1
+    fi
+  done
+  mkdir -p "$d/meta" "$d/data" || return 1
+  garage_secrets || return 1
+  (
+    umask 077
+    cat >"$d/garage.toml" <<EOF
+metadata_dir = "$d/meta"
+data_dir = "$d/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$GARAGE_RPC_PORT"
+rpc_public_addr = "127.0.0.1:$GARAGE_RPC_PORT"
+rpc_secret = "$GARAGE_RPC_SECRET"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$GARAGE_PORT"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
+admin_token = "$GARAGE_ADMIN_TOKEN"
+EOF
+  ) || return 1
+  # --single-node lays out the cluster; --default-bucket creates the bucket and key given here
+  if ! GARAGE_DEFAULT_ACCESS_KEY=$GARAGE_KEY_ID GARAGE_DEFAULT_SECRET_KEY=$GARAGE_KEY_SECRET \
+    GARAGE_DEFAULT_BUCKET=$GARAGE_BUCKET \
+    spawn "$pidf" "$logf" "$GARAGE_BIN" -c "$d/garage.toml" server --single-node --default-bucket; then
+    log_tail "$logf"
+    return 1
+  fi
+  if ! wait_service "$pidf" "garage S3 API" 30 curl -s -o /dev/null "http://127.0.0.1:$GARAGE_PORT/" \
+    || ! wait_service "$pidf" "garage key" 30 \
+      "$GARAGE_BIN" -c "$d/garage.toml" key allow --create-bucket "$GARAGE_KEY_ID"; then
+    log_tail "$logf"
+    return 1
+  fi
+}
+
+env_garage() {
+  garage_secrets
+  echo "DRCTL_TEST_S3_ENDPOINT=http://127.0.0.1:$GARAGE_PORT"
+  echo "DRCTL_TEST_S3_REGION=garage"
+  echo "DRCTL_TEST_S3_BUCKET=$GARAGE_BUCKET"
+  echo "DRCTL_TEST_S3_ACCESS_KEY=$GARAGE_KEY_ID"
+  echo "DRCTL_TEST_S3_SECRET_KEY=$GARAGE_KEY_SECRET"
+}
+
+# ---------------------------------------------------------------- generic
+check_names() {
+  local s
+  for s in "$@"; do
+    declare -F "start_$s" >/dev/null || die "unknown service '$s' (known: $ALL_SERVICES)"
+  done
+}
+
+# endpoints.env lists every service of this base dir that is running now (written atomically)
+write_endpoints() {
+  local s envf="$BASE/endpoints.env" any=0
+  {
+    for s in $ALL_SERVICES; do
+      if pid_alive "$(pidfile "$s")"; then
+        "env_$s"
+        any=1
+      fi
+    done
+  } >"$envf.tmp"
+  if ((any)); then mv "$envf.tmp" "$envf"; else rm -f "$envf.tmp" "$envf"; fi
+}
+
+cmd_install() {
+  local s
+  mkdir -p "$BASE/logs"
+  APT_LOG=$(logfile apt)
+  export APT_LOG
+  apt_ensure "${COMMON_PACKAGES[@]}"
+  for s in $SERVICES; do
+    if declare -F "install_$s" >/dev/null; then "install_$s"; fi
+  done
+}
+
+cmd_start() {
+  local s t0 failed=()
+  # shellcheck disable=SC2086 # word splitting of the service list is intended
+  check_names $SERVICES
+  [[ "${SKIP_INSTALL:-0}" == 1 ]] || cmd_install
+  mkdir -p "$BASE/pids" "$BASE/logs"
+  chmod 0755 "$BASE" # the postgres user must be able to reach $BASE/postgres
+  BASE=$(cd "$BASE" && pwd)
+  for s in $SERVICES; do
+    t0=$SECONDS
+    if "start_$s"; then
+      log "$s up ($((SECONDS - t0))s)"
+    else
+      log "$s FAILED to start (logs in $BASE/logs)"
+      failed+=("$s")
+    fi
+  done
+  write_endpoints
+  if ((${#failed[@]})); then die "failed: ${failed[*]}"; fi
+  log "endpoints: $BASE/endpoints.env"
+}
+
+cmd_stop() {
+  local s f
+  [[ -d "$BASE/pids" ]] || { log "nothing to stop in $BASE"; return 0; }
+  if [[ -n "$SERVICES_GIVEN" ]]; then
+    # shellcheck disable=SC2086
+    check_names $SERVICES
+    for s in $SERVICES; do pid_stop "$(pidfile "$s")" "$(stop_signal "$s")"; done
+  else
+    for f in "$BASE"/pids/*.pid; do
+      [[ -e "$f" ]] || continue
+      s=$(basename "$f" .pid)
+      pid_stop "$f" "$(stop_signal "$s")"
+    done
+  fi
+  write_endpoints
+}
+
+cmd_env() {
+  [[ -f "$BASE/endpoints.env" ]] || die "no $BASE/endpoints.env: run '$0 start' first"
+  cat "$BASE/endpoints.env"
+}
+
+cmd_status() {
+  local s rc=0
+  for s in $ALL_SERVICES; do
+    if pid_alive "$(pidfile "$s")"; then
+      echo "$s: running (pid $(head -n1 "$(pidfile "$s")"))"
+    else
+      echo "$s: stopped"
+      [[ " $SERVICES " != *" $s "* ]] || rc=1
+    fi
+  done
+  return "$rc"
+}
+
+case ${1:-} in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  install) cmd_install ;;
+  *)
+    echo "usage: $0 start|stop|env|status|install   (see the header of $0 for env knobs)" >&2
+    exit 2
+    ;;
+esac

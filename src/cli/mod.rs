@@ -1,0 +1,149 @@
+//! The command line: parse arguments, call the engine, render the report (human or `--json`),
+//! choose the exit code. No backup logic lives here.
+//!
+//! Exit codes (public contract): 0 success, 1 the operation failed, 2 usage or configuration
+//! error, 3 partial (stored on some targets but not all).
+
+mod catalog;
+mod check;
+mod keygen;
+mod list;
+mod logging;
+mod output;
+mod restore;
+mod run;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::Error;
+use crate::engine::Engine;
+
+pub use output::Printer;
+
+#[derive(Parser, Debug)]
+#[command(name = "drctl", version, about = "Backup and disaster-recovery orchestrator", propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: $DRCTL_CONFIG, else ./drctl.toml)
+    #[arg(long, global = true, env = "DRCTL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Back up now; prints the backup id(s)
+    Run(run::Args),
+    /// Backups known to the catalog, newest first
+    List(list::Args),
+    /// Restore a backup (into the job's source, another server, a file or stdout)
+    Restore(restore::Args),
+    /// Restore drill into a scratch instance (not yet implemented)
+    Verify {
+        jobs: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Apply retention on every target (not yet implemented)
+    Prune {
+        job: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy backups to targets that miss them (not yet implemented)
+    Sync { job: Option<String> },
+    /// Validate the config, reach every target and source
+    Check,
+    /// Catalog maintenance
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::Command,
+    },
+    /// Create a new age identity and print its recipient
+    Keygen(keygen::Args),
+    /// Scheduler and HTTP API (not yet implemented)
+    Daemon,
+}
+
+/// Entry point used by `main`: never panics on user errors, always returns a documented code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.quiet);
+    let printer = Printer { json: cli.json, quiet: cli.quiet };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drctl: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = dispatch(&cli, &printer) => code,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("drctl: interrupted: nothing was committed by the interrupted operation");
+                130
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    ExitCode::from(code as u8)
+}
+
+async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
+    let result = match &cli.command {
+        Command::Keygen(args) => keygen::run(args, printer),
+        Command::Verify { .. } => not_yet("verify"),
+        Command::Prune { .. } => not_yet("prune"),
+        Command::Sync { .. } => not_yet("sync"),
+        Command::Daemon => not_yet("daemon"),
+        command => match engine(cli) {
+            Ok(engine) => match command {
+                Command::Run(args) => run::run(&engine, args, printer).await,
+                Command::List(args) => list::run(&engine, args, printer).await,
+                Command::Restore(args) => restore::run(&engine, args, printer).await,
+                Command::Check => check::run(&engine, printer).await,
+                Command::Catalog { command } => catalog::run(&engine, command, printer).await,
+                Command::Keygen(_) | Command::Verify { .. } | Command::Prune { .. } | Command::Sync { .. } | Command::Daemon => {
+                    unreachable!("handled above")
+                }
+            },
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => printer.error(&e),
+    }
+}
+
+fn not_yet(what: &str) -> Result<i32, Error> {
+    eprintln!("drctl: `{what}` is not implemented yet in this version");
+    Ok(2)
+}
+
+fn engine(cli: &Cli) -> Result<Engine, Error> {
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("drctl.toml"));
+    let config = crate::config::load(&path)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut engine = Engine::new(config);
+    engine.progress = !cli.json && !cli.quiet && std::io::stderr().is_terminal();
+    Ok(engine)
+}

@@ -1,0 +1,87 @@
+//! `drctl run JOB... | --all`
+
+use serde::Serialize;
+
+use super::Printer;
+use super::output::bytes;
+use crate::Error;
+use crate::catalog::BackupStatus;
+use crate::engine::Engine;
+use crate::engine::run::{RunReport, run_job};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Jobs to back up
+    #[arg(required_unless_present = "all")]
+    pub jobs: Vec<String>,
+    /// Every configured job
+    #[arg(long, conflicts_with = "jobs")]
+    pub all: bool,
+}
+
+#[derive(Serialize)]
+struct JobOutcome {
+    job: String,
+    #[serde(flatten)]
+    report: Option<RunReport>,
+    error: Option<String>,
+    hint: Option<String>,
+}
+
+pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
+    let jobs: Vec<String> = if args.all { engine.config.jobs.keys().cloned().collect() } else { args.jobs.clone() };
+    for j in &jobs {
+        engine.config.job(j)?; // unknown job: usage error before anything runs
+    }
+    let (mut failed, mut partial) = (false, false);
+    let mut outcomes = Vec::new();
+    for job in &jobs {
+        match run_job(engine, job).await {
+            Ok(r) => {
+                partial |= r.status == BackupStatus::Partial;
+                if !printer.json {
+                    println!("{}", r.backup_id);
+                    printer.note(&format!(
+                        "job `{}`: backup {} committed to {} ({} read, {} stored, {:.1}s)",
+                        r.job,
+                        r.backup_id,
+                        r.committed.join(", "),
+                        bytes(r.plaintext_bytes),
+                        bytes(r.stored_bytes),
+                        r.duration_seconds
+                    ));
+                    for f in &r.failed {
+                        eprintln!("warning: job `{}`: target `{}` has no copy: {}", r.job, f.target, f.error);
+                    }
+                    if !r.failed.is_empty() {
+                        eprintln!("hint: the backup is incomplete (exit 3); once the target is back, run `drctl run {}` again", r.job);
+                    }
+                    if let Some(w) = &r.catalog_warning {
+                        eprintln!("warning: the catalog was not updated ({w}); the backup is committed on its targets: run `drctl catalog rebuild`");
+                    }
+                }
+                outcomes.push(JobOutcome { job: job.clone(), report: Some(r), error: None, hint: None });
+            }
+            Err(e) => {
+                failed = true;
+                if !printer.json {
+                    eprintln!("drctl: {e}");
+                    if let Some(h) = e.hint() {
+                        eprintln!("hint: {h}");
+                    }
+                }
+                outcomes.push(JobOutcome { job: job.clone(), report: None, error: Some(e.to_string()), hint: e.hint() });
+            }
+        }
+    }
+    if printer.json {
+        printer.json(&outcomes);
+    }
+    Ok(if failed {
+        1
+    } else if partial {
+        3
+    } else {
+        0
+    })
+}

@@ -1,0 +1,354 @@
+//! The configuration schema: `drctl.toml` plus one job per file in `jobs/NAME.toml`.
+//!
+//! The structs here are inert data: strict (`deny_unknown_fields`), documented field by field, and
+//! built by [`load`] in three steps: parse (syntax errors with line and column), expand `${VAR}`,
+//! deserialize each table on its own so that every problem is collected, then [`validate`]
+//! cross-references (a job naming an unknown target, an empty recipient list …). Every problem
+//! carries the file, line and dotted key path it is about.
+//!
+//! Families with several kinds (targets, jobs) are closed enums tagged by `type`/`kind`; the fields
+//! every kind shares live in a `…Common` struct beside them.
+
+mod fields;
+mod load;
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::redact::Secret;
+
+pub use load::{load, load_str};
+
+/// A problem found in the configuration, with where it is.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, when the key could be located.
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `jobs.postgres.targets[1]`.
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {sev}: `{}`: {}", self.path, self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main config file (`drctl.toml`).
+    pub path: PathBuf,
+    pub catalog: CatalogConfig,
+    pub encryption: EncryptionConfig,
+    pub compression: CompressionConfig,
+    pub pushgateway: Option<PushgatewayConfig>,
+    pub api: Option<ApiConfig>,
+    pub daemon: DaemonConfig,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub jobs: BTreeMap<String, JobConfig>,
+    /// Warnings found while loading (errors abort loading).
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// The job called `name`, or an error listing the configured jobs.
+    pub fn job(&self, name: &str) -> crate::Result<&JobConfig> {
+        self.jobs.get(name).ok_or_else(|| crate::Error::UnknownJob {
+            job: name.to_string(),
+            known: self.jobs.keys().cloned().collect(),
+        })
+    }
+
+    /// The directory relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// `[catalog]`: where drctl remembers backups. The targets' manifests are the source of truth; the
+/// catalog is an index that `drctl catalog rebuild` recreates.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sqlite:///var/lib/drctl/catalog.db` (default: `catalog.db` in the state directory:
+    /// `$DRCTL_STATE_DIR`, else `/var/lib/drctl` as root, else `~/.local/state/drctl`).
+    pub url: Option<String>,
+}
+
+/// `[encryption]`: every backup is encrypted to all recipients; only restore needs an identity.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1…`). Required for backups.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// age identity file (as written by `drctl keygen` or `age-keygen`). Only restore needs it;
+    /// backup hosts should not have it.
+    pub identity_file: Option<PathBuf>,
+}
+
+/// `[compression]`: zstd settings for new backups (restores read them from the manifest).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// zstd level, 1..=19 (default 3: fast, and pg_dump stays the slower stage).
+    #[serde(default = "default_zstd_level")]
+    pub level: i32,
+    /// zstd worker threads; 0 = one per CPU core (default).
+    #[serde(default)]
+    pub threads: u32,
+}
+
+fn default_zstd_level() -> i32 {
+    3
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig { level: default_zstd_level(), threads: 0 }
+    }
+}
+
+/// `[pushgateway]`: where `drctl run` and `drctl verify` push metrics (optional).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushgatewayConfig {
+    /// e.g. `http://pushgateway:9091`.
+    pub url: String,
+}
+
+/// `[api]`: the daemon's HTTP server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address, default `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// File holding the bearer token for POST endpoints.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[daemon]`: scheduler settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// IANA time zone for schedules (default UTC).
+    pub timezone: Option<String>,
+    /// Most runs at once (default 2).
+    pub max_concurrent: Option<u32>,
+}
+
+/// One `[targets.NAME]` table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetConfig {
+    pub common: TargetCommon,
+    pub kind: TargetKind,
+}
+
+/// Fields every target kind has.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetCommon {
+    /// What kind of storage this is, for 3-2-1's "two media" (e.g. `disk`, `remote-disk`,
+    /// `object-storage`). Default: the target's type.
+    pub medium: Option<String>,
+    /// Whether the target is in another place than the data (3-2-1's "one offsite"). Default false.
+    #[serde(default)]
+    pub offsite: bool,
+    /// GFS retention for this target (applied by `drctl prune`).
+    pub keep: Option<KeepPolicy>,
+}
+
+/// GFS retention, with the semantics of `restic forget`: a backup kept by any rule is kept.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeepPolicy {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    /// Keep everything newer than this duration (e.g. `7d`, `36h`).
+    pub within: Option<String>,
+}
+
+/// The closed set of target kinds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TargetKind {
+    Fs(FsTarget),
+    S3(S3Target),
+}
+
+impl TargetKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TargetKind::Fs(_) => "fs",
+            TargetKind::S3(_) => "s3",
+        }
+    }
+}
+
+/// `type = "fs"`: a local directory (or a mounted disk).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsTarget {
+    /// Root directory of the target, e.g. `/var/backups/drctl`. Created if missing.
+    pub path: PathBuf,
+}
+
+/// `type = "s3"`: AWS S3, Hetzner Object Storage, Garage, MinIO, …
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Target {
+    /// Endpoint URL, e.g. `https://fsn1.your-objectstorage.com`. Default: AWS for `region`.
+    pub endpoint: Option<String>,
+    /// Region name (default `us-east-1`; Hetzner: `fsn1`, `nbg1`, `hel1`; Garage: `garage`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket (default: none).
+    pub root: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key: Option<Secret>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Path-style addressing (`endpoint/bucket/key`), default true: what S3-compatible stores expect.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// `when_required` (default) sends request checksums only where S3 requires them; many
+    /// S3-compatible stores reject the SDK's default CRC32 headers on multipart uploads.
+    /// `when_supported` sends them always (AWS).
+    #[serde(default)]
+    pub checksums: ChecksumMode,
+    /// Multipart part size in MiB (default 16, at least 5). Memory per upload is about twice this.
+    #[serde(default = "default_part_size")]
+    pub part_size_mib: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_part_size() -> u64 {
+    16
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChecksumMode {
+    #[default]
+    WhenRequired,
+    WhenSupported,
+}
+
+/// One job: `[jobs.NAME]` in drctl.toml or the whole of `jobs/NAME.toml`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobConfig {
+    pub name: String,
+    pub common: JobCommon,
+    pub spec: JobSpec,
+}
+
+/// Fields every job kind has.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobCommon {
+    /// 5-field cron expression or `@daily`-style alias, for `drctl daemon`.
+    pub schedule: Option<String>,
+    /// Names of `[targets.*]` this job writes to; every backup goes to all of them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Restore drill settings.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `verify = { … }` on a job.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// When the drill runs (daemon).
+    pub schedule: Option<String>,
+    /// Queries that must return true after the restore, e.g. `SELECT count(*) > 0 FROM users`.
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// A scratch server to restore into instead of an ephemeral one.
+    pub scratch_url: Option<String>,
+}
+
+/// The closed set of job kinds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobSpec {
+    Postgres(PostgresJob),
+}
+
+impl JobSpec {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            JobSpec::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// `kind = "postgres"`: `pg_dump --format=custom` per database, optionally `pg_dumpall --globals-only`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresJob {
+    /// libpq URL of the server and default database, e.g. `postgres://backup@db:5432/app`. A password
+    /// in the URL works but `password_file` keeps it out of the config.
+    pub url: Secret,
+    /// The password, if not in the URL (prefer `password_file`).
+    pub password: Option<Secret>,
+    /// File holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// Databases to dump, one artifact each (default: the URL's database).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Also dump roles and tablespaces with `pg_dumpall --globals-only` (its own artifact).
+    #[serde(default)]
+    pub globals: bool,
+    /// Directory holding `pg_dump`, `pg_dumpall`, `pg_restore`, `psql` (default: `PATH`, then the
+    /// newest `/usr/lib/postgresql/*/bin`).
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// Read a `*_file` secret: the first line, without surrounding whitespace.
+///
+/// # Errors
+/// [`crate::Error::ReadFile`] naming the file (never its content).
+pub fn read_secret_file(path: &Path) -> crate::Result<Secret> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::Error::ReadFile { path: path.to_path_buf(), source })?;
+    Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
+}

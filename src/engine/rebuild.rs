@@ -1,0 +1,118 @@
+//! Reading backups straight from the targets: `drctl catalog rebuild`, and restore on a machine
+//! whose catalog is empty.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::catalog::BackupStatus;
+use crate::manifest::Manifest;
+use crate::{Error, Result, layout};
+
+/// A committed backup found on the targets.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub manifest: Manifest,
+    /// Targets holding a complete copy (manifest and every artifact at its recorded size).
+    pub targets: Vec<String>,
+    pub status: BackupStatus,
+}
+
+/// Something that made a target or a copy unusable during the scan.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanProblem {
+    pub target: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildReport {
+    pub backups: usize,
+    pub copies: usize,
+    pub problems: Vec<ScanProblem>,
+}
+
+/// Scan every configured target (or those of `job`) for committed backups.
+///
+/// # Errors
+/// Only when no target could be listed at all.
+pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec<ScanProblem>)> {
+    let names: Vec<String> = match job {
+        Some(j) => engine.config.job(j)?.common.targets.clone(),
+        None => engine.config.targets.keys().cloned().collect(),
+    };
+    let prefix = job.map(|j| format!("{j}/")).unwrap_or_default();
+    let mut by_id: BTreeMap<String, (Manifest, Vec<String>)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut listed = 0;
+    for name in &names {
+        let target = match engine.target(name) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
+                continue;
+            }
+        };
+        let objects = match target.list(&prefix).await {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
+                continue;
+            }
+        };
+        listed += 1;
+        let sizes: BTreeMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        for obj in &objects {
+            if layout::manifest_id(&obj.key).is_none() {
+                continue;
+            }
+            let m = match target.get_bytes(&obj.key).await.and_then(|b| Manifest::from_json(&obj.key, &b)) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
+                    continue;
+                }
+            };
+            let missing: Vec<&str> = m
+                .artifacts
+                .iter()
+                .filter(|a| sizes.get(a.key.as_str()) != Some(&a.stored.size))
+                .map(|a| a.key.as_str())
+                .collect();
+            if !missing.is_empty() {
+                problems.push(ScanProblem {
+                    target: name.clone(),
+                    message: format!("backup `{}` is damaged here: `{}` missing or of the wrong size", m.backup_id, missing.join("`, `")),
+                });
+                continue;
+            }
+            by_id.entry(m.backup_id.clone()).or_insert_with(|| (m, Vec::new())).1.push(name.clone());
+        }
+    }
+    if listed == 0 && !names.is_empty() {
+        return Err(Error::AllTargetsFailed {
+            job: job.unwrap_or("*").to_string(),
+            failures: problems.iter().map(|p| format!("`{}`: {}", p.target, p.message)).collect(),
+        });
+    }
+    let found = by_id
+        .into_values()
+        .map(|(manifest, mut targets)| {
+            targets.sort();
+            let wanted = engine.config.jobs.get(&manifest.job).map(|j| j.common.targets.len()).unwrap_or(targets.len());
+            let status = if targets.len() >= wanted { BackupStatus::Ok } else { BackupStatus::Partial };
+            Found { manifest, targets, status }
+        })
+        .collect();
+    Ok((found, problems))
+}
+
+/// `drctl catalog rebuild`: replace the catalog's knowledge with what the targets hold.
+pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
+    let (found, problems) = scan(engine, None).await?;
+    let catalog = engine.catalog().await?;
+    let rows: Vec<_> = found.iter().map(|f| (f.manifest.clone(), f.targets.clone(), f.status)).collect();
+    catalog.rebuild_from(&rows).await?;
+    Ok(RebuildReport { backups: found.len(), copies: found.iter().map(|f| f.targets.len()).sum(), problems })
+}

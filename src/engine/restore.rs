@@ -1,0 +1,379 @@
+//! `drctl restore`: fetch a backup from the first healthy target, prove it intact, then stream it
+//! through age and zstd into the job's restorer (or a file, or stdout).
+//!
+//! Integrity before anything is touched: a first streaming pass hashes the stored object and
+//! compares it with the manifest's sha256, so a damaged copy is refused (and the next target
+//! tried) before a single byte reaches the destination. The second pass decrypts; age
+//! authenticates every 64 KiB chunk and the end of the stream, and the plaintext sha256 is checked
+//! before the consumer is allowed to finish: pg_restore runs in one transaction and is killed
+//! (rolling back) unless every check passed. Files are written under a temporary name and renamed
+//! only when complete. Nothing is staged on disk; memory stays bounded.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::Engine;
+use crate::catalog::Selector;
+use crate::jobs::{self, RestoreOptions, RestoreStep, Sink};
+use crate::manifest::{Artifact, Manifest};
+use crate::pipeline::decode::{DecodeError, InputFault};
+use crate::pipeline::{decode_blocking, keys};
+use crate::progress::Progress;
+use crate::targets::Target;
+use crate::{Error, Result};
+
+/// Where decrypted bytes go instead of the job's restorer.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    pub selector: Option<Selector>,
+    pub output: Option<Output>,
+    pub options: RestoreOptions,
+    pub dry_run: bool,
+    /// Restore only this artifact (a database name, `globals`).
+    pub artifact: Option<String>,
+    /// Read from this target first.
+    pub target: Option<String>,
+    /// Also replay roles (`globals`), before the databases.
+    pub globals: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub job: String,
+    pub backup_id: String,
+    pub target: String,
+    pub steps: Vec<RestoreStep>,
+    pub plaintext_bytes: u64,
+    pub duration_seconds: f64,
+    pub dry_run: bool,
+    /// Targets skipped because their copy was missing or damaged.
+    pub skipped: Vec<String>,
+}
+
+/// Find the backup to restore: the catalog first, the targets themselves when the catalog does
+/// not know the job (a fresh machine).
+pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<(Manifest, Vec<String>)> {
+    if let Ok(cat) = engine.catalog().await
+        && let Some(entry) = cat.find(job, selector).await?
+        && let Some(m) = entry.manifest
+    {
+        return Ok((m, entry.targets));
+    }
+    let (found, _) = super::rebuild::scan(engine, Some(job)).await?;
+    found
+        .into_iter()
+        .filter(|f| selector.matches(&f.manifest))
+        .max_by(|a, b| a.manifest.backup_id.cmp(&b.manifest.backup_id))
+        .map(|f| (f.manifest, f.targets))
+        .ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
+}
+
+pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> Result<RestoreReport> {
+    let clock = Instant::now();
+    let job = engine.config.job(job_name)?;
+    let selector = req.selector.clone().unwrap_or(Selector::Latest);
+    let (manifest, holders) = resolve(engine, job_name, &selector).await?;
+
+    let artifacts = select_artifacts(&manifest, req)?;
+    let mut options = req.options.clone();
+    options.several = artifacts.iter().filter(|a| a.format != jobs::postgres::FORMAT_GLOBALS).count() > 1;
+    let req = &RestoreRequest { options, ..req.clone() };
+    let identities = Arc::new(load_identities(engine)?);
+
+    // plan every step before touching anything: a refusal must come before the first write
+    let mut steps = Vec::new();
+    for a in &artifacts {
+        steps.push(match &req.output {
+            Some(Output::Stdout) => RestoreStep { artifact: a.name.clone(), destination: "stdout".into(), action: "write the decrypted artifact".into() },
+            Some(Output::File(p)) => {
+                if p.exists() && !req.options.force {
+                    return Err(Error::DestinationNotEmpty {
+                        job: job_name.into(),
+                        destination: format!("`{}`", p.display()),
+                        detail: "the file exists".into(),
+                    });
+                }
+                RestoreStep { artifact: a.name.clone(), destination: p.display().to_string(), action: "write the decrypted artifact".into() }
+            }
+            None => jobs::plan_restore(job, &manifest, a, &req.options).await?,
+        });
+    }
+
+    // pick the first target whose copy is complete and intact
+    let order = target_order(&holders, &job.common.targets, req.target.as_deref());
+    let mut skipped = Vec::new();
+    let mut chosen: Option<Arc<Target>> = None;
+    for name in order {
+        let target = match engine.target(&name) {
+            Ok(t) => t,
+            Err(e) => {
+                skipped.push(format!("`{name}`: {e}"));
+                continue;
+            }
+        };
+        if req.dry_run {
+            match present(&target, &artifacts).await {
+                Ok(()) => {
+                    chosen = Some(target);
+                    break;
+                }
+                Err(e) => skipped.push(e.to_string()),
+            }
+            continue;
+        }
+        let mut ok = true;
+        for a in &artifacts {
+            if let Err(e) = verify_stored(&target, a, engine.progress).await {
+                tracing::warn!(target = %name, error = %e, "copy unusable, trying the next target");
+                skipped.push(e.to_string());
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            chosen = Some(target);
+            break;
+        }
+    }
+    let Some(target) = chosen else {
+        return Err(match skipped.len() {
+            0 => Error::NoBackup { job: job_name.into(), selector: format!("{selector} on any reachable target") },
+            _ => Error::AllTargetsFailed { job: job_name.into(), failures: skipped },
+        });
+    };
+
+    let mut report = RestoreReport {
+        job: job_name.into(),
+        backup_id: manifest.backup_id.clone(),
+        target: target.name().into(),
+        steps,
+        plaintext_bytes: 0,
+        duration_seconds: 0.0,
+        dry_run: req.dry_run,
+        skipped,
+    };
+    if req.dry_run {
+        report.duration_seconds = clock.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    for a in &artifacts {
+        let sink = match &req.output {
+            Some(Output::Stdout) => Sink { writer: Box::new(tokio::io::stdout()), process: None, destination: "stdout".into() },
+            Some(Output::File(p)) => file_sink(p).await?,
+            None => jobs::open_sink(job, &manifest, a, &req.options).await?,
+        };
+        report.plaintext_bytes += restore_artifact(&target, &manifest, a, sink, identities.clone(), req, engine.progress).await?;
+    }
+    report.duration_seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn load_identities(engine: &Engine) -> Result<keys::Identities> {
+    let path = engine.config.encryption.identity_file.as_ref().ok_or_else(|| Error::Decrypt {
+        backup: String::new(),
+        message: "no `encryption.identity_file` configured: restore needs the age identity".into(),
+    })?;
+    keys::load_identities(path)
+}
+
+fn select_artifacts(m: &Manifest, req: &RestoreRequest) -> Result<Vec<Artifact>> {
+    let names = || m.artifacts.iter().map(|a| a.name.clone()).collect::<Vec<_>>().join(", ");
+    if let Some(want) = &req.artifact {
+        return m
+            .artifacts
+            .iter()
+            .find(|a| &a.name == want)
+            .cloned()
+            .map(|a| vec![a])
+            .ok_or_else(|| Error::NoBackup { job: m.job.clone(), selector: format!("artifact `{want}` in backup `{}` (it has: {})", m.backup_id, names()) });
+    }
+    let is_globals = |a: &Artifact| a.format == jobs::postgres::FORMAT_GLOBALS;
+    let mut out: Vec<Artifact> = Vec::new();
+    if req.globals || req.output.is_some() {
+        out.extend(m.artifacts.iter().filter(|a| is_globals(a)).cloned());
+    }
+    out.extend(m.artifacts.iter().filter(|a| !is_globals(a)).cloned());
+    if req.output.is_some() && out.len() > 1 {
+        return Err(Error::NoBackup {
+            job: m.job.clone(),
+            selector: format!("a single artifact for --output: backup `{}` has {}; choose one with --artifact", m.backup_id, names()),
+        });
+    }
+    Ok(out)
+}
+
+fn target_order(holders: &[String], job_targets: &[String], first: Option<&str>) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    if let Some(f) = first {
+        order.push(f.to_string());
+    }
+    for t in job_targets.iter().chain(holders.iter()) {
+        if holders.contains(t) && !order.contains(t) {
+            order.push(t.clone());
+        }
+    }
+    order
+}
+
+async fn present(target: &Target, artifacts: &[Artifact]) -> Result<()> {
+    for a in artifacts {
+        match target.stat(&a.key).await? {
+            Some(meta) if meta.size == a.stored.size => {}
+            Some(meta) => {
+                return Err(Error::Integrity {
+                    target: target.name().into(),
+                    key: a.key.clone(),
+                    what: format!("size is {} bytes, the manifest says {}", meta.size, a.stored.size),
+                });
+            }
+            None => {
+                return Err(Error::Integrity { target: target.name().into(), key: a.key.clone(), what: "the object is missing".into() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// First pass: stream the stored object and compare size and sha256 with the manifest.
+async fn verify_stored(target: &Target, a: &Artifact, show: bool) -> Result<()> {
+    present(target, std::slice::from_ref(a)).await?;
+    let progress = Progress::bytes(&format!("verifying {}", a.name), Some(a.stored.size), show);
+    let mut stream = target.get(&a.key, None).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e))?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish();
+    let sha = hex::encode(hasher.finalize());
+    if size != a.stored.size || sha != a.stored.sha256 {
+        return Err(Error::Integrity {
+            target: target.name().into(),
+            key: a.key.clone(),
+            what: format!("sha256 {sha} ({size} bytes) does not match the manifest's {} ({} bytes)", a.stored.sha256, a.stored.size),
+        });
+    }
+    Ok(())
+}
+
+async fn file_sink(path: &Path) -> Result<Sink> {
+    let tmp = partial_path(path);
+    let file = tokio::fs::File::create(&tmp).await.map_err(|source| Error::WriteFile { path: tmp.clone(), source })?;
+    Ok(Sink { writer: Box::new(file), process: None, destination: path.display().to_string() })
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Second pass: decrypt and decompress into the sink; let the consumer finish only if every
+/// check passed. Returns the plaintext size.
+async fn restore_artifact(
+    target: &Target,
+    m: &Manifest,
+    a: &Artifact,
+    sink: Sink,
+    identities: Arc<keys::Identities>,
+    req: &RestoreRequest,
+    show: bool,
+) -> Result<u64> {
+    let Sink { writer, process, destination } = sink;
+    let stream = target
+        .get(&a.key, None)
+        .await?
+        .map_err(|e| io::Error::new(e.kind(), InputFault(e.to_string())));
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let progress = Progress::bytes(&format!("restoring {}", a.name), Some(a.plaintext.size), show);
+    let handle = tokio::runtime::Handle::current();
+    let p = progress.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let input = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
+        let mut out = tokio_util::io::SyncIoBridge::new_with_handle(writer, handle);
+        let res = decode_blocking(input, &identities, &mut out, &p);
+        (res, out.into_inner())
+    })
+    .await;
+    progress.finish();
+    let (decoded, mut writer) = joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
+
+    let fail = |message: String| Error::Restore { job: m.job.clone(), destination: destination.clone(), message };
+    let consumer_died = matches!(decoded, Err(DecodeError::Output(_)));
+    let verdict: Result<u64> = match decoded {
+        Ok(s) if s.stored != a.stored => Err(Error::Integrity {
+            target: target.name().into(),
+            key: a.key.clone(),
+            what: "the object changed while it was being restored".into(),
+        }),
+        Ok(s) if s.plaintext != a.plaintext => Err(Error::Integrity {
+            target: target.name().into(),
+            key: a.key.clone(),
+            what: format!("decrypted data has sha256 {} but the manifest says {}", s.plaintext.sha256, a.plaintext.sha256),
+        }),
+        Ok(s) => Ok(s.plaintext.size),
+        Err(DecodeError::Key(msg)) => Err(Error::Decrypt { backup: m.backup_id.clone(), message: msg }),
+        Err(DecodeError::Corrupt(msg)) => Err(Error::Integrity { target: target.name().into(), key: a.key.clone(), what: msg }),
+        Err(DecodeError::Input(e)) => Err(crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e)),
+        Err(DecodeError::Output(e)) => Err(fail(format!("the consumer stopped reading: {e}"))),
+    };
+
+    match verdict {
+        Ok(size) => {
+            let _ = writer.shutdown().await;
+            drop(writer);
+            if let Some(p) = process {
+                let (status, stderr) = p.wait().await.map_err(|e| fail(e.to_string()))?;
+                if !status.success() {
+                    return Err(fail(format!("restore tool failed ({}): {}", crate::exec::describe_status(&status), last_lines(&stderr))));
+                }
+            }
+            if let Some(Output::File(path)) = &req.output {
+                let tmp = partial_path(path);
+                tokio::fs::rename(&tmp, path).await.map_err(|source| Error::WriteFile { path: path.clone(), source })?;
+            }
+            Ok(size)
+        }
+        Err(e) => {
+            // never let a consumer commit what we could not vouch for
+            drop(writer);
+            if let Some(p) = process {
+                if consumer_died {
+                    // the consumer exited on its own: its error output says why
+                    if let Ok((status, stderr)) = p.wait().await {
+                        return Err(fail(format!("restore tool failed ({}): {}", crate::exec::describe_status(&status), last_lines(&stderr))));
+                    }
+                } else {
+                    p.kill().await;
+                }
+            }
+            if let Some(Output::File(path)) = &req.output {
+                let _ = tokio::fs::remove_file(partial_path(path)).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn last_lines(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
+    if tail.is_empty() { "no error output".into() } else { tail }
+}

@@ -1,0 +1,251 @@
+//! `drctl run JOB`: back a job up to all of its targets.
+//!
+//! Commit protocol: every artifact is streamed to every live target; a target that fails is
+//! dropped and the others go on. When all artifacts are stored, the manifest is written to each
+//! remaining target — its presence commits the backup there. Only then is the run reported as a
+//! success (every target) or partial (some targets: exit 3). Artifacts left on a target that did
+//! not get the manifest are deleted right away (and would be ignored by restore anyway).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::Engine;
+use super::fanout::fanout;
+use crate::catalog::BackupStatus;
+use crate::jobs::BackupSession;
+use crate::manifest::{self, Artifact, Manifest, PipelineInfo};
+use crate::pipeline::{EncodeParams, keys};
+use crate::progress::Progress;
+use crate::targets::Target;
+use crate::{Error, Result, layout};
+
+/// Why one target has no copy of the backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetFailure {
+    pub target: String,
+    pub error: String,
+}
+
+/// Outcome of a run that committed at least one copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub job: String,
+    pub backup_id: String,
+    pub status: BackupStatus,
+    /// Targets holding the committed backup.
+    pub committed: Vec<String>,
+    /// Targets that do not, and why.
+    pub failed: Vec<TargetFailure>,
+    pub artifacts: Vec<String>,
+    pub plaintext_bytes: u64,
+    pub stored_bytes: u64,
+    pub duration_seconds: f64,
+    /// The catalog could not be updated (the backup is committed on the targets regardless).
+    pub catalog_warning: Option<String>,
+}
+
+/// Back up `job_name` now.
+///
+/// # Errors
+/// When nothing could be committed: the source failed, or every target did. The failure is
+/// recorded in the catalog.
+pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
+    let job = engine.config.job(job_name)?.clone();
+    let started = Timestamp::now();
+    let clock = Instant::now();
+    let backup_id = layout::new_backup_id(started);
+    let catalog = engine.catalog().await;
+
+    let result = run_inner(engine, &job, &backup_id, started, clock).await;
+    match (&result, &catalog) {
+        (Err(e), Ok(cat)) => {
+            let _ = cat.record_failure(&backup_id, &job.name, job.spec.kind_name(), started, &e.to_string()).await;
+        }
+        (Ok((m, report)), Ok(cat)) => {
+            if let Err(e) = cat.record_backup(m, report.status, &report.committed).await {
+                let mut r = report.clone();
+                r.catalog_warning = Some(e.to_string());
+                return Ok(r);
+            }
+        }
+        (Ok((_, report)), Err(e)) => {
+            let mut r = report.clone();
+            r.catalog_warning = Some(e.to_string());
+            return Ok(r);
+        }
+        (Err(_), Err(_)) => {}
+    }
+    result.map(|(_, r)| r)
+}
+
+async fn run_inner(
+    engine: &Engine,
+    job: &crate::config::JobConfig,
+    backup_id: &str,
+    started: Timestamp,
+    clock: Instant,
+) -> Result<(Manifest, RunReport)> {
+    let config = &engine.config;
+    let params = EncodeParams {
+        zstd_level: config.compression.level,
+        zstd_threads: config.compression.threads,
+        recipients: keys::parse_recipients(&config.encryption.recipients)?,
+    };
+
+    let mut failed: Vec<TargetFailure> = Vec::new();
+    let mut live: Vec<Arc<Target>> = Vec::new();
+    for name in &job.common.targets {
+        match engine.target(name) {
+            Ok(t) => live.push(t),
+            Err(e) => failed.push(TargetFailure { target: name.clone(), error: e.to_string() }),
+        }
+    }
+    if live.is_empty() {
+        return Err(all_failed(&job.name, &failed));
+    }
+
+    let mut session = BackupSession::prepare(job).await?;
+    let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut artifacts: Vec<Artifact> = Vec::new();
+
+    for plan in session.artifacts() {
+        let key = layout::artifact_key(&job.name, backup_id, &plan.name, plan.ext);
+        let stream = match session.open(&plan).await {
+            Ok(s) => s,
+            Err(e) => {
+                cleanup(&live, &written).await;
+                return Err(e);
+            }
+        };
+        let progress = Progress::bytes(&format!("{} {}", job.name, plan.name), plan.size_hint, engine.progress);
+        let result = fanout(stream, params.clone(), &live, &key, progress.clone()).await;
+        progress.finish();
+        let summary = match result.summary {
+            Ok(s) => s,
+            Err(e) => {
+                cleanup(&live, &written).await;
+                // uploads were aborted; a target that had already failed keeps its own error
+                return Err(e);
+            }
+        };
+        let mut still_live = Vec::new();
+        for (t, (name, r)) in live.iter().zip(result.per_target) {
+            match r {
+                Ok(size) if size == summary.stored.size => {
+                    written.entry(name).or_default().push(key.clone());
+                    still_live.push(t.clone());
+                }
+                Ok(size) => failed.push(TargetFailure {
+                    target: name,
+                    error: format!("stored {size} bytes of `{key}`, expected {}", summary.stored.size),
+                }),
+                Err(e) => {
+                    tracing::warn!(job = %job.name, target = %name, error = %e, "target dropped from this backup");
+                    failed.push(TargetFailure { target: name, error: e.to_string() });
+                }
+            }
+        }
+        // a target that failed now must not keep the artifacts it already had
+        let dropped: Vec<Arc<Target>> = live.iter().filter(|t| !still_live.iter().any(|s| Arc::ptr_eq(s, t))).cloned().collect();
+        cleanup(&dropped, &written).await;
+        live = still_live;
+        if live.is_empty() {
+            return Err(all_failed(&job.name, &failed));
+        }
+        artifacts.push(Artifact {
+            name: plan.name.clone(),
+            format: plan.format.to_string(),
+            key,
+            plaintext: summary.plaintext,
+            stored: summary.stored,
+        });
+    }
+
+    let facts = session.finish().await?;
+    let manifest = Manifest {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        backup_id: backup_id.to_string(),
+        job: job.name.clone(),
+        kind: job.spec.kind_name().into(),
+        started_at: started,
+        finished_at: Timestamp::now(),
+        drctl_version: env!("CARGO_PKG_VERSION").into(),
+        host: hostname(),
+        pipeline: PipelineInfo {
+            compression: manifest::Compression { algorithm: "zstd".into(), level: params.zstd_level },
+            encryption: manifest::Encryption { algorithm: "age".into(), recipients: config.encryption.recipients.clone() },
+        },
+        artifacts,
+        facts,
+    };
+
+    // commit: the manifest, written last, on every target that holds all artifacts
+    let body = Bytes::from(manifest.to_json());
+    let mkey = layout::manifest_key(&job.name, backup_id);
+    let commits = futures::future::join_all(live.iter().map(|t| {
+        let (body, mkey) = (body.clone(), mkey.clone());
+        async move { t.put_bytes(&mkey, body).await }
+    }))
+    .await;
+    let mut committed = Vec::new();
+    let mut lost = Vec::new();
+    for (t, r) in live.iter().zip(commits) {
+        match r {
+            Ok(_) => committed.push(t.name().to_string()),
+            Err(e) => {
+                failed.push(TargetFailure { target: t.name().to_string(), error: e.to_string() });
+                lost.push(t.clone());
+            }
+        }
+    }
+    cleanup(&lost, &written).await;
+    if committed.is_empty() {
+        return Err(all_failed(&job.name, &failed));
+    }
+    let status = if failed.is_empty() { BackupStatus::Ok } else { BackupStatus::Partial };
+    let report = RunReport {
+        job: job.name.clone(),
+        backup_id: backup_id.to_string(),
+        status,
+        committed,
+        failed,
+        artifacts: manifest.artifacts.iter().map(|a| a.name.clone()).collect(),
+        plaintext_bytes: manifest.plaintext_bytes(),
+        stored_bytes: manifest.stored_bytes(),
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        catalog_warning: None,
+    };
+    Ok((manifest, report))
+}
+
+fn all_failed(job: &str, failed: &[TargetFailure]) -> Error {
+    Error::AllTargetsFailed {
+        job: job.to_string(),
+        failures: failed.iter().map(|f| format!("`{}`: {}", f.target, f.error)).collect(),
+    }
+}
+
+/// Delete the artifacts written to `targets` (best effort: an orphan artifact is harmless, it has
+/// no manifest and is removed by prune).
+async fn cleanup(targets: &[Arc<Target>], written: &BTreeMap<String, Vec<String>>) {
+    for t in targets {
+        for key in written.get(t.name()).into_iter().flatten() {
+            if let Err(e) = t.delete(key).await {
+                tracing::warn!(target = %t.name(), key = %key, error = %e, "could not remove an uncommitted artifact");
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,172 @@
+//! Error policy for the whole library.
+//!
+//! * Every error names what it is about (job, target, object key, file) and, where a user can do
+//!   something about it, carries a hint with the next step (`hint()`).
+//! * Errors say whether retrying can help ([`Error::is_transient`]): network faults and 5xx answers
+//!   are transient, bad credentials, missing objects and corrupt data are not.
+//! * No catch-all `Message(String)`: a new failure mode gets its own variant.
+//! * Secrets never enter an error: URLs are stripped of passwords with [`crate::redact`] before they
+//!   are put in a message, and child-process output is passed through [`crate::redact::scrub`].
+//! * The CLI maps errors to exit codes with [`Error::exit_code`]: 2 for usage/configuration, 1 for a
+//!   failed operation. Partial success (exit 3) is not an error but an outcome.
+
+use std::path::PathBuf;
+
+use crate::config::Problem;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How an object-store failure should be treated by callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The object or bucket does not exist.
+    NotFound,
+    /// A retry may succeed: connection reset, timeout, 5xx, throttling.
+    Transient,
+    /// A retry will not help: bad credentials, permission denied, invalid request.
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration is invalid: {}", problems_summary(.0))]
+    Config(Vec<Problem>),
+
+    #[error("cannot read `{path}`: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write `{path}`: {source}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("unknown job `{job}`")]
+    UnknownJob { job: String, known: Vec<String> },
+
+    #[error("target `{target}`: {op} `{key}` failed ({kind:?}): {message}")]
+    Target {
+        target: String,
+        op: &'static str,
+        key: String,
+        kind: FailureKind,
+        message: String,
+    },
+
+    #[error("job `{job}`: {message}")]
+    Source { job: String, message: String, hint: Option<String> },
+
+    #[error("job `{job}`: `{tool}` version {tool_version} is older than the server's {server_version}")]
+    ToolTooOld { job: String, tool: String, tool_version: String, server_version: String },
+
+    #[error("pipeline: {0}")]
+    Pipeline(String),
+
+    #[error("integrity check failed for `{key}` on target `{target}`: {what}")]
+    Integrity { target: String, key: String, what: String },
+
+    #[error("cannot decrypt backup `{backup}`: {message}")]
+    Decrypt { backup: String, message: String },
+
+    #[error("encryption: {0}")]
+    Encryption(String),
+
+    #[error("catalog `{url}`: {source}")]
+    Catalog {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error("catalog migration: {0}")]
+    Migration(String),
+
+    #[error("manifest `{key}`: {message}")]
+    Manifest { key: String, message: String },
+
+    #[error("job `{job}`: no backup matches {selector}")]
+    NoBackup { job: String, selector: String },
+
+    #[error("job `{job}`: destination {destination} is not empty ({detail})")]
+    DestinationNotEmpty { job: String, destination: String, detail: String },
+
+    #[error("job `{job}`: restore into {destination} failed: {message}")]
+    Restore { job: String, destination: String, message: String },
+
+    #[error("job `{job}`: no target accepted the backup: {}", .failures.join("; "))]
+    AllTargetsFailed { job: String, failures: Vec<String> },
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn problems_summary(problems: &[Problem]) -> String {
+    match problems.len() {
+        1 => "1 problem".into(),
+        n => format!("{n} problems"),
+    }
+}
+
+impl Error {
+    /// Exit code documented in the CLI contract: 2 for configuration/usage, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::UnknownJob { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether repeating the same operation may succeed without a change by the user.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Target { kind: FailureKind::Transient, .. })
+    }
+
+    /// The next step for the user, when there is one worth saying.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Config(_) => Some("fix the problems above; `drctl check` validates the config".into()),
+            Error::UnknownJob { known, .. } => Some(if known.is_empty() {
+                "no jobs are configured: add a [jobs.NAME] table or a jobs/NAME.toml file".into()
+            } else {
+                format!("configured jobs: {}", known.join(", "))
+            }),
+            Error::Target { target, kind, .. } => Some(match kind {
+                FailureKind::Transient => format!("target `{target}` may be down or overloaded: retry, and run `drctl check`"),
+                FailureKind::Permanent => format!("check the credentials and permissions of target `{target}`; `drctl check` tests them"),
+                FailureKind::NotFound => format!("the object is missing on target `{target}`: try another target or `drctl catalog rebuild`"),
+            }),
+            Error::Source { hint, .. } => hint.clone(),
+            Error::ToolTooOld { tool, server_version, .. } => Some(format!(
+                "install a `{tool}` of major version {} or newer (for Debian: postgresql-client-{}), or set `bin_dir` on the job",
+                major(server_version),
+                major(server_version)
+            )),
+            Error::Integrity { .. } => Some(
+                "the stored copy is damaged: restore from another target with `--target`, and run `drctl sync` to replace it".into(),
+            ),
+            Error::Decrypt { .. } => Some(
+                "check that `encryption.identity_file` holds the age identity matching one of the backup's recipients".into(),
+            ),
+            Error::NoBackup { job, .. } => Some(format!(
+                "`drctl list {job}` shows known backups; on a fresh machine run `drctl catalog rebuild` first"
+            )),
+            Error::DestinationNotEmpty { .. } => Some(
+                "pass `--force` to replace the existing data, or restore elsewhere with `--to`".into(),
+            ),
+            Error::AllTargetsFailed { .. } => Some("run `drctl check` to see which targets are reachable".into()),
+            Error::Catalog { .. } => Some("check `[catalog] url`; the catalog can be rebuilt with `drctl catalog rebuild`".into()),
+            _ => None,
+        }
+    }
+}
+
+fn major(version: &str) -> String {
+    version.split(['.', ' ']).next().unwrap_or(version).to_string()
+}

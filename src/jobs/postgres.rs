@@ -1,0 +1,652 @@
+//! `kind = "postgres"`: `pg_dump --format=custom` per database, `pg_dumpall --globals-only`.
+//!
+//! Consistency: for each database drctl opens a `REPEATABLE READ` transaction, exports its snapshot
+//! and hands it to `pg_dump --snapshot`, then counts rows *in that same snapshot* while the dump
+//! runs. The row counts in the manifest are therefore exactly what the dump contains, which is
+//! what restore drills compare against.
+//!
+//! pg_dump compression is off (`--compress=0`): the pipeline compresses. The password travels in
+//! `PGPASSWORD` (child environment), never in argv.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+use tokio::io::AsyncRead;
+
+use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
+use crate::config::{PostgresJob, read_secret_file};
+use crate::exec::{Cmd, describe_status};
+use crate::manifest::{Artifact, Manifest};
+use crate::redact::{Secret, url_for_display};
+use crate::{Error, Result};
+
+pub const FORMAT_DUMP: &str = "pg_dump-custom";
+pub const FORMAT_GLOBALS: &str = "sql";
+const GLOBALS: &str = "globals";
+
+/// Facts recorded in the manifest of a postgres backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Facts {
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub databases: Vec<DatabaseFacts>,
+    pub globals: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseFacts {
+    pub name: String,
+    pub size_bytes: u64,
+    pub table_count: u64,
+    pub tables: Vec<TableFacts>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TableFacts {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+}
+
+/// A server to talk to: URL without password, plus the password.
+#[derive(Clone)]
+struct Conn {
+    url: url::Url,
+    password: Option<Secret>,
+}
+
+impl Conn {
+    fn from_job(job: &str, pg: &PostgresJob) -> Result<Conn> {
+        let mut url = url::Url::parse(pg.url.expose()).map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
+        let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
+        if let Some(p) = &pg.password {
+            password = Some(p.clone());
+        }
+        if let Some(f) = &pg.password_file {
+            password = Some(read_secret_file(f)?);
+        }
+        let _ = url.set_password(None);
+        Ok(Conn { url, password })
+    }
+
+    fn database(&self) -> String {
+        percent_decode(self.url.path().trim_start_matches('/'))
+    }
+
+    fn with_database(&self, db: &str) -> Conn {
+        let mut c = self.clone();
+        c.url.set_path(&format!("/{}", utf8_percent_encode(db)));
+        c
+    }
+
+    fn display(&self) -> String {
+        url_for_display(self.url.as_str())
+    }
+
+    fn host_port(&self) -> (String, u16) {
+        (self.url.host_str().unwrap_or("localhost").to_string(), self.url.port().unwrap_or(5432))
+    }
+
+    async fn connect(&self, job: &str) -> Result<PgConnection> {
+        let mut opts = PgConnectOptions::from_str(self.url.as_str())
+            .map_err(|e| source_err(job, format!("invalid url `{}`: {e}", self.display()), None))?;
+        if let Some(p) = &self.password {
+            opts = opts.password(p.expose());
+        }
+        PgConnection::connect_with(&opts).await.map_err(|e| connect_err(job, &self.display(), e))
+    }
+
+    /// Apply to a tool invocation: connection string in argv (no password), password in env.
+    fn apply(&self, cmd: Cmd) -> Cmd {
+        let cmd = cmd.arg(format!("--dbname={}", self.url.as_str())).env("PGCONNECT_TIMEOUT", "15");
+        match &self.password {
+            Some(p) => cmd.env("PGPASSWORD", p.expose()),
+            None => cmd,
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len() + 0
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn utf8_percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
+    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
+}
+
+fn connect_err(job: &str, shown: &str, e: sqlx::Error) -> Error {
+    let text = e.to_string();
+    let hint = if text.contains("password authentication failed") || text.contains("no password") {
+        Some("check the password (`password_file` or the url) and the role's pg_hba.conf entry".to_string())
+    } else if matches!(e, sqlx::Error::Io(_)) || text.contains("Connection refused") || text.contains("timed out") {
+        Some(format!("is PostgreSQL running and reachable at {shown}? `drctl check` tests it"))
+    } else if text.contains("does not exist") {
+        Some("check the database name in the url or `databases`".to_string())
+    } else {
+        None
+    };
+    source_err(job, format!("cannot connect to {shown}: {text}"), hint)
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The PostgreSQL client tools of one major version.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub bin_dir: Option<PathBuf>,
+    pub version: String,
+}
+
+impl Tools {
+    fn path(&self, tool: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(d) => d.join(tool),
+            None => PathBuf::from(tool),
+        }
+    }
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian …)` → `15.18`.
+pub fn parse_tool_version(out: &str) -> Option<String> {
+    let v = out.split_whitespace().nth(2)?;
+    v.chars().next()?.is_ascii_digit().then(|| v.to_string())
+}
+
+fn major_of(v: &str) -> u32 {
+    v.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
+}
+
+async fn tool_version(path: &Path) -> Option<String> {
+    let (status, out, _) = Cmd::new(path).arg("--version").output().await.ok()?;
+    if !status.success() {
+        return None;
+    }
+    parse_tool_version(&out)
+}
+
+/// Find client tools whose major version is at least `server_major`: `bin_dir` if configured,
+/// else `PATH`, else the newest `/usr/lib/postgresql/*/bin`.
+pub async fn find_tools(job: &str, bin_dir: Option<&Path>, server_version: &str) -> Result<Tools> {
+    let server_major = major_of(server_version);
+    let mut candidates: Vec<Option<PathBuf>> = Vec::new();
+    if let Some(d) = bin_dir {
+        candidates.push(Some(d.to_path_buf()));
+    } else {
+        candidates.push(None);
+        if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+            let mut dirs: Vec<(u32, PathBuf)> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
+                .collect();
+            dirs.sort_by(|a, b| b.0.cmp(&a.0));
+            candidates.extend(dirs.into_iter().map(|d| Some(d.1)));
+        }
+    }
+    let mut best: Option<String> = None;
+    for dir in candidates {
+        let tools = Tools { bin_dir: dir, version: String::new() };
+        let Some(v) = tool_version(&tools.path("pg_dump")).await else { continue };
+        if major_of(&v) >= server_major {
+            return Ok(Tools { version: v, ..tools });
+        }
+        if best.as_ref().is_none_or(|b| major_of(b) < major_of(&v)) {
+            best = Some(v);
+        }
+    }
+    match best {
+        Some(v) => Err(Error::ToolTooOld {
+            job: job.to_string(),
+            tool: "pg_dump".into(),
+            tool_version: v,
+            server_version: server_version.to_string(),
+        }),
+        None => Err(source_err(
+            job,
+            "pg_dump not found",
+            Some(match bin_dir {
+                Some(d) => format!("no working pg_dump in `{}` (bin_dir)", d.display()),
+                None => "install the PostgreSQL client (Debian: postgresql-client) or set `bin_dir` on the job".into(),
+            }),
+        )),
+    }
+}
+
+async fn server_version(conn: &mut PgConnection, job: &str) -> Result<String> {
+    let row = sqlx::query("SHOW server_version")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| source_err(job, format!("cannot read server version: {e}"), None))?;
+    let v: String = row.get(0);
+    Ok(v.split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// A postgres backup in progress.
+pub struct BackupSession {
+    job: String,
+    conn: Conn,
+    databases: Vec<String>,
+    globals: bool,
+    tools: Tools,
+    server_version: String,
+    facts: Arc<Mutex<Vec<DatabaseFacts>>>,
+    sizes: Vec<(String, u64)>,
+}
+
+impl BackupSession {
+    pub async fn prepare(job: &str, pg: &PostgresJob) -> Result<BackupSession> {
+        let conn = Conn::from_job(job, pg)?;
+        let databases = if pg.databases.is_empty() { vec![conn.database()] } else { pg.databases.clone() };
+        let mut c = conn.connect(job).await?;
+        let server_version = server_version(&mut c, job).await?;
+        let mut sizes = Vec::new();
+        for db in &databases {
+            let size: Option<i64> = sqlx::query("SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1")
+                .bind(db)
+                .fetch_optional(&mut c)
+                .await
+                .map_err(|e| source_err(job, format!("cannot query pg_database: {e}"), None))?
+                .map(|r| r.get(0));
+            match size {
+                Some(s) => sizes.push((db.clone(), s.max(0) as u64)),
+                None => {
+                    return Err(source_err(
+                        job,
+                        format!("database `{db}` does not exist on {}", conn.display()),
+                        Some("check `databases` (or the url's database)".into()),
+                    ));
+                }
+            }
+        }
+        let _ = c.close().await;
+        let tools = find_tools(job, pg.bin_dir.as_deref(), &server_version).await?;
+        Ok(BackupSession {
+            job: job.to_string(),
+            conn,
+            databases,
+            globals: pg.globals,
+            tools,
+            server_version,
+            facts: Arc::default(),
+            sizes,
+        })
+    }
+
+    pub fn artifacts(&self) -> Vec<ArtifactPlan> {
+        let mut v: Vec<ArtifactPlan> = self
+            .databases
+            .iter()
+            .map(|db| ArtifactPlan {
+                name: db.clone(),
+                format: FORMAT_DUMP,
+                ext: "dump",
+                size_hint: self.sizes.iter().find(|s| &s.0 == db).map(|s| s.1),
+            })
+            .collect();
+        if self.globals {
+            v.push(ArtifactPlan { name: GLOBALS.into(), format: FORMAT_GLOBALS, ext: "sql", size_hint: None });
+        }
+        v
+    }
+
+    pub async fn open(&mut self, artifact: &ArtifactPlan) -> Result<SourceStream> {
+        if artifact.format == FORMAT_GLOBALS {
+            return self.open_globals().await;
+        }
+        let job = self.job.clone();
+        let db = artifact.name.clone();
+        let conn = self.conn.with_database(&db);
+        let mut c = conn.connect(&job).await?;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut c)
+            .await
+            .map_err(|e| source_err(&job, format!("database `{db}`: cannot start snapshot transaction: {e}"), None))?;
+        let snapshot: String = sqlx::query("SELECT pg_export_snapshot()")
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| source_err(&job, format!("database `{db}`: cannot export snapshot: {e}"), None))?
+            .get(0);
+
+        let cmd = conn.apply(
+            Cmd::new(self.tools.path("pg_dump"))
+                .arg("--format=custom")
+                .arg("--compress=0")
+                .arg("--no-password")
+                .arg(format!("--snapshot={snapshot}")),
+        );
+        let mut running = cmd
+            .spawn(Stdio::null(), Stdio::piped())
+            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dump has no stdout", None))?;
+        let head = Arc::new(Mutex::new(Vec::with_capacity(5)));
+        let reader = HeadReader { inner: stdout, head: head.clone() };
+
+        // count rows in the exported snapshot while pg_dump runs; the transaction stays open
+        // (and the snapshot valid) until the counts are done and pg_dump has exited
+        let counts_job = job.clone();
+        let counts_db = db.clone();
+        let counts = tokio::spawn(async move {
+            let facts = count_rows(&mut c, &counts_job, &counts_db).await;
+            (c, facts)
+        });
+        let facts_out = self.facts.clone();
+        let completion = Box::pin(async move {
+            let (status, stderr) = running
+                .wait()
+                .await
+                .map_err(|e| source_err(&job, format!("database `{db}`: waiting for pg_dump failed: {e}"), None))?;
+            let (mut c, facts) = counts.await.map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
+            let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
+            let _ = c.close().await;
+            if !status.success() {
+                return Err(source_err(
+                    &job,
+                    format!("pg_dump of database `{db}` failed ({}): {}", describe_status(&status), tail(&stderr)),
+                    Some("nothing was committed; fix the cause and run the job again".into()),
+                ));
+            }
+            let head = head.lock().map(|h| h.clone()).unwrap_or_default();
+            if head.is_empty() {
+                return Err(source_err(&job, format!("pg_dump of database `{db}` produced an empty dump"), None));
+            }
+            if !head.starts_with(b"PGDMP") {
+                return Err(source_err(&job, format!("pg_dump of database `{db}` did not produce a custom-format archive"), None));
+            }
+            let facts = facts?;
+            if let Ok(mut f) = facts_out.lock() {
+                f.push(facts);
+            }
+            Ok(())
+        });
+        Ok(SourceStream { reader: Box::new(reader), completion })
+    }
+
+    async fn open_globals(&mut self) -> Result<SourceStream> {
+        let job = self.job.clone();
+        let cmd = self.conn.apply(Cmd::new(self.tools.path("pg_dumpall")).arg("--globals-only").arg("--no-password"));
+        let mut running = cmd
+            .spawn(Stdio::null(), Stdio::piped())
+            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dumpall has no stdout", None))?;
+        let head = Arc::new(Mutex::new(Vec::new()));
+        let reader = HeadReader { inner: stdout, head: head.clone() };
+        let completion = Box::pin(async move {
+            let (status, stderr) = running.wait().await.map_err(|e| source_err(&job, format!("waiting for pg_dumpall failed: {e}"), None))?;
+            if !status.success() {
+                return Err(source_err(&job, format!("pg_dumpall --globals-only failed ({}): {}", describe_status(&status), tail(&stderr)), None));
+            }
+            if head.lock().map(|h| h.is_empty()).unwrap_or(true) {
+                return Err(source_err(&job, "pg_dumpall --globals-only produced no output", None));
+            }
+            Ok(())
+        });
+        Ok(SourceStream { reader: Box::new(reader), completion })
+    }
+
+    pub async fn finish(self) -> Result<serde_json::Value> {
+        let mut databases = self.facts.lock().map(|f| f.clone()).unwrap_or_default();
+        for d in databases.iter_mut() {
+            if let Some(s) = self.sizes.iter().find(|s| s.0 == d.name) {
+                d.size_bytes = s.1;
+            }
+        }
+        let facts = Facts { server_version: self.server_version, pg_dump_version: self.tools.version, databases, globals: self.globals };
+        Ok(serde_json::to_value(facts).unwrap_or_default())
+    }
+}
+
+fn tail(stderr: &str) -> String {
+    if stderr.is_empty() {
+        return "no error output".into();
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" / ")
+}
+
+async fn count_rows(c: &mut PgConnection, job: &str, db: &str) -> Result<DatabaseFacts> {
+    let tables = sqlx::query(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| source_err(job, format!("database `{db}`: cannot list tables: {e}"), None))?;
+    let mut out = DatabaseFacts { name: db.to_string(), ..Default::default() };
+    for t in tables {
+        let (schema, name): (String, String) = (t.get(0), t.get(1));
+        let q = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&name));
+        // identifiers come from pg_class and are quoted
+        let rows: i64 = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| source_err(job, format!("database `{db}`: cannot count `{schema}.{name}`: {e}"), None))?
+            .get(0);
+        out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
+    }
+    out.table_count = out.tables.len() as u64;
+    Ok(out)
+}
+
+/// Remembers the first bytes that pass, to check the archive's magic once the stream is done.
+struct HeadReader<R> {
+    inner: R,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HeadReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Ok(mut head) = self.head.lock()
+            && head.len() < 5
+        {
+            let new = &buf.filled()[before..];
+            let take = (5 - head.len()).min(new.len());
+            head.extend_from_slice(&new[..take]);
+        }
+        res
+    }
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Where one artifact is restored to.
+fn destination(job: &str, pg: &PostgresJob, artifact: &Artifact, opts: &RestoreOptions) -> Result<Conn> {
+    let source = Conn::from_job(job, pg)?;
+    let Some(to) = &opts.to else {
+        return Ok(if artifact.format == FORMAT_GLOBALS { source } else { source.with_database(&artifact.name) });
+    };
+    let mut url = url::Url::parse(to).map_err(|e| source_err(job, format!("--to: not a URL: {e}"), Some("e.g. `--to postgres://user@host:5432/dbname`".into())))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(source_err(job, "--to must be a postgres:// URL", None));
+    }
+    let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
+    let _ = url.set_password(None);
+    let dest = Conn { url, password: None };
+    // reuse the job's password only for the job's own server, never send it elsewhere
+    if password.is_none() && dest.host_port() == source.host_port() {
+        password = source.password.clone();
+    }
+    let dest = Conn { password, ..dest };
+    // one database: into the URL's database if it names one; several: each into its own name
+    Ok(if artifact.format == FORMAT_GLOBALS || (!dest.database().is_empty() && !opts.several) {
+        dest
+    } else {
+        dest.with_database(&artifact.name)
+    })
+}
+
+/// What the destination holds now.
+struct DestState {
+    exists: bool,
+    relations: i64,
+}
+
+async fn inspect(job: &str, dest: &Conn) -> Result<DestState> {
+    match dest.connect(job).await {
+        Ok(mut c) => {
+            let n: i64 = sqlx::query(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r','p','v','m','S','f') AND n.nspname NOT IN ('pg_catalog','information_schema')
+                   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| source_err(job, format!("cannot inspect {}: {e}", dest.display()), None))?
+            .get(0);
+            let _ = c.close().await;
+            Ok(DestState { exists: true, relations: n })
+        }
+        Err(Error::Source { message, .. }) if message.contains("does not exist") && message.contains("database") => {
+            Ok(DestState { exists: false, relations: 0 })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn plan_restore(job: &str, pg: &PostgresJob, _m: &Manifest, artifact: &Artifact, opts: &RestoreOptions) -> Result<RestoreStep> {
+    let dest = destination(job, pg, artifact, opts)?;
+    if artifact.format == FORMAT_GLOBALS {
+        return Ok(RestoreStep {
+            artifact: artifact.name.clone(),
+            destination: dest.display(),
+            action: "psql: replay roles and tablespaces (existing roles are reported and kept)".into(),
+        });
+    }
+    let state = inspect(job, &dest).await?;
+    let action = if !state.exists {
+        "create the database, then pg_restore --single-transaction".to_string()
+    } else if state.relations == 0 {
+        "pg_restore --single-transaction into the empty database".to_string()
+    } else if opts.force {
+        format!("pg_restore --single-transaction --clean --if-exists (replaces {} existing relations)", state.relations)
+    } else {
+        return Err(Error::DestinationNotEmpty {
+            job: job.to_string(),
+            destination: dest.display(),
+            detail: format!("{} relations", state.relations),
+        });
+    };
+    Ok(RestoreStep { artifact: artifact.name.clone(), destination: dest.display(), action })
+}
+
+pub async fn open_sink(job: &str, pg: &PostgresJob, m: &Manifest, artifact: &Artifact, opts: &RestoreOptions) -> Result<Sink> {
+    let dest = destination(job, pg, artifact, opts)?;
+    let facts: Facts = serde_json::from_value(m.facts.clone()).unwrap_or_default();
+    let server = {
+        let admin = dest.with_database("postgres");
+        match admin.connect(job).await {
+            Ok(mut c) => {
+                let v = server_version(&mut c, job).await.unwrap_or_default();
+                let _ = c.close().await;
+                v
+            }
+            Err(_) => facts.server_version.clone(),
+        }
+    };
+    // pg_restore must be at least as new as the dump's pg_dump
+    let need = if major_of(&facts.pg_dump_version) > major_of(&server) { facts.pg_dump_version.clone() } else { server };
+    let tools = find_tools(job, pg.bin_dir.as_deref(), &need).await?;
+
+    let cmd = if artifact.format == FORMAT_GLOBALS {
+        dest.apply(Cmd::new(tools.path("psql")).arg("-X").arg("-q").arg("--no-password").arg("-v").arg("ON_ERROR_STOP=0"))
+    } else {
+        let state = inspect(job, &dest).await?;
+        if !state.exists {
+            create_database(job, &dest).await?;
+        } else if state.relations > 0 && !opts.force {
+            return Err(Error::DestinationNotEmpty {
+                job: job.to_string(),
+                destination: dest.display(),
+                detail: format!("{} relations", state.relations),
+            });
+        }
+        let mut cmd = Cmd::new(tools.path("pg_restore")).arg("--no-password").arg("--exit-on-error").arg("--single-transaction");
+        if state.relations > 0 {
+            cmd = cmd.arg("--clean").arg("--if-exists");
+        }
+        if opts.no_owner {
+            cmd = cmd.arg("--no-owner").arg("--no-acl");
+        }
+        dest.apply(cmd)
+    };
+    let mut running = cmd
+        .spawn(Stdio::piped(), Stdio::null())
+        .map_err(|e| source_err(job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+    let stdin = running.child.stdin.take().ok_or_else(|| source_err(job, "restore tool has no stdin", None))?;
+    Ok(Sink { writer: Box::new(stdin), process: Some(running), destination: dest.display() })
+}
+
+async fn create_database(job: &str, dest: &Conn) -> Result<()> {
+    let db = dest.database();
+    let mut c = dest.with_database("postgres").connect(job).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&db))))
+        .execute(&mut c)
+        .await
+        .map_err(|e| source_err(job, format!("cannot create database `{db}` on {}: {e}", dest.display()), None))?;
+    let _ = c.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tool_versions() {
+        assert_eq!(parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(), Some("15.18"));
+        assert_eq!(parse_tool_version("pg_dump (PostgreSQL) 17beta2").as_deref(), Some("17beta2"));
+        assert_eq!(major_of("17beta2"), 17);
+        assert_eq!(parse_tool_version("garbage"), None);
+    }
+
+    #[test]
+    fn quoting_and_encoding() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(percent_decode(&utf8_percent_encode("a b/é")), "a b/é");
+    }
+}
+
+impl BackupSession {
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+    pub fn tool_version(&self) -> &str {
+        &self.tools.version
+    }
+}

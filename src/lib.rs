@@ -1,0 +1,21 @@
+//! drctl: a backup and disaster-recovery orchestrator.
+//!
+//! The library holds everything; `src/main.rs` only calls [`cli::main`]. The engine
+//! ([`engine`]) is shared by the CLI and (later) the daemon. See docs/architecture.md for the
+//! data flow and module layout.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod exec;
+pub mod jobs;
+pub mod layout;
+pub mod manifest;
+pub mod pipeline;
+pub mod progress;
+pub mod redact;
+pub mod targets;
+
+pub use error::{Error, Result};

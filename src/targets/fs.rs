@@ -1,0 +1,169 @@
+//! `type = "fs"`: a directory on a local or mounted disk.
+//!
+//! Atomicity: data goes to a hidden temporary file in the final directory (`.NAME.partial-XXXX`),
+//! is fsynced, renamed into place, and the directory is fsynced; readers never see the temporary
+//! name (`list` skips it).
+
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{ByteStream, ObjectMeta, target_error};
+use crate::config::FsTarget;
+use crate::error::FailureKind;
+use crate::{Error, Result};
+
+const PARTIAL: &str = ".partial-";
+
+pub struct FsStore {
+    name: String,
+    root: PathBuf,
+}
+
+fn kind_of(e: &io::Error) -> FailureKind {
+    match e.kind() {
+        io::ErrorKind::NotFound => FailureKind::NotFound,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::StorageFull => FailureKind::Permanent,
+        _ => FailureKind::Transient,
+    }
+}
+
+impl FsStore {
+    pub fn new(name: &str, config: &FsTarget) -> Self {
+        FsStore { name: name.to_string(), root: config.path.clone() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: io::Error) -> Error {
+        target_error(&self.name, op, key, kind_of(&e), format!("{e} (under `{}`)", self.root.display()))
+    }
+
+    pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+        let dest = self.path(key);
+        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| self.err("put", key, e))?;
+        let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}{PARTIAL}{}", crate::layout::random_suffix()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| self.err("put", key, e))?;
+            let mut written = 0u64;
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(|e| target_error(&self.name, "put", key, FailureKind::Transient, format!("upload aborted: {e}")))?;
+                file.write_all(&chunk).await.map_err(|e| self.err("put", key, e))?;
+                written += chunk.len() as u64;
+            }
+            file.flush().await.map_err(|e| self.err("put", key, e))?;
+            file.sync_all().await.map_err(|e| self.err("put", key, e))?;
+            drop(file);
+            tokio::fs::rename(&tmp, &dest).await.map_err(|e| self.err("put", key, e))?;
+            sync_dir(&dir).await.map_err(|e| self.err("put", key, e))?;
+            Ok(written)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let mut file = tokio::fs::File::open(self.path(key)).await.map_err(|e| self.err("get", key, e))?;
+        let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match range {
+            Some(r) => {
+                file.seek(io::SeekFrom::Start(r.start)).await.map_err(|e| self.err("get", key, e))?;
+                Box::new(file.take(r.end.saturating_sub(r.start)))
+            }
+            None => Box::new(file),
+        };
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            // start at the deepest directory the prefix names, to avoid walking the whole tree
+            let start_rel = match prefix.rfind('/') {
+                Some(i) => &prefix[..i],
+                None => "",
+            };
+            let start = root.join(start_rel);
+            let mut stack = vec![start];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(target_error(&name, "list", &prefix, kind_of(&e), e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
+                    let path = entry.path();
+                    let ft = entry.file_type().map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
+                    if ft.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    let file_name = entry.file_name().to_string_lossy().into_owned();
+                    if file_name.contains(PARTIAL) {
+                        continue;
+                    }
+                    let Ok(rel) = path.strip_prefix(&root) else { continue };
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    if key.starts_with(&prefix) {
+                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                        out.push(ObjectMeta { key, size });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| target_error(&self.name, "list", "", FailureKind::Transient, e))?
+    }
+
+    pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        match tokio::fs::metadata(self.path(key)).await {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.to_string(), size: m.len() })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", key, e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err("delete", key, e)),
+        }
+        // tidy empty date directories, never the root itself
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) || tokio::fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}

@@ -1,0 +1,178 @@
+//! Where backups are stored. One module per kind, one closed enum [`Target`] over them.
+//!
+//! # Contract (every kind, checked by `tests/target_conformance.rs`)
+//!
+//! * `put` MUST be atomic: no reader (`get`, `list`, `stat`) ever sees a partial object. The data
+//!   stream ends either with `None` (commit) or with an `Err` item (abort); an aborted or failed
+//!   `put` leaves nothing visible behind (temporary files removed, multipart uploads aborted).
+//! * `put` MUST apply backpressure: it consumes the stream no faster than it stores it, and holds
+//!   at most a bounded amount (one S3 part plus one in flight) in memory.
+//! * `put` MUST NOT return `Ok` before the object is durable (fsync + rename + directory fsync;
+//!   multipart complete).
+//! * `get` with a range returns exactly those bytes; `get`/`stat` of a missing key is
+//!   [`FailureKind::NotFound`] / `None`.
+//! * `list(prefix)` returns every committed object whose key starts with `prefix`, in no order.
+//! * `delete` of a missing key succeeds (idempotent).
+//! * Errors are classified (not found, transient, permanent) so callers know if a retry can help.
+//!
+//! Keys are `/`-separated relative paths; `..` and absolute keys are rejected.
+
+mod fs;
+mod s3;
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::config::{TargetConfig, TargetKind};
+use crate::error::FailureKind;
+use crate::{Error, Result};
+
+pub use fs::FsStore;
+pub use s3::S3Store;
+
+/// A stream of bytes; an `Err` item ends it with a failure.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What `list` and `stat` return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A configured target, connected.
+pub enum Target {
+    Fs(FsStore),
+    S3(S3Store),
+}
+
+impl Target {
+    /// Build the client for a configured target (no network I/O yet).
+    ///
+    /// # Errors
+    /// When a credential file cannot be read.
+    pub fn open(name: &str, config: &TargetConfig) -> Result<Target> {
+        Ok(match &config.kind {
+            TargetKind::Fs(c) => Target::Fs(FsStore::new(name, c)),
+            TargetKind::S3(c) => Target::S3(S3Store::new(name, c)?),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Fs(t) => t.name(),
+            Target::S3(t) => t.name(),
+        }
+    }
+
+    /// Store `data` under `key` atomically; returns the number of bytes stored.
+    pub async fn put(&self, key: &str, data: ByteStream) -> Result<u64> {
+        check_key(self.name(), key)?;
+        match self {
+            Target::Fs(t) => t.put(key, data).await,
+            Target::S3(t) => t.put(key, data).await,
+        }
+    }
+
+    /// Store a small in-memory object (manifests, records).
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
+        self.put(key, Box::pin(futures::stream::iter([Ok(data)]))).await
+    }
+
+    /// Read an object, or the byte `range` of it.
+    pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        check_key(self.name(), key)?;
+        match self {
+            Target::Fs(t) => t.get(key, range).await,
+            Target::S3(t) => t.get(key, range).await,
+        }
+    }
+
+    /// Read a whole small object into memory (manifests only: they are a few KiB).
+    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        use futures::TryStreamExt;
+        let mut s = self.get(key, None).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = s.try_next().await.map_err(|e| self.error("get", key, FailureKind::Transient, e))? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        match self {
+            Target::Fs(t) => t.list(prefix).await,
+            Target::S3(t) => t.list(prefix).await,
+        }
+    }
+
+    pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        check_key(self.name(), key)?;
+        match self {
+            Target::Fs(t) => t.stat(key).await,
+            Target::S3(t) => t.stat(key).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        check_key(self.name(), key)?;
+        match self {
+            Target::Fs(t) => t.delete(key).await,
+            Target::S3(t) => t.delete(key).await,
+        }
+    }
+
+    /// Prove the target is reachable and writable: write, read back and delete a probe object.
+    pub async fn probe(&self) -> Result<()> {
+        let key = format!(".drctl-probe/{}", crate::layout::random_suffix());
+        let body = Bytes::from_static(b"drctl write probe\n");
+        self.put_bytes(&key, body.clone()).await?;
+        let back = self.get_bytes(&key).await;
+        let deleted = self.delete(&key).await;
+        if back? != body {
+            return Err(self.error("probe", &key, FailureKind::Permanent, "read back different bytes than written"));
+        }
+        deleted
+    }
+
+    fn error(&self, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
+        target_error(self.name(), op, key, kind, message)
+    }
+}
+
+pub(crate) fn target_error(target: &str, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
+    Error::Target {
+        target: target.to_string(),
+        op,
+        key: key.to_string(),
+        kind,
+        message: crate::redact::scrub(&message.to_string()),
+    }
+}
+
+fn check_key(target: &str, key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || key.contains('\\')
+        || key.contains('\0');
+    if bad {
+        return Err(target_error(target, "validate key", key, FailureKind::Permanent, "keys are relative `/`-separated paths without `.`/`..`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rejects_escaping_keys() {
+        for k in ["", "/abs", "a/../b", "a//b", "..", "a/./b"] {
+            assert!(super::check_key("t", k).is_err(), "{k}");
+        }
+        assert!(super::check_key("t", "pg/2026/11/23/x.manifest.json").is_ok());
+    }
+}
