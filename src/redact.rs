@@ -66,6 +66,11 @@ pub fn url_for_display(raw: &str) -> String {
     }
 }
 
+/// Serialize a URL with its password masked (for config fields that are URLs).
+pub fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&url_for_display(url))
+}
+
 /// A secret value: prints and serializes as `***`, registered for scrubbing on creation.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

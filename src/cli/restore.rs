@@ -94,7 +94,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
     let req = RestoreRequest {
         selector: Some(selector),
         output,
-        options: RestoreOptions { to: args.to.clone(), force: args.force, no_owner: args.no_owner },
+        options: RestoreOptions { to: args.to.clone(), force: args.force, no_owner: args.no_owner, several: false },
         dry_run: args.dry_run,
         artifact: args.artifact.clone(),
         target: args.target.clone(),

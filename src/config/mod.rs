@@ -327,8 +327,9 @@ impl JobSpec {
 #[serde(deny_unknown_fields)]
 pub struct PostgresJob {
     /// libpq URL of the server and default database, e.g. `postgres://backup@db:5432/app`. A password
-    /// in the URL works but `password_file` keeps it out of the config.
-    pub url: Secret,
+    /// in the URL works (it is masked everywhere) but `password_file` keeps it out of the config.
+    #[serde(serialize_with = "crate::redact::serialize_url")]
+    pub url: String,
     /// The password, if not in the URL (prefer `password_file`).
     pub password: Option<Secret>,
     /// File holding the password (first line).

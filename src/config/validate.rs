@@ -100,7 +100,7 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         }
         match &job.spec {
             JobSpec::Postgres(pg) => {
-                match url::Url::parse(pg.url.expose()) {
+                match url::Url::parse(&pg.url) {
                     Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
                         if let Some(pw) = u.password() {
                             crate::redact::register(pw);

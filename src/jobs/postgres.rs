@@ -62,7 +62,7 @@ struct Conn {
 
 impl Conn {
     fn from_job(job: &str, pg: &PostgresJob) -> Result<Conn> {
-        let mut url = url::Url::parse(pg.url.expose()).map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
+        let mut url = url::Url::parse(&pg.url).map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
         let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
         if let Some(p) = &pg.password {
             password = Some(p.clone());
