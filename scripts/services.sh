@@ -21,6 +21,7 @@
 #   SKIP_INSTALL=1      do not apt-get/cargo install anything
 #   PG_PORT             PostgreSQL port (default 55432)
 #   GARAGE_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT   Garage ports (default 13900, 13901, 13903)
+#   PG_BIN, PG_EXTRA_OPTS  PostgreSQL binaries dir and extra server options (see scripts/lib/pg.sh)
 #
 # Adding a service NAME (sshd/SFTP, WebDAV, pushgateway, redis, openbao...): write start_NAME
 # (start unless pid_alive "$(pidfile NAME)", record the process in that pid file, log into

@@ -53,8 +53,16 @@ pub fn url_for_display(raw: &str) -> String {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let secret = matches!(k.as_ref(), "password" | "sslpassword" | "secret" | "token");
-                    (k.into_owned(), if secret { MASK.to_string() } else { v.into_owned() })
+                    let secret =
+                        matches!(k.as_ref(), "password" | "sslpassword" | "secret" | "token");
+                    (
+                        k.into_owned(),
+                        if secret {
+                            MASK.to_string()
+                        } else {
+                            v.into_owned()
+                        },
+                    )
                 })
                 .collect();
             if !pairs.is_empty() {
@@ -126,12 +134,16 @@ mod tests {
     #[test]
     fn scrub_removes_registered_values() {
         register("s3cr3t-token-value");
-        assert_eq!(scrub("auth failed for s3cr3t-token-value!"), "auth failed for ***!");
+        assert_eq!(
+            scrub("auth failed for s3cr3t-token-value!"),
+            "auth failed for ***!"
+        );
     }
 
     #[test]
     fn url_password_is_stripped() {
-        let shown = url_for_display("postgres://backup:pa55word@db:5432/app?sslmode=require&password=x1");
+        let shown =
+            url_for_display("postgres://backup:pa55word@db:5432/app?sslmode=require&password=x1");
         assert!(!shown.contains("pa55word"), "{shown}");
         assert!(!shown.contains("x1"), "{shown}");
         assert!(shown.contains("backup:***@db:5432/app"), "{shown}");

@@ -25,7 +25,8 @@ pub fn init(verbose: u8, quiet: bool) {
         (false, 1) => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_env("DRCTL_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,aws=warn,hyper=warn")));
+    let filter = EnvFilter::try_from_env("DRCTL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,aws=warn,hyper=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| ScrubbedStderr)

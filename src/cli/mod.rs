@@ -25,7 +25,12 @@ use crate::engine::Engine;
 pub use output::Printer;
 
 #[derive(Parser, Debug)]
-#[command(name = "drctl", version, about = "Backup and disaster-recovery orchestrator", propagate_version = true)]
+#[command(
+    name = "drctl",
+    version,
+    about = "Backup and disaster-recovery orchestrator",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Configuration file (default: $DRCTL_CONFIG, else ./drctl.toml)
     #[arg(long, global = true, env = "DRCTL_CONFIG", value_name = "FILE")]
@@ -84,8 +89,14 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.quiet);
-    let printer = Printer { json: cli.json, quiet: cli.quiet };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let printer = Printer {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drctl: cannot start the async runtime: {e}");
@@ -119,7 +130,11 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Restore(args) => restore::run(&engine, args, printer).await,
                 Command::Check => check::run(&engine, printer).await,
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
-                Command::Keygen(_) | Command::Verify { .. } | Command::Prune { .. } | Command::Sync { .. } | Command::Daemon => {
+                Command::Keygen(_)
+                | Command::Verify { .. }
+                | Command::Prune { .. }
+                | Command::Sync { .. }
+                | Command::Daemon => {
                     unreachable!("handled above")
                 }
             },
@@ -138,7 +153,10 @@ fn not_yet(what: &str) -> Result<i32, Error> {
 }
 
 fn engine(cli: &Cli) -> Result<Engine, Error> {
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("drctl.toml"));
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("drctl.toml"));
     let config = crate::config::load(&path)?;
     for w in &config.warnings {
         tracing::warn!("{w}");

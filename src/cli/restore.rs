@@ -61,7 +61,9 @@ fn usage(message: String) -> Error {
         line: None,
         path: "--before".into(),
         message,
-        hint: Some("use RFC 3339 (`2026-11-20T03:00:00Z`), a date (`2026-11-20`) or an age (`36h`)".into()),
+        hint: Some(
+            "use RFC 3339 (`2026-11-20T03:00:00Z`), a date (`2026-11-20`) or an age (`36h`)".into(),
+        ),
     }])
 }
 
@@ -77,7 +79,9 @@ pub fn parse_before(s: &str) -> Result<Timestamp, Error> {
     }
     if let Ok(d) = humantime::parse_duration(s.trim_end_matches(" ago")) {
         let span = jiff::SignedDuration::try_from(d).map_err(|e| usage(format!("`{s}`: {e}")))?;
-        return Timestamp::now().checked_sub(span).map_err(|e| usage(format!("`{s}`: {e}")));
+        return Timestamp::now()
+            .checked_sub(span)
+            .map_err(|e| usage(format!("`{s}`: {e}")));
     }
     Err(usage(format!("cannot read `{s}` as a time")))
 }
@@ -89,12 +93,23 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         (None, Some(t)) => Selector::Before(parse_before(t)?),
         (None, None) => Selector::Latest,
     };
-    let output = args.output.as_ref().map(|o| if o == "-" { Output::Stdout } else { Output::File(PathBuf::from(o)) });
+    let output = args.output.as_ref().map(|o| {
+        if o == "-" {
+            Output::Stdout
+        } else {
+            Output::File(PathBuf::from(o))
+        }
+    });
     let to_stdout = matches!(output, Some(Output::Stdout));
     let req = RestoreRequest {
         selector: Some(selector),
         output,
-        options: RestoreOptions { to: args.to.clone(), force: args.force, no_owner: args.no_owner, several: false },
+        options: RestoreOptions {
+            to: args.to.clone(),
+            force: args.force,
+            no_owner: args.no_owner,
+            several: false,
+        },
         dry_run: args.dry_run,
         artifact: args.artifact.clone(),
         target: args.target.clone(),
@@ -109,9 +124,15 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         eprintln!("warning: skipped {s}");
     }
     if report.dry_run {
-        printer.note(&format!("dry run: would restore backup {} of job `{}` from target `{}`:", report.backup_id, report.job, report.target));
+        printer.note(&format!(
+            "dry run: would restore backup {} of job `{}` from target `{}`:",
+            report.backup_id, report.job, report.target
+        ));
         for s in &report.steps {
-            printer.note(&format!("  {} -> {}: {}", s.artifact, s.destination, s.action));
+            printer.note(&format!(
+                "  {} -> {}: {}",
+                s.artifact, s.destination, s.action
+            ));
         }
     } else {
         for s in &report.steps {
@@ -133,8 +154,16 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
 mod tests {
     #[test]
     fn before_formats() {
-        assert_eq!(super::parse_before("2026-11-20T03:00:00Z").unwrap().to_string(), "2026-11-20T03:00:00Z");
-        assert_eq!(super::parse_before("2026-11-20").unwrap().to_string(), "2026-11-20T00:00:00Z");
+        assert_eq!(
+            super::parse_before("2026-11-20T03:00:00Z")
+                .unwrap()
+                .to_string(),
+            "2026-11-20T03:00:00Z"
+        );
+        assert_eq!(
+            super::parse_before("2026-11-20").unwrap().to_string(),
+            "2026-11-20T00:00:00Z"
+        );
         assert!(super::parse_before("36h").unwrap() < jiff::Timestamp::now());
         assert!(super::parse_before("yesterday-ish").is_err());
     }

@@ -29,7 +29,11 @@ struct JobOutcome {
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
-    let jobs: Vec<String> = if args.all { engine.config.jobs.keys().cloned().collect() } else { args.jobs.clone() };
+    let jobs: Vec<String> = if args.all {
+        engine.config.jobs.keys().cloned().collect()
+    } else {
+        args.jobs.clone()
+    };
     for j in &jobs {
         engine.config.job(j)?; // unknown job: usage error before anything runs
     }
@@ -51,16 +55,29 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                         r.duration_seconds
                     ));
                     for f in &r.failed {
-                        eprintln!("warning: job `{}`: target `{}` has no copy: {}", r.job, f.target, f.error);
+                        eprintln!(
+                            "warning: job `{}`: target `{}` has no copy: {}",
+                            r.job, f.target, f.error
+                        );
                     }
                     if !r.failed.is_empty() {
-                        eprintln!("hint: the backup is incomplete (exit 3); once the target is back, run `drctl run {}` again", r.job);
+                        eprintln!(
+                            "hint: the backup is incomplete (exit 3); once the target is back, run `drctl run {}` again",
+                            r.job
+                        );
                     }
                     if let Some(w) = &r.catalog_warning {
-                        eprintln!("warning: the catalog was not updated ({w}); the backup is committed on its targets: run `drctl catalog rebuild`");
+                        eprintln!(
+                            "warning: the catalog was not updated ({w}); the backup is committed on its targets: run `drctl catalog rebuild`"
+                        );
                     }
                 }
-                outcomes.push(JobOutcome { job: job.clone(), report: Some(r), error: None, hint: None });
+                outcomes.push(JobOutcome {
+                    job: job.clone(),
+                    report: Some(r),
+                    error: None,
+                    hint: None,
+                });
             }
             Err(e) => {
                 failed = true;
@@ -70,7 +87,12 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                         eprintln!("hint: {h}");
                     }
                 }
-                outcomes.push(JobOutcome { job: job.clone(), report: None, error: Some(e.to_string()), hint: e.hint() });
+                outcomes.push(JobOutcome {
+                    job: job.clone(),
+                    report: None,
+                    error: Some(e.to_string()),
+                    hint: e.hint(),
+                });
             }
         }
     }

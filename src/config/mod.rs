@@ -134,7 +134,10 @@ fn default_zstd_level() -> i32 {
 
 impl Default for CompressionConfig {
     fn default() -> Self {
-        CompressionConfig { level: default_zstd_level(), threads: 0 }
+        CompressionConfig {
+            level: default_zstd_level(),
+            threads: 0,
+        }
     }
 }
 
@@ -350,6 +353,9 @@ pub struct PostgresJob {
 /// # Errors
 /// [`crate::Error::ReadFile`] naming the file (never its content).
 pub fn read_secret_file(path: &Path) -> crate::Result<Secret> {
-    let text = std::fs::read_to_string(path).map_err(|source| crate::Error::ReadFile { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| crate::Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
 }

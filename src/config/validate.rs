@@ -10,11 +10,18 @@ use super::{Config, JobSpec, TargetKind};
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.len() <= 64
 }
 
-pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<String, usize>, p: &mut Problems) {
+pub(super) fn validate(
+    config: &Config,
+    sources: &[Source],
+    origin: &BTreeMap<String, usize>,
+    p: &mut Problems,
+) {
     let main = &sources[0];
 
     if config.jobs.values().next().is_some() && config.encryption.recipients.is_empty() {
@@ -22,7 +29,10 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
             main,
             &[key("encryption"), key("recipients")],
             "no age recipients: backups cannot be encrypted",
-            Some("run `drctl keygen --output age.key` and put the printed `age1…` recipient here".into()),
+            Some(
+                "run `drctl keygen --output age.key` and put the printed `age1…` recipient here"
+                    .into(),
+            ),
         );
     }
     for (i, r) in config.encryption.recipients.iter().enumerate() {
@@ -41,36 +51,72 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         p.warn(
             main,
             &[key("encryption"), key("identity_file")],
-            format!("`{}` does not exist: restore and verify will fail on this host", id.display()),
+            format!(
+                "`{}` does not exist: restore and verify will fail on this host",
+                id.display()
+            ),
             None,
         );
     }
     if !(1..=19).contains(&config.compression.level) {
-        p.error(main, &[key("compression"), key("level")], format!("zstd level {} is out of range", config.compression.level), Some("use 1..=19 (3 is the default)".into()));
+        p.error(
+            main,
+            &[key("compression"), key("level")],
+            format!("zstd level {} is out of range", config.compression.level),
+            Some("use 1..=19 (3 is the default)".into()),
+        );
     }
 
     for (name, t) in &config.targets {
         let path = [key("targets"), key(name)];
         if !valid_name(name) {
-            p.error(main, &path, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
+            p.error(
+                main,
+                &path,
+                format!("target name `{name}` may only use letters, digits, `-` and `_`"),
+                None,
+            );
         }
         match &t.kind {
             TargetKind::Fs(_) => {}
             TargetKind::S3(s3) => {
                 let at = |k: &str| [key("targets"), key(name), key(k)];
                 if s3.access_key_id.is_some() && s3.access_key_id_file.is_some() {
-                    p.error(main, &at("access_key_id"), "set `access_key_id` or `access_key_id_file`, not both", None);
+                    p.error(
+                        main,
+                        &at("access_key_id"),
+                        "set `access_key_id` or `access_key_id_file`, not both",
+                        None,
+                    );
                 }
                 if s3.secret_access_key.is_some() && s3.secret_access_key_file.is_some() {
-                    p.error(main, &at("secret_access_key"), "set `secret_access_key` or `secret_access_key_file`, not both", None);
+                    p.error(
+                        main,
+                        &at("secret_access_key"),
+                        "set `secret_access_key` or `secret_access_key_file`, not both",
+                        None,
+                    );
                 }
                 if !(5..=5120).contains(&s3.part_size_mib) {
-                    p.error(main, &at("part_size_mib"), format!("part size {} MiB is outside S3's 5..=5120 MiB", s3.part_size_mib), None);
+                    p.error(
+                        main,
+                        &at("part_size_mib"),
+                        format!(
+                            "part size {} MiB is outside S3's 5..=5120 MiB",
+                            s3.part_size_mib
+                        ),
+                        None,
+                    );
                 }
                 if let Some(ep) = &s3.endpoint
                     && url::Url::parse(ep).is_err()
                 {
-                    p.error(main, &at("endpoint"), format!("`{ep}` is not a URL"), Some("e.g. `https://fsn1.your-objectstorage.com`".into()));
+                    p.error(
+                        main,
+                        &at("endpoint"),
+                        format!("`{ep}` is not a URL"),
+                        Some("e.g. `https://fsn1.your-objectstorage.com`".into()),
+                    );
                 }
                 if s3.bucket.is_empty() {
                     p.error(main, &at("bucket"), "bucket is empty", None);
@@ -83,16 +129,31 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         let src = &sources[*origin.get(name).unwrap_or(&0)];
         let at = |k: &str| [key("jobs"), key(name), key(k)];
         if !valid_name(name) {
-            p.error(src, &[key("jobs"), key(name)], format!("job name `{name}` may only use letters, digits, `-` and `_`"), None);
+            p.error(
+                src,
+                &[key("jobs"), key(name)],
+                format!("job name `{name}` may only use letters, digits, `-` and `_`"),
+                None,
+            );
         }
         if job.common.targets.is_empty() {
-            p.error(src, &at("targets"), "a job needs at least one target", Some(format!("known targets: {}", known(config))));
+            p.error(
+                src,
+                &at("targets"),
+                "a job needs at least one target",
+                Some(format!("known targets: {}", known(config))),
+            );
         }
         let mut seen = BTreeSet::new();
         for (i, t) in job.common.targets.iter().enumerate() {
             let path = [key("jobs"), key(name), key("targets"), Step::Index(i)];
             if !config.targets.contains_key(t) {
-                p.error(src, &path, format!("unknown target `{t}`"), Some(format!("known targets: {}", known(config))));
+                p.error(
+                    src,
+                    &path,
+                    format!("unknown target `{t}`"),
+                    Some(format!("known targets: {}", known(config))),
+                );
             }
             if !seen.insert(t) {
                 p.error(src, &path, format!("target `{t}` is listed twice"), None);
@@ -101,25 +162,47 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         match &job.spec {
             JobSpec::Postgres(pg) => {
                 match url::Url::parse(&pg.url) {
+                    // an unset ${VAR} was already reported
+                    _ if pg.url.contains("${") => {}
                     Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
                         if let Some(pw) = u.password() {
                             crate::redact::register(pw);
                             crate::redact::register(&percent_decode(pw));
                         }
                     }
-                    _ => p.error(src, &at("url"), "not a PostgreSQL URL", Some("e.g. `postgres://backup@db:5432/app`".into())),
+                    _ => p.error(
+                        src,
+                        &at("url"),
+                        "not a PostgreSQL URL",
+                        Some("e.g. `postgres://backup@db:5432/app`".into()),
+                    ),
                 }
                 if pg.password.is_some() && pg.password_file.is_some() {
-                    p.error(src, &at("password"), "set `password` or `password_file`, not both", None);
+                    p.error(
+                        src,
+                        &at("password"),
+                        "set `password` or `password_file`, not both",
+                        None,
+                    );
                 }
                 if let Some(f) = &pg.password_file
                     && !f.exists()
                 {
-                    p.warn(src, &at("password_file"), format!("`{}` does not exist", f.display()), None);
+                    p.warn(
+                        src,
+                        &at("password_file"),
+                        format!("`{}` does not exist", f.display()),
+                        None,
+                    );
                 }
                 for (i, db) in pg.databases.iter().enumerate() {
                     if db.is_empty() {
-                        p.error(src, &[key("jobs"), key(name), key("databases"), Step::Index(i)], "empty database name", None);
+                        p.error(
+                            src,
+                            &[key("jobs"), key(name), key("databases"), Step::Index(i)],
+                            "empty database name",
+                            None,
+                        );
                     }
                 }
             }
@@ -131,7 +214,12 @@ fn known(config: &Config) -> String {
     if config.targets.is_empty() {
         "none (add a [targets.NAME] table)".into()
     } else {
-        config.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+        config
+            .targets
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

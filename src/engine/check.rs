@@ -28,8 +28,18 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(subject: impl Into<String>, status: Status, message: impl Into<String>, hint: Option<String>) -> Self {
-        Finding { subject: subject.into(), status, message: crate::redact::scrub(&message.into()), hint }
+    fn new(
+        subject: impl Into<String>,
+        status: Status,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Self {
+        Finding {
+            subject: subject.into(),
+            status,
+            message: crate::redact::scrub(&message.into()),
+            hint,
+        }
     }
 }
 
@@ -38,12 +48,26 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
     let mut out = vec![Finding::new(
         "config",
         Status::Ok,
-        format!("{} valid: {} job(s), {} target(s)", cfg.path.display(), cfg.jobs.len(), cfg.targets.len()),
+        format!(
+            "{} valid: {} job(s), {} target(s)",
+            cfg.path.display(),
+            cfg.jobs.len(),
+            cfg.targets.len()
+        ),
         None,
     )];
     for w in &cfg.warnings {
-        let status = if w.severity == Severity::Error { Status::Failed } else { Status::Warning };
-        out.push(Finding::new("config", status, w.to_string(), w.hint.clone()));
+        let status = if w.severity == Severity::Error {
+            Status::Failed
+        } else {
+            Status::Warning
+        };
+        out.push(Finding::new(
+            "config",
+            status,
+            w.to_string(),
+            w.hint.clone(),
+        ));
     }
 
     // encryption: can backups be encrypted, can this host decrypt them?
@@ -64,8 +88,18 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
     }
 
     match engine.catalog().await {
-        Ok(_) => out.push(Finding::new("catalog", Status::Ok, format!("{} is usable", engine.catalog_url()), None)),
-        Err(e) => out.push(Finding::new("catalog", Status::Failed, e.to_string(), e.hint())),
+        Ok(_) => out.push(Finding::new(
+            "catalog",
+            Status::Ok,
+            format!("{} is usable", engine.catalog_url()),
+            None,
+        )),
+        Err(e) => out.push(Finding::new(
+            "catalog",
+            Status::Failed,
+            e.to_string(),
+            e.hint(),
+        )),
     }
 
     for name in cfg.targets.keys() {
@@ -75,8 +109,18 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
             Err(e) => Err(e),
         };
         match probe {
-            Ok(()) => out.push(Finding::new(subject, Status::Ok, "reachable and writable", None)),
-            Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
+            Ok(()) => out.push(Finding::new(
+                subject,
+                Status::Ok,
+                "reachable and writable",
+                None,
+            )),
+            Err(e) => out.push(Finding::new(
+                subject,
+                Status::Failed,
+                e.to_string(),
+                e.hint(),
+            )),
         }
     }
 
@@ -85,9 +129,19 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         match BackupSession::prepare(job).await {
             Ok(session) => {
                 let names: Vec<String> = session.artifacts().into_iter().map(|a| a.name).collect();
-                out.push(Finding::new(subject, Status::Ok, describe_source(&session, &names), None));
+                out.push(Finding::new(
+                    subject,
+                    Status::Ok,
+                    describe_source(&session, &names),
+                    None,
+                ));
             }
-            Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
+            Err(e) => out.push(Finding::new(
+                subject,
+                Status::Failed,
+                e.to_string(),
+                e.hint(),
+            )),
         }
     }
     out

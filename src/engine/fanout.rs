@@ -29,7 +29,13 @@ pub struct FanoutResult {
     pub per_target: Vec<(String, Result<u64>)>,
 }
 
-pub async fn fanout(stream: SourceStream, params: EncodeParams, targets: &[Arc<Target>], key: &str, progress: Progress) -> FanoutResult {
+pub async fn fanout(
+    stream: SourceStream,
+    params: EncodeParams,
+    targets: &[Arc<Target>],
+    key: &str,
+    progress: Progress,
+) -> FanoutResult {
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let SourceStream { reader, completion } = stream;
     let handle = tokio::runtime::Handle::current();
@@ -44,7 +50,9 @@ pub async fn fanout(stream: SourceStream, params: EncodeParams, targets: &[Arc<T
         let (ttx, trx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         senders.push(Some(ttx));
         let (t, key) = (t.clone(), key.to_string());
-        puts.push(tokio::spawn(async move { t.put(&key, Box::pin(ReceiverStream::new(trx))).await }));
+        puts.push(tokio::spawn(async move {
+            t.put(&key, Box::pin(ReceiverStream::new(trx))).await
+        }));
     }
 
     while let Some(chunk) = rx.recv().await {
@@ -79,7 +87,9 @@ pub async fn fanout(stream: SourceStream, params: EncodeParams, targets: &[Arc<T
         Ok(_) => drop(senders), // end of stream: each upload commits
         Err(e) => {
             for s in senders.iter().flatten() {
-                let _ = s.send(Err(io::Error::other(format!("source failed: {e}")))).await;
+                let _ = s
+                    .send(Err(io::Error::other(format!("source failed: {e}"))))
+                    .await;
             }
             drop(senders);
         }
@@ -89,11 +99,17 @@ pub async fn fanout(stream: SourceStream, params: EncodeParams, targets: &[Arc<T
     for (t, put) in targets.iter().zip(puts) {
         let r = match put.await {
             Ok(r) => r,
-            Err(e) => Err(Error::Pipeline(format!("upload task for target `{}` failed: {e}", t.name()))),
+            Err(e) => Err(Error::Pipeline(format!(
+                "upload task for target `{}` failed: {e}",
+                t.name()
+            ))),
         };
         per_target.push((t.name().to_string(), r));
     }
-    FanoutResult { summary, per_target }
+    FanoutResult {
+        summary,
+        per_target,
+    }
 }
 
 /// A minimal `Stream` over an mpsc receiver (what tokio-stream's wrapper does, without the crate).

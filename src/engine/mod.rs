@@ -1,8 +1,8 @@
 //! The operations drctl performs — run, restore, check, catalog rebuild — shared by the CLI and
 //! (later) the daemon. Nothing here prints: every operation returns a report the caller renders.
 
-mod fanout;
 pub mod check;
+mod fanout;
 pub mod rebuild;
 pub mod restore;
 pub mod run;
@@ -23,11 +23,18 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: Config) -> Self {
-        Engine { config, progress: false }
+        Engine {
+            config,
+            progress: false,
+        }
     }
 
     pub fn catalog_url(&self) -> String {
-        self.config.catalog.url.clone().unwrap_or_else(catalog::default_url)
+        self.config
+            .catalog
+            .url
+            .clone()
+            .unwrap_or_else(catalog::default_url)
     }
 
     pub async fn catalog(&self) -> Result<Catalog> {

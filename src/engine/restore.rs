@@ -65,7 +65,11 @@ pub struct RestoreReport {
 
 /// Find the backup to restore: the catalog first, the targets themselves when the catalog does
 /// not know the job (a fresh machine).
-pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<(Manifest, Vec<String>)> {
+pub async fn resolve(
+    engine: &Engine,
+    job: &str,
+    selector: &Selector,
+) -> Result<(Manifest, Vec<String>)> {
     if let Ok(cat) = engine.catalog().await
         && let Some(entry) = cat.find(job, selector).await?
         && let Some(m) = entry.manifest
@@ -78,10 +82,17 @@ pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<
         .filter(|f| selector.matches(&f.manifest))
         .max_by(|a, b| a.manifest.backup_id.cmp(&b.manifest.backup_id))
         .map(|f| (f.manifest, f.targets))
-        .ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
+        .ok_or_else(|| Error::NoBackup {
+            job: job.to_string(),
+            selector: selector.to_string(),
+        })
 }
 
-pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> Result<RestoreReport> {
+pub async fn restore(
+    engine: &Engine,
+    job_name: &str,
+    req: &RestoreRequest,
+) -> Result<RestoreReport> {
     let clock = Instant::now();
     let job = engine.config.job(job_name)?;
     let selector = req.selector.clone().unwrap_or(Selector::Latest);
@@ -89,15 +100,26 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
 
     let artifacts = select_artifacts(&manifest, req)?;
     let mut options = req.options.clone();
-    options.several = artifacts.iter().filter(|a| a.format != jobs::postgres::FORMAT_GLOBALS).count() > 1;
-    let req = &RestoreRequest { options, ..req.clone() };
+    options.several = artifacts
+        .iter()
+        .filter(|a| a.format != jobs::postgres::FORMAT_GLOBALS)
+        .count()
+        > 1;
+    let req = &RestoreRequest {
+        options,
+        ..req.clone()
+    };
     let identities = Arc::new(load_identities(engine)?);
 
     // plan every step before touching anything: a refusal must come before the first write
     let mut steps = Vec::new();
     for a in &artifacts {
         steps.push(match &req.output {
-            Some(Output::Stdout) => RestoreStep { artifact: a.name.clone(), destination: "stdout".into(), action: "write the decrypted artifact".into() },
+            Some(Output::Stdout) => RestoreStep {
+                artifact: a.name.clone(),
+                destination: "stdout".into(),
+                action: "write the decrypted artifact".into(),
+            },
             Some(Output::File(p)) => {
                 if p.exists() && !req.options.force {
                     return Err(Error::DestinationNotEmpty {
@@ -106,7 +128,11 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
                         detail: "the file exists".into(),
                     });
                 }
-                RestoreStep { artifact: a.name.clone(), destination: p.display().to_string(), action: "write the decrypted artifact".into() }
+                RestoreStep {
+                    artifact: a.name.clone(),
+                    destination: p.display().to_string(),
+                    action: "write the decrypted artifact".into(),
+                }
             }
             None => jobs::plan_restore(job, &manifest, a, &req.options).await?,
         });
@@ -136,7 +162,11 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
         }
         let mut ok = true;
         for a in &artifacts {
-            if let Err(e) = verify_stored(&target, a, engine.progress).await {
+            if let Err(e) = verify_stored(&target, &manifest, a, &identities, engine.progress).await
+            {
+                if matches!(e, Error::Decrypt { .. }) {
+                    return Err(e); // the key is wrong, not the copy: another target will not help
+                }
                 tracing::warn!(target = %name, error = %e, "copy unusable, trying the next target");
                 skipped.push(e.to_string());
                 ok = false;
@@ -150,8 +180,14 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
     }
     let Some(target) = chosen else {
         return Err(match skipped.len() {
-            0 => Error::NoBackup { job: job_name.into(), selector: format!("{selector} on any reachable target") },
-            _ => Error::AllTargetsFailed { job: job_name.into(), failures: skipped },
+            0 => Error::NoBackup {
+                job: job_name.into(),
+                selector: format!("{selector} on any reachable target"),
+            },
+            _ => Error::AllTargetsFailed {
+                job: job_name.into(),
+                failures: skipped,
+            },
         });
     };
 
@@ -172,26 +208,52 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
 
     for a in &artifacts {
         let sink = match &req.output {
-            Some(Output::Stdout) => Sink { writer: Box::new(tokio::io::stdout()), process: None, destination: "stdout".into() },
+            Some(Output::Stdout) => Sink {
+                writer: Box::new(tokio::io::stdout()),
+                process: None,
+                destination: "stdout".into(),
+                on_failure: None,
+            },
             Some(Output::File(p)) => file_sink(p).await?,
             None => jobs::open_sink(job, &manifest, a, &req.options).await?,
         };
-        report.plaintext_bytes += restore_artifact(&target, &manifest, a, sink, identities.clone(), req, engine.progress).await?;
+        report.plaintext_bytes += restore_artifact(
+            &target,
+            &manifest,
+            a,
+            sink,
+            identities.clone(),
+            req,
+            engine.progress,
+        )
+        .await?;
     }
     report.duration_seconds = clock.elapsed().as_secs_f64();
     Ok(report)
 }
 
 fn load_identities(engine: &Engine) -> Result<keys::Identities> {
-    let path = engine.config.encryption.identity_file.as_ref().ok_or_else(|| Error::Decrypt {
-        backup: String::new(),
-        message: "no `encryption.identity_file` configured: restore needs the age identity".into(),
-    })?;
+    let path = engine
+        .config
+        .encryption
+        .identity_file
+        .as_ref()
+        .ok_or_else(|| Error::Decrypt {
+            backup: String::new(),
+            message: "no `encryption.identity_file` configured: restore needs the age identity"
+                .into(),
+        })?;
     keys::load_identities(path)
 }
 
 fn select_artifacts(m: &Manifest, req: &RestoreRequest) -> Result<Vec<Artifact>> {
-    let names = || m.artifacts.iter().map(|a| a.name.clone()).collect::<Vec<_>>().join(", ");
+    let names = || {
+        m.artifacts
+            .iter()
+            .map(|a| a.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(want) = &req.artifact {
         return m
             .artifacts
@@ -199,7 +261,14 @@ fn select_artifacts(m: &Manifest, req: &RestoreRequest) -> Result<Vec<Artifact>>
             .find(|a| &a.name == want)
             .cloned()
             .map(|a| vec![a])
-            .ok_or_else(|| Error::NoBackup { job: m.job.clone(), selector: format!("artifact `{want}` in backup `{}` (it has: {})", m.backup_id, names()) });
+            .ok_or_else(|| Error::NoBackup {
+                job: m.job.clone(),
+                selector: format!(
+                    "artifact `{want}` in backup `{}` (it has: {})",
+                    m.backup_id,
+                    names()
+                ),
+            });
     }
     let is_globals = |a: &Artifact| a.format == jobs::postgres::FORMAT_GLOBALS;
     let mut out: Vec<Artifact> = Vec::new();
@@ -210,7 +279,11 @@ fn select_artifacts(m: &Manifest, req: &RestoreRequest) -> Result<Vec<Artifact>>
     if req.output.is_some() && out.len() > 1 {
         return Err(Error::NoBackup {
             job: m.job.clone(),
-            selector: format!("a single artifact for --output: backup `{}` has {}; choose one with --artifact", m.backup_id, names()),
+            selector: format!(
+                "a single artifact for --output: backup `{}` has {}; choose one with --artifact",
+                m.backup_id,
+                names()
+            ),
         });
     }
     Ok(out)
@@ -237,11 +310,18 @@ async fn present(target: &Target, artifacts: &[Artifact]) -> Result<()> {
                 return Err(Error::Integrity {
                     target: target.name().into(),
                     key: a.key.clone(),
-                    what: format!("size is {} bytes, the manifest says {}", meta.size, a.stored.size),
+                    what: format!(
+                        "size is {} bytes, the manifest says {}",
+                        meta.size, a.stored.size
+                    ),
                 });
             }
             None => {
-                return Err(Error::Integrity { target: target.name().into(), key: a.key.clone(), what: "the object is missing".into() });
+                return Err(Error::Integrity {
+                    target: target.name().into(),
+                    key: a.key.clone(),
+                    what: "the object is missing".into(),
+                });
             }
         }
     }
@@ -249,14 +329,68 @@ async fn present(target: &Target, artifacts: &[Artifact]) -> Result<()> {
 }
 
 /// First pass: stream the stored object and compare size and sha256 with the manifest.
-async fn verify_stored(target: &Target, a: &Artifact, show: bool) -> Result<()> {
+async fn verify_stored(
+    target: &Target,
+    m: &Manifest,
+    a: &Artifact,
+    ids: &keys::Identities,
+    show: bool,
+) -> Result<()> {
     present(target, std::slice::from_ref(a)).await?;
+    // the identity must open the header before anything at the destination is touched
+    let head = target
+        .get(&a.key, Some(0..a.stored.size.min(64 * 1024)))
+        .await?;
+    let head: Vec<u8> = head
+        .try_fold(Vec::new(), |mut acc, chunk| async move {
+            acc.extend_from_slice(&chunk);
+            Ok(acc)
+        })
+        .await
+        .map_err(|e| {
+            crate::targets::target_error(
+                target.name(),
+                "get",
+                &a.key,
+                crate::error::FailureKind::Transient,
+                e,
+            )
+        })?;
+    match age::Decryptor::new_buffered(&head[..])
+        .map(|d| d.decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity)))
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(age::DecryptError::NoMatchingKeys)) => {
+            return Err(Error::Decrypt {
+                backup: m.backup_id.clone(),
+                message: format!(
+                    "none of the configured identities can decrypt it (it is encrypted to {})",
+                    m.pipeline.encryption.recipients.join(", ")
+                ),
+            });
+        }
+        Ok(Err(e)) | Err(e) => {
+            return Err(Error::Integrity {
+                target: target.name().into(),
+                key: a.key.clone(),
+                what: format!("not a readable age file: {e}"),
+            });
+        }
+    }
     let progress = Progress::bytes(&format!("verifying {}", a.name), Some(a.stored.size), show);
     let mut stream = target.get(&a.key, None).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e))?;
+        let chunk = chunk.map_err(|e| {
+            crate::targets::target_error(
+                target.name(),
+                "get",
+                &a.key,
+                crate::error::FailureKind::Transient,
+                e,
+            )
+        })?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
         progress.inc(chunk.len() as u64);
@@ -267,7 +401,10 @@ async fn verify_stored(target: &Target, a: &Artifact, show: bool) -> Result<()> 
         return Err(Error::Integrity {
             target: target.name().into(),
             key: a.key.clone(),
-            what: format!("sha256 {sha} ({size} bytes) does not match the manifest's {} ({} bytes)", a.stored.sha256, a.stored.size),
+            what: format!(
+                "sha256 {sha} ({size} bytes) does not match the manifest's {} ({} bytes)",
+                a.stored.sha256, a.stored.size
+            ),
         });
     }
     Ok(())
@@ -275,12 +412,25 @@ async fn verify_stored(target: &Target, a: &Artifact, show: bool) -> Result<()> 
 
 async fn file_sink(path: &Path) -> Result<Sink> {
     let tmp = partial_path(path);
-    let file = tokio::fs::File::create(&tmp).await.map_err(|source| Error::WriteFile { path: tmp.clone(), source })?;
-    Ok(Sink { writer: Box::new(file), process: None, destination: path.display().to_string() })
+    let file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|source| Error::WriteFile {
+            path: tmp.clone(),
+            source,
+        })?;
+    Ok(Sink {
+        writer: Box::new(file),
+        process: None,
+        destination: path.display().to_string(),
+        on_failure: None,
+    })
 }
 
 fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     path.with_file_name(name)
 }
@@ -296,13 +446,22 @@ async fn restore_artifact(
     req: &RestoreRequest,
     show: bool,
 ) -> Result<u64> {
-    let Sink { writer, process, destination } = sink;
+    let Sink {
+        writer,
+        process,
+        destination,
+        on_failure,
+    } = sink;
     let stream = target
         .get(&a.key, None)
         .await?
         .map_err(|e| io::Error::new(e.kind(), InputFault(e.to_string())));
     let reader = tokio_util::io::StreamReader::new(stream);
-    let progress = Progress::bytes(&format!("restoring {}", a.name), Some(a.plaintext.size), show);
+    let progress = Progress::bytes(
+        &format!("restoring {}", a.name),
+        Some(a.plaintext.size),
+        show,
+    );
     let handle = tokio::runtime::Handle::current();
     let p = progress.clone();
     let joined = tokio::task::spawn_blocking(move || {
@@ -313,9 +472,14 @@ async fn restore_artifact(
     })
     .await;
     progress.finish();
-    let (decoded, mut writer) = joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
+    let (decoded, mut writer) =
+        joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
 
-    let fail = |message: String| Error::Restore { job: m.job.clone(), destination: destination.clone(), message };
+    let fail = |message: String| Error::Restore {
+        job: m.job.clone(),
+        destination: destination.clone(),
+        message,
+    };
     let consumer_died = matches!(decoded, Err(DecodeError::Output(_)));
     let verdict: Result<u64> = match decoded {
         Ok(s) if s.stored != a.stored => Err(Error::Integrity {
@@ -326,12 +490,28 @@ async fn restore_artifact(
         Ok(s) if s.plaintext != a.plaintext => Err(Error::Integrity {
             target: target.name().into(),
             key: a.key.clone(),
-            what: format!("decrypted data has sha256 {} but the manifest says {}", s.plaintext.sha256, a.plaintext.sha256),
+            what: format!(
+                "decrypted data has sha256 {} but the manifest says {}",
+                s.plaintext.sha256, a.plaintext.sha256
+            ),
         }),
         Ok(s) => Ok(s.plaintext.size),
-        Err(DecodeError::Key(msg)) => Err(Error::Decrypt { backup: m.backup_id.clone(), message: msg }),
-        Err(DecodeError::Corrupt(msg)) => Err(Error::Integrity { target: target.name().into(), key: a.key.clone(), what: msg }),
-        Err(DecodeError::Input(e)) => Err(crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e)),
+        Err(DecodeError::Key(msg)) => Err(Error::Decrypt {
+            backup: m.backup_id.clone(),
+            message: msg,
+        }),
+        Err(DecodeError::Corrupt(msg)) => Err(Error::Integrity {
+            target: target.name().into(),
+            key: a.key.clone(),
+            what: msg,
+        }),
+        Err(DecodeError::Input(e)) => Err(crate::targets::target_error(
+            target.name(),
+            "get",
+            &a.key,
+            crate::error::FailureKind::Transient,
+            e,
+        )),
         Err(DecodeError::Output(e)) => Err(fail(format!("the consumer stopped reading: {e}"))),
     };
 
@@ -342,32 +522,52 @@ async fn restore_artifact(
             if let Some(p) = process {
                 let (status, stderr) = p.wait().await.map_err(|e| fail(e.to_string()))?;
                 if !status.success() {
-                    return Err(fail(format!("restore tool failed ({}): {}", crate::exec::describe_status(&status), last_lines(&stderr))));
+                    if let Some(undo) = on_failure {
+                        undo.await;
+                    }
+                    return Err(fail(format!(
+                        "restore tool failed ({}): {}",
+                        crate::exec::describe_status(&status),
+                        last_lines(&stderr)
+                    )));
                 }
             }
             if let Some(Output::File(path)) = &req.output {
                 let tmp = partial_path(path);
-                tokio::fs::rename(&tmp, path).await.map_err(|source| Error::WriteFile { path: path.clone(), source })?;
+                tokio::fs::rename(&tmp, path)
+                    .await
+                    .map_err(|source| Error::WriteFile {
+                        path: path.clone(),
+                        source,
+                    })?;
             }
             Ok(size)
         }
         Err(e) => {
             // never let a consumer commit what we could not vouch for
             drop(writer);
+            let mut err = e;
             if let Some(p) = process {
                 if consumer_died {
                     // the consumer exited on its own: its error output says why
                     if let Ok((status, stderr)) = p.wait().await {
-                        return Err(fail(format!("restore tool failed ({}): {}", crate::exec::describe_status(&status), last_lines(&stderr))));
+                        err = fail(format!(
+                            "restore tool failed ({}): {}",
+                            crate::exec::describe_status(&status),
+                            last_lines(&stderr)
+                        ));
                     }
                 } else {
                     p.kill().await;
                 }
             }
+            if let Some(undo) = on_failure {
+                undo.await;
+            }
             if let Some(Output::File(path)) = &req.output {
                 let _ = tokio::fs::remove_file(partial_path(path)).await;
             }
-            Err(e)
+            Err(err)
         }
     }
 }
@@ -375,5 +575,9 @@ async fn restore_artifact(
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
-    if tail.is_empty() { "no error output".into() } else { tail }
+    if tail.is_empty() {
+        "no error output".into()
+    } else {
+        tail
+    }
 }

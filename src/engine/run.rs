@@ -64,7 +64,15 @@ pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
     let result = run_inner(engine, &job, &backup_id, started, clock).await;
     match (&result, &catalog) {
         (Err(e), Ok(cat)) => {
-            let _ = cat.record_failure(&backup_id, &job.name, job.spec.kind_name(), started, &e.to_string()).await;
+            let _ = cat
+                .record_failure(
+                    &backup_id,
+                    &job.name,
+                    job.spec.kind_name(),
+                    started,
+                    &e.to_string(),
+                )
+                .await;
         }
         (Ok((m, report)), Ok(cat)) => {
             if let Err(e) = cat.record_backup(m, report.status, &report.committed).await {
@@ -102,7 +110,10 @@ async fn run_inner(
     for name in &job.common.targets {
         match engine.target(name) {
             Ok(t) => live.push(t),
-            Err(e) => failed.push(TargetFailure { target: name.clone(), error: e.to_string() }),
+            Err(e) => failed.push(TargetFailure {
+                target: name.clone(),
+                error: e.to_string(),
+            }),
         }
     }
     if live.is_empty() {
@@ -122,7 +133,11 @@ async fn run_inner(
                 return Err(e);
             }
         };
-        let progress = Progress::bytes(&format!("{} {}", job.name, plan.name), plan.size_hint, engine.progress);
+        let progress = Progress::bytes(
+            &format!("{} {}", job.name, plan.name),
+            plan.size_hint,
+            engine.progress,
+        );
         let result = fanout(stream, params.clone(), &live, &key, progress.clone()).await;
         progress.finish();
         let summary = match result.summary {
@@ -142,16 +157,26 @@ async fn run_inner(
                 }
                 Ok(size) => failed.push(TargetFailure {
                     target: name,
-                    error: format!("stored {size} bytes of `{key}`, expected {}", summary.stored.size),
+                    error: format!(
+                        "stored {size} bytes of `{key}`, expected {}",
+                        summary.stored.size
+                    ),
                 }),
                 Err(e) => {
                     tracing::warn!(job = %job.name, target = %name, error = %e, "target dropped from this backup");
-                    failed.push(TargetFailure { target: name, error: e.to_string() });
+                    failed.push(TargetFailure {
+                        target: name,
+                        error: e.to_string(),
+                    });
                 }
             }
         }
         // a target that failed now must not keep the artifacts it already had
-        let dropped: Vec<Arc<Target>> = live.iter().filter(|t| !still_live.iter().any(|s| Arc::ptr_eq(s, t))).cloned().collect();
+        let dropped: Vec<Arc<Target>> = live
+            .iter()
+            .filter(|t| !still_live.iter().any(|s| Arc::ptr_eq(s, t)))
+            .cloned()
+            .collect();
         cleanup(&dropped, &written).await;
         live = still_live;
         if live.is_empty() {
@@ -178,8 +203,14 @@ async fn run_inner(
         drctl_version: env!("CARGO_PKG_VERSION").into(),
         host: hostname(),
         pipeline: PipelineInfo {
-            compression: manifest::Compression { algorithm: "zstd".into(), level: params.zstd_level },
-            encryption: manifest::Encryption { algorithm: "age".into(), recipients: config.encryption.recipients.clone() },
+            compression: manifest::Compression {
+                algorithm: "zstd".into(),
+                level: params.zstd_level,
+            },
+            encryption: manifest::Encryption {
+                algorithm: "age".into(),
+                recipients: config.encryption.recipients.clone(),
+            },
         },
         artifacts,
         facts,
@@ -199,7 +230,10 @@ async fn run_inner(
         match r {
             Ok(_) => committed.push(t.name().to_string()),
             Err(e) => {
-                failed.push(TargetFailure { target: t.name().to_string(), error: e.to_string() });
+                failed.push(TargetFailure {
+                    target: t.name().to_string(),
+                    error: e.to_string(),
+                });
                 lost.push(t.clone());
             }
         }
@@ -208,7 +242,11 @@ async fn run_inner(
     if committed.is_empty() {
         return Err(all_failed(&job.name, &failed));
     }
-    let status = if failed.is_empty() { BackupStatus::Ok } else { BackupStatus::Partial };
+    let status = if failed.is_empty() {
+        BackupStatus::Ok
+    } else {
+        BackupStatus::Partial
+    };
     let report = RunReport {
         job: job.name.clone(),
         backup_id: backup_id.to_string(),
@@ -227,7 +265,10 @@ async fn run_inner(
 fn all_failed(job: &str, failed: &[TargetFailure]) -> Error {
     Error::AllTargetsFailed {
         job: job.to_string(),
-        failures: failed.iter().map(|f| format!("`{}`: {}", f.target, f.error)).collect(),
+        failures: failed
+            .iter()
+            .map(|f| format!("`{}`: {}", f.target, f.error))
+            .collect(),
     }
 }
 

@@ -52,7 +52,9 @@ impl BackupSession {
     /// Check the source is reachable and its tools usable; gather what is needed to plan.
     pub async fn prepare(job: &JobConfig) -> Result<BackupSession> {
         Ok(match &job.spec {
-            JobSpec::Postgres(pg) => BackupSession::Postgres(postgres::BackupSession::prepare(&job.name, pg).await?),
+            JobSpec::Postgres(pg) => {
+                BackupSession::Postgres(postgres::BackupSession::prepare(&job.name, pg).await?)
+            }
         })
     }
 
@@ -83,6 +85,8 @@ pub struct Sink {
     pub process: Option<Running>,
     /// Human description of the destination.
     pub destination: String,
+    /// Undo what opening the sink created (a new, now empty database) when the restore fails.
+    pub on_failure: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// Options of `drctl restore` that reach the job kind.
@@ -108,14 +112,26 @@ pub struct RestoreStep {
 }
 
 /// Plan the restore of `artifact` of a backup; refuses a non-empty destination without `--force`.
-pub async fn plan_restore(job: &JobConfig, manifest: &Manifest, artifact: &Artifact, opts: &RestoreOptions) -> Result<RestoreStep> {
+pub async fn plan_restore(
+    job: &JobConfig,
+    manifest: &Manifest,
+    artifact: &Artifact,
+    opts: &RestoreOptions,
+) -> Result<RestoreStep> {
     match &job.spec {
-        JobSpec::Postgres(pg) => postgres::plan_restore(&job.name, pg, manifest, artifact, opts).await,
+        JobSpec::Postgres(pg) => {
+            postgres::plan_restore(&job.name, pg, manifest, artifact, opts).await
+        }
     }
 }
 
 /// Start the consumer for `artifact` (after [`plan_restore`] accepted it).
-pub async fn open_sink(job: &JobConfig, manifest: &Manifest, artifact: &Artifact, opts: &RestoreOptions) -> Result<Sink> {
+pub async fn open_sink(
+    job: &JobConfig,
+    manifest: &Manifest,
+    artifact: &Artifact,
+    opts: &RestoreOptions,
+) -> Result<Sink> {
     match &job.spec {
         JobSpec::Postgres(pg) => postgres::open_sink(&job.name, pg, manifest, artifact, opts).await,
     }

@@ -62,7 +62,8 @@ struct Conn {
 
 impl Conn {
     fn from_job(job: &str, pg: &PostgresJob) -> Result<Conn> {
-        let mut url = url::Url::parse(&pg.url).map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
+        let mut url = url::Url::parse(&pg.url)
+            .map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
         let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
         if let Some(p) = &pg.password {
             password = Some(p.clone());
@@ -89,7 +90,10 @@ impl Conn {
     }
 
     fn host_port(&self) -> (String, u16) {
-        (self.url.host_str().unwrap_or("localhost").to_string(), self.url.port().unwrap_or(5432))
+        (
+            self.url.host_str().unwrap_or("localhost").to_string(),
+            self.url.port().unwrap_or(5432),
+        )
     }
 
     async fn connect(&self, job: &str) -> Result<PgConnection> {
@@ -98,12 +102,16 @@ impl Conn {
         if let Some(p) = &self.password {
             opts = opts.password(p.expose());
         }
-        PgConnection::connect_with(&opts).await.map_err(|e| connect_err(job, &self.display(), e))
+        PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| connect_err(job, &self.display(), e))
     }
 
     /// Apply to a tool invocation: connection string in argv (no password), password in env.
     fn apply(&self, cmd: Cmd) -> Cmd {
-        let cmd = cmd.arg(format!("--dbname={}", self.url.as_str())).env("PGCONNECT_TIMEOUT", "15");
+        let cmd = cmd
+            .arg(format!("--dbname={}", self.url.as_str()))
+            .env("PGCONNECT_TIMEOUT", "15");
         match &self.password {
             Some(p) => cmd.env("PGPASSWORD", p.expose()),
             None => cmd,
@@ -117,8 +125,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 0
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
         {
             out.push(b);
             i += 3;
@@ -133,22 +144,36 @@ fn percent_decode(s: &str) -> String {
 fn utf8_percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
+    Error::Source {
+        job: job.to_string(),
+        message: crate::redact::scrub(&message.into()),
+        hint,
+    }
 }
 
 fn connect_err(job: &str, shown: &str, e: sqlx::Error) -> Error {
     let text = e.to_string();
     let hint = if text.contains("password authentication failed") || text.contains("no password") {
-        Some("check the password (`password_file` or the url) and the role's pg_hba.conf entry".to_string())
-    } else if matches!(e, sqlx::Error::Io(_)) || text.contains("Connection refused") || text.contains("timed out") {
-        Some(format!("is PostgreSQL running and reachable at {shown}? `drctl check` tests it"))
+        Some(
+            "check the password (`password_file` or the url) and the role's pg_hba.conf entry"
+                .to_string(),
+        )
+    } else if matches!(e, sqlx::Error::Io(_))
+        || text.contains("Connection refused")
+        || text.contains("timed out")
+    {
+        Some(format!(
+            "is PostgreSQL running and reachable at {shown}? `drctl check` tests it"
+        ))
     } else if text.contains("does not exist") {
         Some("check the database name in the url or `databases`".to_string())
     } else {
@@ -184,7 +209,11 @@ pub fn parse_tool_version(out: &str) -> Option<String> {
 }
 
 fn major_of(v: &str) -> u32 {
-    v.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
+    v.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
 }
 
 async fn tool_version(path: &Path) -> Option<String> {
@@ -207,18 +236,31 @@ pub async fn find_tools(job: &str, bin_dir: Option<&Path>, server_version: &str)
         if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
             let mut dirs: Vec<(u32, PathBuf)> = entries
                 .filter_map(|e| e.ok())
-                .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
+                .filter_map(|e| {
+                    Some((
+                        e.file_name().to_str()?.parse::<u32>().ok()?,
+                        e.path().join("bin"),
+                    ))
+                })
                 .collect();
-            dirs.sort_by(|a, b| b.0.cmp(&a.0));
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
             candidates.extend(dirs.into_iter().map(|d| Some(d.1)));
         }
     }
     let mut best: Option<String> = None;
     for dir in candidates {
-        let tools = Tools { bin_dir: dir, version: String::new() };
-        let Some(v) = tool_version(&tools.path("pg_dump")).await else { continue };
+        let tools = Tools {
+            bin_dir: dir,
+            version: String::new(),
+        };
+        let Some(v) = tool_version(&tools.path("pg_dump")).await else {
+            continue;
+        };
         if major_of(&v) >= server_major {
-            return Ok(Tools { version: v, ..tools });
+            return Ok(Tools {
+                version: v,
+                ..tools
+            });
         }
         if best.as_ref().is_none_or(|b| major_of(b) < major_of(&v)) {
             best = Some(v);
@@ -266,17 +308,22 @@ pub struct BackupSession {
 impl BackupSession {
     pub async fn prepare(job: &str, pg: &PostgresJob) -> Result<BackupSession> {
         let conn = Conn::from_job(job, pg)?;
-        let databases = if pg.databases.is_empty() { vec![conn.database()] } else { pg.databases.clone() };
+        let databases = if pg.databases.is_empty() {
+            vec![conn.database()]
+        } else {
+            pg.databases.clone()
+        };
         let mut c = conn.connect(job).await?;
         let server_version = server_version(&mut c, job).await?;
         let mut sizes = Vec::new();
         for db in &databases {
-            let size: Option<i64> = sqlx::query("SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1")
-                .bind(db)
-                .fetch_optional(&mut c)
-                .await
-                .map_err(|e| source_err(job, format!("cannot query pg_database: {e}"), None))?
-                .map(|r| r.get(0));
+            let size: Option<i64> =
+                sqlx::query("SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1")
+                    .bind(db)
+                    .fetch_optional(&mut c)
+                    .await
+                    .map_err(|e| source_err(job, format!("cannot query pg_database: {e}"), None))?
+                    .map(|r| r.get(0));
             match size {
                 Some(s) => sizes.push((db.clone(), s.max(0) as u64)),
                 None => {
@@ -314,7 +361,12 @@ impl BackupSession {
             })
             .collect();
         if self.globals {
-            v.push(ArtifactPlan { name: GLOBALS.into(), format: FORMAT_GLOBALS, ext: "sql", size_hint: None });
+            v.push(ArtifactPlan {
+                name: GLOBALS.into(),
+                format: FORMAT_GLOBALS,
+                ext: "sql",
+                size_hint: None,
+            });
         }
         v
     }
@@ -330,11 +382,23 @@ impl BackupSession {
         sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut c)
             .await
-            .map_err(|e| source_err(&job, format!("database `{db}`: cannot start snapshot transaction: {e}"), None))?;
+            .map_err(|e| {
+                source_err(
+                    &job,
+                    format!("database `{db}`: cannot start snapshot transaction: {e}"),
+                    None,
+                )
+            })?;
         let snapshot: String = sqlx::query("SELECT pg_export_snapshot()")
             .fetch_one(&mut c)
             .await
-            .map_err(|e| source_err(&job, format!("database `{db}`: cannot export snapshot: {e}"), None))?
+            .map_err(|e| {
+                source_err(
+                    &job,
+                    format!("database `{db}`: cannot export snapshot: {e}"),
+                    None,
+                )
+            })?
             .get(0);
 
         let cmd = conn.apply(
@@ -344,12 +408,19 @@ impl BackupSession {
                 .arg("--no-password")
                 .arg(format!("--snapshot={snapshot}")),
         );
-        let mut running = cmd
-            .spawn(Stdio::null(), Stdio::piped())
-            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dump has no stdout", None))?;
+        let mut running = cmd.spawn(Stdio::null(), Stdio::piped()).map_err(|e| {
+            source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None)
+        })?;
+        let stdout = running
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| source_err(&job, "pg_dump has no stdout", None))?;
         let head = Arc::new(Mutex::new(Vec::with_capacity(5)));
-        let reader = HeadReader { inner: stdout, head: head.clone() };
+        let reader = HeadReader {
+            inner: stdout,
+            head: head.clone(),
+        };
 
         // count rows in the exported snapshot while pg_dump runs; the transaction stays open
         // (and the snapshot valid) until the counts are done and pg_dump has exited
@@ -361,26 +432,43 @@ impl BackupSession {
         });
         let facts_out = self.facts.clone();
         let completion = Box::pin(async move {
-            let (status, stderr) = running
-                .wait()
+            let (status, stderr) = running.wait().await.map_err(|e| {
+                source_err(
+                    &job,
+                    format!("database `{db}`: waiting for pg_dump failed: {e}"),
+                    None,
+                )
+            })?;
+            let (mut c, facts) = counts
                 .await
-                .map_err(|e| source_err(&job, format!("database `{db}`: waiting for pg_dump failed: {e}"), None))?;
-            let (mut c, facts) = counts.await.map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
+                .map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
             let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
             let _ = c.close().await;
             if !status.success() {
                 return Err(source_err(
                     &job,
-                    format!("pg_dump of database `{db}` failed ({}): {}", describe_status(&status), tail(&stderr)),
+                    format!(
+                        "pg_dump of database `{db}` failed ({}): {}",
+                        describe_status(&status),
+                        tail(&stderr)
+                    ),
                     Some("nothing was committed; fix the cause and run the job again".into()),
                 ));
             }
             let head = head.lock().map(|h| h.clone()).unwrap_or_default();
             if head.is_empty() {
-                return Err(source_err(&job, format!("pg_dump of database `{db}` produced an empty dump"), None));
+                return Err(source_err(
+                    &job,
+                    format!("pg_dump of database `{db}` produced an empty dump"),
+                    None,
+                ));
             }
             if !head.starts_with(b"PGDMP") {
-                return Err(source_err(&job, format!("pg_dump of database `{db}` did not produce a custom-format archive"), None));
+                return Err(source_err(
+                    &job,
+                    format!("pg_dump of database `{db}` did not produce a custom-format archive"),
+                    None,
+                ));
             }
             let facts = facts?;
             if let Ok(mut f) = facts_out.lock() {
@@ -388,29 +476,60 @@ impl BackupSession {
             }
             Ok(())
         });
-        Ok(SourceStream { reader: Box::new(reader), completion })
+        Ok(SourceStream {
+            reader: Box::new(reader),
+            completion,
+        })
     }
 
     async fn open_globals(&mut self) -> Result<SourceStream> {
         let job = self.job.clone();
-        let cmd = self.conn.apply(Cmd::new(self.tools.path("pg_dumpall")).arg("--globals-only").arg("--no-password"));
-        let mut running = cmd
-            .spawn(Stdio::null(), Stdio::piped())
-            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dumpall has no stdout", None))?;
+        let cmd = self.conn.apply(
+            Cmd::new(self.tools.path("pg_dumpall"))
+                .arg("--globals-only")
+                .arg("--no-password"),
+        );
+        let mut running = cmd.spawn(Stdio::null(), Stdio::piped()).map_err(|e| {
+            source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None)
+        })?;
+        let stdout = running
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| source_err(&job, "pg_dumpall has no stdout", None))?;
         let head = Arc::new(Mutex::new(Vec::new()));
-        let reader = HeadReader { inner: stdout, head: head.clone() };
+        let reader = HeadReader {
+            inner: stdout,
+            head: head.clone(),
+        };
         let completion = Box::pin(async move {
-            let (status, stderr) = running.wait().await.map_err(|e| source_err(&job, format!("waiting for pg_dumpall failed: {e}"), None))?;
+            let (status, stderr) = running.wait().await.map_err(|e| {
+                source_err(&job, format!("waiting for pg_dumpall failed: {e}"), None)
+            })?;
             if !status.success() {
-                return Err(source_err(&job, format!("pg_dumpall --globals-only failed ({}): {}", describe_status(&status), tail(&stderr)), None));
+                return Err(source_err(
+                    &job,
+                    format!(
+                        "pg_dumpall --globals-only failed ({}): {}",
+                        describe_status(&status),
+                        tail(&stderr)
+                    ),
+                    None,
+                ));
             }
             if head.lock().map(|h| h.is_empty()).unwrap_or(true) {
-                return Err(source_err(&job, "pg_dumpall --globals-only produced no output", None));
+                return Err(source_err(
+                    &job,
+                    "pg_dumpall --globals-only produced no output",
+                    None,
+                ));
             }
             Ok(())
         });
-        Ok(SourceStream { reader: Box::new(reader), completion })
+        Ok(SourceStream {
+            reader: Box::new(reader),
+            completion,
+        })
     }
 
     pub async fn finish(self) -> Result<serde_json::Value> {
@@ -420,7 +539,12 @@ impl BackupSession {
                 d.size_bytes = s.1;
             }
         }
-        let facts = Facts { server_version: self.server_version, pg_dump_version: self.tools.version, databases, globals: self.globals };
+        let facts = Facts {
+            server_version: self.server_version,
+            pg_dump_version: self.tools.version,
+            databases,
+            globals: self.globals,
+        };
         Ok(serde_json::to_value(facts).unwrap_or_default())
     }
 }
@@ -442,17 +566,34 @@ async fn count_rows(c: &mut PgConnection, job: &str, db: &str) -> Result<Databas
     .fetch_all(&mut *c)
     .await
     .map_err(|e| source_err(job, format!("database `{db}`: cannot list tables: {e}"), None))?;
-    let mut out = DatabaseFacts { name: db.to_string(), ..Default::default() };
+    let mut out = DatabaseFacts {
+        name: db.to_string(),
+        ..Default::default()
+    };
     for t in tables {
         let (schema, name): (String, String) = (t.get(0), t.get(1));
-        let q = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&name));
+        let q = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        );
         // identifiers come from pg_class and are quoted
         let rows: i64 = sqlx::query(sqlx::AssertSqlSafe(q))
             .fetch_one(&mut *c)
             .await
-            .map_err(|e| source_err(job, format!("database `{db}`: cannot count `{schema}.{name}`: {e}"), None))?
+            .map_err(|e| {
+                source_err(
+                    job,
+                    format!("database `{db}`: cannot count `{schema}.{name}`: {e}"),
+                    None,
+                )
+            })?
             .get(0);
-        out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
+        out.tables.push(TableFacts {
+            schema,
+            name,
+            rows: rows.max(0) as u64,
+        });
     }
     out.table_count = out.tables.len() as u64;
     Ok(out)
@@ -486,29 +627,49 @@ impl<R: AsyncRead + Unpin> AsyncRead for HeadReader<R> {
 // ---------------------------------------------------------------- restore
 
 /// Where one artifact is restored to.
-fn destination(job: &str, pg: &PostgresJob, artifact: &Artifact, opts: &RestoreOptions) -> Result<Conn> {
+fn destination(
+    job: &str,
+    pg: &PostgresJob,
+    artifact: &Artifact,
+    opts: &RestoreOptions,
+) -> Result<Conn> {
     let source = Conn::from_job(job, pg)?;
     let Some(to) = &opts.to else {
-        return Ok(if artifact.format == FORMAT_GLOBALS { source } else { source.with_database(&artifact.name) });
+        return Ok(if artifact.format == FORMAT_GLOBALS {
+            source
+        } else {
+            source.with_database(&artifact.name)
+        });
     };
-    let mut url = url::Url::parse(to).map_err(|e| source_err(job, format!("--to: not a URL: {e}"), Some("e.g. `--to postgres://user@host:5432/dbname`".into())))?;
+    let mut url = url::Url::parse(to).map_err(|e| {
+        source_err(
+            job,
+            format!("--to: not a URL: {e}"),
+            Some("e.g. `--to postgres://user@host:5432/dbname`".into()),
+        )
+    })?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(source_err(job, "--to must be a postgres:// URL", None));
     }
     let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
     let _ = url.set_password(None);
-    let dest = Conn { url, password: None };
+    let dest = Conn {
+        url,
+        password: None,
+    };
     // reuse the job's password only for the job's own server, never send it elsewhere
     if password.is_none() && dest.host_port() == source.host_port() {
         password = source.password.clone();
     }
     let dest = Conn { password, ..dest };
     // one database: into the URL's database if it names one; several: each into its own name
-    Ok(if artifact.format == FORMAT_GLOBALS || (!dest.database().is_empty() && !opts.several) {
-        dest
-    } else {
-        dest.with_database(&artifact.name)
-    })
+    Ok(
+        if artifact.format == FORMAT_GLOBALS || (!dest.database().is_empty() && !opts.several) {
+            dest
+        } else {
+            dest.with_database(&artifact.name)
+        },
+    )
 }
 
 /// What the destination holds now.
@@ -530,22 +691,37 @@ async fn inspect(job: &str, dest: &Conn) -> Result<DestState> {
             .map_err(|e| source_err(job, format!("cannot inspect {}: {e}", dest.display()), None))?
             .get(0);
             let _ = c.close().await;
-            Ok(DestState { exists: true, relations: n })
+            Ok(DestState {
+                exists: true,
+                relations: n,
+            })
         }
-        Err(Error::Source { message, .. }) if message.contains("does not exist") && message.contains("database") => {
-            Ok(DestState { exists: false, relations: 0 })
+        Err(Error::Source { message, .. })
+            if message.contains("does not exist") && message.contains("database") =>
+        {
+            Ok(DestState {
+                exists: false,
+                relations: 0,
+            })
         }
         Err(e) => Err(e),
     }
 }
 
-pub async fn plan_restore(job: &str, pg: &PostgresJob, _m: &Manifest, artifact: &Artifact, opts: &RestoreOptions) -> Result<RestoreStep> {
+pub async fn plan_restore(
+    job: &str,
+    pg: &PostgresJob,
+    _m: &Manifest,
+    artifact: &Artifact,
+    opts: &RestoreOptions,
+) -> Result<RestoreStep> {
     let dest = destination(job, pg, artifact, opts)?;
     if artifact.format == FORMAT_GLOBALS {
         return Ok(RestoreStep {
             artifact: artifact.name.clone(),
             destination: dest.display(),
-            action: "psql: replay roles and tablespaces (existing roles are reported and kept)".into(),
+            action: "psql: replay roles and tablespaces (existing roles are reported and kept)"
+                .into(),
         });
     }
     let state = inspect(job, &dest).await?;
@@ -554,7 +730,10 @@ pub async fn plan_restore(job: &str, pg: &PostgresJob, _m: &Manifest, artifact: 
     } else if state.relations == 0 {
         "pg_restore --single-transaction into the empty database".to_string()
     } else if opts.force {
-        format!("pg_restore --single-transaction --clean --if-exists (replaces {} existing relations)", state.relations)
+        format!(
+            "pg_restore --single-transaction --clean --if-exists (replaces {} existing relations)",
+            state.relations
+        )
     } else {
         return Err(Error::DestinationNotEmpty {
             job: job.to_string(),
@@ -562,10 +741,20 @@ pub async fn plan_restore(job: &str, pg: &PostgresJob, _m: &Manifest, artifact: 
             detail: format!("{} relations", state.relations),
         });
     };
-    Ok(RestoreStep { artifact: artifact.name.clone(), destination: dest.display(), action })
+    Ok(RestoreStep {
+        artifact: artifact.name.clone(),
+        destination: dest.display(),
+        action,
+    })
 }
 
-pub async fn open_sink(job: &str, pg: &PostgresJob, m: &Manifest, artifact: &Artifact, opts: &RestoreOptions) -> Result<Sink> {
+pub async fn open_sink(
+    job: &str,
+    pg: &PostgresJob,
+    m: &Manifest,
+    artifact: &Artifact,
+    opts: &RestoreOptions,
+) -> Result<Sink> {
     let dest = destination(job, pg, artifact, opts)?;
     let facts: Facts = serde_json::from_value(m.facts.clone()).unwrap_or_default();
     let server = {
@@ -580,15 +769,31 @@ pub async fn open_sink(job: &str, pg: &PostgresJob, m: &Manifest, artifact: &Art
         }
     };
     // pg_restore must be at least as new as the dump's pg_dump
-    let need = if major_of(&facts.pg_dump_version) > major_of(&server) { facts.pg_dump_version.clone() } else { server };
+    let need = if major_of(&facts.pg_dump_version) > major_of(&server) {
+        facts.pg_dump_version.clone()
+    } else {
+        server
+    };
     let tools = find_tools(job, pg.bin_dir.as_deref(), &need).await?;
 
+    let mut on_failure: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        None;
     let cmd = if artifact.format == FORMAT_GLOBALS {
-        dest.apply(Cmd::new(tools.path("psql")).arg("-X").arg("-q").arg("--no-password").arg("-v").arg("ON_ERROR_STOP=0"))
+        dest.apply(
+            Cmd::new(tools.path("psql"))
+                .arg("-X")
+                .arg("-q")
+                .arg("--no-password")
+                .arg("-v")
+                .arg("ON_ERROR_STOP=0"),
+        )
     } else {
         let state = inspect(job, &dest).await?;
         if !state.exists {
             create_database(job, &dest).await?;
+            // a failed restore must not leave a new, empty database behind
+            let (job, dest) = (job.to_string(), dest.clone());
+            on_failure = Some(Box::pin(async move { drop_database(&job, &dest).await }));
         } else if state.relations > 0 && !opts.force {
             return Err(Error::DestinationNotEmpty {
                 job: job.to_string(),
@@ -596,7 +801,10 @@ pub async fn open_sink(job: &str, pg: &PostgresJob, m: &Manifest, artifact: &Art
                 detail: format!("{} relations", state.relations),
             });
         }
-        let mut cmd = Cmd::new(tools.path("pg_restore")).arg("--no-password").arg("--exit-on-error").arg("--single-transaction");
+        let mut cmd = Cmd::new(tools.path("pg_restore"))
+            .arg("--no-password")
+            .arg("--exit-on-error")
+            .arg("--single-transaction");
         if state.relations > 0 {
             cmd = cmd.arg("--clean").arg("--if-exists");
         }
@@ -608,38 +816,53 @@ pub async fn open_sink(job: &str, pg: &PostgresJob, m: &Manifest, artifact: &Art
     let mut running = cmd
         .spawn(Stdio::piped(), Stdio::null())
         .map_err(|e| source_err(job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-    let stdin = running.child.stdin.take().ok_or_else(|| source_err(job, "restore tool has no stdin", None))?;
-    Ok(Sink { writer: Box::new(stdin), process: Some(running), destination: dest.display() })
+    let stdin = running
+        .child
+        .stdin
+        .take()
+        .ok_or_else(|| source_err(job, "restore tool has no stdin", None))?;
+    Ok(Sink {
+        writer: Box::new(stdin),
+        process: Some(running),
+        destination: dest.display(),
+        on_failure,
+    })
+}
+
+async fn drop_database(job: &str, dest: &Conn) {
+    let db = dest.database();
+    if let Ok(mut c) = dest.with_database("postgres").connect(job).await {
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&db)
+        )))
+        .execute(&mut c)
+        .await
+        {
+            tracing::warn!(job, database = %db, error = %e, "could not remove the database created for the failed restore");
+        }
+        let _ = c.close().await;
+    }
 }
 
 async fn create_database(job: &str, dest: &Conn) -> Result<()> {
     let db = dest.database();
     let mut c = dest.with_database("postgres").connect(job).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&db))))
-        .execute(&mut c)
-        .await
-        .map_err(|e| source_err(job, format!("cannot create database `{db}` on {}: {e}", dest.display()), None))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {}",
+        quote_ident(&db)
+    )))
+    .execute(&mut c)
+    .await
+    .map_err(|e| {
+        source_err(
+            job,
+            format!("cannot create database `{db}` on {}: {e}", dest.display()),
+            None,
+        )
+    })?;
     let _ = c.close().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_tool_versions() {
-        assert_eq!(parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(), Some("15.18"));
-        assert_eq!(parse_tool_version("pg_dump (PostgreSQL) 17beta2").as_deref(), Some("17beta2"));
-        assert_eq!(major_of("17beta2"), 17);
-        assert_eq!(parse_tool_version("garbage"), None);
-    }
-
-    #[test]
-    fn quoting_and_encoding() {
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(percent_decode(&utf8_percent_encode("a b/é")), "a b/é");
-    }
 }
 
 impl BackupSession {
@@ -648,5 +871,30 @@ impl BackupSession {
     }
     pub fn tool_version(&self) -> &str {
         &self.tools.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tool_versions() {
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
+            Some("15.18")
+        );
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 17beta2").as_deref(),
+            Some("17beta2")
+        );
+        assert_eq!(major_of("17beta2"), 17);
+        assert_eq!(parse_tool_version("garbage"), None);
+    }
+
+    #[test]
+    fn quoting_and_encoding() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(percent_decode(&utf8_percent_encode("a b/é")), "a b/é");
     }
 }

@@ -52,14 +52,21 @@ fn classify(e: std::io::Error) -> DecodeError {
 ///
 /// # Errors
 /// See [`DecodeError`].
-pub fn decode_blocking(input: impl Read, identities: &Identities, out: impl Write, progress: &Progress) -> Result<DecodeSummary, DecodeError> {
+pub fn decode_blocking(
+    input: impl Read,
+    identities: &Identities,
+    out: impl Write,
+    progress: &Progress,
+) -> Result<DecodeSummary, DecodeError> {
     let mut stored = HashingReader::new(input);
     let mut out = HashingWriter::new(out);
     {
-        let decryptor = age::Decryptor::new_buffered(BufReader::with_capacity(64 * 1024, &mut stored)).map_err(|e| match e {
-            age::DecryptError::Io(io) => classify(io),
-            other => DecodeError::Key(format!("not a readable age file: {other}")),
-        })?;
+        let decryptor =
+            age::Decryptor::new_buffered(BufReader::with_capacity(64 * 1024, &mut stored))
+                .map_err(|e| match e {
+                    age::DecryptError::Io(io) => classify(io),
+                    other => DecodeError::Key(format!("not a readable age file: {other}")),
+                })?;
         let reader = decryptor.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => {
                 DecodeError::Key("none of the configured identities can decrypt it (it was encrypted to other recipients)".into())
@@ -83,5 +90,8 @@ pub fn decode_blocking(input: impl Read, identities: &Identities, out: impl Writ
     out.flush().map_err(DecodeError::Output)?;
     // anything after the end of the age stream is not ours: count it so the size check catches it
     std::io::copy(&mut stored, &mut std::io::sink()).map_err(classify)?;
-    Ok(DecodeSummary { stored: stored.digest(), plaintext: out.digest() })
+    Ok(DecodeSummary {
+        stored: stored.digest(),
+        plaintext: out.digest(),
+    })
 }

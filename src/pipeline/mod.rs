@@ -37,7 +37,10 @@ pub struct ChunkSender {
 
 impl ChunkSender {
     pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
-        ChunkSender { tx, buf: BytesMut::with_capacity(CHUNK_SIZE) }
+        ChunkSender {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK_SIZE),
+        }
     }
 
     fn send_buf(&mut self) -> std::io::Result<()> {
@@ -46,9 +49,12 @@ impl ChunkSender {
         }
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK_SIZE);
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "every target has stopped receiving"))
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "every target has stopped receiving",
+            )
+        })
     }
 }
 

@@ -23,17 +23,31 @@ pub struct FsStore {
     root: PathBuf,
 }
 
+/// The key names no object: it, or a directory above it, is missing, or a "directory" above it
+/// is an object (ENOTDIR).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
 fn kind_of(e: &io::Error) -> FailureKind {
     match e.kind() {
         io::ErrorKind::NotFound => FailureKind::NotFound,
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::StorageFull => FailureKind::Permanent,
+        io::ErrorKind::PermissionDenied
+        | io::ErrorKind::ReadOnlyFilesystem
+        | io::ErrorKind::StorageFull => FailureKind::Permanent,
         _ => FailureKind::Transient,
     }
 }
 
 impl FsStore {
     pub fn new(name: &str, config: &FsTarget) -> Self {
-        FsStore { name: name.to_string(), root: config.path.clone() }
+        FsStore {
+            name: name.to_string(),
+            root: config.path.clone(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -45,27 +59,58 @@ impl FsStore {
     }
 
     fn err(&self, op: &'static str, key: &str, e: io::Error) -> Error {
-        target_error(&self.name, op, key, kind_of(&e), format!("{e} (under `{}`)", self.root.display()))
+        target_error(
+            &self.name,
+            op,
+            key,
+            kind_of(&e),
+            format!("{e} (under `{}`)", self.root.display()),
+        )
     }
 
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
         let dest = self.path(key);
-        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| self.err("put", key, e))?;
-        let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}{PARTIAL}{}", crate::layout::random_suffix()));
+        let dir = dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        let file_name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{file_name}{PARTIAL}{}",
+            crate::layout::random_suffix()
+        ));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| self.err("put", key, e))?;
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| self.err("put", key, e))?;
             let mut written = 0u64;
             while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| target_error(&self.name, "put", key, FailureKind::Transient, format!("upload aborted: {e}")))?;
-                file.write_all(&chunk).await.map_err(|e| self.err("put", key, e))?;
+                let chunk = chunk.map_err(|e| {
+                    target_error(
+                        &self.name,
+                        "put",
+                        key,
+                        FailureKind::Transient,
+                        format!("upload aborted: {e}"),
+                    )
+                })?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| self.err("put", key, e))?;
                 written += chunk.len() as u64;
             }
             file.flush().await.map_err(|e| self.err("put", key, e))?;
             file.sync_all().await.map_err(|e| self.err("put", key, e))?;
             drop(file);
-            tokio::fs::rename(&tmp, &dest).await.map_err(|e| self.err("put", key, e))?;
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(|e| self.err("put", key, e))?;
             sync_dir(&dir).await.map_err(|e| self.err("put", key, e))?;
             Ok(written)
         }
@@ -77,15 +122,47 @@ impl FsStore {
     }
 
     pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let mut file = tokio::fs::File::open(self.path(key)).await.map_err(|e| self.err("get", key, e))?;
+        let missing = |e: io::Error| {
+            target_error(
+                &self.name,
+                "get",
+                key,
+                FailureKind::NotFound,
+                format!("{e} (under `{}`)", self.root.display()),
+            )
+        };
+        let mut file = tokio::fs::File::open(self.path(key)).await.map_err(|e| {
+            if is_missing(&e) {
+                missing(e)
+            } else {
+                self.err("get", key, e)
+            }
+        })?;
+        // a directory opens fine on Unix, but it is only the prefix of other keys, not an object
+        if !file
+            .metadata()
+            .await
+            .map_err(|e| self.err("get", key, e))?
+            .is_file()
+        {
+            return Err(missing(io::Error::new(
+                io::ErrorKind::NotFound,
+                "a directory, not an object",
+            )));
+        }
         let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match range {
             Some(r) => {
-                file.seek(io::SeekFrom::Start(r.start)).await.map_err(|e| self.err("get", key, e))?;
+                file.seek(io::SeekFrom::Start(r.start))
+                    .await
+                    .map_err(|e| self.err("get", key, e))?;
                 Box::new(file.take(r.end.saturating_sub(r.start)))
             }
             None => Box::new(file),
         };
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 * 1024,
+        )))
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -99,18 +176,28 @@ impl FsStore {
                 Some(i) => &prefix[..i],
                 None => "",
             };
+            // `..`, `.` or absolute: no valid key starts so, and the walk must not leave the root
+            if Path::new(start_rel)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Ok(out);
+            }
             let start = root.join(start_rel);
             let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
                 let entries = match std::fs::read_dir(&dir) {
                     Ok(e) => e,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if is_missing(&e) => continue,
                     Err(e) => return Err(target_error(&name, "list", &prefix, kind_of(&e), e)),
                 };
                 for entry in entries {
-                    let entry = entry.map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
+                    let entry =
+                        entry.map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
                     let path = entry.path();
-                    let ft = entry.file_type().map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
+                    let ft = entry
+                        .file_type()
+                        .map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
                     if ft.is_dir() {
                         stack.push(path);
                         continue;
@@ -119,7 +206,9 @@ impl FsStore {
                     if file_name.contains(PARTIAL) {
                         continue;
                     }
-                    let Ok(rel) = path.strip_prefix(&root) else { continue };
+                    let Ok(rel) = path.strip_prefix(&root) else {
+                        continue;
+                    };
                     let key = rel.to_string_lossy().replace('\\', "/");
                     if key.starts_with(&prefix) {
                         let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -135,9 +224,12 @@ impl FsStore {
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
         match tokio::fs::metadata(self.path(key)).await {
-            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.to_string(), size: m.len() })),
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: m.len(),
+            })),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
         }
     }
@@ -146,13 +238,17 @@ impl FsStore {
         let path = self.path(key);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // missing, or a directory (only the prefix of other keys): no object to delete
+            Err(e) if is_missing(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(()),
             Err(e) => return Err(self.err("delete", key, e)),
         }
         // tidy empty date directories, never the root itself
         let mut dir = path.parent().map(Path::to_path_buf);
         while let Some(d) = dir {
-            if d == self.root || !d.starts_with(&self.root) || tokio::fs::remove_dir(&d).await.is_err() {
+            if d == self.root
+                || !d.starts_with(&self.root)
+                || tokio::fs::remove_dir(&d).await.is_err()
+            {
                 break;
             }
             dir = d.parent().map(Path::to_path_buf);

@@ -80,7 +80,8 @@ impl Target {
 
     /// Store a small in-memory object (manifests, records).
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
-        self.put(key, Box::pin(futures::stream::iter([Ok(data)]))).await
+        self.put(key, Box::pin(futures::stream::iter([Ok(data)])))
+            .await
     }
 
     /// Read an object, or the byte `range` of it.
@@ -97,7 +98,11 @@ impl Target {
         use futures::TryStreamExt;
         let mut s = self.get(key, None).await?;
         let mut out = Vec::new();
-        while let Some(chunk) = s.try_next().await.map_err(|e| self.error("get", key, FailureKind::Transient, e))? {
+        while let Some(chunk) = s
+            .try_next()
+            .await
+            .map_err(|e| self.error("get", key, FailureKind::Transient, e))?
+        {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
@@ -134,17 +139,34 @@ impl Target {
         let back = self.get_bytes(&key).await;
         let deleted = self.delete(&key).await;
         if back? != body {
-            return Err(self.error("probe", &key, FailureKind::Permanent, "read back different bytes than written"));
+            return Err(self.error(
+                "probe",
+                &key,
+                FailureKind::Permanent,
+                "read back different bytes than written",
+            ));
         }
         deleted
     }
 
-    fn error(&self, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
+    fn error(
+        &self,
+        op: &'static str,
+        key: &str,
+        kind: FailureKind,
+        message: impl std::fmt::Display,
+    ) -> Error {
         target_error(self.name(), op, key, kind, message)
     }
 }
 
-pub(crate) fn target_error(target: &str, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
+pub(crate) fn target_error(
+    target: &str,
+    op: &'static str,
+    key: &str,
+    kind: FailureKind,
+    message: impl std::fmt::Display,
+) -> Error {
     Error::Target {
         target: target.to_string(),
         op,
@@ -157,11 +179,19 @@ pub(crate) fn target_error(target: &str, op: &'static str, key: &str, kind: Fail
 fn check_key(target: &str, key: &str) -> Result<()> {
     let bad = key.is_empty()
         || key.starts_with('/')
-        || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
         || key.contains('\\')
         || key.contains('\0');
     if bad {
-        return Err(target_error(target, "validate key", key, FailureKind::Permanent, "keys are relative `/`-separated paths without `.`/`..`"));
+        return Err(target_error(
+            target,
+            "validate key",
+            key,
+            FailureKind::Permanent,
+            "keys are relative `/`-separated paths without `.`/`..`",
+        ));
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -41,7 +43,13 @@ pub struct S3Store {
     part_size: usize,
 }
 
-fn read_secret(inline: &Option<Secret>, file: &Option<std::path::PathBuf>, env: &str, target: &str, field: &str) -> Result<Secret> {
+fn read_secret(
+    inline: &Option<Secret>,
+    file: &Option<std::path::PathBuf>,
+    env: &str,
+    target: &str,
+    field: &str,
+) -> Result<Secret> {
     if let Some(s) = inline {
         return Ok(s.clone());
     }
@@ -64,22 +72,46 @@ impl S3Store {
     /// # Errors
     /// When credentials are missing or a credential file cannot be read.
     pub fn new(name: &str, c: &S3Target) -> Result<Self> {
-        let ak = read_secret(&c.access_key_id, &c.access_key_id_file, "AWS_ACCESS_KEY_ID", name, "access_key_id")?;
-        let sk = read_secret(&c.secret_access_key, &c.secret_access_key_file, "AWS_SECRET_ACCESS_KEY", name, "secret_access_key")?;
+        let ak = read_secret(
+            &c.access_key_id,
+            &c.access_key_id_file,
+            "AWS_ACCESS_KEY_ID",
+            name,
+            "access_key_id",
+        )?;
+        let sk = read_secret(
+            &c.secret_access_key,
+            &c.secret_access_key_file,
+            "AWS_SECRET_ACCESS_KEY",
+            name,
+            "secret_access_key",
+        )?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
         let checksums = match c.checksums {
-            ChecksumMode::WhenRequired => (RequestChecksumCalculation::WhenRequired, ResponseChecksumValidation::WhenRequired),
-            ChecksumMode::WhenSupported => (RequestChecksumCalculation::WhenSupported, ResponseChecksumValidation::WhenSupported),
+            ChecksumMode::WhenRequired => (
+                RequestChecksumCalculation::WhenRequired,
+                ResponseChecksumValidation::WhenRequired,
+            ),
+            ChecksumMode::WhenSupported => (
+                RequestChecksumCalculation::WhenSupported,
+                ResponseChecksumValidation::WhenSupported,
+            ),
         };
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(c.region.clone()))
             .force_path_style(c.path_style)
-            .credentials_provider(Credentials::new(ak.expose(), sk.expose(), None, None, "drctl-config"))
+            .credentials_provider(Credentials::new(
+                ak.expose(),
+                sk.expose(),
+                None,
+                None,
+                "drctl-config",
+            ))
             .http_client(http)
             .request_checksum_calculation(checksums.0)
             .response_checksum_validation(checksums.1)
@@ -93,7 +125,12 @@ impl S3Store {
         if let Some(ep) = &c.endpoint {
             builder = builder.endpoint_url(ep);
         }
-        let root = c.root.as_deref().unwrap_or("").trim_matches('/').to_string();
+        let root = c
+            .root
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches('/')
+            .to_string();
         Ok(S3Store {
             name: name.to_string(),
             client: Client::from_conf(builder.build()),
@@ -108,7 +145,11 @@ impl S3Store {
     }
 
     fn full_key(&self, key: &str) -> String {
-        if self.root.is_empty() { key.to_string() } else { format!("{}/{key}", self.root) }
+        if self.root.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.root)
+        }
     }
 
     fn err<E>(&self, op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> Error
@@ -116,7 +157,13 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let kind = classify(&e);
-        target_error(&self.name, op, key, kind, format!("bucket `{}`: {}", self.bucket, DisplayErrorContext(&e)))
+        target_error(
+            &self.name,
+            op,
+            key,
+            kind,
+            format!("bucket `{}`: {}", self.bucket, DisplayErrorContext(&e)),
+        )
     }
 
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
@@ -126,7 +173,15 @@ impl S3Store {
         let mut upload: Option<Multipart> = None;
         let outcome: Result<()> = async {
             while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| target_error(&self.name, "put", key, FailureKind::Transient, format!("upload aborted: {e}")))?;
+                let chunk = chunk.map_err(|e| {
+                    target_error(
+                        &self.name,
+                        "put",
+                        key,
+                        FailureKind::Transient,
+                        format!("upload aborted: {e}"),
+                    )
+                })?;
                 total += chunk.len() as u64;
                 buf.extend_from_slice(&chunk);
                 while buf.len() >= self.part_size {
@@ -191,7 +246,12 @@ impl S3Store {
             .map_err(|e| self.err("put (create multipart upload)", key, e))?;
         let upload_id = out.upload_id().unwrap_or_default().to_string();
         Ok(Multipart {
-            guard: AbortGuard { client: Some(self.client.clone()), bucket: self.bucket.clone(), key: full.to_string(), upload_id },
+            guard: AbortGuard {
+                client: Some(self.client.clone()),
+                bucket: self.bucket.clone(),
+                key: full.to_string(),
+                upload_id,
+            },
             parts: Vec::new(),
             in_flight: None,
             next: 1,
@@ -199,21 +259,42 @@ impl S3Store {
     }
 
     pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let mut req = self.client.get_object().bucket(&self.bucket).key(self.full_key(key));
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key));
         if let Some(r) = &range {
             if r.start >= r.end {
-                return Ok(Box::pin(futures::stream::empty()));
+                // S3 has no empty range: ask HEAD, so that a missing key is still NotFound
+                return match self.stat(key).await? {
+                    Some(_) => Ok(Box::pin(futures::stream::empty())),
+                    None => Err(target_error(
+                        &self.name,
+                        "get",
+                        key,
+                        FailureKind::NotFound,
+                        format!("bucket `{}`: no such key", self.bucket),
+                    )),
+                };
             }
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
         let out = req.send().await.map_err(|e| self.err("get", key, e))?;
         let reader = out.body.into_async_read();
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 * 1024,
+        )))
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let full_prefix = self.full_key(prefix);
-        let strip = if self.root.is_empty() { 0 } else { self.root.len() + 1 };
+        let strip = if self.root.is_empty() {
+            0
+        } else {
+            self.root.len() + 1
+        };
         let mut pages = self
             .client
             .list_objects_v2()
@@ -227,15 +308,28 @@ impl S3Store {
             for obj in page.contents() {
                 let Some(k) = obj.key() else { continue };
                 let Some(rel) = k.get(strip..) else { continue };
-                out.push(ObjectMeta { key: rel.to_string(), size: obj.size().unwrap_or(0).max(0) as u64 });
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                });
             }
         }
         Ok(out)
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
-            Ok(out) => Ok(Some(ObjectMeta { key: key.to_string(), size: out.content_length().unwrap_or(0).max(0) as u64 })),
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+            })),
             Err(e) if classify(&e) == FailureKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
         }
@@ -264,7 +358,9 @@ struct Multipart {
 impl Multipart {
     async fn wait_in_flight(&mut self) -> Result<()> {
         if let Some(h) = self.in_flight.take() {
-            let part = h.await.map_err(|e| Error::Pipeline(format!("part upload task failed: {e}")))??;
+            let part = h
+                .await
+                .map_err(|e| Error::Pipeline(format!("part upload task failed: {e}")))??;
             self.parts.push(part);
         }
         Ok(())
@@ -278,13 +374,20 @@ impl Multipart {
                 "put",
                 key,
                 FailureKind::Permanent,
-                format!("the object needs more than {MAX_PARTS} parts: raise `part_size_mib` (now {} MiB)", store.part_size >> 20),
+                format!(
+                    "the object needs more than {MAX_PARTS} parts: raise `part_size_mib` (now {} MiB)",
+                    store.part_size >> 20
+                ),
             ));
         }
         let number = self.next;
         self.next += 1;
         let client = store.client.clone();
-        let (bucket, full, upload_id) = (store.bucket.clone(), self.guard.key.clone(), self.guard.upload_id.clone());
+        let (bucket, full, upload_id) = (
+            store.bucket.clone(),
+            self.guard.key.clone(),
+            self.guard.upload_id.clone(),
+        );
         let (target, key) = (store.name.clone(), key.to_string());
         self.in_flight = Some(tokio::spawn(async move {
             let len = data.len() as i64;
@@ -300,9 +403,18 @@ impl Multipart {
                 .await
                 .map_err(|e| {
                     let kind = classify(&e);
-                    target_error(&target, "put (upload part)", &key, kind, DisplayErrorContext(&e))
+                    target_error(
+                        &target,
+                        "put (upload part)",
+                        &key,
+                        kind,
+                        DisplayErrorContext(&e),
+                    )
                 })?;
-            Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build())
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build())
         }));
         Ok(())
     }
@@ -316,7 +428,11 @@ impl Multipart {
             .bucket(&store.bucket)
             .key(&self.guard.key)
             .upload_id(&self.guard.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| store.err("put (complete multipart upload)", key, e))?;
@@ -354,11 +470,25 @@ struct AbortGuard {
 
 impl Drop for AbortGuard {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        let (bucket, key, upload_id) = (self.bucket.clone(), self.key.clone(), self.upload_id.clone());
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (bucket, key, upload_id) = (
+            self.bucket.clone(),
+            self.key.clone(),
+            self.upload_id.clone(),
+        );
         handle.spawn(async move {
-            let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
+            let _ = client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await;
         });
     }
 }
@@ -368,10 +498,20 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> FailureKi
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             match (status, se.err().code()) {
-                (_, Some("NoSuchBucket" | "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => FailureKind::Permanent,
+                (
+                    _,
+                    Some(
+                        "NoSuchBucket"
+                        | "AccessDenied"
+                        | "InvalidAccessKeyId"
+                        | "SignatureDoesNotMatch",
+                    ),
+                ) => FailureKind::Permanent,
                 (404, _) | (_, Some("NoSuchKey" | "NotFound")) => FailureKind::NotFound,
                 (408 | 429, _) | (500..=599, _) => FailureKind::Transient,
-                (_, Some("SlowDown" | "RequestTimeout" | "InternalError")) => FailureKind::Transient,
+                (_, Some("SlowDown" | "RequestTimeout" | "InternalError")) => {
+                    FailureKind::Transient
+                }
                 _ => FailureKind::Permanent,
             }
         }
@@ -379,4 +519,3 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> FailureKi
         _ => FailureKind::Transient,
     }
 }
-
