@@ -38,9 +38,12 @@ pub fn line_of(source: &str, path: &[Step]) -> Option<usize> {
     for step in path {
         match (step, value) {
             (Step::Key(k), None) => {
-                let (key, v) = table
+                let Some((key, v)) = table
                     .iter()
-                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())?;
+                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                else {
+                    break;
+                };
                 best = Some(key.span().start);
                 value = Some(v.get_ref());
             }
