@@ -2,7 +2,6 @@
 
 use std::io::{BufReader, Read, Write};
 
-use super::keys::Identities;
 use super::{Digest, HashingReader, HashingWriter};
 use crate::progress::Progress;
 
@@ -54,7 +53,7 @@ fn classify(e: std::io::Error) -> DecodeError {
 /// See [`DecodeError`].
 pub fn decode_blocking(
     input: impl Read,
-    identities: &Identities,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
     out: impl Write,
     progress: &Progress,
 ) -> Result<DecodeSummary, DecodeError> {

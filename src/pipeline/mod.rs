@@ -73,3 +73,103 @@ impl std::io::Write for ChunkSender {
         self.send_buf()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Progress;
+
+    fn params(n: usize) -> (EncodeParams, keys::Identities) {
+        let ids: Vec<age::x25519::Identity> =
+            (0..n).map(|_| age::x25519::Identity::generate()).collect();
+        let recipients = ids.iter().map(|i| i.to_public()).collect();
+        let boxed: keys::Identities = ids
+            .into_iter()
+            .map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>)
+            .collect();
+        (
+            EncodeParams {
+                zstd_level: 3,
+                zstd_threads: 2,
+                recipients,
+            },
+            boxed,
+        )
+    }
+
+    /// Encode into chunks, collect them, decode: the bytes and both digests must match.
+    fn round_trip(data: &[u8]) -> (Vec<u8>, encode::EncodeSummary, Vec<Bytes>) {
+        let (p, ids) = params(2);
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let input = data.to_vec();
+        let enc =
+            std::thread::spawn(move || encode_blocking(&input[..], &p, tx, &Progress::hidden()));
+        let mut chunks = Vec::new();
+        while let Some(c) = rx.blocking_recv() {
+            assert!(c.len() <= CHUNK_SIZE);
+            chunks.push(c);
+        }
+        let summary = enc.join().unwrap().unwrap();
+        let stored: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut out = Vec::new();
+        let d = decode_blocking(&stored[..], &ids[1..], &mut out, &Progress::hidden()).unwrap();
+        assert_eq!(d.plaintext, summary.plaintext);
+        assert_eq!(d.stored, summary.stored);
+        (out, summary, chunks)
+    }
+
+    #[test]
+    fn round_trip_small_empty_and_multi_chunk() {
+        for size in [0usize, 1, 70_000, 3 * CHUNK_SIZE + 17] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let (out, summary, _) = round_trip(&data);
+            assert_eq!(out, data, "size {size}");
+            assert_eq!(summary.plaintext.size, size as u64);
+        }
+    }
+
+    #[test]
+    fn corruption_truncation_and_wrong_key_are_detected() {
+        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let (_, _, chunks) = round_trip(&data);
+        let stored: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let (_, wrong) = params(1);
+        let err =
+            decode_blocking(&stored[..], &wrong, std::io::sink(), &Progress::hidden()).unwrap_err();
+        assert!(matches!(err, decode::DecodeError::Key(_)), "{err}");
+
+        let (p, ids) = params(1);
+        let (tx, mut rx) = mpsc::channel(64);
+        let input = data.clone();
+        let enc =
+            std::thread::spawn(move || encode_blocking(&input[..], &p, tx, &Progress::hidden()));
+        let mut stored = Vec::new();
+        while let Some(c) = rx.blocking_recv() {
+            stored.extend_from_slice(&c);
+        }
+        enc.join().unwrap().unwrap();
+        let mut flipped = stored.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 1;
+        let err =
+            decode_blocking(&flipped[..], &ids, std::io::sink(), &Progress::hidden()).unwrap_err();
+        assert!(matches!(err, decode::DecodeError::Corrupt(_)), "{err}");
+        let err = decode_blocking(
+            &stored[..stored.len() - 10],
+            &ids,
+            std::io::sink(),
+            &Progress::hidden(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, decode::DecodeError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn encoder_stops_when_nobody_receives() {
+        let (p, _) = params(1);
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let data = vec![0u8; 4 * CHUNK_SIZE];
+        assert!(encode_blocking(&data[..], &p, tx, &Progress::hidden()).is_err());
+    }
+}
