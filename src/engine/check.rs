@@ -129,12 +129,20 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         match BackupSession::prepare(job).await {
             Ok(session) => {
                 let names: Vec<String> = session.artifacts().into_iter().map(|a| a.name).collect();
-                out.push(Finding::new(
-                    subject,
-                    Status::Ok,
-                    describe_source(&session, &names),
-                    None,
-                ));
+                match companion_tools(&session).await {
+                    Ok(()) => out.push(Finding::new(
+                        subject,
+                        Status::Ok,
+                        describe_source(&session, &names),
+                        None,
+                    )),
+                    Err(e) => out.push(Finding::new(
+                        subject,
+                        Status::Failed,
+                        e.to_string(),
+                        e.hint(),
+                    )),
+                }
             }
             Err(e) => out.push(Finding::new(
                 subject,
@@ -145,6 +153,12 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         }
     }
     out
+}
+
+async fn companion_tools(session: &BackupSession) -> crate::Result<()> {
+    match session {
+        BackupSession::Postgres(s) => s.check_companion_tools().await.map(|_| ()),
+    }
 }
 
 fn describe_source(session: &BackupSession, artifacts: &[String]) -> String {

@@ -872,6 +872,29 @@ impl BackupSession {
     pub fn tool_version(&self) -> &str {
         &self.tools.version
     }
+
+    /// The other tools a backup or restore of this job runs, each with its version; a missing one
+    /// is an error naming it.
+    pub async fn check_companion_tools(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for tool in ["pg_dumpall", "pg_restore", "psql"] {
+            let path = self.tools.path(tool);
+            match tool_version(&path).await {
+                Some(v) => out.push((tool.to_string(), v)),
+                None => {
+                    return Err(source_err(
+                        &self.job,
+                        format!("`{}` is missing or does not run", path.display()),
+                        Some(
+                            "install the PostgreSQL client tools of the same version as pg_dump"
+                                .into(),
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
