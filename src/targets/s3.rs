@@ -218,7 +218,7 @@ impl S3Store {
             }
             (Ok(()), Some(mut up)) => {
                 let finished = async {
-                    if buf.is_empty() {
+                    if !buf.is_empty() {
                         up.send_part(self, key, buf.freeze()).await?;
                     }
                     up.complete(self, key).await
