@@ -118,6 +118,13 @@ medium = "disk"
 kind = "postgres"
 targets = ["local"]
 url = "$(pg_url "$PORT" bench)"
+
+# the same job with planner row estimates instead of exact counts in the dump's snapshot
+[jobs.bench_estimate]
+kind = "postgres"
+targets = ["local"]
+url = "$(pg_url "$PORT" bench)"
+row_counts = "estimate"
 EOF
 
 SRC_URL=$(pg_url "$PORT" bench)
@@ -135,6 +142,10 @@ step "drctl backup: drctl run bench"
 timed drctl_backup "$DRCTL" --config "$D/drctl.toml" run bench
 DB_WALL=$T_WALL
 DB_RSS=$T_RSS_KIB
+
+step "drctl backup with row_counts = \"estimate\": drctl run bench_estimate"
+timed drctl_backup_estimate "$DRCTL" --config "$D/drctl.toml" run bench_estimate
+DE_WALL=$T_WALL
 
 step "baseline restore: createdb + pg_restore"
 # shellcheck disable=SC2016
@@ -180,6 +191,7 @@ for r in "$B_RES" "$R_RES" "$M_RES"; do [[ "$r" == PASS ]] || fails=$((fails + 1
 step "results: $ROWS rows, database $((DB_BYTES / 1048576)) MiB, $(nproc) cores"
 printf '%-16s %12s %10s %8s %12s  %s\n' measure baseline_s drctl_s ratio target result
 printf '%-16s %12s %10s %8s %12s  %s\n' backup "$BB_WALL" "$DB_WALL" "$B_RATIO" "<= $BACKUP_TARGET" "$B_RES"
+printf '%-16s %12s %10s %8s %12s  %s\n' "backup (estimate)" "$BB_WALL" "$DE_WALL" "$(ratio "$DE_WALL" "$BB_WALL")" "-" "(info: row_counts = estimate)"
 printf '%-16s %12s %10s %8s %12s  %s\n' restore "$BR_WALL" "$DR_WALL" "$R_RATIO" "<= $RESTORE_TARGET" "$R_RES"
 printf '%-16s %12s %10s %8s %12s  %s\n' "drctl peak RSS" - "$RSS_MIB MiB" - "< $RSS_TARGET_MIB MiB" "$M_RES"
 

@@ -52,40 +52,19 @@ pub enum Error {
     UnknownJob { job: String, known: Vec<String> },
 
     #[error("target `{target}`: {op} `{key}` failed ({kind:?}): {message}")]
-    Target {
-        target: String,
-        op: &'static str,
-        key: String,
-        kind: FailureKind,
-        message: String,
-    },
+    Target { target: String, op: &'static str, key: String, kind: FailureKind, message: String },
 
     #[error("job `{job}`: {message}")]
-    Source {
-        job: String,
-        message: String,
-        hint: Option<String>,
-    },
+    Source { job: String, message: String, hint: Option<String> },
 
-    #[error(
-        "job `{job}`: `{tool}` version {tool_version} is older than the server's {server_version}"
-    )]
-    ToolTooOld {
-        job: String,
-        tool: String,
-        tool_version: String,
-        server_version: String,
-    },
+    #[error("job `{job}`: `{tool}` version {tool_version} is older than the server's {server_version}")]
+    ToolTooOld { job: String, tool: String, tool_version: String, server_version: String },
 
     #[error("pipeline: {0}")]
     Pipeline(String),
 
     #[error("integrity check failed for `{key}` on target `{target}`: {what}")]
-    Integrity {
-        target: String,
-        key: String,
-        what: String,
-    },
+    Integrity { target: String, key: String, what: String },
 
     #[error("cannot decrypt backup `{backup}`: {message}")]
     Decrypt { backup: String, message: String },
@@ -110,18 +89,10 @@ pub enum Error {
     NoBackup { job: String, selector: String },
 
     #[error("job `{job}`: destination {destination} is not empty ({detail})")]
-    DestinationNotEmpty {
-        job: String,
-        destination: String,
-        detail: String,
-    },
+    DestinationNotEmpty { job: String, destination: String, detail: String },
 
     #[error("job `{job}`: restore into {destination} failed: {message}")]
-    Restore {
-        job: String,
-        destination: String,
-        message: String,
-    },
+    Restore { job: String, destination: String, message: String },
 
     #[error("job `{job}`: no target accepted the backup: {}", .failures.join("; "))]
     AllTargetsFailed { job: String, failures: Vec<String> },
@@ -148,13 +119,7 @@ impl Error {
 
     /// Whether repeating the same operation may succeed without a change by the user.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Target {
-                kind: FailureKind::Transient,
-                ..
-            }
-        )
+        matches!(self, Error::Target { kind: FailureKind::Transient, .. })
     }
 
     /// The next step for the user, when there is one worth saying.
@@ -197,9 +162,5 @@ impl Error {
 }
 
 fn major(version: &str) -> String {
-    version
-        .split(['.', ' '])
-        .next()
-        .unwrap_or(version)
-        .to_string()
+    version.split(['.', ' ']).next().unwrap_or(version).to_string()
 }

@@ -27,11 +27,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        Cmd {
-            program: program.into(),
-            args: Vec::new(),
-            env: Vec::new(),
-        }
+        Cmd { program: program.into(), args: Vec::new(), env: Vec::new() }
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
@@ -54,11 +50,7 @@ impl Cmd {
     /// Spawn with the given stdin/stdout; stderr is always captured.
     pub fn spawn(&self, stdin: Stdio, stdout: Stdio) -> std::io::Result<Running> {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.args(&self.args).stdin(stdin).stdout(stdout).stderr(Stdio::piped()).kill_on_drop(true);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -83,11 +75,7 @@ impl Cmd {
             }
             crate::redact::scrub(String::from_utf8_lossy(&tail).trim())
         });
-        Ok(Running {
-            child,
-            stderr_task,
-            display: self.display(),
-        })
+        Ok(Running { child, stderr_task, display: self.display() })
     }
 
     /// Run to completion, returning stdout (for short outputs like `--version`).

@@ -26,9 +26,7 @@ pub fn random_suffix() -> String {
 pub fn id_time(id: &str) -> Option<Timestamp> {
     let stamp = id.get(..16)?;
     let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp).ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// `<job>/<YYYY>/<MM>/<DD>` for a backup id.

@@ -97,17 +97,10 @@ impl Manifest {
             format: String,
             version: u32,
         }
-        let err = |message: String| Error::Manifest {
-            key: key.to_string(),
-            message,
-        };
-        let head: Head =
-            serde_json::from_slice(data).map_err(|e| err(format!("not a drctl manifest: {e}")))?;
+        let err = |message: String| Error::Manifest { key: key.to_string(), message };
+        let head: Head = serde_json::from_slice(data).map_err(|e| err(format!("not a drctl manifest: {e}")))?;
         if head.format != FORMAT {
-            return Err(err(format!(
-                "format is `{}`, expected `{FORMAT}`",
-                head.format
-            )));
+            return Err(err(format!("format is `{}`, expected `{FORMAT}`", head.format)));
         }
         if head.version > VERSION {
             return Err(err(format!(
@@ -132,27 +125,15 @@ pub(crate) fn sample() -> Manifest {
         drctl_version: "0.1.0".into(),
         host: "h".into(),
         pipeline: PipelineInfo {
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: 3,
-            },
-            encryption: Encryption {
-                algorithm: "age".into(),
-                recipients: vec!["age1x".into()],
-            },
+            compression: Compression { algorithm: "zstd".into(), level: 3 },
+            encryption: Encryption { algorithm: "age".into(), recipients: vec!["age1x".into()] },
         },
         artifacts: vec![Artifact {
             name: "app".into(),
             format: "pg_dump-custom".into(),
             key: "pg/2026/11/23/20261123T020000Z-abcdef.app.dump.zst.age".into(),
-            plaintext: Digest {
-                size: 10,
-                sha256: "aa".into(),
-            },
-            stored: Digest {
-                size: 20,
-                sha256: "bb".into(),
-            },
+            plaintext: Digest { size: 10, sha256: "aa".into() },
+            stored: Digest { size: 20, sha256: "bb".into() },
         }],
         facts: serde_json::json!({"server_version": "15.4"}),
     }

@@ -28,10 +28,8 @@ impl Progress {
                 .progress_chars("=> "),
             ),
             None => indicatif::ProgressBar::new_spinner().with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             ),
         };
         bar.set_message(label.to_string());

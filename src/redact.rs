@@ -53,16 +53,8 @@ pub fn url_for_display(raw: &str) -> String {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let secret =
-                        matches!(k.as_ref(), "password" | "sslpassword" | "secret" | "token");
-                    (
-                        k.into_owned(),
-                        if secret {
-                            MASK.to_string()
-                        } else {
-                            v.into_owned()
-                        },
-                    )
+                    let secret = matches!(k.as_ref(), "password" | "sslpassword" | "secret" | "token");
+                    (k.into_owned(), if secret { MASK.to_string() } else { v.into_owned() })
                 })
                 .collect();
             if !pairs.is_empty() {
@@ -77,6 +69,14 @@ pub fn url_for_display(raw: &str) -> String {
 /// Serialize a URL with its password masked (for config fields that are URLs).
 pub fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&url_for_display(url))
+}
+
+/// [`serialize_url`] for optional URLs.
+pub fn serialize_opt_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&url_for_display(u)),
+        None => s.serialize_none(),
+    }
 }
 
 /// A secret value: prints and serializes as `***`, registered for scrubbing on creation.
@@ -134,16 +134,12 @@ mod tests {
     #[test]
     fn scrub_removes_registered_values() {
         register("s3cr3t-token-value");
-        assert_eq!(
-            scrub("auth failed for s3cr3t-token-value!"),
-            "auth failed for ***!"
-        );
+        assert_eq!(scrub("auth failed for s3cr3t-token-value!"), "auth failed for ***!");
     }
 
     #[test]
     fn url_password_is_stripped() {
-        let shown =
-            url_for_display("postgres://backup:pa55word@db:5432/app?sslmode=require&password=x1");
+        let shown = url_for_display("postgres://backup:pa55word@db:5432/app?sslmode=require&password=x1");
         assert!(!shown.contains("pa55word"), "{shown}");
         assert!(!shown.contains("x1"), "{shown}");
         assert!(shown.contains("backup:***@db:5432/app"), "{shown}");

@@ -28,10 +28,14 @@ fn every_config_problem_is_reported_with_file_line_and_key() {
     assert_eq!(r.code, 2, "{r:?}");
     let cfg = s.config_path().display().to_string();
     let expect = [
-        format!("{cfg}:{}: error: `targets.bad.type`: unknown variant `s4`, expected `fs` or `s3`", line_of(&text, "\"s4\"")),
+        format!(
+            "{cfg}:{}: error: `targets.bad.type`: unknown variant `s4`, expected `fs` or `s3`",
+            line_of(&text, "\"s4\"")
+        ),
         format!("{cfg}:{}: error: `jobs.pg.urll`: unknown field `urll`", line_of(&text, "urll")),
         format!("{cfg}:{}: error: `jobs.pg2.targets[1]`: unknown target `nope`", line_of(&text, "\"nope\"")),
-        "jobs/other.toml:3: error: `jobs.other.url`: environment variable `DRCTL_TEST_SURELY_UNSET` is not set".to_string(),
+        "jobs/other.toml:3: error: `jobs.other.url`: environment variable `DRCTL_TEST_SURELY_UNSET` is not set"
+            .to_string(),
         "drctl: configuration is invalid: 4 problems".to_string(),
     ];
     for e in expect {
@@ -69,16 +73,9 @@ fn keygen_writes_a_private_identity_and_prints_its_recipient() {
     let recipient = r.stdout.trim();
     assert!(recipient.starts_with("age1"), "{r:?}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     // the reference tool agrees on the public key
-    let out = std::process::Command::new("age-keygen")
-        .arg("-y")
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("age-keygen").arg("-y").arg(&key).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), recipient);
     let again = run(drctl_bare().args(["keygen", "--output"]).arg(&key));
     assert_eq!(again.code, 1, "never overwrites a key: {again:?}");

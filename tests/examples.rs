@@ -15,21 +15,11 @@ fn example_config_and_every_example_job_validate() {
         }
     }
     assert!(!jobs.is_empty());
-    let names: Vec<String> = jobs
-        .iter()
-        .map(|(p, _)| p.file_stem().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> = jobs.iter().map(|(p, _)| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
     let config = match drctl::config::load_str(&main, &text, jobs) {
         Ok(c) => c,
         Err(drctl::Error::Config(problems)) => {
-            panic!(
-                "{}",
-                problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
+            panic!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
         }
         Err(e) => panic!("{e}"),
     };

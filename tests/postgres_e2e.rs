@@ -10,11 +10,7 @@ use common::*;
 
 fn job(db: &str, targets: &[&str], extra: &str) -> String {
     let t: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
-        "[jobs.pg]\nkind = \"postgres\"\ntargets = [{}]\nurl = \"{}\"\n{extra}\n",
-        t.join(", "),
-        pg_url(db)
-    )
+    format!("[jobs.pg]\nkind = \"postgres\"\ntargets = [{}]\nurl = \"{}\"\n{extra}\n", t.join(", "), pg_url(db))
 }
 
 fn backup_id(r: &Ran) -> String {
@@ -29,10 +25,7 @@ fn list_json(s: &Scratch) -> serde_json::Value {
 }
 
 fn db_exists(db: &str) -> bool {
-    psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
-    ) == "1"
+    psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")) == "1"
 }
 
 /// A bin_dir whose `pg_dump` is `script` and whose other tools are the real ones.
@@ -44,11 +37,7 @@ fn fake_bin(dir: &Path, script: &str) -> PathBuf {
     }
     let real = pg_bin().join("pg_dump");
     let path = bin.join("pg_dump");
-    std::fs::write(
-        &path,
-        format!("#!/bin/bash\nREAL={}\n{script}\n", real.display()),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("#!/bin/bash\nREAL={}\n{script}\n", real.display())).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
 }
@@ -58,27 +47,12 @@ fn backup_and_restore_round_trip_on_fs_and_s3() {
     let db = unique("rt");
     create_sample_db(&db, 2000);
     let s = Scratch::new();
-    s.write_config(&format!(
-        "{}{}{}",
-        s.head(),
-        s.s3_target("s3", None),
-        job(&db, &["local", "s3"], "")
-    ));
+    s.write_config(&format!("{}{}{}", s.head(), s.s3_target("s3", None), job(&db, &["local", "s3"], "")));
 
     let id = backup_id(&run(s.drctl().args(["run", "pg"])));
     let files = s.fs_files();
-    assert!(
-        files
-            .iter()
-            .any(|f| f.ends_with(&format!("{id}.manifest.json"))),
-        "{files:?}"
-    );
-    assert!(
-        files
-            .iter()
-            .any(|f| f.ends_with(&format!("{id}.{db}.dump.zst.age"))),
-        "{files:?}"
-    );
+    assert!(files.iter().any(|f| f.ends_with(&format!("{id}.manifest.json"))), "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with(&format!("{id}.{db}.dump.zst.age"))), "{files:?}");
 
     let list = list_json(&s);
     assert_eq!(list[0]["id"], id.as_str());
@@ -86,52 +60,19 @@ fn backup_and_restore_round_trip_on_fs_and_s3() {
     assert_eq!(list[0]["targets"], serde_json::json!(["local", "s3"]));
 
     // the manifest's facts are the dump's own row counts
-    let manifest_path = s.path("backups").join(
-        files
-            .iter()
-            .find(|f| f.ends_with(".manifest.json"))
-            .unwrap(),
-    );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
+    let manifest_path = s.path("backups").join(files.iter().find(|f| f.ends_with(".manifest.json")).unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
     let tables = &m["facts"]["databases"][0]["tables"];
-    let rows = |t: &str| {
-        tables
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == t)
-            .unwrap()["rows"]
-            .as_i64()
-            .unwrap()
-    };
+    let rows = |t: &str| tables.as_array().unwrap().iter().find(|x| x["name"] == t).unwrap()["rows"].as_i64().unwrap();
     assert_eq!(rows("users"), 2000);
     assert_eq!(rows("orders"), 6000);
-    assert_eq!(
-        m["facts"]["server_version"]
-            .as_str()
-            .unwrap()
-            .split('.')
-            .next(),
-        Some("15")
-    );
+    assert_eq!(m["facts"]["server_version"].as_str().unwrap().split('.').next(), Some("15"));
 
     for target in ["local", "s3"] {
         let dest = format!("{db}_from_{target}");
-        let r = run(s.drctl().args([
-            "restore",
-            "pg",
-            "--latest",
-            "--target",
-            target,
-            "--to",
-            &pg_url(&dest),
-        ]));
+        let r = run(s.drctl().args(["restore", "pg", "--latest", "--target", target, "--to", &pg_url(&dest)]));
         assert_eq!(r.code, 0, "{r:?}");
-        assert!(
-            r.stderr.contains(&format!("from target `{target}`")),
-            "{r:?}"
-        );
+        assert!(r.stderr.contains(&format!("from target `{target}`")), "{r:?}");
         assert_eq!(count(&dest, "users"), 2000);
         assert_eq!(count(&dest, "orders"), 6000);
         drop_db(&dest);
@@ -150,19 +91,10 @@ fn restore_refuses_a_non_empty_destination_without_force() {
     psql(&db, "DELETE FROM orders WHERE id > 100");
     let r = run(s.drctl().args(["restore", "pg", "--latest"]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("is not empty") && r.stderr.contains("--force"),
-        "{r:?}"
-    );
-    assert_eq!(
-        count(&db, "orders"),
-        100,
-        "a refused restore changes nothing"
-    );
+    assert!(r.stderr.contains("is not empty") && r.stderr.contains("--force"), "{r:?}");
+    assert_eq!(count(&db, "orders"), 100, "a refused restore changes nothing");
 
-    let dry = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--force", "--dry-run"]));
+    let dry = run(s.drctl().args(["restore", "pg", "--latest", "--force", "--dry-run"]));
     assert_eq!(dry.code, 0, "{dry:?}");
     assert!(dry.stderr.contains("--clean --if-exists"), "{dry:?}");
     assert_eq!(count(&db, "orders"), 100, "a dry run changes nothing");
@@ -184,25 +116,12 @@ fn several_databases_and_globals() {
     s.write_config(&format!(
         "{}{}",
         s.head(),
-        job(
-            "postgres",
-            &["local"],
-            &format!("databases = [\"{a}\", \"{b}\"]\nglobals = true")
-        )
+        job("postgres", &["local"], &format!("databases = [\"{a}\", \"{b}\"]\nglobals = true"))
     ));
     let id = backup_id(&run(s.drctl().args(["run", "pg"])));
     let files = s.fs_files();
-    for art in [
-        format!("{a}.dump"),
-        format!("{b}.dump"),
-        "globals.sql".to_string(),
-    ] {
-        assert!(
-            files
-                .iter()
-                .any(|f| f.ends_with(&format!("{id}.{art}.zst.age"))),
-            "{art} in {files:?}"
-        );
+    for art in [format!("{a}.dump"), format!("{b}.dump"), "globals.sql".to_string()] {
+        assert!(files.iter().any(|f| f.ends_with(&format!("{id}.{art}.zst.age"))), "{art} in {files:?}");
     }
 
     drop_db(&a);
@@ -213,25 +132,14 @@ fn several_databases_and_globals() {
     assert_eq!(count(&a, "users"), 100);
     assert_eq!(count(&b, "users"), 200);
     assert_eq!(
-        psql(
-            "postgres",
-            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
-        ),
+        psql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")),
         "1",
         "roles come back"
     );
 
     // one database of several, into a new name
     let c = unique("multi_c");
-    let r = run(s.drctl().args([
-        "restore",
-        "pg",
-        "--latest",
-        "--artifact",
-        &b,
-        "--to",
-        &pg_url(&c),
-    ]));
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--artifact", &b, "--to", &pg_url(&c)]));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(count(&c, "users"), 200);
     for d in [&a, &b, &c] {
@@ -253,9 +161,7 @@ fn wrong_password_fails_and_commits_nothing() {
     }
     psql(
         "postgres",
-        &format!(
-            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right-password'"
-        ),
+        &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right-password'"),
     );
     let s = Scratch::new();
     std::fs::write(s.path("pw"), "wrong-password\n").unwrap();
@@ -269,15 +175,8 @@ fn wrong_password_fails_and_commits_nothing() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("password authentication failed"), "{r:?}");
     assert!(r.stderr.contains("hint:"), "{r:?}");
-    assert!(
-        !r.stderr.contains("wrong-password"),
-        "the password is never shown: {r:?}"
-    );
-    assert!(
-        s.fs_files().is_empty(),
-        "nothing committed: {:?}",
-        s.fs_files()
-    );
+    assert!(!r.stderr.contains("wrong-password"), "the password is never shown: {r:?}");
+    assert!(s.fs_files().is_empty(), "nothing committed: {:?}", s.fs_files());
     assert_eq!(list_json(&s)[0]["status"], "failed");
 
     std::fs::write(s.path("pw"), "right-password\n").unwrap();
@@ -294,10 +193,7 @@ fn unreachable_server_fails_with_a_hint() {
     ));
     let r = run(s.drctl().args(["run", "pg"]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("job `pg`") && r.stderr.contains("cannot connect"),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains("job `pg`") && r.stderr.contains("cannot connect"), "{r:?}");
     assert!(r.stderr.contains("is PostgreSQL running"), "{r:?}");
     assert!(!r.stderr.contains("hunter2secret"), "{r:?}");
     assert!(s.fs_files().is_empty());
@@ -313,23 +209,13 @@ fn pg_dump_killed_mid_stream_commits_nothing() {
     let db = unique("killed");
     create_sample_db(&db, 20000);
     let s = Scratch::new();
-    let bin = fake_bin(
-        s.dir.path(),
-        "[[ $1 == --version ]] && exec $REAL \"$@\"\n$REAL \"$@\" | head -c 300000\nkill -9 $$",
-    );
-    s.write_config(&format!(
-        "{}{}",
-        s.head(),
-        job(&db, &["local"], &format!("bin_dir = \"{}\"", bin.display()))
-    ));
+    let bin =
+        fake_bin(s.dir.path(), "[[ $1 == --version ]] && exec $REAL \"$@\"\n$REAL \"$@\" | head -c 300000\nkill -9 $$");
+    s.write_config(&format!("{}{}", s.head(), job(&db, &["local"], &format!("bin_dir = \"{}\"", bin.display()))));
     let r = run(s.drctl().args(["run", "pg"]));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("killed by signal 9"), "{r:?}");
-    assert!(
-        s.fs_files().is_empty(),
-        "no artifact or manifest is left: {:?}",
-        s.fs_files()
-    );
+    assert!(s.fs_files().is_empty(), "no artifact or manifest is left: {:?}", s.fs_files());
     assert_eq!(list_json(&s)[0]["status"], "failed");
     drop_db(&db);
 }
@@ -339,15 +225,8 @@ fn empty_dump_and_old_pg_dump_are_refused() {
     let db = unique("tools");
     create_sample_db(&db, 10);
     let s = Scratch::new();
-    let bin = fake_bin(
-        s.dir.path(),
-        "[[ $1 == --version ]] && exec $REAL \"$@\"\nexit 0",
-    );
-    s.write_config(&format!(
-        "{}{}",
-        s.head(),
-        job(&db, &["local"], &format!("bin_dir = \"{}\"", bin.display()))
-    ));
+    let bin = fake_bin(s.dir.path(), "[[ $1 == --version ]] && exec $REAL \"$@\"\nexit 0");
+    s.write_config(&format!("{}{}", s.head(), job(&db, &["local"], &format!("bin_dir = \"{}\"", bin.display()))));
     let r = run(s.drctl().args(["run", "pg"]));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("empty dump"), "{r:?}");
@@ -355,17 +234,10 @@ fn empty_dump_and_old_pg_dump_are_refused() {
 
     let s = Scratch::new();
     let bin = fake_bin(s.dir.path(), "echo 'pg_dump (PostgreSQL) 9.6.24'");
-    s.write_config(&format!(
-        "{}{}",
-        s.head(),
-        job(&db, &["local"], &format!("bin_dir = \"{}\"", bin.display()))
-    ));
+    s.write_config(&format!("{}{}", s.head(), job(&db, &["local"], &format!("bin_dir = \"{}\"", bin.display()))));
     let r = run(s.drctl().args(["run", "pg"]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("9.6.24") && r.stderr.contains("older than the server's 15."),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains("9.6.24") && r.stderr.contains("older than the server's 15."), "{r:?}");
     assert!(r.stderr.contains("postgresql-client-15"), "{r:?}");
     drop_db(&db);
 }
@@ -381,21 +253,12 @@ fn s3_down_mid_upload_is_a_partial_backup() {
     let proxy = CuttingProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"), 4 << 20);
     let s = Scratch::new();
     let s3 = s.s3_target("s3", Some(&proxy.url()));
-    s.write_config(&format!(
-        "{}{}{}",
-        s.head(),
-        s3,
-        job(&db, &["local", "s3"], "")
-    ));
+    s.write_config(&format!("{}{}{}", s.head(), s3, job(&db, &["local", "s3"], "")));
     let r = run(s.drctl().args(["run", "pg"]));
     assert_eq!(r.code, 3, "{r:?}");
     let id = r.stdout.trim().to_string();
     assert!(r.stderr.contains("target `s3` has no copy"), "{r:?}");
-    assert!(
-        s.fs_files()
-            .iter()
-            .any(|f| f.ends_with(&format!("{id}.manifest.json")))
-    );
+    assert!(s.fs_files().iter().any(|f| f.ends_with(&format!("{id}.manifest.json"))));
     let list = list_json(&s);
     assert_eq!(list[0]["status"], "partial");
     assert_eq!(list[0]["targets"], serde_json::json!(["local"]));
@@ -403,12 +266,7 @@ fn s3_down_mid_upload_is_a_partial_backup() {
     // seen through the real endpoint, the S3 target holds no committed backup
     let direct = Scratch::new();
     let real = s3.replace(&proxy.url(), &endpoint("DRCTL_TEST_S3_ENDPOINT"));
-    direct.write_config(&format!(
-        "{}{}{}",
-        direct.head(),
-        real,
-        job(&db, &["s3"], "")
-    ));
+    direct.write_config(&format!("{}{}{}", direct.head(), real, job(&db, &["s3"], "")));
     let r = run(direct.drctl().args(["--json", "catalog", "rebuild"]));
     assert_eq!(r.code, 0, "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -416,9 +274,7 @@ fn s3_down_mid_upload_is_a_partial_backup() {
 
     // the complete copy restores
     let dest = format!("{db}_r");
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(count(&dest, "noise"), 200000);
     drop_db(&dest);
@@ -430,22 +286,10 @@ fn a_damaged_copy_is_refused_and_the_next_target_used() {
     let db = unique("corrupt");
     create_sample_db(&db, 500);
     let s = Scratch::new();
-    let second = format!(
-        "[targets.second]\ntype = \"fs\"\npath = \"{}\"\n\n",
-        s.path("second").display()
-    );
-    s.write_config(&format!(
-        "{}{}{}",
-        s.head(),
-        second,
-        job(&db, &["local", "second"], "")
-    ));
+    let second = format!("[targets.second]\ntype = \"fs\"\npath = \"{}\"\n\n", s.path("second").display());
+    s.write_config(&format!("{}{}{}", s.head(), second, job(&db, &["local", "second"], "")));
     let id = backup_id(&run(s.drctl().args(["run", "pg"])));
-    let artifact = s
-        .fs_files()
-        .into_iter()
-        .find(|f| f.ends_with(".zst.age"))
-        .unwrap();
+    let artifact = s.fs_files().into_iter().find(|f| f.ends_with(".zst.age")).unwrap();
     let flip = |root: &Path| {
         let p = root.join(&artifact);
         let mut bytes = std::fs::read(&p).unwrap();
@@ -456,28 +300,18 @@ fn a_damaged_copy_is_refused_and_the_next_target_used() {
     flip(&s.path("backups"));
 
     let dest = format!("{db}_r");
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--id", &id, "--to", &pg_url(&dest)]));
+    let r = run(s.drctl().args(["restore", "pg", "--id", &id, "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        r.stderr.contains("skipped") && r.stderr.contains("sha256"),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains("skipped") && r.stderr.contains("sha256"), "{r:?}");
     assert!(r.stderr.contains("from target `second`"), "{r:?}");
     assert_eq!(count(&dest, "users"), 500);
     drop_db(&dest);
 
     flip(&s.path("second"));
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("does not match the manifest"), "{r:?}");
-    assert!(
-        !db_exists(&dest),
-        "nothing was restored from a damaged copy"
-    );
+    assert!(!db_exists(&dest), "nothing was restored from a damaged copy");
     drop_db(&db);
 }
 
@@ -491,54 +325,25 @@ fn truncated_copy_and_wrong_identity_are_clear_errors() {
     let dest = format!("{db}_r");
 
     // an identity that is not a recipient of the backup
-    let other = run(drctl_bare()
-        .args(["keygen", "--output"])
-        .arg(s.path("other.key")));
+    let other = run(drctl_bare().args(["keygen", "--output"]).arg(s.path("other.key")));
     assert_eq!(other.code, 0);
     let cfg = std::fs::read_to_string(s.config_path()).unwrap();
     std::fs::write(s.config_path(), cfg.replace("age.key", "other.key")).unwrap();
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("none of the configured identities can decrypt it"),
-        "{r:?}"
-    );
-    assert!(
-        r.stderr.contains("identity_file"),
-        "the hint names the setting: {r:?}"
-    );
+    assert!(r.stderr.contains("none of the configured identities can decrypt it"), "{r:?}");
+    assert!(r.stderr.contains("identity_file"), "the hint names the setting: {r:?}");
     let chk = run(s.drctl().args(["check"]));
-    assert!(
-        chk.stdout.contains("matches none of the 1 recipient(s)"),
-        "{chk:?}"
-    );
+    assert!(chk.stdout.contains("matches none of the 1 recipient(s)"), "{chk:?}");
     std::fs::write(s.config_path(), cfg).unwrap();
 
     // a truncated object
-    let artifact = s.path("backups").join(
-        s.fs_files()
-            .into_iter()
-            .find(|f| f.ends_with(".zst.age"))
-            .unwrap(),
-    );
+    let artifact = s.path("backups").join(s.fs_files().into_iter().find(|f| f.ends_with(".zst.age")).unwrap());
     let len = std::fs::metadata(&artifact).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&artifact)
-        .unwrap()
-        .set_len(len - 100)
-        .unwrap();
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
+    std::fs::OpenOptions::new().write(true).open(&artifact).unwrap().set_len(len - 100).unwrap();
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("size is") || r.stderr.contains("missing or of the wrong size"),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains("size is") || r.stderr.contains("missing or of the wrong size"), "{r:?}");
     assert!(!db_exists(&dest));
     drop_db(&db);
 }
@@ -548,20 +353,13 @@ fn a_fresh_machine_restores_from_the_targets_alone() {
     let db = unique("fresh");
     create_sample_db(&db, 300);
     let s = Scratch::new();
-    s.write_config(&format!(
-        "{}{}{}",
-        s.head(),
-        s.s3_target("s3", None),
-        job(&db, &["local", "s3"], "")
-    ));
+    s.write_config(&format!("{}{}{}", s.head(), s.s3_target("s3", None), job(&db, &["local", "s3"], "")));
     let id = backup_id(&run(s.drctl().args(["run", "pg"])));
 
     // same config, but the catalog is gone (a new machine)
     std::fs::remove_file(s.path("catalog.db")).unwrap();
     let dest = format!("{db}_r");
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains(&id), "{r:?}");
     assert_eq!(count(&dest, "orders"), 900);
@@ -569,11 +367,7 @@ fn a_fresh_machine_restores_from_the_targets_alone() {
     let r = run(s.drctl().args(["--json", "catalog", "rebuild"]));
     assert_eq!(r.code, 0, "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(
-        (v["backups"].as_u64(), v["copies"].as_u64()),
-        (Some(1), Some(2)),
-        "{r:?}"
-    );
+    assert_eq!((v["backups"].as_u64(), v["copies"].as_u64()), (Some(1), Some(2)), "{r:?}");
     let list = list_json(&s);
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["targets"], serde_json::json!(["local", "s3"]));
@@ -588,12 +382,7 @@ fn artifacts_decrypt_with_age_and_decompress_with_zstd_into_a_pg_restore_archive
     let s = Scratch::new();
     s.write_config(&format!("{}{}", s.head(), job(&db, &["local"], "")));
     backup_id(&run(s.drctl().args(["run", "pg"])));
-    let artifact = s.path("backups").join(
-        s.fs_files()
-            .into_iter()
-            .find(|f| f.ends_with(".zst.age"))
-            .unwrap(),
-    );
+    let artifact = s.path("backups").join(s.fs_files().into_iter().find(|f| f.ends_with(".zst.age")).unwrap());
     let dump = s.path("plain.dump");
     let status = std::process::Command::new("bash")
         .arg("-c")
@@ -606,25 +395,14 @@ fn artifacts_decrypt_with_age_and_decompress_with_zstd_into_a_pg_restore_archive
         .status()
         .unwrap();
     assert!(status.success(), "age | zstd failed");
-    let out = std::process::Command::new(pg_bin().join("pg_restore"))
-        .arg("--list")
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(pg_bin().join("pg_restore")).arg("--list").arg(&dump).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let toc = String::from_utf8_lossy(&out.stdout);
     assert!(toc.contains("TABLE DATA public users"), "{toc}");
 
     // --output FILE gives the same bytes
     let via = s.path("via-drctl.dump");
-    let r = run(s
-        .drctl()
-        .args(["restore", "pg", "--latest", "--output"])
-        .arg(&via));
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--output"]).arg(&via));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(std::fs::read(&via).unwrap(), std::fs::read(&dump).unwrap());
     drop_db(&db);
@@ -639,10 +417,7 @@ fn secrets_never_reach_output_manifests_or_the_catalog() {
     let url = pg_url(&db).replace("postgres@", &format!("postgres:{pw}@"));
     let s3 = s.s3_target("s3", None);
     let s3_secret = endpoint("DRCTL_TEST_S3_SECRET_KEY");
-    let s3 = s3.replace(
-        &format!("\"{s3_secret}\""),
-        "\"${DRCTL_TEST_SECRET_FROM_ENV}\"",
-    );
+    let s3 = s3.replace(&format!("\"{s3_secret}\""), "\"${DRCTL_TEST_SECRET_FROM_ENV}\"");
     s.write_config(&format!(
         "{}{}[jobs.pg]\nkind = \"postgres\"\ntargets = [\"local\", \"s3\"]\nurl = \"{url}\"\n",
         s.head(),
@@ -658,14 +433,7 @@ fn secrets_never_reach_output_manifests_or_the_catalog() {
         vec!["--json", "list"],
         vec!["--json", "check"],
         vec!["check"],
-        vec![
-            "--json",
-            "restore",
-            "pg",
-            "--latest",
-            "--dry-run",
-            "--force",
-        ],
+        vec!["--json", "restore", "pg", "--latest", "--dry-run", "--force"],
     ] {
         let mut c = s.drctl();
         c.args(&args);
@@ -677,30 +445,17 @@ fn secrets_never_reach_output_manifests_or_the_catalog() {
     }
     // an error path that would naturally mention the URL
     let mut c = s.drctl();
-    c.args([
-        "restore",
-        "pg",
-        "--latest",
-        "--to",
-        &format!("postgres://postgres:{pw}@127.0.0.1:1/x"),
-    ]);
+    c.args(["restore", "pg", "--latest", "--to", &format!("postgres://postgres:{pw}@127.0.0.1:1/x")]);
     with_env(&mut c);
     let r = run(&mut c);
     assert_eq!(r.code, 1, "{r:?}");
     outputs.push_str(&r.stderr);
 
     for file in s.fs_files() {
-        outputs.push_str(&String::from_utf8_lossy(
-            &std::fs::read(s.path("backups").join(file)).unwrap(),
-        ));
+        outputs.push_str(&String::from_utf8_lossy(&std::fs::read(s.path("backups").join(file)).unwrap()));
     }
-    outputs.push_str(&String::from_utf8_lossy(
-        &std::fs::read(s.path("catalog.db")).unwrap_or_default(),
-    ));
-    assert!(
-        outputs.contains("postgres://postgres@127.0.0.1"),
-        "URLs are shown, without their password"
-    );
+    outputs.push_str(&String::from_utf8_lossy(&std::fs::read(s.path("catalog.db")).unwrap_or_default()));
+    assert!(outputs.contains("postgres://postgres@127.0.0.1"), "URLs are shown, without their password");
     assert!(!outputs.contains(pw), "the postgres password leaked");
     assert!(!outputs.contains(&s3_secret), "the S3 secret leaked");
     drop_db(&db);

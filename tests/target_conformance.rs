@@ -34,11 +34,7 @@ enum Kind {
     /// The target's root is `dir/target`, so that `dir` is "just outside" it.
     Fs { dir: tempfile::TempDir },
     /// A raw client on the real endpoint, for what the `Target` API cannot show (multipart uploads).
-    S3 {
-        client: aws_sdk_s3::Client,
-        bucket: String,
-        root: String,
-    },
+    S3 { client: aws_sdk_s3::Client, bucket: String, root: String },
 }
 
 struct Fixture {
@@ -68,8 +64,7 @@ fn s3_config(endpoint: &str, root: &str) -> TargetConfig {
 /// A client built the way `src/targets/s3.rs` builds its own.
 fn raw_s3_client() -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
-        ResponseChecksumValidation,
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     };
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -100,14 +95,9 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let config = TargetConfig {
             common: TargetCommon::default(),
-            kind: TargetKind::Fs(FsTarget {
-                path: dir.path().join("target"),
-            }),
+            kind: TargetKind::Fs(FsTarget { path: dir.path().join("target") }),
         };
-        Fixture {
-            target: Target::open("conformance-fs", &config).unwrap(),
-            kind: Kind::Fs { dir },
-        }
+        Fixture { target: Target::open("conformance-fs", &config).unwrap(), kind: Kind::Fs { dir } }
     }
 
     fn s3() -> Fixture {
@@ -115,11 +105,7 @@ impl Fixture {
         let config = s3_config(&common::endpoint("DRCTL_TEST_S3_ENDPOINT"), &root);
         Fixture {
             target: Target::open("conformance-s3", &config).unwrap(),
-            kind: Kind::S3 {
-                client: raw_s3_client(),
-                bucket: common::endpoint("DRCTL_TEST_S3_BUCKET"),
-                root,
-            },
+            kind: Kind::S3 { client: raw_s3_client(), bucket: common::endpoint("DRCTL_TEST_S3_BUCKET"), root },
         }
     }
 
@@ -127,31 +113,13 @@ impl Fixture {
     /// uploads (s3). Must be empty whenever no `put` is running.
     async fn leftovers(&self) -> Vec<String> {
         match &self.kind {
-            Kind::Fs { dir } => walk(dir.path())
-                .into_iter()
-                .filter(|p| p.contains(".partial-"))
-                .collect(),
-            Kind::S3 {
-                client,
-                bucket,
-                root,
-            } => {
-                let out = client
-                    .list_multipart_uploads()
-                    .bucket(bucket)
-                    .prefix(format!("{root}/"))
-                    .send()
-                    .await
-                    .unwrap();
+            Kind::Fs { dir } => walk(dir.path()).into_iter().filter(|p| p.contains(".partial-")).collect(),
+            Kind::S3 { client, bucket, root } => {
+                let out =
+                    client.list_multipart_uploads().bucket(bucket).prefix(format!("{root}/")).send().await.unwrap();
                 out.uploads()
                     .iter()
-                    .map(|u| {
-                        format!(
-                            "{} (upload {})",
-                            u.key().unwrap_or("?"),
-                            u.upload_id().unwrap_or("?")
-                        )
-                    })
+                    .map(|u| format!("{} (upload {})", u.key().unwrap_or("?"), u.upload_id().unwrap_or("?")))
                     .collect()
             }
         }
@@ -165,11 +133,7 @@ impl Fixture {
                 std::fs::write(dir.path().join(name), data).unwrap();
                 format!("../{name}")
             }
-            Kind::S3 {
-                client,
-                bucket,
-                root,
-            } => {
+            Kind::S3 { client, bucket, root } => {
                 let (parent, last) = root.rsplit_once('/').unwrap();
                 let key = format!("{parent}/{last}.outside/{name}");
                 client
@@ -194,39 +158,18 @@ impl Fixture {
 
     /// Best effort: remove what the test stored in the shared bucket (the tempdir removes itself).
     async fn cleanup(self) {
-        let Kind::S3 {
-            client,
-            bucket,
-            root,
-        } = &self.kind
-        else {
+        let Kind::S3 { client, bucket, root } = &self.kind else {
             return;
         };
         let (parent, last) = root.rsplit_once('/').unwrap();
         for prefix in [format!("{root}/"), format!("{parent}/{last}.outside/")] {
-            let mut pages = client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(&prefix)
-                .into_paginator()
-                .send();
+            let mut pages = client.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
             while let Some(Ok(page)) = pages.next().await {
                 for obj in page.contents() {
-                    let _ = client
-                        .delete_object()
-                        .bucket(bucket)
-                        .key(obj.key().unwrap_or_default())
-                        .send()
-                        .await;
+                    let _ = client.delete_object().bucket(bucket).key(obj.key().unwrap_or_default()).send().await;
                 }
             }
-            if let Ok(out) = client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .prefix(&prefix)
-                .send()
-                .await
-            {
+            if let Ok(out) = client.list_multipart_uploads().bucket(bucket).prefix(&prefix).send().await {
                 for u in out.uploads() {
                     let _ = client
                         .abort_multipart_upload()
@@ -253,13 +196,7 @@ fn walk(dir: &Path) -> Vec<String> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {
-                out.push(
-                    e.path()
-                        .strip_prefix(dir)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned());
             }
         }
     }
@@ -283,13 +220,8 @@ fn chunk(seed: u64, index: u64, len: usize) -> Bytes {
 }
 
 /// `total` bytes of sequence `seed` in chunks of `chunk_len`, generated lazily.
-fn generated(
-    seed: u64,
-    total: usize,
-    chunk_len: usize,
-) -> impl Iterator<Item = Bytes> + Send + 'static {
-    (0..total.div_ceil(chunk_len))
-        .map(move |i| chunk(seed, i as u64, chunk_len.min(total - i * chunk_len)))
+fn generated(seed: u64, total: usize, chunk_len: usize) -> impl Iterator<Item = Bytes> + Send + 'static {
+    (0..total.div_ceil(chunk_len)).map(move |i| chunk(seed, i as u64, chunk_len.min(total - i * chunk_len)))
 }
 
 fn stream_of(chunks: impl Iterator<Item = Bytes> + Send + 'static) -> ByteStream {
@@ -312,10 +244,7 @@ fn sha256_of(chunks: impl Iterator<Item = Bytes>) -> (u64, Vec<u8>) {
 }
 
 async fn read(t: &Target, key: &str, range: Option<Range<u64>>) -> Vec<u8> {
-    let mut s = t
-        .get(key, range.clone())
-        .await
-        .unwrap_or_else(|e| panic!("get {key} {range:?}: {e:?}"));
+    let mut s = t.get(key, range.clone()).await.unwrap_or_else(|e| panic!("get {key} {range:?}: {e:?}"));
     let mut out = Vec::new();
     while let Some(c) = s.next().await {
         out.extend_from_slice(&c.unwrap_or_else(|e| panic!("reading {key} {range:?}: {e}")));
@@ -346,13 +275,7 @@ fn failure<T>(what: &str, r: drctl::Result<T>) -> FailureKind {
 
 /// (key, size) of a listing, sorted.
 async fn listed(t: &Target, prefix: &str) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> = t
-        .list(prefix)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.key, m.size))
-        .collect();
+    let mut v: Vec<(String, u64)> = t.list(prefix).await.unwrap().into_iter().map(|m| (m.key, m.size)).collect();
     v.sort();
     v
 }
@@ -368,37 +291,18 @@ fn owned(v: &[(&str, u64)]) -> Vec<(String, u64)> {
 async fn put_get(f: &Fixture) {
     let t = &f.target;
     let data = chunk(1, 0, 100_000);
-    assert_eq!(
-        t.put_bytes("pg/one.bin", data.clone()).await.unwrap(),
-        100_000
-    );
+    assert_eq!(t.put_bytes("pg/one.bin", data.clone()).await.unwrap(), 100_000);
     assert_eq!(read(t, "pg/one.bin", None).await, data);
     assert_eq!(t.get_bytes("pg/one.bin").await.unwrap(), data);
 
     // a stream of odd chunk sizes, an empty chunk among them, in a deeper directory
-    let parts = vec![
-        chunk(2, 0, 1),
-        chunk(2, 1, 4095),
-        Bytes::new(),
-        chunk(2, 2, 70_001),
-        chunk(2, 3, 3),
-    ];
+    let parts = vec![chunk(2, 0, 1), chunk(2, 1, 4095), Bytes::new(), chunk(2, 2, 70_001), chunk(2, 3, 3)];
     let expected: Vec<u8> = parts.concat();
-    assert_eq!(
-        t.put("pg/a/b/c/two.bin", stream_of(parts.into_iter()))
-            .await
-            .unwrap(),
-        expected.len() as u64
-    );
+    assert_eq!(t.put("pg/a/b/c/two.bin", stream_of(parts.into_iter())).await.unwrap(), expected.len() as u64);
     assert_eq!(read(t, "pg/a/b/c/two.bin", None).await, expected);
 
     // overwriting replaces the whole object
-    assert_eq!(
-        t.put_bytes("pg/one.bin", Bytes::from_static(b"second"))
-            .await
-            .unwrap(),
-        6
-    );
+    assert_eq!(t.put_bytes("pg/one.bin", Bytes::from_static(b"second")).await.unwrap(), 6);
     assert_eq!(read(t, "pg/one.bin", None).await, b"second");
     assert_eq!(t.stat("pg/one.bin").await.unwrap().map(|m| m.size), Some(6));
     assert!(f.leftovers().await.is_empty());
@@ -424,107 +328,47 @@ async fn range_get(f: &Fixture) {
     ];
     for r in ranges {
         let got = read(t, "rg/obj", Some(r.clone())).await;
-        assert_eq!(
-            got.len(),
-            (r.end - r.start) as usize,
-            "length of range {r:?}"
-        );
-        assert!(
-            got[..] == data[r.start as usize..r.end as usize],
-            "bytes of range {r:?}"
-        );
+        assert_eq!(got.len(), (r.end - r.start) as usize, "length of range {r:?}");
+        assert!(got[..] == data[r.start as usize..r.end as usize], "bytes of range {r:?}");
     }
 }
 
 async fn list_prefix(f: &Fixture) {
     let t = &f.target;
     assert_eq!(listed(t, "").await, vec![], "a fresh target is empty");
-    for (k, n) in [
-        ("l/a/1", 1usize),
-        ("l/a/2", 2),
-        ("l/ab", 3),
-        ("l/b/1", 4),
-        ("other", 5),
-    ] {
+    for (k, n) in [("l/a/1", 1usize), ("l/a/2", 2), ("l/ab", 3), ("l/b/1", 4), ("other", 5)] {
         t.put_bytes(k, chunk(4, 0, n)).await.unwrap();
     }
     // an aborted put is never listed
-    assert!(
-        t.put("l/a/aborted", failing_after(generated(4, 1000, 100)))
-            .await
-            .is_err()
-    );
+    assert!(t.put("l/a/aborted", failing_after(generated(4, 1000, 100))).await.is_err());
 
-    assert_eq!(
-        listed(t, "l/a/").await,
-        owned(&[("l/a/1", 1), ("l/a/2", 2)])
-    );
-    assert_eq!(
-        listed(t, "l/a").await,
-        owned(&[("l/a/1", 1), ("l/a/2", 2), ("l/ab", 3)])
-    );
-    assert_eq!(
-        listed(t, "l/").await,
-        owned(&[("l/a/1", 1), ("l/a/2", 2), ("l/ab", 3), ("l/b/1", 4)])
-    );
+    assert_eq!(listed(t, "l/a/").await, owned(&[("l/a/1", 1), ("l/a/2", 2)]));
+    assert_eq!(listed(t, "l/a").await, owned(&[("l/a/1", 1), ("l/a/2", 2), ("l/ab", 3)]));
+    assert_eq!(listed(t, "l/").await, owned(&[("l/a/1", 1), ("l/a/2", 2), ("l/ab", 3), ("l/b/1", 4)]));
     assert_eq!(listed(t, "l/a/1").await, owned(&[("l/a/1", 1)]));
-    assert_eq!(
-        listed(t, "").await,
-        owned(&[
-            ("l/a/1", 1),
-            ("l/a/2", 2),
-            ("l/ab", 3),
-            ("l/b/1", 4),
-            ("other", 5)
-        ])
-    );
+    assert_eq!(listed(t, "").await, owned(&[("l/a/1", 1), ("l/a/2", 2), ("l/ab", 3), ("l/b/1", 4), ("other", 5)]));
     assert_eq!(listed(t, "nope/").await, vec![]);
     assert_eq!(listed(t, "l/c").await, vec![]);
-    assert_eq!(
-        listed(t, "l/a/1/").await,
-        vec![],
-        "a prefix below an object"
-    );
+    assert_eq!(listed(t, "l/a/1/").await, vec![], "a prefix below an object");
 }
 
 async fn stat(f: &Fixture) {
     let t = &f.target;
     t.put_bytes("st/x", chunk(5, 0, 1234)).await.unwrap();
-    assert_eq!(
-        t.stat("st/x").await.unwrap(),
-        Some(ObjectMeta {
-            key: "st/x".into(),
-            size: 1234
-        })
-    );
+    assert_eq!(t.stat("st/x").await.unwrap(), Some(ObjectMeta { key: "st/x".into(), size: 1234 }));
     assert_eq!(t.stat("st/y").await.unwrap(), None);
     assert_eq!(t.stat("st/missing/dir/y").await.unwrap(), None);
-    assert_eq!(
-        t.stat("st/x/below-an-object").await.unwrap(),
-        None,
-        "a key below an object is missing"
-    );
+    assert_eq!(t.stat("st/x/below-an-object").await.unwrap(), None, "a key below an object is missing");
 }
 
 async fn delete(f: &Fixture) {
     let t = &f.target;
-    t.put_bytes("del/a/x", Bytes::from_static(b"x"))
-        .await
-        .unwrap();
-    t.put_bytes("del/a/y", Bytes::from_static(b"yy"))
-        .await
-        .unwrap();
+    t.put_bytes("del/a/x", Bytes::from_static(b"x")).await.unwrap();
+    t.put_bytes("del/a/y", Bytes::from_static(b"yy")).await.unwrap();
     t.delete("del/a/x").await.unwrap();
     assert_eq!(t.stat("del/a/x").await.unwrap(), None);
-    assert_eq!(
-        failure("get after delete", t.get("del/a/x", None).await),
-        FailureKind::NotFound
-    );
-    assert_eq!(
-        listed(t, "del/").await,
-        owned(&[("del/a/y", 2)]),
-        "the sibling stays"
-    );
+    assert_eq!(failure("get after delete", t.get("del/a/x", None).await), FailureKind::NotFound);
+    assert_eq!(listed(t, "del/").await, owned(&[("del/a/y", 2)]), "the sibling stays");
     assert_eq!(read(t, "del/a/y", None).await, b"yy");
     // idempotent
     t.delete("del/a/x").await.unwrap();
@@ -532,94 +376,42 @@ async fn delete(f: &Fixture) {
     t.delete("del/a/y").await.unwrap();
     assert_eq!(listed(t, "").await, vec![]);
     // the key can be written again
-    t.put_bytes("del/a/x", Bytes::from_static(b"again"))
-        .await
-        .unwrap();
+    t.put_bytes("del/a/x", Bytes::from_static(b"again")).await.unwrap();
     assert_eq!(read(t, "del/a/x", None).await, b"again");
 }
 
 async fn get_missing_not_found(f: &Fixture) {
     let t = &f.target;
-    assert_eq!(
-        failure("get missing", t.get("nf/missing", None).await),
-        FailureKind::NotFound
-    );
-    assert_eq!(
-        failure("get missing dir", t.get("nf/no/such/dir/x", None).await),
-        FailureKind::NotFound
-    );
-    assert_eq!(
-        failure("get missing range", t.get("nf/missing", Some(0..10)).await),
-        FailureKind::NotFound
-    );
-    assert_eq!(
-        failure(
-            "get missing empty range",
-            t.get("nf/missing", Some(3..3)).await
-        ),
-        FailureKind::NotFound
-    );
-    assert_eq!(
-        failure("get_bytes missing", t.get_bytes("nf/missing").await),
-        FailureKind::NotFound
-    );
+    assert_eq!(failure("get missing", t.get("nf/missing", None).await), FailureKind::NotFound);
+    assert_eq!(failure("get missing dir", t.get("nf/no/such/dir/x", None).await), FailureKind::NotFound);
+    assert_eq!(failure("get missing range", t.get("nf/missing", Some(0..10)).await), FailureKind::NotFound);
+    assert_eq!(failure("get missing empty range", t.get("nf/missing", Some(3..3)).await), FailureKind::NotFound);
+    assert_eq!(failure("get_bytes missing", t.get_bytes("nf/missing").await), FailureKind::NotFound);
 
     // a key that is only the prefix of other keys is not an object
-    t.put_bytes("nf/dir/obj", Bytes::from_static(b"o"))
-        .await
-        .unwrap();
-    assert_eq!(
-        failure("get of a prefix", t.get("nf/dir", None).await),
-        FailureKind::NotFound
-    );
-    assert_eq!(
-        failure("get below an object", t.get("nf/dir/obj/below", None).await),
-        FailureKind::NotFound
-    );
+    t.put_bytes("nf/dir/obj", Bytes::from_static(b"o")).await.unwrap();
+    assert_eq!(failure("get of a prefix", t.get("nf/dir", None).await), FailureKind::NotFound);
+    assert_eq!(failure("get below an object", t.get("nf/dir/obj/below", None).await), FailureKind::NotFound);
     t.delete("nf/dir/obj/below").await.unwrap();
     assert_eq!(t.stat("nf/dir").await.unwrap(), None);
     t.delete("nf/dir").await.unwrap();
-    assert_eq!(
-        read(t, "nf/dir/obj", None).await,
-        b"o",
-        "deleting a prefix leaves the objects under it"
-    );
+    assert_eq!(read(t, "nf/dir/obj", None).await, b"o", "deleting a prefix leaves the objects under it");
 }
 
 async fn large_streamed(f: &Fixture) {
     let t = &f.target;
     let (total, seed) = (23 * MIB, 6);
-    let written = t
-        .put("big/obj.bin", stream_of(generated(seed, total, MIB)))
-        .await
-        .unwrap();
+    let written = t.put("big/obj.bin", stream_of(generated(seed, total, MIB))).await.unwrap();
     assert_eq!(written, total as u64);
-    assert_eq!(
-        t.stat("big/obj.bin").await.unwrap().map(|m| m.size),
-        Some(total as u64)
-    );
-    assert_eq!(
-        listed(t, "big/").await,
-        owned(&[("big/obj.bin", total as u64)])
-    );
-    assert_eq!(
-        read_sha256(t, "big/obj.bin").await,
-        sha256_of(generated(seed, total, MIB))
-    );
+    assert_eq!(t.stat("big/obj.bin").await.unwrap().map(|m| m.size), Some(total as u64));
+    assert_eq!(listed(t, "big/").await, owned(&[("big/obj.bin", total as u64)]));
+    assert_eq!(read_sha256(t, "big/obj.bin").await, sha256_of(generated(seed, total, MIB)));
 
     // ranges across the S3 part boundary at 5 MiB, and the tail (last, short part)
     let boundary = (PART_MIB as usize) * MIB;
     let around: Vec<u8> = [chunk(seed, 4, MIB), chunk(seed, 5, MIB)].concat();
-    let got = read(
-        t,
-        "big/obj.bin",
-        Some((boundary - 16) as u64..(boundary + 16) as u64),
-    )
-    .await;
-    assert!(
-        got[..] == around[MIB - 16..MIB + 16],
-        "range across the part boundary"
-    );
+    let got = read(t, "big/obj.bin", Some((boundary - 16) as u64..(boundary + 16) as u64)).await;
+    assert!(got[..] == around[MIB - 16..MIB + 16], "range across the part boundary");
     let got = read(t, "big/obj.bin", Some((total - 100) as u64..total as u64)).await;
     assert!(got[..] == chunk(seed, 22, MIB)[MIB - 100..], "tail range");
     assert!(f.leftovers().await.is_empty());
@@ -628,39 +420,17 @@ async fn large_streamed(f: &Fixture) {
 async fn interrupted_put(f: &Fixture) {
     let t = &f.target;
     // 11 MiB (two full S3 parts: a multipart upload exists) and then the source fails
-    let r = t
-        .put("ip/obj", failing_after(generated(8, 11 * MIB, MIB)))
-        .await;
-    assert!(
-        r.is_err(),
-        "a put whose stream ends with an error must fail"
-    );
+    let r = t.put("ip/obj", failing_after(generated(8, 11 * MIB, MIB))).await;
+    assert!(r.is_err(), "a put whose stream ends with an error must fail");
     assert_eq!(t.stat("ip/obj").await.unwrap(), None);
-    assert_eq!(
-        failure("get of an aborted put", t.get("ip/obj", None).await),
-        FailureKind::NotFound
-    );
+    assert_eq!(failure("get of an aborted put", t.get("ip/obj", None).await), FailureKind::NotFound);
     assert_eq!(listed(t, "").await, vec![]);
-    assert_eq!(
-        f.leftovers().await,
-        Vec::<String>::new(),
-        "an aborted put leaves nothing behind"
-    );
+    assert_eq!(f.leftovers().await, Vec::<String>::new(), "an aborted put leaves nothing behind");
 
     // a failure before the first byte, and an aborted overwrite that must keep the old object
-    assert!(
-        t.put("ip/obj", failing_after(std::iter::empty()))
-            .await
-            .is_err()
-    );
-    t.put_bytes("ip/kept", Bytes::from_static(b"old"))
-        .await
-        .unwrap();
-    assert!(
-        t.put("ip/kept", failing_after(generated(9, 6 * MIB, MIB)))
-            .await
-            .is_err()
-    );
+    assert!(t.put("ip/obj", failing_after(std::iter::empty())).await.is_err());
+    t.put_bytes("ip/kept", Bytes::from_static(b"old")).await.unwrap();
+    assert!(t.put("ip/kept", failing_after(generated(9, 6 * MIB, MIB))).await.is_err());
     assert_eq!(read(t, "ip/kept", None).await, b"old");
     assert_eq!(listed(t, "").await, owned(&[("ip/kept", 3)]));
     assert_eq!(f.leftovers().await, Vec::<String>::new());
@@ -671,11 +441,7 @@ async fn interrupted_put(f: &Fixture) {
 async fn uncommitted_invisible(f: &Fixture) {
     let t = &f.target;
     for commit in [false, true] {
-        let key = if commit {
-            "unc/committed"
-        } else {
-            "unc/aborted"
-        };
+        let key = if commit { "unc/committed" } else { "unc/aborted" };
         let (mut tx, rx) = futures::channel::mpsc::channel::<io::Result<Bytes>>(0);
         let put = t.put(key, Box::pin(rx));
         let driver = async move {
@@ -685,15 +451,8 @@ async fn uncommitted_invisible(f: &Fixture) {
                 tx.send(Ok(c)).await.unwrap();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            assert_eq!(
-                t.stat(key).await.unwrap(),
-                None,
-                "stat sees an unfinished put"
-            );
-            assert_eq!(
-                failure("get of an unfinished put", t.get(key, None).await),
-                FailureKind::NotFound
-            );
+            assert_eq!(t.stat(key).await.unwrap(), None, "stat sees an unfinished put");
+            assert_eq!(failure("get of an unfinished put", t.get(key, None).await), FailureKind::NotFound);
             assert_eq!(listed(t, "").await, vec![], "list sees an unfinished put");
             assert!(
                 !f.leftovers().await.is_empty(),
@@ -707,79 +466,36 @@ async fn uncommitted_invisible(f: &Fixture) {
         let (result, ()) = futures::join!(put, driver);
         if commit {
             assert_eq!(result.unwrap(), 11 * MIB as u64);
-            assert_eq!(
-                read_sha256(t, key).await,
-                sha256_of(generated(10, 11 * MIB, MIB))
-            );
+            assert_eq!(read_sha256(t, key).await, sha256_of(generated(10, 11 * MIB, MIB)));
         } else {
             assert!(result.is_err());
             assert_eq!(t.stat(key).await.unwrap(), None);
         }
-        assert_eq!(
-            f.leftovers().await,
-            Vec::<String>::new(),
-            "leftovers after the put ended (commit: {commit})"
-        );
+        assert_eq!(f.leftovers().await, Vec::<String>::new(), "leftovers after the put ended (commit: {commit})");
     }
-    assert_eq!(
-        listed(t, "").await,
-        owned(&[("unc/committed", 11 * MIB as u64)])
-    );
+    assert_eq!(listed(t, "").await, owned(&[("unc/committed", 11 * MIB as u64)]));
 }
 
 async fn escaping_keys(f: &Fixture) {
     let t = &f.target;
     let outside = f.plant_outside("outside.txt", b"secret").await;
-    t.put_bytes("inside/x", Bytes::from_static(b"in"))
-        .await
-        .unwrap(); // the root exists
-    for key in [
-        "../x",
-        "/abs",
-        "/",
-        "a/../../x",
-        "..",
-        "a/..",
-        "a/./b",
-        ".",
-        "a//b",
-        "",
-        outside.as_str(),
-    ] {
+    t.put_bytes("inside/x", Bytes::from_static(b"in")).await.unwrap(); // the root exists
+    for key in ["../x", "/abs", "/", "a/../../x", "..", "a/..", "a/./b", ".", "a//b", "", outside.as_str()] {
         assert_eq!(
-            failure(
-                &format!("put {key:?}"),
-                t.put_bytes(key, Bytes::from_static(b"x")).await
-            ),
+            failure(&format!("put {key:?}"), t.put_bytes(key, Bytes::from_static(b"x")).await),
             FailureKind::Permanent
         );
-        assert_eq!(
-            failure(&format!("get {key:?}"), t.get(key, None).await),
-            FailureKind::Permanent
-        );
-        assert_eq!(
-            failure(&format!("stat {key:?}"), t.stat(key).await),
-            FailureKind::Permanent
-        );
-        assert_eq!(
-            failure(&format!("delete {key:?}"), t.delete(key).await),
-            FailureKind::Permanent
-        );
+        assert_eq!(failure(&format!("get {key:?}"), t.get(key, None).await), FailureKind::Permanent);
+        assert_eq!(failure(&format!("stat {key:?}"), t.stat(key).await), FailureKind::Permanent);
+        assert_eq!(failure(&format!("delete {key:?}"), t.delete(key).await), FailureKind::Permanent);
     }
     // listing cannot reach outside the root either: an escaping prefix finds nothing (or fails)
     for prefix in ["../", "..", "/", "a/../../"] {
         if let Ok(v) = t.list(prefix).await {
-            assert!(
-                v.is_empty(),
-                "list({prefix:?}) reached outside the root: {v:?}"
-            );
+            assert!(v.is_empty(), "list({prefix:?}) reached outside the root: {v:?}");
         }
     }
-    assert_eq!(
-        listed(t, "").await,
-        owned(&[("inside/x", 2)]),
-        "nothing else was stored"
-    );
+    assert_eq!(listed(t, "").await, owned(&[("inside/x", 2)]), "nothing else was stored");
     if let Kind::Fs { dir } = &f.kind {
         let mut files = walk(dir.path());
         files.sort();
@@ -794,36 +510,14 @@ async fn escaping_keys(f: &Fixture) {
 async fn empty_object(f: &Fixture) {
     let t = &f.target;
     assert_eq!(t.put_bytes("e/bytes", Bytes::new()).await.unwrap(), 0);
-    assert_eq!(
-        t.put("e/no-chunks", stream_of(std::iter::empty()))
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        t.put(
-            "e/empty-chunks",
-            stream_of([Bytes::new(), Bytes::new()].into_iter())
-        )
-        .await
-        .unwrap(),
-        0
-    );
+    assert_eq!(t.put("e/no-chunks", stream_of(std::iter::empty())).await.unwrap(), 0);
+    assert_eq!(t.put("e/empty-chunks", stream_of([Bytes::new(), Bytes::new()].into_iter())).await.unwrap(), 0);
     for key in ["e/bytes", "e/no-chunks", "e/empty-chunks"] {
         assert_eq!(read(t, key, None).await, b"", "{key}");
         assert_eq!(read(t, key, Some(0..0)).await, b"", "{key}");
-        assert_eq!(
-            t.stat(key).await.unwrap(),
-            Some(ObjectMeta {
-                key: key.into(),
-                size: 0
-            })
-        );
+        assert_eq!(t.stat(key).await.unwrap(), Some(ObjectMeta { key: key.into(), size: 0 }));
     }
-    assert_eq!(
-        listed(t, "e/").await,
-        owned(&[("e/bytes", 0), ("e/no-chunks", 0), ("e/empty-chunks", 0)])
-    );
+    assert_eq!(listed(t, "e/").await, owned(&[("e/bytes", 0), ("e/no-chunks", 0), ("e/empty-chunks", 0)]));
 }
 
 async fn probe(f: &Fixture) {
@@ -876,25 +570,16 @@ conformance! {
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_network_fault_mid_upload() {
     let f = Fixture::s3();
-    let proxy =
-        common::CuttingProxy::start(&common::endpoint("DRCTL_TEST_S3_ENDPOINT"), 8 * MIB as u64);
+    let proxy = common::CuttingProxy::start(&common::endpoint("DRCTL_TEST_S3_ENDPOINT"), 8 * MIB as u64);
     let cut = Target::open("conformance-s3-cut", &s3_config(&proxy.url(), f.s3_root())).unwrap();
     let put = cut.put("fault/big.bin", stream_of(generated(11, 23 * MIB, MIB)));
-    let result = tokio::time::timeout(Duration::from_secs(300), put)
-        .await
-        .expect("put must fail, not hang");
-    assert_eq!(
-        failure("put through a cut connection", result),
-        FailureKind::Transient
-    );
+    let result = tokio::time::timeout(Duration::from_secs(300), put).await.expect("put must fail, not hang");
+    assert_eq!(failure("put through a cut connection", result), FailureKind::Transient);
 
     // seen through the real endpoint
     let t = &f.target;
     assert_eq!(t.stat("fault/big.bin").await.unwrap(), None);
-    assert_eq!(
-        failure("get after a failed put", t.get("fault/big.bin", None).await),
-        FailureKind::NotFound
-    );
+    assert_eq!(failure("get after a failed put", t.get("fault/big.bin", None).await), FailureKind::NotFound);
     assert_eq!(listed(t, "").await, vec![]);
     // The abort went through the proxy as well, which refuses every connection once its budget
     // is spent, so it cannot reach the server and the multipart upload normally stays behind.

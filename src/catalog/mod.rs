@@ -13,9 +13,7 @@ use std::str::FromStr;
 use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::manifest::Manifest;
 use crate::{Error, Result};
@@ -125,10 +123,7 @@ impl Catalog {
     /// [`Error::Catalog`] when it cannot be opened, [`Error::Migration`] when its schema is newer.
     pub async fn open(url: &str) -> Result<Catalog> {
         let shown = crate::redact::url_for_display(url);
-        let err = |source| Error::Catalog {
-            url: shown.clone(),
-            source,
-        };
+        let err = |source| Error::Catalog { url: shown.clone(), source };
         if !url.starts_with("sqlite:") {
             return Err(Error::Migration(format!(
                 "catalog `{shown}`: only `sqlite:` catalogs are supported by this version"
@@ -143,26 +138,17 @@ impl Catalog {
         if let Some(parent) = std::path::Path::new(opts.get_filename()).parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|source| Error::WriteFile {
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|source| Error::WriteFile { path: parent.to_path_buf(), source })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(err)?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(err)?;
         let cat = Catalog { pool, url: shown };
         cat.migrate().await?;
         Ok(cat)
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> Error + '_ {
-        move |source| Error::Catalog {
-            url: self.url.clone(),
-            source,
-        }
+        move |source| Error::Catalog { url: self.url.clone(), source }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -184,10 +170,7 @@ impl Catalog {
         }
         for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let mut tx = self.pool.begin().await.map_err(self.err())?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(self.err())?;
             sqlx::query("INSERT INTO drctl_schema (version, applied_at) VALUES (?, ?)")
                 .bind(version)
                 .bind(Timestamp::now().to_string())
@@ -200,12 +183,7 @@ impl Catalog {
     }
 
     /// Record a committed backup and the targets that hold it.
-    pub async fn record_backup(
-        &self,
-        m: &Manifest,
-        status: BackupStatus,
-        targets: &[String],
-    ) -> Result<()> {
+    pub async fn record_backup(&self, m: &Manifest, status: BackupStatus, targets: &[String]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(self.err())?;
         sqlx::query(
             "INSERT INTO backups (id, job, kind, status, started_at, finished_at, plaintext_bytes, stored_bytes, error, manifest)
@@ -239,14 +217,7 @@ impl Catalog {
     }
 
     /// Record a run that committed nothing, so `list` and metrics show it.
-    pub async fn record_failure(
-        &self,
-        id: &str,
-        job: &str,
-        kind: &str,
-        started: Timestamp,
-        error: &str,
-    ) -> Result<()> {
+    pub async fn record_failure(&self, id: &str, job: &str, kind: &str, started: Timestamp, error: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO backups (id, job, kind, status, started_at, finished_at, error) VALUES (?, ?, ?, 'failed', ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
@@ -284,12 +255,8 @@ impl Catalog {
             .into_iter()
             .map(|r| {
                 let targets: Option<String> = r.get("targets");
-                let mut targets: Vec<String> = targets
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
+                let mut targets: Vec<String> =
+                    targets.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
                 targets.sort();
                 let manifest: Option<String> = r.get("manifest");
                 BackupEntry {
@@ -303,8 +270,7 @@ impl Catalog {
                     stored_bytes: r.get::<Option<i64>, _>("stored_bytes").map(|v| v as u64),
                     targets,
                     error: r.get("error"),
-                    manifest: manifest
-                        .and_then(|m| Manifest::from_json("catalog", m.as_bytes()).ok()),
+                    manifest: manifest.and_then(|m| Manifest::from_json("catalog", m.as_bytes()).ok()),
                 }
             })
             .collect())
@@ -322,19 +288,10 @@ impl Catalog {
 
     /// Replace what the catalog knows about committed backups with `found` (manifest, targets).
     /// Failed-run records are kept.
-    pub async fn rebuild_from(
-        &self,
-        found: &[(Manifest, Vec<String>, BackupStatus)],
-    ) -> Result<()> {
+    pub async fn rebuild_from(&self, found: &[(Manifest, Vec<String>, BackupStatus)]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query("DELETE FROM copies")
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-        sqlx::query("DELETE FROM backups WHERE status <> 'failed'")
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
+        sqlx::query("DELETE FROM copies").execute(&mut *tx).await.map_err(self.err())?;
+        sqlx::query("DELETE FROM backups WHERE status <> 'failed'").execute(&mut *tx).await.map_err(self.err())?;
         tx.commit().await.map_err(self.err())?;
         for (m, targets, status) in found {
             self.record_backup(m, *status, targets).await?;
@@ -356,12 +313,8 @@ mod tests {
         let mut m2 = m1.clone();
         m2.backup_id = "20261124T020000Z-000001".into();
         m2.started_at = "2026-11-24T02:00:00Z".parse().unwrap();
-        cat.record_backup(&m1, BackupStatus::Ok, &["a".into(), "b".into()])
-            .await
-            .unwrap();
-        cat.record_backup(&m2, BackupStatus::Partial, &["a".into()])
-            .await
-            .unwrap();
+        cat.record_backup(&m1, BackupStatus::Ok, &["a".into(), "b".into()]).await.unwrap();
+        cat.record_backup(&m2, BackupStatus::Partial, &["a".into()]).await.unwrap();
         cat.record_failure(
             "20261125T020000Z-000002",
             "pg",
@@ -375,43 +328,21 @@ mod tests {
         let all = cat.list(Some("pg"), None).await.unwrap();
         assert_eq!(
             all.iter().map(|b| b.status).collect::<Vec<_>>(),
-            [
-                BackupStatus::Failed,
-                BackupStatus::Partial,
-                BackupStatus::Ok
-            ]
+            [BackupStatus::Failed, BackupStatus::Partial, BackupStatus::Ok]
         );
         assert_eq!(cat.list(None, Some("b")).await.unwrap().len(), 1);
         let latest = cat.find("pg", &Selector::Latest).await.unwrap().unwrap();
         assert_eq!(latest.id, m2.backup_id);
-        let before = cat
-            .find(
-                "pg",
-                &Selector::Before("2026-11-23T12:00:00Z".parse().unwrap()),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let before = cat.find("pg", &Selector::Before("2026-11-23T12:00:00Z".parse().unwrap())).await.unwrap().unwrap();
         assert_eq!(before.id, m1.backup_id);
-        assert!(
-            cat.find("other", &Selector::Latest)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(cat.find("other", &Selector::Latest).await.unwrap().is_none());
 
         // reopening does not re-apply migrations
         drop(cat);
         let cat = Catalog::open(&url).await.unwrap();
-        cat.rebuild_from(&[(m1.clone(), vec!["b".into()], BackupStatus::Ok)])
-            .await
-            .unwrap();
+        cat.rebuild_from(&[(m1.clone(), vec!["b".into()], BackupStatus::Ok)]).await.unwrap();
         let all = cat.list(Some("pg"), None).await.unwrap();
-        assert_eq!(
-            all.len(),
-            2,
-            "rebuild keeps failed records and replaces committed ones"
-        );
+        assert_eq!(all.len(), 2, "rebuild keeps failed records and replaces committed ones");
         assert_eq!(all[1].targets, vec!["b".to_string()]);
     }
 }

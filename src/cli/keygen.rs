@@ -25,16 +25,10 @@ pub fn run(args: &Args, printer: &Printer) -> Result<i32, Error> {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|source| Error::WriteFile {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| Error::WriteFile { path: path.clone(), source })?;
             f.write_all(identity.as_bytes())
                 .and_then(|_| f.sync_all())
-                .map_err(|source| Error::WriteFile {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| Error::WriteFile { path: path.clone(), source })?;
             if printer.json {
                 printer.json(&serde_json::json!({ "recipient": recipient, "identity_file": path }));
             } else {

@@ -19,9 +19,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         engine.config.job(j)?;
     }
     let catalog = engine.catalog().await?;
-    let entries = catalog
-        .list(args.job.as_deref(), args.target.as_deref())
-        .await?;
+    let entries = catalog.list(args.job.as_deref(), args.target.as_deref()).await?;
     if printer.json {
         printer.json(&entries);
         return Ok(0);
@@ -35,15 +33,9 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         "BACKUP ID", "JOB", "STATUS", "STARTED", "SIZE", "STORED"
     );
     for e in entries {
-        let status = serde_json::to_value(e.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let started = e
-            .started_at
-            .get(..19)
-            .unwrap_or(&e.started_at)
-            .replace('T', " ");
+        let status =
+            serde_json::to_value(e.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let started = e.started_at.get(..19).unwrap_or(&e.started_at).replace('T', " ");
         println!(
             "{:<24} {:<14} {:<8} {:<21} {:>10} {:>10}  {}",
             e.id,
@@ -53,9 +45,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             e.plaintext_bytes.map(bytes).unwrap_or_else(|| "-".into()),
             e.stored_bytes.map(bytes).unwrap_or_else(|| "-".into()),
             if e.targets.is_empty() {
-                e.error
-                    .map(|m| format!("(failed: {m})"))
-                    .unwrap_or_default()
+                e.error.map(|m| format!("(failed: {m})")).unwrap_or_default()
             } else {
                 e.targets.join(",")
             }

@@ -26,10 +26,7 @@ pub fn init(verbose: u8, quiet: bool) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("DRCTL_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,aws=warn,hyper=warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| ScrubbedStderr)
-        .with_target(false)
-        .try_init();
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=error,aws=warn,hyper=warn")));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScrubbedStderr).with_target(false).try_init();
 }

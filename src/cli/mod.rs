@@ -25,12 +25,7 @@ use crate::engine::Engine;
 pub use output::Printer;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "drctl",
-    version,
-    about = "Backup and disaster-recovery orchestrator",
-    propagate_version = true
-)]
+#[command(name = "drctl", version, about = "Backup and disaster-recovery orchestrator", propagate_version = true)]
 pub struct Cli {
     /// Configuration file (default: $DRCTL_CONFIG, else ./drctl.toml)
     #[arg(long, global = true, env = "DRCTL_CONFIG", value_name = "FILE")]
@@ -89,14 +84,8 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.quiet);
-    let printer = Printer {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let printer = Printer { json: cli.json, quiet: cli.quiet };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drctl: cannot start the async runtime: {e}");
@@ -153,10 +142,7 @@ fn not_yet(what: &str) -> Result<i32, Error> {
 }
 
 fn engine(cli: &Cli) -> Result<Engine, Error> {
-    let path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("drctl.toml"));
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("drctl.toml"));
     let config = crate::config::load(&path)?;
     for w in &config.warnings {
         tracing::warn!("{w}");

@@ -31,6 +31,10 @@ pub struct Args {
     /// Restore into this server/database instead of the job's own (`postgres://user@host/db`)
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
+    /// Place the artifact as files in DIR instead of loading it (redis: `dump.rdb` for an
+    /// offline restart)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "output"])]
+    pub to_dir: Option<PathBuf>,
     /// Write the decrypted artifact to FILE (or `-` for stdout) instead of restoring it
     #[arg(long, value_name = "FILE|-", conflicts_with = "to")]
     pub output: Option<String>,
@@ -61,9 +65,7 @@ fn usage(message: String) -> Error {
         line: None,
         path: "--before".into(),
         message,
-        hint: Some(
-            "use RFC 3339 (`2026-11-20T03:00:00Z`), a date (`2026-11-20`) or an age (`36h`)".into(),
-        ),
+        hint: Some("use RFC 3339 (`2026-11-20T03:00:00Z`), a date (`2026-11-20`) or an age (`36h`)".into()),
     }])
 }
 
@@ -72,16 +74,11 @@ pub fn parse_before(s: &str) -> Result<Timestamp, Error> {
         return Ok(t);
     }
     if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        return d
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .map_err(|e| usage(format!("`{s}`: {e}")));
+        return d.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).map_err(|e| usage(format!("`{s}`: {e}")));
     }
     if let Ok(d) = humantime::parse_duration(s.trim_end_matches(" ago")) {
         let span = jiff::SignedDuration::try_from(d).map_err(|e| usage(format!("`{s}`: {e}")))?;
-        return Timestamp::now()
-            .checked_sub(span)
-            .map_err(|e| usage(format!("`{s}`: {e}")));
+        return Timestamp::now().checked_sub(span).map_err(|e| usage(format!("`{s}`: {e}")));
     }
     Err(usage(format!("cannot read `{s}` as a time")))
 }
@@ -93,13 +90,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         (None, Some(t)) => Selector::Before(parse_before(t)?),
         (None, None) => Selector::Latest,
     };
-    let output = args.output.as_ref().map(|o| {
-        if o == "-" {
-            Output::Stdout
-        } else {
-            Output::File(PathBuf::from(o))
-        }
-    });
+    let output = args.output.as_ref().map(|o| if o == "-" { Output::Stdout } else { Output::File(PathBuf::from(o)) });
     let to_stdout = matches!(output, Some(Output::Stdout));
     let req = RestoreRequest {
         selector: Some(selector),
@@ -109,6 +100,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             force: args.force,
             no_owner: args.no_owner,
             several: false,
+            to_dir: args.to_dir.clone(),
         },
         dry_run: args.dry_run,
         artifact: args.artifact.clone(),
@@ -129,10 +121,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             report.backup_id, report.job, report.target
         ));
         for s in &report.steps {
-            printer.note(&format!(
-                "  {} -> {}: {}",
-                s.artifact, s.destination, s.action
-            ));
+            printer.note(&format!("  {} -> {}: {}", s.artifact, s.destination, s.action));
         }
     } else {
         for s in &report.steps {
@@ -154,16 +143,8 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
 mod tests {
     #[test]
     fn before_formats() {
-        assert_eq!(
-            super::parse_before("2026-11-20T03:00:00Z")
-                .unwrap()
-                .to_string(),
-            "2026-11-20T03:00:00Z"
-        );
-        assert_eq!(
-            super::parse_before("2026-11-20").unwrap().to_string(),
-            "2026-11-20T00:00:00Z"
-        );
+        assert_eq!(super::parse_before("2026-11-20T03:00:00Z").unwrap().to_string(), "2026-11-20T03:00:00Z");
+        assert_eq!(super::parse_before("2026-11-20").unwrap().to_string(), "2026-11-20T00:00:00Z");
         assert!(super::parse_before("36h").unwrap() < jiff::Timestamp::now());
         assert!(super::parse_before("yesterday-ish").is_err());
     }

@@ -29,11 +29,7 @@ struct JobOutcome {
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
-    let jobs: Vec<String> = if args.all {
-        engine.config.jobs.keys().cloned().collect()
-    } else {
-        args.jobs.clone()
-    };
+    let jobs: Vec<String> = if args.all { engine.config.jobs.keys().cloned().collect() } else { args.jobs.clone() };
     for j in &jobs {
         engine.config.job(j)?; // unknown job: usage error before anything runs
     }
@@ -55,10 +51,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                         r.duration_seconds
                     ));
                     for f in &r.failed {
-                        eprintln!(
-                            "warning: job `{}`: target `{}` has no copy: {}",
-                            r.job, f.target, f.error
-                        );
+                        eprintln!("warning: job `{}`: target `{}` has no copy: {}", r.job, f.target, f.error);
                     }
                     if !r.failed.is_empty() {
                         eprintln!(
@@ -72,12 +65,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                         );
                     }
                 }
-                outcomes.push(JobOutcome {
-                    job: job.clone(),
-                    report: Some(r),
-                    error: None,
-                    hint: None,
-                });
+                outcomes.push(JobOutcome { job: job.clone(), report: Some(r), error: None, hint: None });
             }
             Err(e) => {
                 failed = true;

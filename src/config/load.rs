@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use super::fields::struct_fields;
 use super::locate::{self, Step};
 use super::{
-    CatalogConfig, CompressionConfig, Config, DaemonConfig, EncryptionConfig, JobCommon, JobConfig,
-    JobSpec, Problem, Severity, TargetCommon, TargetConfig, TargetKind,
+    CatalogConfig, CompressionConfig, Config, DaemonConfig, EncryptionConfig, JobCommon, JobConfig, JobSpec, Problem,
+    Severity, TargetCommon, TargetConfig, TargetKind,
 };
 use crate::{Error, Result};
 
@@ -44,22 +44,10 @@ impl Problems {
             hint,
         });
     }
-    pub fn error(
-        &mut self,
-        src: &Source,
-        path: &[Step],
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
+    pub fn error(&mut self, src: &Source, path: &[Step], message: impl Into<String>, hint: Option<String>) {
         self.push(Severity::Error, src, path, message, hint)
     }
-    pub fn warn(
-        &mut self,
-        src: &Source,
-        path: &[Step],
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
+    pub fn warn(&mut self, src: &Source, path: &[Step], message: impl Into<String>, hint: Option<String>) {
         self.push(Severity::Warning, src, path, message, hint)
     }
     fn has_errors(&self) -> bool {
@@ -76,10 +64,7 @@ pub(super) fn key(s: &str) -> Step {
 /// # Errors
 /// [`Error::ReadFile`] when a file cannot be read, [`Error::Config`] with every problem found.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.to_path_buf(), source })?;
     let jobs_dir = path.parent().unwrap_or(Path::new(".")).join("jobs");
     let mut job_files = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&jobs_dir) {
@@ -89,10 +74,7 @@ pub fn load(path: &Path) -> Result<Config> {
             .collect();
         paths.sort();
         for p in paths {
-            let t = std::fs::read_to_string(&p).map_err(|source| Error::ReadFile {
-                path: p.clone(),
-                source,
-            })?;
+            let t = std::fs::read_to_string(&p).map_err(|source| Error::ReadFile { path: p.clone(), source })?;
             job_files.push((p, t));
         }
     }
@@ -102,11 +84,7 @@ pub fn load(path: &Path) -> Result<Config> {
 /// Load from already-read text (used by [`load`] and by tests).
 pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> Result<Config> {
     let mut problems = Problems::default();
-    let main = Source {
-        file: path.to_path_buf(),
-        text: text.to_string(),
-        prefix: vec![],
-    };
+    let main = Source { file: path.to_path_buf(), text: text.to_string(), prefix: vec![] };
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
     let Some(mut root) = parse(&main, &mut problems) else {
@@ -114,16 +92,8 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     };
     expand_env(&main, &mut vec![], &mut root, &mut problems);
 
-    const SECTIONS: [&str; 8] = [
-        "catalog",
-        "encryption",
-        "compression",
-        "pushgateway",
-        "api",
-        "daemon",
-        "targets",
-        "jobs",
-    ];
+    const SECTIONS: [&str; 8] =
+        ["catalog", "encryption", "compression", "pushgateway", "api", "daemon", "targets", "jobs"];
     for k in root.keys() {
         if !SECTIONS.contains(&k.as_str()) {
             problems.error(
@@ -135,16 +105,12 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
         }
     }
 
-    let catalog: CatalogConfig =
-        section(&main, &mut root, "catalog", &mut problems).unwrap_or_default();
-    let encryption: EncryptionConfig =
-        section(&main, &mut root, "encryption", &mut problems).unwrap_or_default();
-    let compression: CompressionConfig =
-        section(&main, &mut root, "compression", &mut problems).unwrap_or_default();
+    let catalog: CatalogConfig = section(&main, &mut root, "catalog", &mut problems).unwrap_or_default();
+    let encryption: EncryptionConfig = section(&main, &mut root, "encryption", &mut problems).unwrap_or_default();
+    let compression: CompressionConfig = section(&main, &mut root, "compression", &mut problems).unwrap_or_default();
     let pushgateway = section(&main, &mut root, "pushgateway", &mut problems);
     let api = section(&main, &mut root, "api", &mut problems);
-    let daemon: DaemonConfig =
-        section(&main, &mut root, "daemon", &mut problems).unwrap_or_default();
+    let daemon: DaemonConfig = section(&main, &mut root, "daemon", &mut problems).unwrap_or_default();
 
     // targets
     let mut targets = BTreeMap::new();
@@ -153,29 +119,14 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
             toml::Value::Table(t) => {
                 for (name, value) in t {
                     let path = vec![key("targets"), key(&name)];
-                    if let Some(target) = split_entry::<TargetCommon, TargetKind>(
-                        &main,
-                        &path,
-                        value,
-                        "type",
-                        &mut problems,
-                    ) {
-                        targets.insert(
-                            name,
-                            TargetConfig {
-                                common: target.0,
-                                kind: target.1,
-                            },
-                        );
+                    if let Some(target) =
+                        split_entry::<TargetCommon, TargetKind>(&main, &path, value, "type", &mut problems)
+                    {
+                        targets.insert(name, TargetConfig { common: target.0, kind: target.1 });
                     }
                 }
             }
-            _ => problems.error(
-                &main,
-                &[key("targets")],
-                "`targets` must be a table of `[targets.NAME]` tables",
-                None,
-            ),
+            _ => problems.error(&main, &[key("targets")], "`targets` must be a table of `[targets.NAME]` tables", None),
         }
     }
 
@@ -185,29 +136,22 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     if let Some(j) = root.remove("jobs") {
         match j {
             toml::Value::Table(t) => raw_jobs.extend(t.into_iter().map(|(n, v)| (n, 0, v))),
-            _ => problems.error(
-                &sources[0],
-                &[key("jobs")],
-                "`jobs` must be a table of `[jobs.NAME]` tables",
-                None,
-            ),
+            _ => problems.error(&sources[0], &[key("jobs")], "`jobs` must be a table of `[jobs.NAME]` tables", None),
         }
     }
     for (file, text) in job_files {
-        let name = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let src = Source {
-            file,
-            text,
-            prefix: vec![key("jobs"), key(&name)],
-        };
+        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let src = Source { file, text, prefix: vec![key("jobs"), key(&name)] };
         if let Some(mut table) = parse(&src, &mut problems) {
             let mut prefix = src.prefix.clone();
             expand_env(&src, &mut prefix, &mut table, &mut problems);
             if raw_jobs.iter().any(|(n, _, _)| *n == name) {
-                problems.error(&src, &src.prefix.clone(), format!("job `{name}` is defined twice: in this file and as [jobs.{name}] in the main config"), Some("keep one of them".into()));
+                problems.error(
+                    &src,
+                    &src.prefix.clone(),
+                    format!("job `{name}` is defined twice: in this file and as [jobs.{name}] in the main config"),
+                    Some("keep one of them".into()),
+                );
             } else {
                 raw_jobs.push((name, sources.len(), toml::Value::Table(table)));
             }
@@ -218,13 +162,9 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     let mut origin = BTreeMap::new();
     for (name, src_idx, value) in raw_jobs {
         let path = vec![key("jobs"), key(&name)];
-        if let Some((common, spec)) = split_entry::<JobCommon, JobSpec>(
-            &sources[src_idx],
-            &path,
-            value,
-            "kind",
-            &mut problems,
-        ) {
+        if let Some((common, spec)) =
+            split_entry::<JobCommon, JobSpec>(&sources[src_idx], &path, value, "kind", &mut problems)
+        {
             origin.insert(name.clone(), src_idx);
             jobs.insert(name.clone(), JobConfig { name, common, spec });
         }
@@ -257,9 +197,7 @@ fn parse(src: &Source, problems: &mut Problems) -> Option<toml::Table> {
     match toml::from_str::<toml::Table>(&src.text) {
         Ok(t) => Some(t),
         Err(e) => {
-            let line = e
-                .span()
-                .map(|s| src.text[..s.start].matches('\n').count() + 1);
+            let line = e.span().map(|s| src.text[..s.start].matches('\n').count() + 1);
             problems.0.push(Problem {
                 severity: Severity::Error,
                 file: src.file.clone(),
@@ -274,12 +212,7 @@ fn parse(src: &Source, problems: &mut Problems) -> Option<toml::Table> {
 }
 
 /// Replace `${VAR}` (and `${VAR:-default}`) in every string; `$${` stands for a literal `${`.
-fn expand_env(
-    src: &Source,
-    path: &mut Vec<Step>,
-    table: &mut toml::Table,
-    problems: &mut Problems,
-) {
+fn expand_env(src: &Source, path: &mut Vec<Step>, table: &mut toml::Table, problems: &mut Problems) {
     for (k, v) in table.iter_mut() {
         path.push(key(k));
         expand_value(src, path, v, problems);
@@ -335,9 +268,7 @@ pub(super) fn expand_str(s: &str) -> std::result::Result<String, String> {
                 None => (expr, None),
             };
             // an empty variable counts as unset when a default is given, as in the shell
-            let value = std::env::var(name)
-                .ok()
-                .filter(|v| !(v.is_empty() && default.is_some()));
+            let value = std::env::var(name).ok().filter(|v| !(v.is_empty() && default.is_some()));
             match (value, default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
@@ -378,10 +309,7 @@ fn deserialize<T: DeserializeOwned>(
             let full = e.into_inner().to_string();
             let message = full.lines().next().unwrap_or_default().trim().to_string();
             // unknown field: point at the offending key itself
-            if let Some(field) = message
-                .strip_prefix("unknown field `")
-                .and_then(|m| m.split('`').next())
-            {
+            if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
                 path.push(key(field));
             }
             problems.error(src, &path, message, None);
@@ -407,9 +335,7 @@ fn split_entry<C: DeserializeOwned, K: DeserializeOwned>(
         return None;
     }
     let shared = struct_fields::<C>();
-    let (common, own): (toml::Table, toml::Table) = table
-        .into_iter()
-        .partition(|(k, _)| shared.contains(&k.as_str()));
+    let (common, own): (toml::Table, toml::Table) = table.into_iter().partition(|(k, _)| shared.contains(&k.as_str()));
     let c = deserialize::<C>(src, path, toml::Value::Table(common), problems);
     let k = deserialize::<K>(src, path, toml::Value::Table(own), problems);
     Some((c?, k?))
@@ -439,6 +365,19 @@ fn resolve_paths(config: &mut Config, base: &Path) {
                 pg.password_file.iter_mut().for_each(fix);
                 pg.bin_dir.iter_mut().for_each(fix);
             }
+            JobSpec::Redis(r) => {
+                r.password_file.iter_mut().for_each(fix);
+                r.sentinel_password_file.iter_mut().for_each(fix);
+                r.tls_ca_file.iter_mut().for_each(fix);
+            }
+            // `path` and `rdb_path`-like fields may name paths inside a container or pod: only
+            // host-side files are resolved against the config directory
+            JobSpec::Volume(_) | JobSpec::Gitlab(_) => {}
+            JobSpec::Vault(v) => {
+                v.token_file.iter_mut().for_each(fix);
+                v.secret_id_file.iter_mut().for_each(fix);
+                v.ca_file.iter_mut().for_each(fix);
+            }
         }
     }
 }
@@ -455,9 +394,6 @@ mod tests {
         assert_eq!(expand_str("${DRCTL_TEST_UNSET_X:-dflt}").unwrap(), "dflt");
         assert_eq!(expand_str("$${literal}").unwrap(), "${literal}");
         assert_eq!(expand_str("cost $5").unwrap(), "cost $5");
-        assert_eq!(
-            expand_str("${DRCTL_TEST_UNSET_Y}").unwrap_err(),
-            "DRCTL_TEST_UNSET_Y"
-        );
+        assert_eq!(expand_str("${DRCTL_TEST_UNSET_Y}").unwrap_err(), "DRCTL_TEST_UNSET_Y");
     }
 }

@@ -38,20 +38,14 @@ pub fn line_of(source: &str, path: &[Step]) -> Option<usize> {
     for step in path {
         match (step, value) {
             (Step::Key(k), None) => {
-                let Some((key, v)) = table
-                    .iter()
-                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                else {
+                let Some((key, v)) = table.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str()) else {
                     break;
                 };
                 best = Some(key.span().start);
                 value = Some(v.get_ref());
             }
             (Step::Key(k), Some(toml::de::DeValue::Table(t))) => {
-                let Some((key, v)) = t
-                    .iter()
-                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                else {
+                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str()) else {
                     break;
                 };
                 best = Some(key.span().start);
@@ -117,10 +111,7 @@ mod tests {
     fn finds_nested_keys_and_array_items() {
         assert_eq!(line_of(SRC, &[k("catalog"), k("url")]), Some(2));
         assert_eq!(line_of(SRC, &[k("jobs"), k("pg"), k("kind")]), Some(5));
-        assert_eq!(
-            line_of(SRC, &[k("jobs"), k("pg"), k("targets"), Step::Index(1)]),
-            Some(8)
-        );
+        assert_eq!(line_of(SRC, &[k("jobs"), k("pg"), k("targets"), Step::Index(1)]), Some(8));
         // a missing leaf falls back to its parent
         assert_eq!(line_of(SRC, &[k("jobs"), k("pg"), k("nope")]), Some(4));
         assert_eq!(line_of(SRC, &[k("nothing")]), None);

@@ -134,10 +134,7 @@ fn default_zstd_level() -> i32 {
 
 impl Default for CompressionConfig {
     fn default() -> Self {
-        CompressionConfig {
-            level: default_zstd_level(),
-            threads: 0,
-        }
+        CompressionConfig { level: default_zstd_level(), threads: 0 }
     }
 }
 
@@ -315,14 +312,162 @@ pub struct VerifyConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobSpec {
     Postgres(PostgresJob),
+    Redis(RedisJob),
+    Volume(VolumeJob),
+    Vault(VaultJob),
+    Gitlab(GitlabJob),
 }
 
 impl JobSpec {
     pub fn kind_name(&self) -> &'static str {
         match self {
             JobSpec::Postgres(_) => "postgres",
+            JobSpec::Redis(_) => "redis",
+            JobSpec::Volume(_) => "volume",
+            JobSpec::Vault(_) => "vault",
+            JobSpec::Gitlab(_) => "gitlab",
         }
     }
+}
+
+/// Where a job's commands run: `exec = "local"` (default), `exec = { docker = "container" }`
+/// (`docker exec -i`, as on a Swarm node with the engine socket mounted) or
+/// `exec = { kubernetes = { namespace = "…", pod = "…" | selector = "app=…", container = "…" } }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ExecConfig {
+    #[default]
+    Local,
+    Docker(String),
+    Kubernetes(KubernetesExec),
+}
+
+/// A pod to exec into.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesExec {
+    /// Namespace (default `default`).
+    pub namespace: Option<String>,
+    /// Pod name; or
+    pub pod: Option<String>,
+    /// a label selector (`app=toolbox`): the first running pod that matches.
+    pub selector: Option<String>,
+    /// Container (default: the pod's first).
+    pub container: Option<String>,
+}
+
+/// `kind = "redis"`: an RDB snapshot over the replication protocol (or BGSAVE + reading dump.rdb).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisJob {
+    /// `redis://[user[:password]@]host:port` (`rediss://` for TLS). Not needed with `sentinel`.
+    #[serde(default, serialize_with = "crate::redact::serialize_opt_url")]
+    pub url: Option<String>,
+    /// ACL user (default: none, or the URL's).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// Sentinel addresses (`host:port`): the backup is taken from a healthy replica when one
+    /// exists, else the master.
+    #[serde(default)]
+    pub sentinel: Vec<String>,
+    /// The master's name at the sentinels.
+    pub master_name: Option<String>,
+    pub sentinel_password: Option<Secret>,
+    pub sentinel_password_file: Option<PathBuf>,
+    /// CA bundle for TLS (`rediss://`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// `replication` (default): fetch the RDB like a replica does, no access to the server's disk
+    /// needed. `bgsave`: BGSAVE, wait for it, read `dump.rdb` through `exec`.
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// `bgsave` mode: path of dump.rdb where `exec` runs (default: from CONFIG GET dir/dbfilename).
+    pub rdb_path: Option<PathBuf>,
+    #[serde(default)]
+    pub exec: ExecConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    #[default]
+    Replication,
+    Bgsave,
+}
+
+/// `kind = "volume"`: a directory streamed as tar.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeJob {
+    /// Host directory (or a Docker volume's mountpoint). One of `path`, `docker_volume`, `pvc`.
+    pub path: Option<PathBuf>,
+    /// A Docker volume name, resolved to its mountpoint with `docker volume inspect`.
+    pub docker_volume: Option<String>,
+    /// A Kubernetes PVC, read through `exec` into a pod that mounts it: the path inside the pod.
+    pub pvc_path: Option<PathBuf>,
+    /// Glob patterns (relative to the root) left out of the backup.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Commands (`sh -c`) run before the backup, e.g. `docker pause app` or `fsfreeze -f /data`.
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Commands run after the backup, always, even when it failed.
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default)]
+    pub exec: ExecConfig,
+}
+
+/// `kind = "vault"`: a Vault/OpenBao raft snapshot.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultJob {
+    /// e.g. `https://vault:8200`.
+    pub address: String,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// AppRole login instead of a token.
+    pub role_id: Option<String>,
+    pub secret_id: Option<Secret>,
+    pub secret_id_file: Option<PathBuf>,
+    /// CA bundle for the server's TLS certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `kind = "gitlab"`: `gitlab-backup create` (Omnibus) or `backup-utility` (Helm toolbox), plus
+/// the secrets the archive leaves out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabJob {
+    #[serde(default)]
+    pub exec: ExecConfig,
+    /// `omnibus` (default: `gitlab-backup create`) or `helm` (`backup-utility`).
+    #[serde(default)]
+    pub flavor: GitlabFlavor,
+    /// Override the backup command (e.g. a wrapper).
+    pub command: Option<String>,
+    /// Parts to leave out (`SKIP=`), e.g. `["registry", "artifacts"]`.
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Extra arguments for the backup command.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Where the archive is written (default `/var/opt/gitlab/backups`).
+    pub backup_dir: Option<PathBuf>,
+    /// Files bundled into the backup (default `/etc/gitlab/gitlab-secrets.json` and
+    /// `/etc/gitlab/gitlab.rb`).
+    pub secrets_files: Option<Vec<PathBuf>>,
+    /// Keep the archive in GitLab's backup dir after a committed upload (default false).
+    #[serde(default)]
+    pub keep_local: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GitlabFlavor {
+    #[default]
+    Omnibus,
+    Helm,
 }
 
 /// `kind = "postgres"`: `pg_dump --format=custom` per database, optionally `pg_dumpall --globals-only`.
@@ -346,6 +491,19 @@ pub struct PostgresJob {
     /// Directory holding `pg_dump`, `pg_dumpall`, `pg_restore`, `psql` (default: `PATH`, then the
     /// newest `/usr/lib/postgresql/*/bin`).
     pub bin_dir: Option<PathBuf>,
+    /// Row counts recorded in the manifest (drills compare them): `exact` counts every table in
+    /// the dump's own snapshot while the dump runs (default; one extra scan of the data),
+    /// `estimate` reads the planner's statistics (free, approximate).
+    #[serde(default)]
+    pub row_counts: RowCounts,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RowCounts {
+    #[default]
+    Exact,
+    Estimate,
 }
 
 /// Read a `*_file` secret: the first line, without surrounding whitespace.
@@ -353,9 +511,7 @@ pub struct PostgresJob {
 /// # Errors
 /// [`crate::Error::ReadFile`] naming the file (never its content).
 pub fn read_secret_file(path: &Path) -> crate::Result<Secret> {
-    let text = std::fs::read_to_string(path).map_err(|source| crate::Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| crate::Error::ReadFile { path: path.to_path_buf(), source })?;
     Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
 }

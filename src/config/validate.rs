@@ -10,18 +10,11 @@ use super::{Config, JobSpec, TargetKind};
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.len() <= 64
 }
 
-pub(super) fn validate(
-    config: &Config,
-    sources: &[Source],
-    origin: &BTreeMap<String, usize>,
-    p: &mut Problems,
-) {
+pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<String, usize>, p: &mut Problems) {
     let main = &sources[0];
 
     if config.jobs.values().next().is_some() && config.encryption.recipients.is_empty() {
@@ -29,10 +22,7 @@ pub(super) fn validate(
             main,
             &[key("encryption"), key("recipients")],
             "no age recipients: backups cannot be encrypted",
-            Some(
-                "run `drctl keygen --output age.key` and put the printed `age1…` recipient here"
-                    .into(),
-            ),
+            Some("run `drctl keygen --output age.key` and put the printed `age1…` recipient here".into()),
         );
     }
     for (i, r) in config.encryption.recipients.iter().enumerate() {
@@ -51,10 +41,7 @@ pub(super) fn validate(
         p.warn(
             main,
             &[key("encryption"), key("identity_file")],
-            format!(
-                "`{}` does not exist: restore and verify will fail on this host",
-                id.display()
-            ),
+            format!("`{}` does not exist: restore and verify will fail on this host", id.display()),
             None,
         );
     }
@@ -70,24 +57,14 @@ pub(super) fn validate(
     for (name, t) in &config.targets {
         let path = [key("targets"), key(name)];
         if !valid_name(name) {
-            p.error(
-                main,
-                &path,
-                format!("target name `{name}` may only use letters, digits, `-` and `_`"),
-                None,
-            );
+            p.error(main, &path, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
         }
         match &t.kind {
             TargetKind::Fs(_) => {}
             TargetKind::S3(s3) => {
                 let at = |k: &str| [key("targets"), key(name), key(k)];
                 if s3.access_key_id.is_some() && s3.access_key_id_file.is_some() {
-                    p.error(
-                        main,
-                        &at("access_key_id"),
-                        "set `access_key_id` or `access_key_id_file`, not both",
-                        None,
-                    );
+                    p.error(main, &at("access_key_id"), "set `access_key_id` or `access_key_id_file`, not both", None);
                 }
                 if s3.secret_access_key.is_some() && s3.secret_access_key_file.is_some() {
                     p.error(
@@ -101,10 +78,7 @@ pub(super) fn validate(
                     p.error(
                         main,
                         &at("part_size_mib"),
-                        format!(
-                            "part size {} MiB is outside S3's 5..=5120 MiB",
-                            s3.part_size_mib
-                        ),
+                        format!("part size {} MiB is outside S3's 5..=5120 MiB", s3.part_size_mib),
                         None,
                     );
                 }
@@ -148,12 +122,7 @@ pub(super) fn validate(
         for (i, t) in job.common.targets.iter().enumerate() {
             let path = [key("jobs"), key(name), key("targets"), Step::Index(i)];
             if !config.targets.contains_key(t) {
-                p.error(
-                    src,
-                    &path,
-                    format!("unknown target `{t}`"),
-                    Some(format!("known targets: {}", known(config))),
-                );
+                p.error(src, &path, format!("unknown target `{t}`"), Some(format!("known targets: {}", known(config))));
             }
             if !seen.insert(t) {
                 p.error(src, &path, format!("target `{t}` is listed twice"), None);
@@ -178,22 +147,12 @@ pub(super) fn validate(
                     ),
                 }
                 if pg.password.is_some() && pg.password_file.is_some() {
-                    p.error(
-                        src,
-                        &at("password"),
-                        "set `password` or `password_file`, not both",
-                        None,
-                    );
+                    p.error(src, &at("password"), "set `password` or `password_file`, not both", None);
                 }
                 if let Some(f) = &pg.password_file
                     && !f.exists()
                 {
-                    p.warn(
-                        src,
-                        &at("password_file"),
-                        format!("`{}` does not exist", f.display()),
-                        None,
-                    );
+                    p.warn(src, &at("password_file"), format!("`{}` does not exist", f.display()), None);
                 }
                 for (i, db) in pg.databases.iter().enumerate() {
                     if db.is_empty() {
@@ -206,6 +165,76 @@ pub(super) fn validate(
                     }
                 }
             }
+            JobSpec::Redis(r) => {
+                if r.url.is_none() && r.sentinel.is_empty() {
+                    p.error(
+                        src,
+                        &at("url"),
+                        "set `url` (or `sentinel` and `master_name`)",
+                        Some("e.g. `redis://redis:6379`".into()),
+                    );
+                }
+                if !r.sentinel.is_empty() && r.master_name.is_none() {
+                    p.error(src, &at("master_name"), "`sentinel` needs `master_name`", None);
+                }
+                if let Some(u) = &r.url {
+                    match url::Url::parse(u) {
+                        _ if u.contains("${") => {}
+                        Ok(parsed) if matches!(parsed.scheme(), "redis" | "rediss") => {
+                            if let Some(pw) = parsed.password() {
+                                crate::redact::register(pw);
+                                crate::redact::register(&percent_decode(pw));
+                            }
+                        }
+                        _ => p.error(src, &at("url"), "not a redis:// or rediss:// URL", None),
+                    }
+                }
+                if r.password.is_some() && r.password_file.is_some() {
+                    p.error(src, &at("password"), "set `password` or `password_file`, not both", None);
+                }
+            }
+            JobSpec::Volume(v) => {
+                let sources = [v.path.is_some(), v.docker_volume.is_some(), v.pvc_path.is_some()];
+                if sources.iter().filter(|s| **s).count() != 1 {
+                    p.error(
+                        src,
+                        &[key("jobs"), key(name)],
+                        "set exactly one of `path`, `docker_volume`, `pvc_path`",
+                        None,
+                    );
+                }
+                if v.pvc_path.is_some() && !matches!(v.exec, super::ExecConfig::Kubernetes(_)) {
+                    p.error(
+                        src,
+                        &at("pvc_path"),
+                        "`pvc_path` is read through a pod: set `exec = { kubernetes = { … } }`",
+                        None,
+                    );
+                }
+            }
+            JobSpec::Vault(v) => {
+                if url::Url::parse(&v.address).is_err() && !v.address.contains("${") {
+                    p.error(
+                        src,
+                        &at("address"),
+                        format!("`{}` is not a URL", v.address),
+                        Some("e.g. `https://vault:8200`".into()),
+                    );
+                }
+                let auth = [v.token.is_some() || v.token_file.is_some(), v.role_id.is_some()];
+                if auth.iter().filter(|a| **a).count() != 1 {
+                    p.error(
+                        src,
+                        &at("token_file"),
+                        "set one way to log in: `token`/`token_file`, or `role_id` with `secret_id`/`secret_id_file`",
+                        None,
+                    );
+                }
+                if v.role_id.is_some() && v.secret_id.is_none() && v.secret_id_file.is_none() {
+                    p.error(src, &at("secret_id_file"), "`role_id` needs `secret_id` or `secret_id_file`", None);
+                }
+            }
+            JobSpec::Gitlab(_) => {}
         }
     }
 }
@@ -214,12 +243,7 @@ fn known(config: &Config) -> String {
     if config.targets.is_empty() {
         "none (add a [targets.NAME] table)".into()
     } else {
-        config
-            .targets
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        config.targets.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 }
 

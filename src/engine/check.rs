@@ -28,18 +28,8 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(
-        subject: impl Into<String>,
-        status: Status,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) -> Self {
-        Finding {
-            subject: subject.into(),
-            status,
-            message: crate::redact::scrub(&message.into()),
-            hint,
-        }
+    fn new(subject: impl Into<String>, status: Status, message: impl Into<String>, hint: Option<String>) -> Self {
+        Finding { subject: subject.into(), status, message: crate::redact::scrub(&message.into()), hint }
     }
 }
 
@@ -48,26 +38,12 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
     let mut out = vec![Finding::new(
         "config",
         Status::Ok,
-        format!(
-            "{} valid: {} job(s), {} target(s)",
-            cfg.path.display(),
-            cfg.jobs.len(),
-            cfg.targets.len()
-        ),
+        format!("{} valid: {} job(s), {} target(s)", cfg.path.display(), cfg.jobs.len(), cfg.targets.len()),
         None,
     )];
     for w in &cfg.warnings {
-        let status = if w.severity == Severity::Error {
-            Status::Failed
-        } else {
-            Status::Warning
-        };
-        out.push(Finding::new(
-            "config",
-            status,
-            w.to_string(),
-            w.hint.clone(),
-        ));
+        let status = if w.severity == Severity::Error { Status::Failed } else { Status::Warning };
+        out.push(Finding::new("config", status, w.to_string(), w.hint.clone()));
     }
 
     // encryption: can backups be encrypted, can this host decrypt them?
@@ -88,18 +64,8 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
     }
 
     match engine.catalog().await {
-        Ok(_) => out.push(Finding::new(
-            "catalog",
-            Status::Ok,
-            format!("{} is usable", engine.catalog_url()),
-            None,
-        )),
-        Err(e) => out.push(Finding::new(
-            "catalog",
-            Status::Failed,
-            e.to_string(),
-            e.hint(),
-        )),
+        Ok(_) => out.push(Finding::new("catalog", Status::Ok, format!("{} is usable", engine.catalog_url()), None)),
+        Err(e) => out.push(Finding::new("catalog", Status::Failed, e.to_string(), e.hint())),
     }
 
     for name in cfg.targets.keys() {
@@ -109,18 +75,8 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
             Err(e) => Err(e),
         };
         match probe {
-            Ok(()) => out.push(Finding::new(
-                subject,
-                Status::Ok,
-                "reachable and writable",
-                None,
-            )),
-            Err(e) => out.push(Finding::new(
-                subject,
-                Status::Failed,
-                e.to_string(),
-                e.hint(),
-            )),
+            Ok(()) => out.push(Finding::new(subject, Status::Ok, "reachable and writable", None)),
+            Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
         }
     }
 
@@ -128,46 +84,14 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         let subject = format!("job {}", job.name);
         match BackupSession::prepare(job).await {
             Ok(session) => {
-                let names: Vec<String> = session.artifacts().into_iter().map(|a| a.name).collect();
-                match companion_tools(&session).await {
-                    Ok(()) => out.push(Finding::new(
-                        subject,
-                        Status::Ok,
-                        describe_source(&session, &names),
-                        None,
-                    )),
-                    Err(e) => out.push(Finding::new(
-                        subject,
-                        Status::Failed,
-                        e.to_string(),
-                        e.hint(),
-                    )),
+                match session.check_tools().await {
+                    Ok(()) => out.push(Finding::new(subject, Status::Ok, session.describe(), None)),
+                    Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
                 }
+                session.close(false).await;
             }
-            Err(e) => out.push(Finding::new(
-                subject,
-                Status::Failed,
-                e.to_string(),
-                e.hint(),
-            )),
+            Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
         }
     }
     out
-}
-
-async fn companion_tools(session: &BackupSession) -> crate::Result<()> {
-    match session {
-        BackupSession::Postgres(s) => s.check_companion_tools().await.map(|_| ()),
-    }
-}
-
-fn describe_source(session: &BackupSession, artifacts: &[String]) -> String {
-    match session {
-        BackupSession::Postgres(s) => format!(
-            "source reachable (server {}, pg_dump {}); will store: {}",
-            s.server_version(),
-            s.tool_version(),
-            artifacts.join(", ")
-        ),
-    }
 }

@@ -50,9 +50,7 @@ pub async fn fanout(
         let (ttx, trx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         senders.push(Some(ttx));
         let (t, key) = (t.clone(), key.to_string());
-        puts.push(tokio::spawn(async move {
-            t.put(&key, Box::pin(ReceiverStream::new(trx))).await
-        }));
+        puts.push(tokio::spawn(async move { t.put(&key, Box::pin(ReceiverStream::new(trx))).await }));
     }
 
     while let Some(chunk) = rx.recv().await {
@@ -87,9 +85,7 @@ pub async fn fanout(
         Ok(_) => drop(senders), // end of stream: each upload commits
         Err(e) => {
             for s in senders.iter().flatten() {
-                let _ = s
-                    .send(Err(io::Error::other(format!("source failed: {e}"))))
-                    .await;
+                let _ = s.send(Err(io::Error::other(format!("source failed: {e}")))).await;
             }
             drop(senders);
         }
@@ -99,17 +95,11 @@ pub async fn fanout(
     for (t, put) in targets.iter().zip(puts) {
         let r = match put.await {
             Ok(r) => r,
-            Err(e) => Err(Error::Pipeline(format!(
-                "upload task for target `{}` failed: {e}",
-                t.name()
-            ))),
+            Err(e) => Err(Error::Pipeline(format!("upload task for target `{}` failed: {e}", t.name()))),
         };
         per_target.push((t.name().to_string(), r));
     }
-    FanoutResult {
-        summary,
-        per_target,
-    }
+    FanoutResult { summary, per_target }
 }
 
 /// A minimal `Stream` over an mpsc receiver (what tokio-stream's wrapper does, without the crate).

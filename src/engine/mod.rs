@@ -23,18 +23,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: Config) -> Self {
-        Engine {
-            config,
-            progress: false,
-        }
+        Engine { config, progress: false }
     }
 
     pub fn catalog_url(&self) -> String {
-        self.config
-            .catalog
-            .url
-            .clone()
-            .unwrap_or_else(catalog::default_url)
+        self.config.catalog.url.clone().unwrap_or_else(catalog::default_url)
     }
 
     pub async fn catalog(&self) -> Result<Catalog> {

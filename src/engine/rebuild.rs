@@ -50,20 +50,14 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
         let target = match engine.target(name) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(ScanProblem {
-                    target: name.clone(),
-                    message: e.to_string(),
-                });
+                problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
                 continue;
             }
         };
         let objects = match target.list(&prefix).await {
             Ok(o) => o,
             Err(e) => {
-                problems.push(ScanProblem {
-                    target: name.clone(),
-                    message: e.to_string(),
-                });
+                problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
                 continue;
             }
         };
@@ -73,17 +67,10 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
             if layout::manifest_id(&obj.key).is_none() {
                 continue;
             }
-            let m = match target
-                .get_bytes(&obj.key)
-                .await
-                .and_then(|b| Manifest::from_json(&obj.key, &b))
-            {
+            let m = match target.get_bytes(&obj.key).await.and_then(|b| Manifest::from_json(&obj.key, &b)) {
                 Ok(m) => m,
                 Err(e) => {
-                    problems.push(ScanProblem {
-                        target: name.clone(),
-                        message: e.to_string(),
-                    });
+                    problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
                     continue;
                 }
             };
@@ -104,42 +91,22 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
                 });
                 continue;
             }
-            by_id
-                .entry(m.backup_id.clone())
-                .or_insert_with(|| (m, Vec::new()))
-                .1
-                .push(name.clone());
+            by_id.entry(m.backup_id.clone()).or_insert_with(|| (m, Vec::new())).1.push(name.clone());
         }
     }
     if listed == 0 && !names.is_empty() {
         return Err(Error::AllTargetsFailed {
             job: job.unwrap_or("*").to_string(),
-            failures: problems
-                .iter()
-                .map(|p| format!("`{}`: {}", p.target, p.message))
-                .collect(),
+            failures: problems.iter().map(|p| format!("`{}`: {}", p.target, p.message)).collect(),
         });
     }
     let found = by_id
         .into_values()
         .map(|(manifest, mut targets)| {
             targets.sort();
-            let wanted = engine
-                .config
-                .jobs
-                .get(&manifest.job)
-                .map(|j| j.common.targets.len())
-                .unwrap_or(targets.len());
-            let status = if targets.len() >= wanted {
-                BackupStatus::Ok
-            } else {
-                BackupStatus::Partial
-            };
-            Found {
-                manifest,
-                targets,
-                status,
-            }
+            let wanted = engine.config.jobs.get(&manifest.job).map(|j| j.common.targets.len()).unwrap_or(targets.len());
+            let status = if targets.len() >= wanted { BackupStatus::Ok } else { BackupStatus::Partial };
+            Found { manifest, targets, status }
         })
         .collect();
     Ok((found, problems))
@@ -149,14 +116,7 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
 pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
     let (found, problems) = scan(engine, None).await?;
     let catalog = engine.catalog().await?;
-    let rows: Vec<_> = found
-        .iter()
-        .map(|f| (f.manifest.clone(), f.targets.clone(), f.status))
-        .collect();
+    let rows: Vec<_> = found.iter().map(|f| (f.manifest.clone(), f.targets.clone(), f.status)).collect();
     catalog.rebuild_from(&rows).await?;
-    Ok(RebuildReport {
-        backups: found.len(),
-        copies: found.iter().map(|f| f.targets.len()).sum(),
-        problems,
-    })
+    Ok(RebuildReport { backups: found.len(), copies: found.iter().map(|f| f.targets.len()).sum(), problems })
 }

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Engine;
 use crate::catalog::Selector;
-use crate::jobs::{self, RestoreOptions, RestoreStep, Sink};
+use crate::jobs::{self, Consumer, RestoreOptions, RestoreStep, Sink};
 use crate::manifest::{Artifact, Manifest};
 use crate::pipeline::decode::{DecodeError, InputFault};
 use crate::pipeline::{decode_blocking, keys};
@@ -65,11 +65,7 @@ pub struct RestoreReport {
 
 /// Find the backup to restore: the catalog first, the targets themselves when the catalog does
 /// not know the job (a fresh machine).
-pub async fn resolve(
-    engine: &Engine,
-    job: &str,
-    selector: &Selector,
-) -> Result<(Manifest, Vec<String>)> {
+pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<(Manifest, Vec<String>)> {
     if let Ok(cat) = engine.catalog().await
         && let Some(entry) = cat.find(job, selector).await?
         && let Some(m) = entry.manifest
@@ -82,17 +78,10 @@ pub async fn resolve(
         .filter(|f| selector.matches(&f.manifest))
         .max_by(|a, b| a.manifest.backup_id.cmp(&b.manifest.backup_id))
         .map(|f| (f.manifest, f.targets))
-        .ok_or_else(|| Error::NoBackup {
-            job: job.to_string(),
-            selector: selector.to_string(),
-        })
+        .ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
 }
 
-pub async fn restore(
-    engine: &Engine,
-    job_name: &str,
-    req: &RestoreRequest,
-) -> Result<RestoreReport> {
+pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> Result<RestoreReport> {
     let clock = Instant::now();
     let job = engine.config.job(job_name)?;
     let selector = req.selector.clone().unwrap_or(Selector::Latest);
@@ -100,15 +89,8 @@ pub async fn restore(
 
     let artifacts = select_artifacts(&manifest, req)?;
     let mut options = req.options.clone();
-    options.several = artifacts
-        .iter()
-        .filter(|a| a.format != jobs::postgres::FORMAT_GLOBALS)
-        .count()
-        > 1;
-    let req = &RestoreRequest {
-        options,
-        ..req.clone()
-    };
+    options.several = artifacts.iter().filter(|a| a.format != jobs::postgres::FORMAT_GLOBALS).count() > 1;
+    let req = &RestoreRequest { options, ..req.clone() };
     let identities = Arc::new(load_identities(engine)?);
 
     // plan every step before touching anything: a refusal must come before the first write
@@ -162,8 +144,7 @@ pub async fn restore(
         }
         let mut ok = true;
         for a in &artifacts {
-            if let Err(e) = verify_stored(&target, &manifest, a, &identities, engine.progress).await
-            {
+            if let Err(e) = verify_stored(&target, &manifest, a, &identities, engine.progress).await {
                 if matches!(e, Error::Decrypt { .. }) {
                     return Err(e); // the key is wrong, not the copy: another target will not help
                 }
@@ -180,14 +161,8 @@ pub async fn restore(
     }
     let Some(target) = chosen else {
         return Err(match skipped.len() {
-            0 => Error::NoBackup {
-                job: job_name.into(),
-                selector: format!("{selector} on any reachable target"),
-            },
-            _ => Error::AllTargetsFailed {
-                job: job_name.into(),
-                failures: skipped,
-            },
+            0 => Error::NoBackup { job: job_name.into(), selector: format!("{selector} on any reachable target") },
+            _ => Error::AllTargetsFailed { job: job_name.into(), failures: skipped },
         });
     };
 
@@ -210,65 +185,35 @@ pub async fn restore(
         let sink = match &req.output {
             Some(Output::Stdout) => Sink {
                 writer: Box::new(tokio::io::stdout()),
-                process: None,
+                consumer: Consumer::None,
                 destination: "stdout".into(),
                 on_failure: None,
             },
             Some(Output::File(p)) => file_sink(p).await?,
             None => jobs::open_sink(job, &manifest, a, &req.options).await?,
         };
-        report.plaintext_bytes += restore_artifact(
-            &target,
-            &manifest,
-            a,
-            sink,
-            identities.clone(),
-            req,
-            engine.progress,
-        )
-        .await?;
+        report.plaintext_bytes +=
+            restore_artifact(&target, &manifest, a, sink, identities.clone(), req, engine.progress).await?;
     }
     report.duration_seconds = clock.elapsed().as_secs_f64();
     Ok(report)
 }
 
 fn load_identities(engine: &Engine) -> Result<keys::Identities> {
-    let path = engine
-        .config
-        .encryption
-        .identity_file
-        .as_ref()
-        .ok_or_else(|| Error::Decrypt {
-            backup: String::new(),
-            message: "no `encryption.identity_file` configured: restore needs the age identity"
-                .into(),
-        })?;
+    let path = engine.config.encryption.identity_file.as_ref().ok_or_else(|| Error::Decrypt {
+        backup: String::new(),
+        message: "no `encryption.identity_file` configured: restore needs the age identity".into(),
+    })?;
     keys::load_identities(path)
 }
 
 fn select_artifacts(m: &Manifest, req: &RestoreRequest) -> Result<Vec<Artifact>> {
-    let names = || {
-        m.artifacts
-            .iter()
-            .map(|a| a.name.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || m.artifacts.iter().map(|a| a.name.clone()).collect::<Vec<_>>().join(", ");
     if let Some(want) = &req.artifact {
-        return m
-            .artifacts
-            .iter()
-            .find(|a| &a.name == want)
-            .cloned()
-            .map(|a| vec![a])
-            .ok_or_else(|| Error::NoBackup {
-                job: m.job.clone(),
-                selector: format!(
-                    "artifact `{want}` in backup `{}` (it has: {})",
-                    m.backup_id,
-                    names()
-                ),
-            });
+        return m.artifacts.iter().find(|a| &a.name == want).cloned().map(|a| vec![a]).ok_or_else(|| Error::NoBackup {
+            job: m.job.clone(),
+            selector: format!("artifact `{want}` in backup `{}` (it has: {})", m.backup_id, names()),
+        });
     }
     let is_globals = |a: &Artifact| a.format == jobs::postgres::FORMAT_GLOBALS;
     let mut out: Vec<Artifact> = Vec::new();
@@ -310,10 +255,7 @@ async fn present(target: &Target, artifacts: &[Artifact]) -> Result<()> {
                 return Err(Error::Integrity {
                     target: target.name().into(),
                     key: a.key.clone(),
-                    what: format!(
-                        "size is {} bytes, the manifest says {}",
-                        meta.size, a.stored.size
-                    ),
+                    what: format!("size is {} bytes, the manifest says {}", meta.size, a.stored.size),
                 });
             }
             None => {
@@ -329,18 +271,10 @@ async fn present(target: &Target, artifacts: &[Artifact]) -> Result<()> {
 }
 
 /// First pass: stream the stored object and compare size and sha256 with the manifest.
-async fn verify_stored(
-    target: &Target,
-    m: &Manifest,
-    a: &Artifact,
-    ids: &keys::Identities,
-    show: bool,
-) -> Result<()> {
+async fn verify_stored(target: &Target, m: &Manifest, a: &Artifact, ids: &keys::Identities, show: bool) -> Result<()> {
     present(target, std::slice::from_ref(a)).await?;
     // the identity must open the header before anything at the destination is touched
-    let head = target
-        .get(&a.key, Some(0..a.stored.size.min(64 * 1024)))
-        .await?;
+    let head = target.get(&a.key, Some(0..a.stored.size.min(64 * 1024))).await?;
     let head: Vec<u8> = head
         .try_fold(Vec::new(), |mut acc, chunk| async move {
             acc.extend_from_slice(&chunk);
@@ -348,13 +282,7 @@ async fn verify_stored(
         })
         .await
         .map_err(|e| {
-            crate::targets::target_error(
-                target.name(),
-                "get",
-                &a.key,
-                crate::error::FailureKind::Transient,
-                e,
-            )
+            crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e)
         })?;
     match age::Decryptor::new_buffered(&head[..])
         .map(|d| d.decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity)))
@@ -383,13 +311,7 @@ async fn verify_stored(
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            crate::targets::target_error(
-                target.name(),
-                "get",
-                &a.key,
-                crate::error::FailureKind::Transient,
-                e,
-            )
+            crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e)
         })?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
@@ -412,25 +334,17 @@ async fn verify_stored(
 
 async fn file_sink(path: &Path) -> Result<Sink> {
     let tmp = partial_path(path);
-    let file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|source| Error::WriteFile {
-            path: tmp.clone(),
-            source,
-        })?;
+    let file = tokio::fs::File::create(&tmp).await.map_err(|source| Error::WriteFile { path: tmp.clone(), source })?;
     Ok(Sink {
         writer: Box::new(file),
-        process: None,
+        consumer: Consumer::None,
         destination: path.display().to_string(),
         on_failure: None,
     })
 }
 
 fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".partial");
     path.with_file_name(name)
 }
@@ -446,22 +360,10 @@ async fn restore_artifact(
     req: &RestoreRequest,
     show: bool,
 ) -> Result<u64> {
-    let Sink {
-        writer,
-        process,
-        destination,
-        on_failure,
-    } = sink;
-    let stream = target
-        .get(&a.key, None)
-        .await?
-        .map_err(|e| io::Error::new(e.kind(), InputFault(e.to_string())));
+    let Sink { writer, consumer, destination, on_failure } = sink;
+    let stream = target.get(&a.key, None).await?.map_err(|e| io::Error::new(e.kind(), InputFault(e.to_string())));
     let reader = tokio_util::io::StreamReader::new(stream);
-    let progress = Progress::bytes(
-        &format!("restoring {}", a.name),
-        Some(a.plaintext.size),
-        show,
-    );
+    let progress = Progress::bytes(&format!("restoring {}", a.name), Some(a.plaintext.size), show);
     let handle = tokio::runtime::Handle::current();
     let p = progress.clone();
     let joined = tokio::task::spawn_blocking(move || {
@@ -472,14 +374,9 @@ async fn restore_artifact(
     })
     .await;
     progress.finish();
-    let (decoded, mut writer) =
-        joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
+    let (decoded, mut writer) = joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
 
-    let fail = |message: String| Error::Restore {
-        job: m.job.clone(),
-        destination: destination.clone(),
-        message,
-    };
+    let fail = |message: String| Error::Restore { job: m.job.clone(), destination: destination.clone(), message };
     let consumer_died = matches!(decoded, Err(DecodeError::Output(_)));
     let verdict: Result<u64> = match decoded {
         Ok(s) if s.stored != a.stored => Err(Error::Integrity {
@@ -496,22 +393,13 @@ async fn restore_artifact(
             ),
         }),
         Ok(s) => Ok(s.plaintext.size),
-        Err(DecodeError::Key(msg)) => Err(Error::Decrypt {
-            backup: m.backup_id.clone(),
-            message: msg,
-        }),
-        Err(DecodeError::Corrupt(msg)) => Err(Error::Integrity {
-            target: target.name().into(),
-            key: a.key.clone(),
-            what: msg,
-        }),
-        Err(DecodeError::Input(e)) => Err(crate::targets::target_error(
-            target.name(),
-            "get",
-            &a.key,
-            crate::error::FailureKind::Transient,
-            e,
-        )),
+        Err(DecodeError::Key(msg)) => Err(Error::Decrypt { backup: m.backup_id.clone(), message: msg }),
+        Err(DecodeError::Corrupt(msg)) => {
+            Err(Error::Integrity { target: target.name().into(), key: a.key.clone(), what: msg })
+        }
+        Err(DecodeError::Input(e)) => {
+            Err(crate::targets::target_error(target.name(), "get", &a.key, crate::error::FailureKind::Transient, e))
+        }
         Err(DecodeError::Output(e)) => Err(fail(format!("the consumer stopped reading: {e}"))),
     };
 
@@ -519,27 +407,39 @@ async fn restore_artifact(
         Ok(size) => {
             let _ = writer.shutdown().await;
             drop(writer);
-            if let Some(p) = process {
-                let (status, stderr) = p.wait().await.map_err(|e| fail(e.to_string()))?;
-                if !status.success() {
-                    if let Some(undo) = on_failure {
-                        undo.await;
+            let applied = match consumer {
+                Consumer::None => Ok(()),
+                Consumer::Process(p) => {
+                    let (status, stderr) = p.wait().await.map_err(|e| fail(e.to_string()))?;
+                    if status.success() {
+                        Ok(())
+                    } else {
+                        Err(fail(format!(
+                            "restore tool failed ({}): {}",
+                            crate::exec::describe_status(&status),
+                            last_lines(&stderr)
+                        )))
                     }
-                    return Err(fail(format!(
-                        "restore tool failed ({}): {}",
-                        crate::exec::describe_status(&status),
-                        last_lines(&stderr)
-                    )));
                 }
+                Consumer::Task { task, commit } => {
+                    let _ = commit.send(());
+                    match task.await {
+                        Ok(r) => r,
+                        Err(e) => Err(fail(format!("restore task failed: {e}"))),
+                    }
+                }
+            };
+            if let Err(e) = applied {
+                if let Some(undo) = on_failure {
+                    undo.await;
+                }
+                return Err(e);
             }
             if let Some(Output::File(path)) = &req.output {
                 let tmp = partial_path(path);
                 tokio::fs::rename(&tmp, path)
                     .await
-                    .map_err(|source| Error::WriteFile {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| Error::WriteFile { path: path.clone(), source })?;
             }
             Ok(size)
         }
@@ -547,18 +447,29 @@ async fn restore_artifact(
             // never let a consumer commit what we could not vouch for
             drop(writer);
             let mut err = e;
-            if let Some(p) = process {
-                if consumer_died {
-                    // the consumer exited on its own: its error output says why
-                    if let Ok((status, stderr)) = p.wait().await {
-                        err = fail(format!(
-                            "restore tool failed ({}): {}",
-                            crate::exec::describe_status(&status),
-                            last_lines(&stderr)
-                        ));
+            match consumer {
+                Consumer::None => {}
+                Consumer::Process(p) => {
+                    if consumer_died {
+                        // the consumer exited on its own: its error output says why
+                        if let Ok((status, stderr)) = p.wait().await {
+                            err = fail(format!(
+                                "restore tool failed ({}): {}",
+                                crate::exec::describe_status(&status),
+                                last_lines(&stderr)
+                            ));
+                        }
+                    } else {
+                        p.kill().await;
                     }
-                } else {
-                    p.kill().await;
+                }
+                Consumer::Task { task, commit } => {
+                    drop(commit); // roll back
+                    if let Ok(Err(own)) = task.await
+                        && consumer_died
+                    {
+                        err = own;
+                    }
                 }
             }
             if let Some(undo) = on_failure {
@@ -575,9 +486,5 @@ async fn restore_artifact(
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
-    if tail.is_empty() {
-        "no error output".into()
-    } else {
-        tail
-    }
+    if tail.is_empty() { "no error output".into() } else { tail }
 }

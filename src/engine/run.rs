@@ -64,15 +64,7 @@ pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
     let result = run_inner(engine, &job, &backup_id, started, clock).await;
     match (&result, &catalog) {
         (Err(e), Ok(cat)) => {
-            let _ = cat
-                .record_failure(
-                    &backup_id,
-                    &job.name,
-                    job.spec.kind_name(),
-                    started,
-                    &e.to_string(),
-                )
-                .await;
+            let _ = cat.record_failure(&backup_id, &job.name, job.spec.kind_name(), started, &e.to_string()).await;
         }
         (Ok((m, report)), Ok(cat)) => {
             if let Err(e) = cat.record_backup(m, report.status, &report.committed).await {
@@ -110,10 +102,7 @@ async fn run_inner(
     for name in &job.common.targets {
         match engine.target(name) {
             Ok(t) => live.push(t),
-            Err(e) => failed.push(TargetFailure {
-                target: name.clone(),
-                error: e.to_string(),
-            }),
+            Err(e) => failed.push(TargetFailure { target: name.clone(), error: e.to_string() }),
         }
     }
     if live.is_empty() {
@@ -121,6 +110,25 @@ async fn run_inner(
     }
 
     let mut session = BackupSession::prepare(job).await?;
+    let result = store(engine, job, backup_id, started, clock, &params, live, failed, &mut session).await;
+    session.close(result.is_ok()).await;
+    result
+}
+
+/// Stream every artifact to the live targets and commit the manifest (see the module docs).
+#[allow(clippy::too_many_arguments)]
+async fn store(
+    engine: &Engine,
+    job: &crate::config::JobConfig,
+    backup_id: &str,
+    started: Timestamp,
+    clock: Instant,
+    params: &EncodeParams,
+    mut live: Vec<Arc<Target>>,
+    mut failed: Vec<TargetFailure>,
+    session: &mut BackupSession,
+) -> Result<(Manifest, RunReport)> {
+    let config = &engine.config;
     let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut artifacts: Vec<Artifact> = Vec::new();
 
@@ -133,11 +141,7 @@ async fn run_inner(
                 return Err(e);
             }
         };
-        let progress = Progress::bytes(
-            &format!("{} {}", job.name, plan.name),
-            plan.size_hint,
-            engine.progress,
-        );
+        let progress = Progress::bytes(&format!("{} {}", job.name, plan.name), plan.size_hint, engine.progress);
         let result = fanout(stream, params.clone(), &live, &key, progress.clone()).await;
         progress.finish();
         let summary = match result.summary {
@@ -157,26 +161,17 @@ async fn run_inner(
                 }
                 Ok(size) => failed.push(TargetFailure {
                     target: name,
-                    error: format!(
-                        "stored {size} bytes of `{key}`, expected {}",
-                        summary.stored.size
-                    ),
+                    error: format!("stored {size} bytes of `{key}`, expected {}", summary.stored.size),
                 }),
                 Err(e) => {
                     tracing::warn!(job = %job.name, target = %name, error = %e, "target dropped from this backup");
-                    failed.push(TargetFailure {
-                        target: name,
-                        error: e.to_string(),
-                    });
+                    failed.push(TargetFailure { target: name, error: e.to_string() });
                 }
             }
         }
         // a target that failed now must not keep the artifacts it already had
-        let dropped: Vec<Arc<Target>> = live
-            .iter()
-            .filter(|t| !still_live.iter().any(|s| Arc::ptr_eq(s, t)))
-            .cloned()
-            .collect();
+        let dropped: Vec<Arc<Target>> =
+            live.iter().filter(|t| !still_live.iter().any(|s| Arc::ptr_eq(s, t))).cloned().collect();
         cleanup(&dropped, &written).await;
         live = still_live;
         if live.is_empty() {
@@ -203,10 +198,7 @@ async fn run_inner(
         drctl_version: env!("CARGO_PKG_VERSION").into(),
         host: hostname(),
         pipeline: PipelineInfo {
-            compression: manifest::Compression {
-                algorithm: "zstd".into(),
-                level: params.zstd_level,
-            },
+            compression: manifest::Compression { algorithm: "zstd".into(), level: params.zstd_level },
             encryption: manifest::Encryption {
                 algorithm: "age".into(),
                 recipients: config.encryption.recipients.clone(),
@@ -230,10 +222,7 @@ async fn run_inner(
         match r {
             Ok(_) => committed.push(t.name().to_string()),
             Err(e) => {
-                failed.push(TargetFailure {
-                    target: t.name().to_string(),
-                    error: e.to_string(),
-                });
+                failed.push(TargetFailure { target: t.name().to_string(), error: e.to_string() });
                 lost.push(t.clone());
             }
         }
@@ -242,11 +231,7 @@ async fn run_inner(
     if committed.is_empty() {
         return Err(all_failed(&job.name, &failed));
     }
-    let status = if failed.is_empty() {
-        BackupStatus::Ok
-    } else {
-        BackupStatus::Partial
-    };
+    let status = if failed.is_empty() { BackupStatus::Ok } else { BackupStatus::Partial };
     let report = RunReport {
         job: job.name.clone(),
         backup_id: backup_id.to_string(),
@@ -265,10 +250,7 @@ async fn run_inner(
 fn all_failed(job: &str, failed: &[TargetFailure]) -> Error {
     Error::AllTargetsFailed {
         job: job.to_string(),
-        failures: failed
-            .iter()
-            .map(|f| format!("`{}`: {}", f.target, f.error))
-            .collect(),
+        failures: failed.iter().map(|f| format!("`{}`: {}", f.target, f.error)).collect(),
     }
 }
 

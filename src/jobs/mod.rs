@@ -9,7 +9,11 @@
 //! after the bytes end, whether they were complete (pg_dump's exit status, for instance): the
 //! engine commits an artifact only when both the bytes and the completion are good.
 
+pub mod gitlab;
 pub mod postgres;
+pub mod redis;
+pub mod vault;
+pub mod volume;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,36 +48,73 @@ pub struct SourceStream {
 }
 
 /// A backup in progress for one job.
+// one value per run: the size difference between kinds costs nothing worth boxing for
+#[allow(clippy::large_enum_variant)]
 pub enum BackupSession {
     Postgres(postgres::BackupSession),
+    Redis(redis::BackupSession),
+    Volume(volume::BackupSession),
+    Vault(vault::BackupSession),
+    Gitlab(gitlab::BackupSession),
+}
+
+/// Dispatch one expression over every kind's session.
+macro_rules! each_session {
+    ($session:expr, $s:ident => $body:expr) => {
+        match $session {
+            BackupSession::Postgres($s) => $body,
+            BackupSession::Redis($s) => $body,
+            BackupSession::Volume($s) => $body,
+            BackupSession::Vault($s) => $body,
+            BackupSession::Gitlab($s) => $body,
+        }
+    };
 }
 
 impl BackupSession {
     /// Check the source is reachable and its tools usable; gather what is needed to plan.
     pub async fn prepare(job: &JobConfig) -> Result<BackupSession> {
+        let name = job.name.as_str();
         Ok(match &job.spec {
-            JobSpec::Postgres(pg) => {
-                BackupSession::Postgres(postgres::BackupSession::prepare(&job.name, pg).await?)
-            }
+            JobSpec::Postgres(c) => BackupSession::Postgres(postgres::BackupSession::prepare(name, c).await?),
+            JobSpec::Redis(c) => BackupSession::Redis(redis::BackupSession::prepare(name, c).await?),
+            JobSpec::Volume(c) => BackupSession::Volume(volume::BackupSession::prepare(name, c).await?),
+            JobSpec::Vault(c) => BackupSession::Vault(vault::BackupSession::prepare(name, c).await?),
+            JobSpec::Gitlab(c) => BackupSession::Gitlab(gitlab::BackupSession::prepare(name, c).await?),
         })
     }
 
     pub fn artifacts(&self) -> Vec<ArtifactPlan> {
-        match self {
-            BackupSession::Postgres(s) => s.artifacts(),
-        }
+        each_session!(self, s => s.artifacts())
     }
 
     pub async fn open(&mut self, artifact: &ArtifactPlan) -> Result<SourceStream> {
-        match self {
-            BackupSession::Postgres(s) => s.open(artifact).await,
-        }
+        each_session!(self, s => s.open(artifact).await)
     }
 
     /// Facts for the manifest, once every artifact is done.
-    pub async fn finish(self) -> Result<serde_json::Value> {
+    pub async fn finish(&mut self) -> Result<serde_json::Value> {
+        each_session!(self, s => s.finish().await)
+    }
+
+    /// The run is over (`committed` or not): run after-hooks, clean up local leftovers. Always
+    /// called once a session was prepared, whatever happened after.
+    pub async fn close(self, committed: bool) {
+        each_session!(self, s => s.close(committed).await)
+    }
+
+    /// One line for `drctl check` about the source.
+    pub fn describe(&self) -> String {
+        each_session!(self, s => s.describe())
+    }
+
+    /// The other tools a backup or restore needs, checked for `drctl check`.
+    pub async fn check_tools(&self) -> Result<()> {
         match self {
-            BackupSession::Postgres(s) => s.finish().await,
+            BackupSession::Postgres(s) => s.check_companion_tools().await.map(|_| ()),
+            BackupSession::Redis(_) | BackupSession::Volume(_) | BackupSession::Vault(_) | BackupSession::Gitlab(_) => {
+                Ok(())
+            }
         }
     }
 }
@@ -81,12 +122,27 @@ impl BackupSession {
 /// Where restored bytes of one artifact go, and the process consuming them.
 pub struct Sink {
     pub writer: Box<dyn AsyncWrite + Send + Unpin>,
-    /// The consumer (pg_restore, psql); `None` when writing a file.
-    pub process: Option<Running>,
+    /// What reads from `writer` and applies the data.
+    pub consumer: Consumer,
     /// Human description of the destination.
     pub destination: String,
     /// Undo what opening the sink created (a new, now empty database) when the restore fails.
     pub on_failure: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+/// The consumer of restored bytes. Every kind MUST apply the data only once the engine says every
+/// check passed: a process is killed otherwise (pg_restore's single transaction rolls back), a task
+/// is told through its `commit` channel (dropped = roll back).
+// one value per restored artifact: not worth boxing
+#[allow(clippy::large_enum_variant)]
+pub enum Consumer {
+    /// A file or stdout: nothing to wait for.
+    None,
+    /// A child process (pg_restore, psql).
+    Process(Running),
+    /// An in-process task (tar extraction, an HTTP upload, a replication stream). After reading
+    /// end of input it waits for `commit`; if the sender is dropped it must roll back and return.
+    Task { task: tokio::task::JoinHandle<Result<()>>, commit: tokio::sync::oneshot::Sender<()> },
 }
 
 /// Options of `drctl restore` that reach the job kind.
@@ -98,6 +154,9 @@ pub struct RestoreOptions {
     pub force: bool,
     /// `--no-owner`: do not restore object ownership (restoring into a cluster without the roles).
     pub no_owner: bool,
+    /// `--to-dir`: place the artifact as files in this directory (redis: `dump.rdb` for an
+    /// offline restart) instead of loading it into a server.
+    pub to_dir: Option<std::path::PathBuf>,
     /// Several databases are restored in one go: each goes to the database of its own name on
     /// the `--to` server (set by the engine).
     pub several: bool,
@@ -118,10 +177,13 @@ pub async fn plan_restore(
     artifact: &Artifact,
     opts: &RestoreOptions,
 ) -> Result<RestoreStep> {
+    let name = job.name.as_str();
     match &job.spec {
-        JobSpec::Postgres(pg) => {
-            postgres::plan_restore(&job.name, pg, manifest, artifact, opts).await
-        }
+        JobSpec::Postgres(c) => postgres::plan_restore(name, c, manifest, artifact, opts).await,
+        JobSpec::Redis(c) => redis::plan_restore(name, c, manifest, artifact, opts).await,
+        JobSpec::Volume(c) => volume::plan_restore(name, c, manifest, artifact, opts).await,
+        JobSpec::Vault(c) => vault::plan_restore(name, c, manifest, artifact, opts).await,
+        JobSpec::Gitlab(c) => gitlab::plan_restore(name, c, manifest, artifact, opts).await,
     }
 }
 
@@ -132,7 +194,12 @@ pub async fn open_sink(
     artifact: &Artifact,
     opts: &RestoreOptions,
 ) -> Result<Sink> {
+    let name = job.name.as_str();
     match &job.spec {
-        JobSpec::Postgres(pg) => postgres::open_sink(&job.name, pg, manifest, artifact, opts).await,
+        JobSpec::Postgres(c) => postgres::open_sink(name, c, manifest, artifact, opts).await,
+        JobSpec::Redis(c) => redis::open_sink(name, c, manifest, artifact, opts).await,
+        JobSpec::Volume(c) => volume::open_sink(name, c, manifest, artifact, opts).await,
+        JobSpec::Vault(c) => vault::open_sink(name, c, manifest, artifact, opts).await,
+        JobSpec::Gitlab(c) => gitlab::open_sink(name, c, manifest, artifact, opts).await,
     }
 }

@@ -19,7 +19,7 @@ use sqlx::{Connection, Row};
 use tokio::io::AsyncRead;
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
-use crate::config::{PostgresJob, read_secret_file};
+use crate::config::{PostgresJob, RowCounts, read_secret_file};
 use crate::exec::{Cmd, describe_status};
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::{Secret, url_for_display};
@@ -41,6 +41,9 @@ pub struct Facts {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DatabaseFacts {
     pub name: String,
+    /// How `rows` were obtained: `exact` (counted in the dump's snapshot) or `estimate`.
+    #[serde(default)]
+    pub row_counts: RowCounts,
     pub size_bytes: u64,
     pub table_count: u64,
     pub tables: Vec<TableFacts>,
@@ -62,8 +65,7 @@ struct Conn {
 
 impl Conn {
     fn from_job(job: &str, pg: &PostgresJob) -> Result<Conn> {
-        let mut url = url::Url::parse(&pg.url)
-            .map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
+        let mut url = url::Url::parse(&pg.url).map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
         let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
         if let Some(p) = &pg.password {
             password = Some(p.clone());
@@ -90,10 +92,7 @@ impl Conn {
     }
 
     fn host_port(&self) -> (String, u16) {
-        (
-            self.url.host_str().unwrap_or("localhost").to_string(),
-            self.url.port().unwrap_or(5432),
-        )
+        (self.url.host_str().unwrap_or("localhost").to_string(), self.url.port().unwrap_or(5432))
     }
 
     async fn connect(&self, job: &str) -> Result<PgConnection> {
@@ -102,16 +101,12 @@ impl Conn {
         if let Some(p) = &self.password {
             opts = opts.password(p.expose());
         }
-        PgConnection::connect_with(&opts)
-            .await
-            .map_err(|e| connect_err(job, &self.display(), e))
+        PgConnection::connect_with(&opts).await.map_err(|e| connect_err(job, &self.display(), e))
     }
 
     /// Apply to a tool invocation: connection string in argv (no password), password in env.
     fn apply(&self, cmd: Cmd) -> Cmd {
-        let cmd = cmd
-            .arg(format!("--dbname={}", self.url.as_str()))
-            .env("PGCONNECT_TIMEOUT", "15");
+        let cmd = cmd.arg(format!("--dbname={}", self.url.as_str())).env("PGCONNECT_TIMEOUT", "15");
         match &self.password {
             Some(p) => cmd.env("PGPASSWORD", p.expose()),
             None => cmd,
@@ -126,10 +121,7 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
         {
             out.push(b);
             i += 3;
@@ -144,36 +136,22 @@ fn percent_decode(s: &str) -> String {
 fn utf8_percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source {
-        job: job.to_string(),
-        message: crate::redact::scrub(&message.into()),
-        hint,
-    }
+    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
 }
 
 fn connect_err(job: &str, shown: &str, e: sqlx::Error) -> Error {
     let text = e.to_string();
     let hint = if text.contains("password authentication failed") || text.contains("no password") {
-        Some(
-            "check the password (`password_file` or the url) and the role's pg_hba.conf entry"
-                .to_string(),
-        )
-    } else if matches!(e, sqlx::Error::Io(_))
-        || text.contains("Connection refused")
-        || text.contains("timed out")
-    {
-        Some(format!(
-            "is PostgreSQL running and reachable at {shown}? `drctl check` tests it"
-        ))
+        Some("check the password (`password_file` or the url) and the role's pg_hba.conf entry".to_string())
+    } else if matches!(e, sqlx::Error::Io(_)) || text.contains("Connection refused") || text.contains("timed out") {
+        Some(format!("is PostgreSQL running and reachable at {shown}? `drctl check` tests it"))
     } else if text.contains("does not exist") {
         Some("check the database name in the url or `databases`".to_string())
     } else {
@@ -209,11 +187,7 @@ pub fn parse_tool_version(out: &str) -> Option<String> {
 }
 
 fn major_of(v: &str) -> u32 {
-    v.chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or(0)
+    v.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
 }
 
 async fn tool_version(path: &Path) -> Option<String> {
@@ -236,12 +210,7 @@ pub async fn find_tools(job: &str, bin_dir: Option<&Path>, server_version: &str)
         if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
             let mut dirs: Vec<(u32, PathBuf)> = entries
                 .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    Some((
-                        e.file_name().to_str()?.parse::<u32>().ok()?,
-                        e.path().join("bin"),
-                    ))
-                })
+                .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
                 .collect();
             dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
             candidates.extend(dirs.into_iter().map(|d| Some(d.1)));
@@ -249,18 +218,12 @@ pub async fn find_tools(job: &str, bin_dir: Option<&Path>, server_version: &str)
     }
     let mut best: Option<String> = None;
     for dir in candidates {
-        let tools = Tools {
-            bin_dir: dir,
-            version: String::new(),
-        };
+        let tools = Tools { bin_dir: dir, version: String::new() };
         let Some(v) = tool_version(&tools.path("pg_dump")).await else {
             continue;
         };
         if major_of(&v) >= server_major {
-            return Ok(Tools {
-                version: v,
-                ..tools
-            });
+            return Ok(Tools { version: v, ..tools });
         }
         if best.as_ref().is_none_or(|b| major_of(b) < major_of(&v)) {
             best = Some(v);
@@ -303,27 +266,23 @@ pub struct BackupSession {
     server_version: String,
     facts: Arc<Mutex<Vec<DatabaseFacts>>>,
     sizes: Vec<(String, u64)>,
+    row_counts: RowCounts,
 }
 
 impl BackupSession {
     pub async fn prepare(job: &str, pg: &PostgresJob) -> Result<BackupSession> {
         let conn = Conn::from_job(job, pg)?;
-        let databases = if pg.databases.is_empty() {
-            vec![conn.database()]
-        } else {
-            pg.databases.clone()
-        };
+        let databases = if pg.databases.is_empty() { vec![conn.database()] } else { pg.databases.clone() };
         let mut c = conn.connect(job).await?;
         let server_version = server_version(&mut c, job).await?;
         let mut sizes = Vec::new();
         for db in &databases {
-            let size: Option<i64> =
-                sqlx::query("SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1")
-                    .bind(db)
-                    .fetch_optional(&mut c)
-                    .await
-                    .map_err(|e| source_err(job, format!("cannot query pg_database: {e}"), None))?
-                    .map(|r| r.get(0));
+            let size: Option<i64> = sqlx::query("SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1")
+                .bind(db)
+                .fetch_optional(&mut c)
+                .await
+                .map_err(|e| source_err(job, format!("cannot query pg_database: {e}"), None))?
+                .map(|r| r.get(0));
             match size {
                 Some(s) => sizes.push((db.clone(), s.max(0) as u64)),
                 None => {
@@ -346,6 +305,7 @@ impl BackupSession {
             server_version,
             facts: Arc::default(),
             sizes,
+            row_counts: pg.row_counts,
         })
     }
 
@@ -361,12 +321,7 @@ impl BackupSession {
             })
             .collect();
         if self.globals {
-            v.push(ArtifactPlan {
-                name: GLOBALS.into(),
-                format: FORMAT_GLOBALS,
-                ext: "sql",
-                size_hint: None,
-            });
+            v.push(ArtifactPlan { name: GLOBALS.into(), format: FORMAT_GLOBALS, ext: "sql", size_hint: None });
         }
         v
     }
@@ -382,23 +337,11 @@ impl BackupSession {
         sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut c)
             .await
-            .map_err(|e| {
-                source_err(
-                    &job,
-                    format!("database `{db}`: cannot start snapshot transaction: {e}"),
-                    None,
-                )
-            })?;
+            .map_err(|e| source_err(&job, format!("database `{db}`: cannot start snapshot transaction: {e}"), None))?;
         let snapshot: String = sqlx::query("SELECT pg_export_snapshot()")
             .fetch_one(&mut c)
             .await
-            .map_err(|e| {
-                source_err(
-                    &job,
-                    format!("database `{db}`: cannot export snapshot: {e}"),
-                    None,
-                )
-            })?
+            .map_err(|e| source_err(&job, format!("database `{db}`: cannot export snapshot: {e}"), None))?
             .get(0);
 
         let cmd = conn.apply(
@@ -408,60 +351,42 @@ impl BackupSession {
                 .arg("--no-password")
                 .arg(format!("--snapshot={snapshot}")),
         );
-        let mut running = cmd.spawn(Stdio::null(), Stdio::piped()).map_err(|e| {
-            source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None)
-        })?;
-        let stdout = running
-            .child
-            .stdout
-            .take()
-            .ok_or_else(|| source_err(&job, "pg_dump has no stdout", None))?;
+        let mut running = cmd
+            .spawn(Stdio::null(), Stdio::piped())
+            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dump has no stdout", None))?;
         let head = Arc::new(Mutex::new(Vec::with_capacity(5)));
-        let reader = HeadReader {
-            inner: stdout,
-            head: head.clone(),
-        };
+        let reader = HeadReader { inner: stdout, head: head.clone() };
 
         // count rows in the exported snapshot while pg_dump runs; the transaction stays open
         // (and the snapshot valid) until the counts are done and pg_dump has exited
         let counts_job = job.clone();
+        let mode = self.row_counts;
         let counts_db = db.clone();
         let counts = tokio::spawn(async move {
-            let facts = count_rows(&mut c, &counts_job, &counts_db).await;
+            let facts = count_rows(&mut c, &counts_job, &counts_db, mode).await;
             (c, facts)
         });
         let facts_out = self.facts.clone();
         let completion = Box::pin(async move {
-            let (status, stderr) = running.wait().await.map_err(|e| {
-                source_err(
-                    &job,
-                    format!("database `{db}`: waiting for pg_dump failed: {e}"),
-                    None,
-                )
-            })?;
-            let (mut c, facts) = counts
+            let (status, stderr) = running
+                .wait()
                 .await
-                .map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
+                .map_err(|e| source_err(&job, format!("database `{db}`: waiting for pg_dump failed: {e}"), None))?;
+            let (mut c, facts) =
+                counts.await.map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
             let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
             let _ = c.close().await;
             if !status.success() {
                 return Err(source_err(
                     &job,
-                    format!(
-                        "pg_dump of database `{db}` failed ({}): {}",
-                        describe_status(&status),
-                        tail(&stderr)
-                    ),
+                    format!("pg_dump of database `{db}` failed ({}): {}", describe_status(&status), tail(&stderr)),
                     Some("nothing was committed; fix the cause and run the job again".into()),
                 ));
             }
             let head = head.lock().map(|h| h.clone()).unwrap_or_default();
             if head.is_empty() {
-                return Err(source_err(
-                    &job,
-                    format!("pg_dump of database `{db}` produced an empty dump"),
-                    None,
-                ));
+                return Err(source_err(&job, format!("pg_dump of database `{db}` produced an empty dump"), None));
             }
             if !head.starts_with(b"PGDMP") {
                 return Err(source_err(
@@ -476,63 +401,39 @@ impl BackupSession {
             }
             Ok(())
         });
-        Ok(SourceStream {
-            reader: Box::new(reader),
-            completion,
-        })
+        Ok(SourceStream { reader: Box::new(reader), completion })
     }
 
     async fn open_globals(&mut self) -> Result<SourceStream> {
         let job = self.job.clone();
-        let cmd = self.conn.apply(
-            Cmd::new(self.tools.path("pg_dumpall"))
-                .arg("--globals-only")
-                .arg("--no-password"),
-        );
-        let mut running = cmd.spawn(Stdio::null(), Stdio::piped()).map_err(|e| {
-            source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None)
-        })?;
-        let stdout = running
-            .child
-            .stdout
-            .take()
-            .ok_or_else(|| source_err(&job, "pg_dumpall has no stdout", None))?;
+        let cmd = self.conn.apply(Cmd::new(self.tools.path("pg_dumpall")).arg("--globals-only").arg("--no-password"));
+        let mut running = cmd
+            .spawn(Stdio::null(), Stdio::piped())
+            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dumpall has no stdout", None))?;
         let head = Arc::new(Mutex::new(Vec::new()));
-        let reader = HeadReader {
-            inner: stdout,
-            head: head.clone(),
-        };
+        let reader = HeadReader { inner: stdout, head: head.clone() };
         let completion = Box::pin(async move {
-            let (status, stderr) = running.wait().await.map_err(|e| {
-                source_err(&job, format!("waiting for pg_dumpall failed: {e}"), None)
-            })?;
+            let (status, stderr) = running
+                .wait()
+                .await
+                .map_err(|e| source_err(&job, format!("waiting for pg_dumpall failed: {e}"), None))?;
             if !status.success() {
                 return Err(source_err(
                     &job,
-                    format!(
-                        "pg_dumpall --globals-only failed ({}): {}",
-                        describe_status(&status),
-                        tail(&stderr)
-                    ),
+                    format!("pg_dumpall --globals-only failed ({}): {}", describe_status(&status), tail(&stderr)),
                     None,
                 ));
             }
             if head.lock().map(|h| h.is_empty()).unwrap_or(true) {
-                return Err(source_err(
-                    &job,
-                    "pg_dumpall --globals-only produced no output",
-                    None,
-                ));
+                return Err(source_err(&job, "pg_dumpall --globals-only produced no output", None));
             }
             Ok(())
         });
-        Ok(SourceStream {
-            reader: Box::new(reader),
-            completion,
-        })
+        Ok(SourceStream { reader: Box::new(reader), completion })
     }
 
-    pub async fn finish(self) -> Result<serde_json::Value> {
+    pub async fn finish(&mut self) -> Result<serde_json::Value> {
         let mut databases = self.facts.lock().map(|f| f.clone()).unwrap_or_default();
         for d in databases.iter_mut() {
             if let Some(s) = self.sizes.iter().find(|s| s.0 == d.name) {
@@ -540,12 +441,25 @@ impl BackupSession {
             }
         }
         let facts = Facts {
-            server_version: self.server_version,
-            pg_dump_version: self.tools.version,
+            server_version: self.server_version.clone(),
+            pg_dump_version: self.tools.version.clone(),
             databases,
             globals: self.globals,
         };
         Ok(serde_json::to_value(facts).unwrap_or_default())
+    }
+
+    /// Nothing to undo: snapshot transactions end with their pg_dump.
+    pub async fn close(self, _committed: bool) {}
+
+    pub fn describe(&self) -> String {
+        let names: Vec<String> = self.artifacts().into_iter().map(|a| a.name).collect();
+        format!(
+            "source reachable (server {}, pg_dump {}); will store: {}",
+            self.server_version,
+            self.tools.version,
+            names.join(", ")
+        )
     }
 }
 
@@ -557,43 +471,31 @@ fn tail(stderr: &str) -> String {
     lines[lines.len().saturating_sub(5)..].join(" / ")
 }
 
-async fn count_rows(c: &mut PgConnection, job: &str, db: &str) -> Result<DatabaseFacts> {
+async fn count_rows(c: &mut PgConnection, job: &str, db: &str, mode: RowCounts) -> Result<DatabaseFacts> {
     let tables = sqlx::query(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        "SELECT n.nspname, c.relname, GREATEST(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
          ORDER BY 1, 2",
     )
     .fetch_all(&mut *c)
     .await
     .map_err(|e| source_err(job, format!("database `{db}`: cannot list tables: {e}"), None))?;
-    let mut out = DatabaseFacts {
-        name: db.to_string(),
-        ..Default::default()
-    };
+    let mut out = DatabaseFacts { name: db.to_string(), row_counts: mode, ..Default::default() };
     for t in tables {
         let (schema, name): (String, String) = (t.get(0), t.get(1));
-        let q = format!(
-            "SELECT count(*) FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&name)
-        );
+        if mode == RowCounts::Estimate {
+            let rows: i64 = t.get(2);
+            out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
+            continue;
+        }
+        let q = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&name));
         // identifiers come from pg_class and are quoted
         let rows: i64 = sqlx::query(sqlx::AssertSqlSafe(q))
             .fetch_one(&mut *c)
             .await
-            .map_err(|e| {
-                source_err(
-                    job,
-                    format!("database `{db}`: cannot count `{schema}.{name}`: {e}"),
-                    None,
-                )
-            })?
+            .map_err(|e| source_err(job, format!("database `{db}`: cannot count `{schema}.{name}`: {e}"), None))?
             .get(0);
-        out.tables.push(TableFacts {
-            schema,
-            name,
-            rows: rows.max(0) as u64,
-        });
+        out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
     }
     out.table_count = out.tables.len() as u64;
     Ok(out)
@@ -627,49 +529,31 @@ impl<R: AsyncRead + Unpin> AsyncRead for HeadReader<R> {
 // ---------------------------------------------------------------- restore
 
 /// Where one artifact is restored to.
-fn destination(
-    job: &str,
-    pg: &PostgresJob,
-    artifact: &Artifact,
-    opts: &RestoreOptions,
-) -> Result<Conn> {
+fn destination(job: &str, pg: &PostgresJob, artifact: &Artifact, opts: &RestoreOptions) -> Result<Conn> {
     let source = Conn::from_job(job, pg)?;
     let Some(to) = &opts.to else {
-        return Ok(if artifact.format == FORMAT_GLOBALS {
-            source
-        } else {
-            source.with_database(&artifact.name)
-        });
+        return Ok(if artifact.format == FORMAT_GLOBALS { source } else { source.with_database(&artifact.name) });
     };
     let mut url = url::Url::parse(to).map_err(|e| {
-        source_err(
-            job,
-            format!("--to: not a URL: {e}"),
-            Some("e.g. `--to postgres://user@host:5432/dbname`".into()),
-        )
+        source_err(job, format!("--to: not a URL: {e}"), Some("e.g. `--to postgres://user@host:5432/dbname`".into()))
     })?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(source_err(job, "--to must be a postgres:// URL", None));
     }
     let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
     let _ = url.set_password(None);
-    let dest = Conn {
-        url,
-        password: None,
-    };
+    let dest = Conn { url, password: None };
     // reuse the job's password only for the job's own server, never send it elsewhere
     if password.is_none() && dest.host_port() == source.host_port() {
         password = source.password.clone();
     }
     let dest = Conn { password, ..dest };
     // one database: into the URL's database if it names one; several: each into its own name
-    Ok(
-        if artifact.format == FORMAT_GLOBALS || (!dest.database().is_empty() && !opts.several) {
-            dest
-        } else {
-            dest.with_database(&artifact.name)
-        },
-    )
+    Ok(if artifact.format == FORMAT_GLOBALS || (!dest.database().is_empty() && !opts.several) {
+        dest
+    } else {
+        dest.with_database(&artifact.name)
+    })
 }
 
 /// What the destination holds now.
@@ -691,18 +575,10 @@ async fn inspect(job: &str, dest: &Conn) -> Result<DestState> {
             .map_err(|e| source_err(job, format!("cannot inspect {}: {e}", dest.display()), None))?
             .get(0);
             let _ = c.close().await;
-            Ok(DestState {
-                exists: true,
-                relations: n,
-            })
+            Ok(DestState { exists: true, relations: n })
         }
-        Err(Error::Source { message, .. })
-            if message.contains("does not exist") && message.contains("database") =>
-        {
-            Ok(DestState {
-                exists: false,
-                relations: 0,
-            })
+        Err(Error::Source { message, .. }) if message.contains("does not exist") && message.contains("database") => {
+            Ok(DestState { exists: false, relations: 0 })
         }
         Err(e) => Err(e),
     }
@@ -720,8 +596,7 @@ pub async fn plan_restore(
         return Ok(RestoreStep {
             artifact: artifact.name.clone(),
             destination: dest.display(),
-            action: "psql: replay roles and tablespaces (existing roles are reported and kept)"
-                .into(),
+            action: "psql: replay roles and tablespaces (existing roles are reported and kept)".into(),
         });
     }
     let state = inspect(job, &dest).await?;
@@ -730,10 +605,7 @@ pub async fn plan_restore(
     } else if state.relations == 0 {
         "pg_restore --single-transaction into the empty database".to_string()
     } else if opts.force {
-        format!(
-            "pg_restore --single-transaction --clean --if-exists (replaces {} existing relations)",
-            state.relations
-        )
+        format!("pg_restore --single-transaction --clean --if-exists (replaces {} existing relations)", state.relations)
     } else {
         return Err(Error::DestinationNotEmpty {
             job: job.to_string(),
@@ -741,11 +613,7 @@ pub async fn plan_restore(
             detail: format!("{} relations", state.relations),
         });
     };
-    Ok(RestoreStep {
-        artifact: artifact.name.clone(),
-        destination: dest.display(),
-        action,
-    })
+    Ok(RestoreStep { artifact: artifact.name.clone(), destination: dest.display(), action })
 }
 
 pub async fn open_sink(
@@ -769,23 +637,14 @@ pub async fn open_sink(
         }
     };
     // pg_restore must be at least as new as the dump's pg_dump
-    let need = if major_of(&facts.pg_dump_version) > major_of(&server) {
-        facts.pg_dump_version.clone()
-    } else {
-        server
-    };
+    let need =
+        if major_of(&facts.pg_dump_version) > major_of(&server) { facts.pg_dump_version.clone() } else { server };
     let tools = find_tools(job, pg.bin_dir.as_deref(), &need).await?;
 
-    let mut on_failure: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
-        None;
+    let mut on_failure: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = None;
     let cmd = if artifact.format == FORMAT_GLOBALS {
         dest.apply(
-            Cmd::new(tools.path("psql"))
-                .arg("-X")
-                .arg("-q")
-                .arg("--no-password")
-                .arg("-v")
-                .arg("ON_ERROR_STOP=0"),
+            Cmd::new(tools.path("psql")).arg("-X").arg("-q").arg("--no-password").arg("-v").arg("ON_ERROR_STOP=0"),
         )
     } else {
         let state = inspect(job, &dest).await?;
@@ -801,10 +660,8 @@ pub async fn open_sink(
                 detail: format!("{} relations", state.relations),
             });
         }
-        let mut cmd = Cmd::new(tools.path("pg_restore"))
-            .arg("--no-password")
-            .arg("--exit-on-error")
-            .arg("--single-transaction");
+        let mut cmd =
+            Cmd::new(tools.path("pg_restore")).arg("--no-password").arg("--exit-on-error").arg("--single-transaction");
         if state.relations > 0 {
             cmd = cmd.arg("--clean").arg("--if-exists");
         }
@@ -816,14 +673,10 @@ pub async fn open_sink(
     let mut running = cmd
         .spawn(Stdio::piped(), Stdio::null())
         .map_err(|e| source_err(job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-    let stdin = running
-        .child
-        .stdin
-        .take()
-        .ok_or_else(|| source_err(job, "restore tool has no stdin", None))?;
+    let stdin = running.child.stdin.take().ok_or_else(|| source_err(job, "restore tool has no stdin", None))?;
     Ok(Sink {
         writer: Box::new(stdin),
-        process: Some(running),
+        consumer: super::Consumer::Process(running),
         destination: dest.display(),
         on_failure,
     })
@@ -832,12 +685,10 @@ pub async fn open_sink(
 async fn drop_database(job: &str, dest: &Conn) {
     let db = dest.database();
     if let Ok(mut c) = dest.with_database("postgres").connect(job).await {
-        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&db)
-        )))
-        .execute(&mut c)
-        .await
+        if let Err(e) =
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&db))))
+                .execute(&mut c)
+                .await
         {
             tracing::warn!(job, database = %db, error = %e, "could not remove the database created for the failed restore");
         }
@@ -848,19 +699,10 @@ async fn drop_database(job: &str, dest: &Conn) {
 async fn create_database(job: &str, dest: &Conn) -> Result<()> {
     let db = dest.database();
     let mut c = dest.with_database("postgres").connect(job).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {}",
-        quote_ident(&db)
-    )))
-    .execute(&mut c)
-    .await
-    .map_err(|e| {
-        source_err(
-            job,
-            format!("cannot create database `{db}` on {}: {e}", dest.display()),
-            None,
-        )
-    })?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&db))))
+        .execute(&mut c)
+        .await
+        .map_err(|e| source_err(job, format!("cannot create database `{db}` on {}: {e}", dest.display()), None))?;
     let _ = c.close().await;
     Ok(())
 }
@@ -885,10 +727,7 @@ impl BackupSession {
                     return Err(source_err(
                         &self.job,
                         format!("`{}` is missing or does not run", path.display()),
-                        Some(
-                            "install the PostgreSQL client tools of the same version as pg_dump"
-                                .into(),
-                        ),
+                        Some("install the PostgreSQL client tools of the same version as pg_dump".into()),
                     ));
                 }
             }
@@ -907,10 +746,7 @@ mod tests {
             parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
             Some("15.18")
         );
-        assert_eq!(
-            parse_tool_version("pg_dump (PostgreSQL) 17beta2").as_deref(),
-            Some("17beta2")
-        );
+        assert_eq!(parse_tool_version("pg_dump (PostgreSQL) 17beta2").as_deref(), Some("17beta2"));
         assert_eq!(major_of("17beta2"), 17);
         assert_eq!(parse_tool_version("garbage"), None);
     }

@@ -61,18 +61,18 @@ pub fn decode_blocking(
     let mut out = HashingWriter::new(out);
     {
         let decryptor =
-            age::Decryptor::new_buffered(BufReader::with_capacity(64 * 1024, &mut stored))
-                .map_err(|e| match e {
-                    age::DecryptError::Io(io) => classify(io),
-                    other => DecodeError::Key(format!("not a readable age file: {other}")),
-                })?;
-        let reader = decryptor.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => {
-                DecodeError::Key("none of the configured identities can decrypt it (it was encrypted to other recipients)".into())
-            }
-            age::DecryptError::Io(io) => classify(io),
-            other => DecodeError::Key(other.to_string()),
-        })?;
+            age::Decryptor::new_buffered(BufReader::with_capacity(64 * 1024, &mut stored)).map_err(|e| match e {
+                age::DecryptError::Io(io) => classify(io),
+                other => DecodeError::Key(format!("not a readable age file: {other}")),
+            })?;
+        let reader =
+            decryptor.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => DecodeError::Key(
+                    "none of the configured identities can decrypt it (it was encrypted to other recipients)".into(),
+                ),
+                age::DecryptError::Io(io) => classify(io),
+                other => DecodeError::Key(other.to_string()),
+            })?;
         let mut zstd = zstd::stream::read::Decoder::new(reader).map_err(classify)?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -89,8 +89,5 @@ pub fn decode_blocking(
     out.flush().map_err(DecodeError::Output)?;
     // anything after the end of the age stream is not ours: count it so the size check catches it
     std::io::copy(&mut stored, &mut std::io::sink()).map_err(classify)?;
-    Ok(DecodeSummary {
-        stored: stored.digest(),
-        plaintext: out.digest(),
-    })
+    Ok(DecodeSummary { stored: stored.digest(), plaintext: out.digest() })
 }

@@ -38,19 +38,14 @@ pub fn encode_blocking(
 ) -> Result<EncodeSummary> {
     let mut src = HashingReader::new(source);
     let sink = HashingWriter::new(ChunkSender::new(out));
-    let encryptor =
-        age::Encryptor::with_recipients(params.recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| Error::Encryption(e.to_string()))?;
-    let sink_err =
-        |e: std::io::Error| Error::Pipeline(format!("writing the encrypted stream failed: {e}"));
+    let encryptor = age::Encryptor::with_recipients(params.recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|e| Error::Encryption(e.to_string()))?;
+    let sink_err = |e: std::io::Error| Error::Pipeline(format!("writing the encrypted stream failed: {e}"));
     let age_writer = encryptor.wrap_output(sink).map_err(sink_err)?;
-    let mut zstd =
-        zstd::stream::write::Encoder::new(age_writer, params.zstd_level).map_err(sink_err)?;
+    let mut zstd = zstd::stream::write::Encoder::new(age_writer, params.zstd_level).map_err(sink_err)?;
     zstd.include_checksum(true).map_err(sink_err)?;
     let threads = match params.zstd_threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
         n => n,
     };
     if threads > 1 {
@@ -71,8 +66,5 @@ pub fn encode_blocking(
     let age_writer = zstd.finish().map_err(sink_err)?;
     let mut sink = age_writer.finish().map_err(sink_err)?;
     sink.flush().map_err(sink_err)?;
-    Ok(EncodeSummary {
-        plaintext: src.digest(),
-        stored: sink.digest(),
-    })
+    Ok(EncodeSummary { plaintext: src.digest(), stored: sink.digest() })
 }

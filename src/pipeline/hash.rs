@@ -25,10 +25,7 @@ impl Counter {
         self.size += data.len() as u64;
     }
     fn digest(&self) -> Digest {
-        Digest {
-            size: self.size,
-            sha256: hex::encode(self.hasher.clone().finalize()),
-        }
+        Digest { size: self.size, sha256: hex::encode(self.hasher.clone().finalize()) }
     }
 }
 
@@ -40,10 +37,7 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            counter: Counter::default(),
-        }
+        HashingReader { inner, counter: Counter::default() }
     }
     pub fn digest(&self) -> Digest {
         self.counter.digest()
@@ -69,10 +63,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            counter: Counter::default(),
-        }
+        HashingWriter { inner, counter: Counter::default() }
     }
     pub fn digest(&self) -> Digest {
         self.counter.digest()
@@ -108,10 +99,7 @@ mod tests {
     #[test]
     fn known_sha256() {
         let d = digest_of(b"abc");
-        assert_eq!(
-            d.sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let mut r = HashingReader::new(&b"abc"[..]);
         std::io::copy(&mut r, &mut std::io::sink()).unwrap();
         assert_eq!(r.digest(), d);

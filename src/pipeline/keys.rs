@@ -8,10 +8,7 @@ use crate::{Error, Result};
 pub fn parse_recipients(recipients: &[String]) -> Result<Vec<age::x25519::Recipient>> {
     recipients
         .iter()
-        .map(|r| {
-            r.parse::<age::x25519::Recipient>()
-                .map_err(|e| Error::Encryption(format!("recipient `{r}`: {e}")))
-        })
+        .map(|r| r.parse::<age::x25519::Recipient>().map_err(|e| Error::Encryption(format!("recipient `{r}`: {e}"))))
         .collect()
 }
 
@@ -20,34 +17,21 @@ pub type Identities = Vec<Box<dyn age::Identity + Send + Sync>>;
 
 /// Load the identities in an age identity file (`AGE-SECRET-KEY-1…` lines, comments allowed).
 pub fn load_identities(path: &Path) -> Result<Identities> {
-    let file = std::fs::File::open(path).map_err(|source| Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = std::fs::File::open(path).map_err(|source| Error::ReadFile { path: path.to_path_buf(), source })?;
     let parsed = age::IdentityFile::from_buffer(std::io::BufReader::new(file)).map_err(|e| {
-        Error::Encryption(format!(
-            "identity file `{}` is not an age identity file: {e}",
-            path.display()
-        ))
+        Error::Encryption(format!("identity file `{}` is not an age identity file: {e}", path.display()))
     })?;
-    let ids = parsed
-        .into_identities()
-        .map_err(|e| Error::Encryption(format!("identity file `{}`: {e}", path.display())))?;
+    let ids =
+        parsed.into_identities().map_err(|e| Error::Encryption(format!("identity file `{}`: {e}", path.display())))?;
     if ids.is_empty() {
-        return Err(Error::Encryption(format!(
-            "identity file `{}` holds no identity",
-            path.display()
-        )));
+        return Err(Error::Encryption(format!("identity file `{}` holds no identity", path.display())));
     }
     Ok(ids)
 }
 
 /// The public recipients of the X25519 identities in a file (to check it matches the config).
 pub fn recipients_of_identity_file(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.to_path_buf(), source })?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -62,12 +46,8 @@ pub fn generate() -> (String, String) {
     use age::secrecy::ExposeSecret;
     let id = age::x25519::Identity::generate();
     let recipient = id.to_public().to_string();
-    let created = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    let text = format!(
-        "# created: {created} by drctl\n# public key: {recipient}\n{}\n",
-        id.to_string().expose_secret()
-    );
+    let created = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let text =
+        format!("# created: {created} by drctl\n# public key: {recipient}\n{}\n", id.to_string().expose_secret());
     (text, recipient)
 }

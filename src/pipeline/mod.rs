@@ -37,10 +37,7 @@ pub struct ChunkSender {
 
 impl ChunkSender {
     pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
-        ChunkSender {
-            tx,
-            buf: BytesMut::with_capacity(CHUNK_SIZE),
-        }
+        ChunkSender { tx, buf: BytesMut::with_capacity(CHUNK_SIZE) }
     }
 
     fn send_buf(&mut self) -> std::io::Result<()> {
@@ -49,12 +46,9 @@ impl ChunkSender {
         }
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK_SIZE);
-        self.tx.blocking_send(chunk).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "every target has stopped receiving",
-            )
-        })
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "every target has stopped receiving"))
     }
 }
 
@@ -80,21 +74,11 @@ mod tests {
     use crate::progress::Progress;
 
     fn params(n: usize) -> (EncodeParams, keys::Identities) {
-        let ids: Vec<age::x25519::Identity> =
-            (0..n).map(|_| age::x25519::Identity::generate()).collect();
+        let ids: Vec<age::x25519::Identity> = (0..n).map(|_| age::x25519::Identity::generate()).collect();
         let recipients = ids.iter().map(|i| i.to_public()).collect();
-        let boxed: keys::Identities = ids
-            .into_iter()
-            .map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>)
-            .collect();
-        (
-            EncodeParams {
-                zstd_level: 3,
-                zstd_threads: 2,
-                recipients,
-            },
-            boxed,
-        )
+        let boxed: keys::Identities =
+            ids.into_iter().map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>).collect();
+        (EncodeParams { zstd_level: 3, zstd_threads: 2, recipients }, boxed)
     }
 
     /// Encode into chunks, collect them, decode: the bytes and both digests must match.
@@ -102,8 +86,7 @@ mod tests {
         let (p, ids) = params(2);
         let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
         let input = data.to_vec();
-        let enc =
-            std::thread::spawn(move || encode_blocking(&input[..], &p, tx, &Progress::hidden()));
+        let enc = std::thread::spawn(move || encode_blocking(&input[..], &p, tx, &Progress::hidden()));
         let mut chunks = Vec::new();
         while let Some(c) = rx.blocking_recv() {
             assert!(c.len() <= CHUNK_SIZE);
@@ -134,15 +117,13 @@ mod tests {
         let (_, _, chunks) = round_trip(&data);
         let stored: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         let (_, wrong) = params(1);
-        let err =
-            decode_blocking(&stored[..], &wrong, std::io::sink(), &Progress::hidden()).unwrap_err();
+        let err = decode_blocking(&stored[..], &wrong, std::io::sink(), &Progress::hidden()).unwrap_err();
         assert!(matches!(err, decode::DecodeError::Key(_)), "{err}");
 
         let (p, ids) = params(1);
         let (tx, mut rx) = mpsc::channel(64);
         let input = data.clone();
-        let enc =
-            std::thread::spawn(move || encode_blocking(&input[..], &p, tx, &Progress::hidden()));
+        let enc = std::thread::spawn(move || encode_blocking(&input[..], &p, tx, &Progress::hidden()));
         let mut stored = Vec::new();
         while let Some(c) = rx.blocking_recv() {
             stored.extend_from_slice(&c);
@@ -151,16 +132,10 @@ mod tests {
         let mut flipped = stored.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 1;
-        let err =
-            decode_blocking(&flipped[..], &ids, std::io::sink(), &Progress::hidden()).unwrap_err();
+        let err = decode_blocking(&flipped[..], &ids, std::io::sink(), &Progress::hidden()).unwrap_err();
         assert!(matches!(err, decode::DecodeError::Corrupt(_)), "{err}");
-        let err = decode_blocking(
-            &stored[..stored.len() - 10],
-            &ids,
-            std::io::sink(),
-            &Progress::hidden(),
-        )
-        .unwrap_err();
+        let err =
+            decode_blocking(&stored[..stored.len() - 10], &ids, std::io::sink(), &Progress::hidden()).unwrap_err();
         assert!(matches!(err, decode::DecodeError::Corrupt(_)), "{err}");
     }
 

@@ -26,28 +26,22 @@ pub struct FsStore {
 /// The key names no object: it, or a directory above it, is missing, or a "directory" above it
 /// is an object (ENOTDIR).
 fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 fn kind_of(e: &io::Error) -> FailureKind {
     match e.kind() {
         io::ErrorKind::NotFound => FailureKind::NotFound,
-        io::ErrorKind::PermissionDenied
-        | io::ErrorKind::ReadOnlyFilesystem
-        | io::ErrorKind::StorageFull => FailureKind::Permanent,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::StorageFull => {
+            FailureKind::Permanent
+        }
         _ => FailureKind::Transient,
     }
 }
 
 impl FsStore {
     pub fn new(name: &str, config: &FsTarget) -> Self {
-        FsStore {
-            name: name.to_string(),
-            root: config.path.clone(),
-        }
+        FsStore { name: name.to_string(), root: config.path.clone() }
     }
 
     pub fn name(&self) -> &str {
@@ -59,58 +53,29 @@ impl FsStore {
     }
 
     fn err(&self, op: &'static str, key: &str, e: io::Error) -> Error {
-        target_error(
-            &self.name,
-            op,
-            key,
-            kind_of(&e),
-            format!("{e} (under `{}`)", self.root.display()),
-        )
+        target_error(&self.name, op, key, kind_of(&e), format!("{e} (under `{}`)", self.root.display()))
     }
 
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
         let dest = self.path(key);
-        let dir = dest
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| self.err("put", key, e))?;
-        let file_name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{file_name}{PARTIAL}{}",
-            crate::layout::random_suffix()
-        ));
+        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| self.err("put", key, e))?;
+        let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}{PARTIAL}{}", crate::layout::random_suffix()));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| self.err("put", key, e))?;
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| self.err("put", key, e))?;
             let mut written = 0u64;
             while let Some(chunk) = data.next().await {
                 let chunk = chunk.map_err(|e| {
-                    target_error(
-                        &self.name,
-                        "put",
-                        key,
-                        FailureKind::Transient,
-                        format!("upload aborted: {e}"),
-                    )
+                    target_error(&self.name, "put", key, FailureKind::Transient, format!("upload aborted: {e}"))
                 })?;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| self.err("put", key, e))?;
+                file.write_all(&chunk).await.map_err(|e| self.err("put", key, e))?;
                 written += chunk.len() as u64;
             }
             file.flush().await.map_err(|e| self.err("put", key, e))?;
             file.sync_all().await.map_err(|e| self.err("put", key, e))?;
             drop(file);
-            tokio::fs::rename(&tmp, &dest)
-                .await
-                .map_err(|e| self.err("put", key, e))?;
+            tokio::fs::rename(&tmp, &dest).await.map_err(|e| self.err("put", key, e))?;
             sync_dir(&dir).await.map_err(|e| self.err("put", key, e))?;
             Ok(written)
         }
@@ -131,38 +96,21 @@ impl FsStore {
                 format!("{e} (under `{}`)", self.root.display()),
             )
         };
-        let mut file = tokio::fs::File::open(self.path(key)).await.map_err(|e| {
-            if is_missing(&e) {
-                missing(e)
-            } else {
-                self.err("get", key, e)
-            }
-        })?;
-        // a directory opens fine on Unix, but it is only the prefix of other keys, not an object
-        if !file
-            .metadata()
+        let mut file = tokio::fs::File::open(self.path(key))
             .await
-            .map_err(|e| self.err("get", key, e))?
-            .is_file()
-        {
-            return Err(missing(io::Error::new(
-                io::ErrorKind::NotFound,
-                "a directory, not an object",
-            )));
+            .map_err(|e| if is_missing(&e) { missing(e) } else { self.err("get", key, e) })?;
+        // a directory opens fine on Unix, but it is only the prefix of other keys, not an object
+        if !file.metadata().await.map_err(|e| self.err("get", key, e))?.is_file() {
+            return Err(missing(io::Error::new(io::ErrorKind::NotFound, "a directory, not an object")));
         }
         let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match range {
             Some(r) => {
-                file.seek(io::SeekFrom::Start(r.start))
-                    .await
-                    .map_err(|e| self.err("get", key, e))?;
+                file.seek(io::SeekFrom::Start(r.start)).await.map_err(|e| self.err("get", key, e))?;
                 Box::new(file.take(r.end.saturating_sub(r.start)))
             }
             None => Box::new(file),
         };
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            reader,
-            256 * 1024,
-        )))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -177,10 +125,7 @@ impl FsStore {
                 None => "",
             };
             // `..`, `.` or absolute: no valid key starts so, and the walk must not leave the root
-            if Path::new(start_rel)
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
+            if Path::new(start_rel).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
                 return Ok(out);
             }
             let start = root.join(start_rel);
@@ -192,12 +137,9 @@ impl FsStore {
                     Err(e) => return Err(target_error(&name, "list", &prefix, kind_of(&e), e)),
                 };
                 for entry in entries {
-                    let entry =
-                        entry.map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
+                    let entry = entry.map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
                     let path = entry.path();
-                    let ft = entry
-                        .file_type()
-                        .map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
+                    let ft = entry.file_type().map_err(|e| target_error(&name, "list", &prefix, kind_of(&e), e))?;
                     if ft.is_dir() {
                         stack.push(path);
                         continue;
@@ -224,10 +166,7 @@ impl FsStore {
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
         match tokio::fs::metadata(self.path(key)).await {
-            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: m.len(),
-            })),
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.to_string(), size: m.len() })),
             Ok(_) => Ok(None),
             Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
@@ -245,10 +184,7 @@ impl FsStore {
         // tidy empty date directories, never the root itself
         let mut dir = path.parent().map(Path::to_path_buf);
         while let Some(d) = dir {
-            if d == self.root
-                || !d.starts_with(&self.root)
-                || tokio::fs::remove_dir(&d).await.is_err()
-            {
+            if d == self.root || !d.starts_with(&self.root) || tokio::fs::remove_dir(&d).await.is_err() {
                 break;
             }
             dir = d.parent().map(Path::to_path_buf);
@@ -259,7 +195,5 @@ impl FsStore {
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-        .await
-        .map_err(io::Error::other)?
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(io::Error::other)?
 }

@@ -80,8 +80,7 @@ impl Target {
 
     /// Store a small in-memory object (manifests, records).
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
-        self.put(key, Box::pin(futures::stream::iter([Ok(data)])))
-            .await
+        self.put(key, Box::pin(futures::stream::iter([Ok(data)]))).await
     }
 
     /// Read an object, or the byte `range` of it.
@@ -98,11 +97,7 @@ impl Target {
         use futures::TryStreamExt;
         let mut s = self.get(key, None).await?;
         let mut out = Vec::new();
-        while let Some(chunk) = s
-            .try_next()
-            .await
-            .map_err(|e| self.error("get", key, FailureKind::Transient, e))?
-        {
+        while let Some(chunk) = s.try_next().await.map_err(|e| self.error("get", key, FailureKind::Transient, e))? {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
@@ -139,23 +134,12 @@ impl Target {
         let back = self.get_bytes(&key).await;
         let deleted = self.delete(&key).await;
         if back? != body {
-            return Err(self.error(
-                "probe",
-                &key,
-                FailureKind::Permanent,
-                "read back different bytes than written",
-            ));
+            return Err(self.error("probe", &key, FailureKind::Permanent, "read back different bytes than written"));
         }
         deleted
     }
 
-    fn error(
-        &self,
-        op: &'static str,
-        key: &str,
-        kind: FailureKind,
-        message: impl std::fmt::Display,
-    ) -> Error {
+    fn error(&self, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
         target_error(self.name(), op, key, kind, message)
     }
 }
@@ -179,9 +163,7 @@ pub(crate) fn target_error(
 fn check_key(target: &str, key: &str) -> Result<()> {
     let bad = key.is_empty()
         || key.starts_with('/')
-        || key
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
+        || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
         || key.contains('\\')
         || key.contains('\0');
     if bad {

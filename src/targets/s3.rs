@@ -72,13 +72,7 @@ impl S3Store {
     /// # Errors
     /// When credentials are missing or a credential file cannot be read.
     pub fn new(name: &str, c: &S3Target) -> Result<Self> {
-        let ak = read_secret(
-            &c.access_key_id,
-            &c.access_key_id_file,
-            "AWS_ACCESS_KEY_ID",
-            name,
-            "access_key_id",
-        )?;
+        let ak = read_secret(&c.access_key_id, &c.access_key_id_file, "AWS_ACCESS_KEY_ID", name, "access_key_id")?;
         let sk = read_secret(
             &c.secret_access_key,
             &c.secret_access_key_file,
@@ -92,26 +86,18 @@ impl S3Store {
             ))
             .build_https();
         let checksums = match c.checksums {
-            ChecksumMode::WhenRequired => (
-                RequestChecksumCalculation::WhenRequired,
-                ResponseChecksumValidation::WhenRequired,
-            ),
-            ChecksumMode::WhenSupported => (
-                RequestChecksumCalculation::WhenSupported,
-                ResponseChecksumValidation::WhenSupported,
-            ),
+            ChecksumMode::WhenRequired => {
+                (RequestChecksumCalculation::WhenRequired, ResponseChecksumValidation::WhenRequired)
+            }
+            ChecksumMode::WhenSupported => {
+                (RequestChecksumCalculation::WhenSupported, ResponseChecksumValidation::WhenSupported)
+            }
         };
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(c.region.clone()))
             .force_path_style(c.path_style)
-            .credentials_provider(Credentials::new(
-                ak.expose(),
-                sk.expose(),
-                None,
-                None,
-                "drctl-config",
-            ))
+            .credentials_provider(Credentials::new(ak.expose(), sk.expose(), None, None, "drctl-config"))
             .http_client(http)
             .request_checksum_calculation(checksums.0)
             .response_checksum_validation(checksums.1)
@@ -125,12 +111,7 @@ impl S3Store {
         if let Some(ep) = &c.endpoint {
             builder = builder.endpoint_url(ep);
         }
-        let root = c
-            .root
-            .as_deref()
-            .unwrap_or("")
-            .trim_matches('/')
-            .to_string();
+        let root = c.root.as_deref().unwrap_or("").trim_matches('/').to_string();
         Ok(S3Store {
             name: name.to_string(),
             client: Client::from_conf(builder.build()),
@@ -145,11 +126,7 @@ impl S3Store {
     }
 
     fn full_key(&self, key: &str) -> String {
-        if self.root.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.root)
-        }
+        if self.root.is_empty() { key.to_string() } else { format!("{}/{key}", self.root) }
     }
 
     fn err<E>(&self, op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> Error
@@ -157,13 +134,7 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let kind = classify(&e);
-        target_error(
-            &self.name,
-            op,
-            key,
-            kind,
-            format!("bucket `{}`: {}", self.bucket, DisplayErrorContext(&e)),
-        )
+        target_error(&self.name, op, key, kind, format!("bucket `{}`: {}", self.bucket, DisplayErrorContext(&e)))
     }
 
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
@@ -174,13 +145,7 @@ impl S3Store {
         let outcome: Result<()> = async {
             while let Some(chunk) = data.next().await {
                 let chunk = chunk.map_err(|e| {
-                    target_error(
-                        &self.name,
-                        "put",
-                        key,
-                        FailureKind::Transient,
-                        format!("upload aborted: {e}"),
-                    )
+                    target_error(&self.name, "put", key, FailureKind::Transient, format!("upload aborted: {e}"))
                 })?;
                 total += chunk.len() as u64;
                 buf.extend_from_slice(&chunk);
@@ -259,11 +224,7 @@ impl S3Store {
     }
 
     pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let mut req = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key));
+        let mut req = self.client.get_object().bucket(&self.bucket).key(self.full_key(key));
         if let Some(r) = &range {
             if r.start >= r.end {
                 // S3 has no empty range: ask HEAD, so that a missing key is still NotFound
@@ -282,54 +243,30 @@ impl S3Store {
         }
         let out = req.send().await.map_err(|e| self.err("get", key, e))?;
         let reader = out.body.into_async_read();
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            reader,
-            256 * 1024,
-        )))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let full_prefix = self.full_key(prefix);
-        let strip = if self.root.is_empty() {
-            0
-        } else {
-            self.root.len() + 1
-        };
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full_prefix)
-            .into_paginator()
-            .send();
+        let strip = if self.root.is_empty() { 0 } else { self.root.len() + 1 };
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full_prefix).into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("list", prefix, e))?;
             for obj in page.contents() {
                 let Some(k) = obj.key() else { continue };
                 let Some(rel) = k.get(strip..) else { continue };
-                out.push(ObjectMeta {
-                    key: rel.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                });
+                out.push(ObjectMeta { key: rel.to_string(), size: obj.size().unwrap_or(0).max(0) as u64 });
             }
         }
         Ok(out)
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-            })),
+        match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+            Ok(out) => {
+                Ok(Some(ObjectMeta { key: key.to_string(), size: out.content_length().unwrap_or(0).max(0) as u64 }))
+            }
             Err(e) if classify(&e) == FailureKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
         }
@@ -358,9 +295,7 @@ struct Multipart {
 impl Multipart {
     async fn wait_in_flight(&mut self) -> Result<()> {
         if let Some(h) = self.in_flight.take() {
-            let part = h
-                .await
-                .map_err(|e| Error::Pipeline(format!("part upload task failed: {e}")))??;
+            let part = h.await.map_err(|e| Error::Pipeline(format!("part upload task failed: {e}")))??;
             self.parts.push(part);
         }
         Ok(())
@@ -383,11 +318,7 @@ impl Multipart {
         let number = self.next;
         self.next += 1;
         let client = store.client.clone();
-        let (bucket, full, upload_id) = (
-            store.bucket.clone(),
-            self.guard.key.clone(),
-            self.guard.upload_id.clone(),
-        );
+        let (bucket, full, upload_id) = (store.bucket.clone(), self.guard.key.clone(), self.guard.upload_id.clone());
         let (target, key) = (store.name.clone(), key.to_string());
         self.in_flight = Some(tokio::spawn(async move {
             let len = data.len() as i64;
@@ -403,18 +334,9 @@ impl Multipart {
                 .await
                 .map_err(|e| {
                     let kind = classify(&e);
-                    target_error(
-                        &target,
-                        "put (upload part)",
-                        &key,
-                        kind,
-                        DisplayErrorContext(&e),
-                    )
+                    target_error(&target, "put (upload part)", &key, kind, DisplayErrorContext(&e))
                 })?;
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(out.e_tag().map(str::to_string))
-                .build())
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build())
         }));
         Ok(())
     }
@@ -428,11 +350,7 @@ impl Multipart {
             .bucket(&store.bucket)
             .key(&self.guard.key)
             .upload_id(&self.guard.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
             .map_err(|e| store.err("put (complete multipart upload)", key, e))?;
@@ -476,19 +394,9 @@ impl Drop for AbortGuard {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (bucket, key, upload_id) = (
-            self.bucket.clone(),
-            self.key.clone(),
-            self.upload_id.clone(),
-        );
+        let (bucket, key, upload_id) = (self.bucket.clone(), self.key.clone(), self.upload_id.clone());
         handle.spawn(async move {
-            let _ = client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .send()
-                .await;
+            let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
         });
     }
 }
@@ -498,20 +406,12 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> FailureKi
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             match (status, se.err().code()) {
-                (
-                    _,
-                    Some(
-                        "NoSuchBucket"
-                        | "AccessDenied"
-                        | "InvalidAccessKeyId"
-                        | "SignatureDoesNotMatch",
-                    ),
-                ) => FailureKind::Permanent,
+                (_, Some("NoSuchBucket" | "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
+                    FailureKind::Permanent
+                }
                 (404, _) | (_, Some("NoSuchKey" | "NotFound")) => FailureKind::NotFound,
                 (408 | 429, _) | (500..=599, _) => FailureKind::Transient,
-                (_, Some("SlowDown" | "RequestTimeout" | "InternalError")) => {
-                    FailureKind::Transient
-                }
+                (_, Some("SlowDown" | "RequestTimeout" | "InternalError")) => FailureKind::Transient,
                 _ => FailureKind::Permanent,
             }
         }

@@ -18,8 +18,7 @@ pub fn endpoint(name: &str) -> String {
         return v;
     }
     let file = FILE.get_or_init(|| {
-        let dir =
-            std::env::var("DRCTL_SERVICES_DIR").unwrap_or_else(|_| "/tmp/drctl-services".into());
+        let dir = std::env::var("DRCTL_SERVICES_DIR").unwrap_or_else(|_| "/tmp/drctl-services".into());
         std::fs::read_to_string(Path::new(&dir).join("endpoints.env"))
             .unwrap_or_default()
             .lines()
@@ -46,25 +45,10 @@ pub fn pg_bin() -> PathBuf {
 /// Run SQL with psql against `db`; panics on failure. Returns stdout (unaligned, tuples only).
 pub fn psql(db: &str, sql: &str) -> String {
     let out = Command::new(pg_bin().join("psql"))
-        .args([
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &pg_url(db),
-            "-c",
-            sql,
-        ])
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", &pg_url(db), "-c", sql])
         .output()
         .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -72,11 +56,7 @@ pub fn psql(db: &str, sql: &str) -> String {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// Create database `db` with tables `users` (n rows) and `orders` (3n rows).
@@ -95,16 +75,11 @@ pub fn create_sample_db(db: &str, n: u32) {
 }
 
 pub fn count(db: &str, table: &str) -> i64 {
-    psql(db, &format!("SELECT count(*) FROM {table}"))
-        .parse()
-        .unwrap()
+    psql(db, &format!("SELECT count(*) FROM {table}")).parse().unwrap()
 }
 
 pub fn drop_db(db: &str) {
-    psql(
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
-    );
+    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
 }
 
 /// A scratch directory holding a config, an age identity, an fs target and a catalog.
@@ -116,16 +91,8 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Scratch {
         let dir = tempfile::tempdir().unwrap();
-        let out = drctl_bare()
-            .args(["keygen", "--output"])
-            .arg(dir.path().join("age.key"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = drctl_bare().args(["keygen", "--output"]).arg(dir.path().join("age.key")).output().unwrap();
+        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
         Scratch { dir, recipient }
     }
@@ -152,9 +119,7 @@ impl Scratch {
 
     /// An S3 target named `name` on the test S3 server, under a unique prefix.
     pub fn s3_target(&self, name: &str, endpoint_override: Option<&str>) -> String {
-        let ep = endpoint_override
-            .map(str::to_string)
-            .unwrap_or_else(|| endpoint("DRCTL_TEST_S3_ENDPOINT"));
+        let ep = endpoint_override.map(str::to_string).unwrap_or_else(|| endpoint("DRCTL_TEST_S3_ENDPOINT"));
         format!(
             "[targets.{name}]\ntype = \"s3\"\nendpoint = \"{ep}\"\nregion = \"{region}\"\nbucket = \"{bucket}\"\nroot = \"{root}\"\n\
              access_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\npart_size_mib = 5\nmedium = \"object-storage\"\noffsite = true\n\n",
@@ -190,13 +155,7 @@ impl Scratch {
                 if e.file_type().unwrap().is_dir() {
                     stack.push(e.path());
                 } else {
-                    out.push(
-                        e.path()
-                            .strip_prefix(&root)
-                            .unwrap()
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
+                    out.push(e.path().strip_prefix(&root).unwrap().to_string_lossy().into_owned());
                 }
             }
         }
@@ -207,10 +166,7 @@ impl Scratch {
 
 pub fn drctl_bare() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_drctl"));
-    c.env_remove("DRCTL_CONFIG").env(
-        "DRCTL_STATE_DIR",
-        std::env::temp_dir().join("drctl-test-state-unused"),
-    );
+    c.env_remove("DRCTL_CONFIG").env("DRCTL_STATE_DIR", std::env::temp_dir().join("drctl-test-state-unused"));
     c
 }
 
@@ -232,11 +188,7 @@ pub fn run(cmd: &mut Command) -> Ran {
 
 impl std::fmt::Debug for Ran {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -267,8 +219,7 @@ impl CuttingProxy {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let (mut c_read, mut s_write) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (mut s_read, mut c_write) = (server, client);
                 let left_up = left.clone();
                 std::thread::spawn(move || {
@@ -294,10 +245,7 @@ impl CuttingProxy {
                 });
             }
         });
-        CuttingProxy {
-            addr,
-            _thread: thread,
-        }
+        CuttingProxy { addr, _thread: thread }
     }
 
     pub fn url(&self) -> String {
