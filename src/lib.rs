@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod progress;
 pub mod redact;
+pub mod retention;
 pub mod targets;
 
 pub use error::{Error, Result};
