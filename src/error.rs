@@ -102,9 +102,12 @@ pub enum Error {
 }
 
 fn problems_summary(problems: &[Problem]) -> String {
-    match problems.len() {
-        1 => "1 problem".into(),
-        n => format!("{n} problems"),
+    let errors = problems.iter().filter(|p| p.severity == crate::config::Severity::Error).count();
+    let warnings = problems.len() - errors;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match warnings {
+        0 => plural(errors, "error"),
+        w => format!("{} (and {})", plural(errors, "error"), plural(w, "warning")),
     }
 }
 

@@ -81,6 +81,12 @@ impl Manifest {
         self.artifacts.iter().map(|a| a.stored.size).sum()
     }
 
+    /// Order by start time (sub-second), then id: two backups started in the same second share
+    /// their id's time part, so the id alone does not say which is newer.
+    pub fn newer_cmp(&self, other: &Manifest) -> std::cmp::Ordering {
+        self.started_at.cmp(&other.started_at).then_with(|| self.backup_id.cmp(&other.backup_id))
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');

@@ -36,7 +36,7 @@ fn every_config_problem_is_reported_with_file_line_and_key() {
         format!("{cfg}:{}: error: `jobs.pg2.targets[1]`: unknown target `nope`", line_of(&text, "\"nope\"")),
         "jobs/other.toml:3: error: `jobs.other.url`: environment variable `DRCTL_TEST_SURELY_UNSET` is not set"
             .to_string(),
-        "drctl: configuration is invalid: 4 problems".to_string(),
+        "drctl: configuration is invalid: 4 errors (and 1 warning)".to_string(),
     ];
     for e in expect {
         assert!(r.stderr.contains(&e), "missing `{e}` in {r:?}");
@@ -59,7 +59,7 @@ fn json_errors_and_exit_codes() {
     assert!(r.stderr.contains("unknown job `nosuchjob`"), "{r:?}");
     let r = run(s.drctl().args(["restore", "x"]));
     assert_eq!(r.code, 2, "missing selector is a usage error: {r:?}");
-    let r = run(s.drctl().args(["prune"]));
+    let r = run(s.drctl().args(["daemon"]));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("not implemented yet"), "{r:?}");
 }

@@ -103,6 +103,12 @@ pub struct Catalog {
     url: String,
 }
 
+/// RFC 3339 UTC with a fixed nine-digit fraction, so that timestamps sort as strings (the
+/// catalog orders by them; `12Z` would otherwise sort after `12.5Z`).
+pub fn sortable(t: Timestamp) -> String {
+    format!("{}.{:09}Z", t.strftime("%Y-%m-%dT%H:%M:%S"), t.subsec_nanosecond())
+}
+
 /// The default catalog location: `catalog.db` in the state directory.
 pub fn default_url() -> String {
     let dir = if let Ok(d) = std::env::var("DRCTL_STATE_DIR") {
@@ -173,7 +179,7 @@ impl Catalog {
             sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(self.err())?;
             sqlx::query("INSERT INTO drctl_schema (version, applied_at) VALUES (?, ?)")
                 .bind(version)
-                .bind(Timestamp::now().to_string())
+                .bind(sortable(Timestamp::now()))
                 .execute(&mut *tx)
                 .await
                 .map_err(self.err())?;
@@ -196,8 +202,8 @@ impl Catalog {
         .bind(&m.job)
         .bind(&m.kind)
         .bind(status.as_str())
-        .bind(m.started_at.to_string())
-        .bind(m.finished_at.to_string())
+        .bind(sortable(m.started_at))
+        .bind(sortable(m.finished_at))
         .bind(m.plaintext_bytes() as i64)
         .bind(m.stored_bytes() as i64)
         .bind(String::from_utf8_lossy(&m.to_json()).into_owned())
@@ -208,7 +214,7 @@ impl Catalog {
             sqlx::query("INSERT INTO copies (backup_id, target, stored_at) VALUES (?, ?, ?) ON CONFLICT (backup_id, target) DO NOTHING")
                 .bind(&m.backup_id)
                 .bind(t)
-                .bind(m.finished_at.to_string())
+                .bind(sortable(m.finished_at))
                 .execute(&mut *tx)
                 .await
                 .map_err(self.err())?;
@@ -225,8 +231,8 @@ impl Catalog {
         .bind(id)
         .bind(job)
         .bind(kind)
-        .bind(started.to_string())
-        .bind(Timestamp::now().to_string())
+        .bind(sortable(started))
+        .bind(sortable(Timestamp::now()))
         .bind(crate::redact::scrub(error))
         .execute(&self.pool)
         .await
@@ -284,6 +290,24 @@ impl Catalog {
             .into_iter()
             .filter(|b| b.status != BackupStatus::Failed)
             .find(|b| b.manifest.as_ref().is_some_and(|m| selector.matches(m))))
+    }
+
+    /// Forget the copy of `id` on `target` (pruned); the backup disappears with its last copy.
+    pub async fn remove_copy(&self, id: &str, target: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        sqlx::query("DELETE FROM copies WHERE backup_id = ? AND target = ?")
+            .bind(id)
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        sqlx::query("DELETE FROM backups WHERE id = ? AND status <> 'failed' AND NOT EXISTS (SELECT 1 FROM copies WHERE backup_id = ?)")
+            .bind(id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 
     /// Replace what the catalog knows about committed backups with `found` (manifest, targets).

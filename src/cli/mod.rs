@@ -10,8 +10,10 @@ mod keygen;
 mod list;
 mod logging;
 mod output;
+mod prune;
 mod restore;
 mod run;
+mod sync;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -59,14 +61,10 @@ pub enum Command {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Apply retention on every target (not yet implemented)
-    Prune {
-        job: Option<String>,
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Copy backups to targets that miss them (not yet implemented)
-    Sync { job: Option<String> },
+    /// Apply retention on every target (prints the plan with the reason for each backup)
+    Prune(prune::Args),
+    /// Copy committed backups to targets that miss them (repairs 3-2-1 after exit 3)
+    Sync(sync::Args),
     /// Validate the config, reach every target and source
     Check,
     /// Catalog maintenance
@@ -109,8 +107,6 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args, printer),
         Command::Verify { .. } => not_yet("verify"),
-        Command::Prune { .. } => not_yet("prune"),
-        Command::Sync { .. } => not_yet("sync"),
         Command::Daemon => not_yet("daemon"),
         command => match engine(cli) {
             Ok(engine) => match command {
@@ -119,10 +115,10 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Restore(args) => restore::run(&engine, args, printer).await,
                 Command::Check => check::run(&engine, printer).await,
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
+                Command::Prune(args) => prune::run(&engine, args, printer).await,
+                Command::Sync(args) => sync::run(&engine, args, printer).await,
                 Command::Keygen(_)
                 | Command::Verify { .. }
-                | Command::Prune { .. }
-                | Command::Sync { .. }
                 | Command::Daemon => {
                     unreachable!("handled above")
                 }

@@ -292,6 +292,41 @@ pub struct JobCommon {
     pub targets: Vec<String>,
     /// Restore drill settings.
     pub verify: Option<VerifyConfig>,
+    /// Recovery point objective: a target whose newest copy is older than this is stale
+    /// (`drctl check` fails, alerts fire). Default `26h` (a daily job with slack).
+    pub rpo: Option<String>,
+}
+
+impl JobCommon {
+    /// The RPO as a duration (default 26 h; an unreadable value was rejected by validation).
+    pub fn rpo(&self) -> std::time::Duration {
+        self.rpo
+            .as_deref()
+            .and_then(|r| humantime::parse_duration(r).ok())
+            .unwrap_or(std::time::Duration::from_secs(26 * 3600))
+    }
+}
+
+impl TargetConfig {
+    /// The target as 3-2-1 sees it.
+    pub fn placement(&self, name: &str) -> crate::retention::rule321::Placement {
+        crate::retention::rule321::Placement {
+            target: name.to_string(),
+            medium: self.common.medium.clone().unwrap_or_else(|| self.kind.type_name().to_string()),
+            offsite: self.common.offsite,
+        }
+    }
+}
+
+impl Config {
+    /// The time zone schedules and retention buckets use (`[daemon] timezone`, default UTC).
+    pub fn timezone(&self) -> jiff::tz::TimeZone {
+        self.daemon
+            .timezone
+            .as_deref()
+            .and_then(|tz| jiff::tz::TimeZone::get(tz).ok())
+            .unwrap_or(jiff::tz::TimeZone::UTC)
+    }
 }
 
 /// `verify = { … }` on a job.
@@ -377,6 +412,13 @@ pub struct RedisJob {
     pub sentinel_password_file: Option<PathBuf>,
     /// CA bundle for TLS (`rediss://`).
     pub tls_ca_file: Option<PathBuf>,
+    /// Use TLS without a `rediss://` URL (with `sentinel`: for the sentinels and the servers).
+    #[serde(default)]
+    pub tls: bool,
+    /// Client certificate and key (PEM) for servers with `tls-auth-clients yes` (Redis' default
+    /// when TLS is on).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     /// `replication` (default): fetch the RDB like a replica does, no access to the server's disk
     /// needed. `bgsave`: BGSAVE, wait for it, read `dump.rdb` through `exec`.
     #[serde(default)]
@@ -430,6 +472,8 @@ pub struct VaultJob {
     pub role_id: Option<String>,
     pub secret_id: Option<Secret>,
     pub secret_id_file: Option<PathBuf>,
+    /// Where the AppRole auth method is mounted (default `approle`).
+    pub approle_mount: Option<String>,
     /// CA bundle for the server's TLS certificate.
     pub ca_file: Option<PathBuf>,
 }

@@ -54,8 +54,18 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         );
     }
 
+    if let Some(tz) = &config.daemon.timezone
+        && jiff::tz::TimeZone::get(tz).is_err()
+    {
+        p.error(main, &[key("daemon"), key("timezone")], format!("unknown time zone `{tz}`"), Some("an IANA name such as `Europe/Berlin` or `UTC`".into()));
+    }
     for (name, t) in &config.targets {
         let path = [key("targets"), key(name)];
+        if let Some(w) = t.common.keep.as_ref().and_then(|k| k.within.as_ref())
+            && humantime::parse_duration(w).is_err()
+        {
+            p.error(main, &[key("targets"), key(name), key("keep"), key("within")], format!("`{w}` is not a duration"), Some("e.g. `7d`, `36h`, `2weeks`".into()));
+        }
         if !valid_name(name) {
             p.error(main, &path, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
         }
@@ -117,6 +127,24 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 "a job needs at least one target",
                 Some(format!("known targets: {}", known(config))),
             );
+        }
+        if let Some(rpo) = &job.common.rpo
+            && humantime::parse_duration(rpo).is_err()
+        {
+            p.error(src, &at("rpo"), format!("`{rpo}` is not a duration"), Some("e.g. `26h`, `8d`".into()));
+        }
+        let placements: Vec<_> =
+            job.common.targets.iter().filter_map(|t| config.targets.get(t).map(|c| c.placement(t))).collect();
+        if placements.len() == job.common.targets.len() && !placements.is_empty() {
+            let best = crate::retention::rule321::achievable(&placements);
+            if !best.ok {
+                p.warn(
+                    src,
+                    &at("targets"),
+                    format!("these targets can never satisfy 3-2-1: {}", best.missing.join("; ")),
+                    Some("add a target on another medium, with `offsite = true`".into()),
+                );
+            }
         }
         let mut seen = BTreeSet::new();
         for (i, t) in job.common.targets.iter().enumerate() {
@@ -210,6 +238,35 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                         "`pvc_path` is read through a pod: set `exec = { kubernetes = { … } }`",
                         None,
                     );
+                }
+                if v.pvc_path.is_none() && v.exec != super::ExecConfig::Local {
+                    p.error(
+                        src,
+                        &at("exec"),
+                        "`exec` is only used with `pvc_path`: `path` and `docker_volume` are read on this host",
+                        None,
+                    );
+                }
+                if let Some(path) = &v.path
+                    && !path.is_absolute()
+                    && !path.to_string_lossy().contains("${")
+                {
+                    p.error(src, &at("path"), format!("`{}` is not an absolute path", path.display()), None);
+                }
+                if let Err((i, message)) = crate::jobs::volume::Excludes::new(&v.exclude) {
+                    p.error(
+                        src,
+                        &[key("jobs"), key(name), key("exclude"), Step::Index(i)],
+                        message,
+                        Some("e.g. `*.tmp` (a name, any depth), `cache/**` (from the root), `tmp/` (directories)".into()),
+                    );
+                }
+                for (hooks, list) in [("before", &v.before), ("after", &v.after)] {
+                    for (i, cmd) in list.iter().enumerate() {
+                        if cmd.trim().is_empty() {
+                            p.error(src, &[key("jobs"), key(name), key(hooks), Step::Index(i)], "empty hook command", None);
+                        }
+                    }
                 }
             }
             JobSpec::Vault(v) => {

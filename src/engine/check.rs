@@ -20,16 +20,19 @@ pub enum Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// What was checked: `config`, `target local`, `job postgres` …
+    /// What was checked: `config`, `target local`, `job postgres`, `3-2-1 postgres` …
     pub subject: String,
     pub status: Status,
     pub message: String,
     pub hint: Option<String>,
+    /// Structured detail for automation (3-2-1: copies, media, offsite, newest copy per target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 impl Finding {
     fn new(subject: impl Into<String>, status: Status, message: impl Into<String>, hint: Option<String>) -> Self {
-        Finding { subject: subject.into(), status, message: crate::redact::scrub(&message.into()), hint }
+        Finding { subject: subject.into(), status, message: crate::redact::scrub(&message.into()), hint, detail: None }
     }
 }
 
@@ -93,5 +96,105 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
             Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
         }
     }
+    for job in cfg.jobs.values() {
+        out.push(rule321_finding(engine, job).await);
+    }
     out
+}
+
+/// Per target: the age of its newest copy of the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCopy {
+    pub target: String,
+    pub newest: Option<String>,
+    pub age_seconds: Option<i64>,
+    pub stale: bool,
+}
+
+/// 3-2-1 for the job's newest committed backup, and staleness of each target against the RPO.
+async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Finding {
+    use crate::retention::rule321;
+    let subject = format!("3-2-1 {}", job.name);
+    let (found, problems) = match crate::engine::rebuild::scan(engine, Some(&job.name)).await {
+        Ok(r) => r,
+        Err(e) => return Finding::new(subject, Status::Failed, e.to_string(), e.hint()),
+    };
+    let now = jiff::Timestamp::now();
+    let rpo = job.common.rpo().as_secs() as i64;
+    let newest = found.iter().max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
+    let placements: Vec<rule321::Placement> =
+        job.common.targets.iter().filter_map(|t| engine.config.targets.get(t).map(|c| c.placement(t))).collect();
+    let holders: Vec<&rule321::Placement> = match newest {
+        Some(n) => placements.iter().filter(|p| n.targets.contains(&p.target)).collect(),
+        None => vec![],
+    };
+    let rule = rule321::evaluate(&holders);
+    let copies: Vec<TargetCopy> = job
+        .common
+        .targets
+        .iter()
+        .map(|t| {
+            let latest = found.iter().filter(|f| f.targets.contains(t)).max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
+            let age = latest.map(|f| (now.as_second() - f.manifest.finished_at.as_second()).max(0));
+            TargetCopy {
+                target: t.clone(),
+                newest: latest.map(|f| f.manifest.backup_id.clone()),
+                age_seconds: age,
+                stale: age.is_none_or(|a| a > rpo),
+            }
+        })
+        .collect();
+    let describe = |c: &TargetCopy| match c.age_seconds {
+        Some(a) => format!("{} {}{}", c.target, age_text(a), if c.stale { " (stale)" } else { "" }),
+        None => format!("{} none", c.target),
+    };
+    let mut message = format!(
+        "copies {} (live + {}), media {}, offsite {}; newest copy per target: {}",
+        rule.copies,
+        holders.iter().map(|p| p.target.as_str()).collect::<Vec<_>>().join(", "),
+        rule.media,
+        if rule.offsite { "yes" } else { "no" },
+        copies.iter().map(describe).collect::<Vec<_>>().join(", ")
+    );
+    for p in problems {
+        message.push_str(&format!("; target `{}` unreadable: {}", p.target, p.message));
+    }
+    let stale: Vec<&str> = copies.iter().filter(|c| c.stale).map(|c| c.target.as_str()).collect();
+    let ok = rule.ok && stale.is_empty();
+    let hint = if newest.is_none() {
+        Some(format!("no backup yet: run `drctl run {}`", job.name))
+    } else if !ok {
+        let mut h = Vec::new();
+        if !rule.missing.is_empty() {
+            h.push(format!("3-2-1: {}", rule.missing.join("; ")));
+        }
+        if !stale.is_empty() {
+            h.push(format!("stale or missing copies on {}: run `drctl sync {}` (or `drctl run {}`)", stale.join(", "), job.name, job.name));
+        }
+        Some(h.join("; "))
+    } else {
+        None
+    };
+    let mut f = Finding::new(subject, if ok { Status::Ok } else { Status::Failed }, message, hint);
+    f.detail = Some(serde_json::json!({
+        "copies": rule.copies,
+        "media": rule.media,
+        "offsite": rule.offsite,
+        "ok": ok,
+        "rule_321_ok": rule.ok,
+        "missing": rule.missing,
+        "newest_backup": newest.map(|n| n.manifest.backup_id.clone()),
+        "targets": copies,
+        "rpo_seconds": rpo,
+    }));
+    f
+}
+
+fn age_text(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    }
 }

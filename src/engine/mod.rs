@@ -5,7 +5,9 @@ pub mod check;
 mod fanout;
 pub mod rebuild;
 pub mod restore;
+pub mod prune;
 pub mod run;
+pub mod sync;
 
 use std::sync::Arc;
 

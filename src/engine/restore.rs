@@ -76,7 +76,7 @@ pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<
     found
         .into_iter()
         .filter(|f| selector.matches(&f.manifest))
-        .max_by(|a, b| a.manifest.backup_id.cmp(&b.manifest.backup_id))
+        .max_by(|a, b| a.manifest.newer_cmp(&b.manifest))
         .map(|f| (f.manifest, f.targets))
         .ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
 }

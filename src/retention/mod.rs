@@ -13,6 +13,8 @@
 //! deleted, a deletion that would leave the job failing 3-2-1 is refused, and an object under
 //! Object Lock is reported as retained, never deleted.
 
+pub mod rule321;
+
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;

@@ -1,0 +1,42 @@
+//! `drctl prune [JOB] [--dry-run]`
+
+use super::Printer;
+use crate::Error;
+use crate::engine::Engine;
+use crate::engine::prune::prune;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only this job
+    pub job: Option<String>,
+    /// Print the plan (what is kept and why, what would be deleted) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
+    let plans = prune(engine, args.job.as_deref(), args.dry_run).await?;
+    let failed = plans.iter().any(|p| !p.errors.is_empty());
+    if printer.json {
+        printer.json(&plans);
+    } else {
+        for p in &plans {
+            println!("job `{}` target `{}`{}:", p.job, p.target, if args.dry_run { " (dry run)" } else { "" });
+            for d in &p.decisions {
+                if d.keep {
+                    let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+                    println!("  keep    {}  ({})", d.id, why.join(", "));
+                } else {
+                    println!("  {}  {}", if args.dry_run { "delete " } else { "deleted" }, d.id);
+                }
+            }
+            for o in &p.orphans {
+                println!("  {}  {o}  (incomplete upload)", if args.dry_run { "delete " } else { "deleted" });
+            }
+            for e in &p.errors {
+                eprintln!("error: job `{}` target `{}`: {e}", p.job, p.target);
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
