@@ -130,7 +130,15 @@ fn prune_applies_each_policy_and_never_breaks_the_overrides() {
     let verdict = |t: &str, id: &str| {
         let p = plan(t);
         let d = p["decisions"].as_array().unwrap().iter().find(|d| d["id"] == id).unwrap().clone();
-        (d["keep"].as_bool().unwrap(), d["reasons"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap().to_string()).collect::<Vec<_>>())
+        (
+            d["keep"].as_bool().unwrap(),
+            d["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["rule"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        )
     };
     // local holds b1, b2, b3: `last = 1` keeps b3 (also the newest); b2 is the newest backup that
     // meets 3-2-1 (b3 is on one target only), so it stays; b1 goes

@@ -117,9 +117,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
                 Command::Prune(args) => prune::run(&engine, args, printer).await,
                 Command::Sync(args) => sync::run(&engine, args, printer).await,
-                Command::Keygen(_)
-                | Command::Verify { .. }
-                | Command::Daemon => {
+                Command::Keygen(_) | Command::Verify { .. } | Command::Daemon => {
                     unreachable!("handled above")
                 }
             },

@@ -18,7 +18,14 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         printer.json(&report);
     } else {
         for c in &report.copied {
-            printer.note(&format!("job `{}`: copied {} from `{}` to `{}` ({})", c.job, c.backup_id, c.from, c.to, bytes(c.bytes)));
+            printer.note(&format!(
+                "job `{}`: copied {} from `{}` to `{}` ({})",
+                c.job,
+                c.backup_id,
+                c.from,
+                c.to,
+                bytes(c.bytes)
+            ));
         }
         for f in &report.failed {
             eprintln!("error: job `{}`: {} could not be copied to `{}`: {}", f.job, f.backup_id, f.to, f.error);
@@ -27,7 +34,9 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             printer.note("every target holds every committed backup of its jobs");
         }
         if !report.failed.is_empty() {
-            eprintln!("hint: `drctl check` shows which targets are unreachable; run `drctl sync` again once they are back");
+            eprintln!(
+                "hint: `drctl check` shows which targets are unreachable; run `drctl sync` again once they are back"
+            );
         }
     }
     Ok(if report.failed.is_empty() { 0 } else { 1 })

@@ -57,14 +57,24 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
     if let Some(tz) = &config.daemon.timezone
         && jiff::tz::TimeZone::get(tz).is_err()
     {
-        p.error(main, &[key("daemon"), key("timezone")], format!("unknown time zone `{tz}`"), Some("an IANA name such as `Europe/Berlin` or `UTC`".into()));
+        p.error(
+            main,
+            &[key("daemon"), key("timezone")],
+            format!("unknown time zone `{tz}`"),
+            Some("an IANA name such as `Europe/Berlin` or `UTC`".into()),
+        );
     }
     for (name, t) in &config.targets {
         let path = [key("targets"), key(name)];
         if let Some(w) = t.common.keep.as_ref().and_then(|k| k.within.as_ref())
             && humantime::parse_duration(w).is_err()
         {
-            p.error(main, &[key("targets"), key(name), key("keep"), key("within")], format!("`{w}` is not a duration"), Some("e.g. `7d`, `36h`, `2weeks`".into()));
+            p.error(
+                main,
+                &[key("targets"), key(name), key("keep"), key("within")],
+                format!("`{w}` is not a duration"),
+                Some("e.g. `7d`, `36h`, `2weeks`".into()),
+            );
         }
         if !valid_name(name) {
             p.error(main, &path, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
@@ -258,13 +268,20 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                         src,
                         &[key("jobs"), key(name), key("exclude"), Step::Index(i)],
                         message,
-                        Some("e.g. `*.tmp` (a name, any depth), `cache/**` (from the root), `tmp/` (directories)".into()),
+                        Some(
+                            "e.g. `*.tmp` (a name, any depth), `cache/**` (from the root), `tmp/` (directories)".into(),
+                        ),
                     );
                 }
                 for (hooks, list) in [("before", &v.before), ("after", &v.after)] {
                     for (i, cmd) in list.iter().enumerate() {
                         if cmd.trim().is_empty() {
-                            p.error(src, &[key("jobs"), key(name), key(hooks), Step::Index(i)], "empty hook command", None);
+                            p.error(
+                                src,
+                                &[key("jobs"), key(name), key(hooks), Step::Index(i)],
+                                "empty hook command",
+                                None,
+                            );
                         }
                     }
                 }

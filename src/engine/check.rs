@@ -134,7 +134,8 @@ async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Fin
         .targets
         .iter()
         .map(|t| {
-            let latest = found.iter().filter(|f| f.targets.contains(t)).max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
+            let latest =
+                found.iter().filter(|f| f.targets.contains(t)).max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
             let age = latest.map(|f| (now.as_second() - f.manifest.finished_at.as_second()).max(0));
             TargetCopy {
                 target: t.clone(),
@@ -169,7 +170,12 @@ async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Fin
             h.push(format!("3-2-1: {}", rule.missing.join("; ")));
         }
         if !stale.is_empty() {
-            h.push(format!("stale or missing copies on {}: run `drctl sync {}` (or `drctl run {}`)", stale.join(", "), job.name, job.name));
+            h.push(format!(
+                "stale or missing copies on {}: run `drctl sync {}` (or `drctl run {}`)",
+                stale.join(", "),
+                job.name,
+                job.name
+            ));
         }
         Some(h.join("; "))
     } else {

@@ -3,9 +3,9 @@
 
 pub mod check;
 mod fanout;
+pub mod prune;
 pub mod rebuild;
 pub mod restore;
-pub mod prune;
 pub mod run;
 pub mod sync;
 

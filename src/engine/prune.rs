@@ -59,8 +59,10 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
             }
             let Some(tcfg) = engine.config.targets.get(target_name) else { continue };
             let held: Vec<&Found> = found.iter().filter(|f| f.targets.contains(target_name)).collect();
-            let candidates: Vec<Candidate> =
-                held.iter().map(|f| Candidate { id: f.manifest.backup_id.clone(), time: f.manifest.started_at }).collect();
+            let candidates: Vec<Candidate> = held
+                .iter()
+                .map(|f| Candidate { id: f.manifest.backup_id.clone(), time: f.manifest.started_at })
+                .collect();
             let mut decisions = match retention::plan(&candidates, tcfg.common.keep.as_ref(), &tz) {
                 Ok(d) => d,
                 Err(e) => {

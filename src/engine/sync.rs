@@ -89,7 +89,13 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
                     };
                     match copy_backup(&src, &dest, &f.manifest).await {
                         Ok(bytes) => {
-                            done = Some(Copy { job: job_name.clone(), backup_id: f.manifest.backup_id.clone(), from, to: to.clone(), bytes });
+                            done = Some(Copy {
+                                job: job_name.clone(),
+                                backup_id: f.manifest.backup_id.clone(),
+                                from,
+                                to: to.clone(),
+                                bytes,
+                            });
                             break;
                         }
                         Err(e) => last_err = e.to_string(),
@@ -116,7 +122,11 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
     Ok(report)
 }
 
-async fn copy_backup(src: &crate::targets::Target, dest: &crate::targets::Target, m: &crate::manifest::Manifest) -> Result<u64> {
+async fn copy_backup(
+    src: &crate::targets::Target,
+    dest: &crate::targets::Target,
+    m: &crate::manifest::Manifest,
+) -> Result<u64> {
     let mut total = 0;
     for a in &m.artifacts {
         let stream = src.get(&a.key, None).await?;
