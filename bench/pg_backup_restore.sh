@@ -17,6 +17,7 @@
 #   BENCH_SCALE=1     database size in GB, roughly (0.1 = ~100 MB for a quick run)
 #   BENCH_ROWS        row count (overrides BENCH_SCALE; ~9.8 million rows per GB)
 #   BENCH_PG_PORT     port of the throwaway PostgreSQL (default 55434)
+#   BENCH_REPEAT      rounds per measurement; the median counts (default 3)
 #   BENCH_DIR         parent of the temp dir (default /tmp); needs ~5x the database size free
 #   BENCH_KEEP=1      keep the temp dir (dumps, backups, config, PostgreSQL log) afterwards
 #   BENCH_STRICT=1    exit 1 when a target is missed (default: report only, exit 0)
@@ -33,6 +34,7 @@ LOG_TAG=bench
 . "$ROOT/scripts/lib/pg.sh"
 
 SCALE=${BENCH_SCALE:-1}
+REPEAT=${BENCH_REPEAT:-3}
 ROWS=${BENCH_ROWS:-$(awk -v s="$SCALE" 'BEGIN { printf "%d", s * 9800000 }')}
 PORT=${BENCH_PG_PORT:-55434}
 BACKUP_TARGET=1.00
@@ -132,42 +134,56 @@ step "untimed: plain dump for the baseline restore (also warms the page cache fo
 "$PG_BIN/pg_dump" -Fc -Z0 -d "$SRC_URL" -f "$D/plain.dump"
 ls -l "$D/plain.dump"
 
-step "baseline backup: pg_dump -Fc -Z0 | zstd -3 -T0 | age"
-# shellcheck disable=SC2016 # expanded by the inner bash
-timed baseline_backup bash -c 'set -o pipefail; "$1" -Fc -Z0 -d "$2" | zstd -3 -T0 -q | age -r "$3" >"$4"' \
-  _ "$PG_BIN/pg_dump" "$SRC_URL" "$RECIPIENT" "$D/baseline.dump.zst.age"
-BB_WALL=$T_WALL
-
-step "drctl backup: drctl run bench"
-timed drctl_backup "$DRCTL" --config "$D/drctl.toml" run bench
-DB_WALL=$T_WALL
-DB_RSS=$T_RSS_KIB
-
-step "drctl backup with row_counts = \"estimate\": drctl run bench_estimate"
-timed drctl_backup_estimate "$DRCTL" --config "$D/drctl.toml" run bench_estimate
-DE_WALL=$T_WALL
-
-step "baseline restore: createdb + pg_restore"
-# shellcheck disable=SC2016
-timed baseline_restore bash -c '"$1/createdb" -h 127.0.0.1 -p "$2" -U postgres bench_restore_baseline &&
-  "$1/pg_restore" -d "$3" "$4"' _ "$PG_BIN" "$PORT" "$(pg_url "$PORT" bench_restore_baseline)" "$D/plain.dump"
-BR_WALL=$T_WALL
-
-step "drctl restore: drctl restore bench --latest"
-timed drctl_restore "$DRCTL" --config "$D/drctl.toml" restore bench --latest \
-  --to "$(pg_url "$PORT" bench_restore_drctl)"
-DR_WALL=$T_WALL
-DR_RSS=$T_RSS_KIB
-
-step "checking the restored databases"
+# Each measurement runs REPEAT times, baseline and drctl alternating, and the median counts: on a
+# small shared machine a single run is easily off by 20 %.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+max() { printf '%s\n' "$@" | sort -g | tail -n1; }
+BB=() DB=() DE=() BR=() DR=() RSS=()
 src_rows=$(pg_psql "$PORT" bench -At -c 'select count(*) from t')
-for db in bench_restore_baseline bench_restore_drctl; do
-  n=$(pg_psql "$PORT" "$db" -At -c 'select count(*) from t')
-  printf '%-24s %s rows (source: %s)\n' "$db" "$n" "$src_rows"
-  [[ "$n" == "$src_rows" ]] || die "$db has $n rows, the source has $src_rows"
+check_rows() {
+  local n
+  n=$(pg_psql "$PORT" "$1" -At -c 'select count(*) from t')
+  printf '%-24s %s rows (source: %s)\n' "$1" "$n" "$src_rows"
+  [[ "$n" == "$src_rows" ]] || die "$1 has $n rows, the source has $src_rows"
+}
+for i in $(seq 1 "$REPEAT"); do
+  step "round $i/$REPEAT: baseline backup: pg_dump -Fc -Z0 | zstd -3 -T0 | age"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  timed baseline_backup bash -c 'set -o pipefail; "$1" -Fc -Z0 -d "$2" | zstd -3 -T0 -q | age -r "$3" >"$4"' \
+    _ "$PG_BIN/pg_dump" "$SRC_URL" "$RECIPIENT" "$D/baseline.dump.zst.age"
+  BB+=("$T_WALL")
+
+  step "round $i/$REPEAT: drctl backup: drctl run bench"
+  timed drctl_backup "$DRCTL" --config "$D/drctl.toml" run bench
+  DB+=("$T_WALL")
+  RSS+=("$T_RSS_KIB")
+
+  step "round $i/$REPEAT: drctl backup with row_counts = \"estimate\": drctl run bench_estimate"
+  timed drctl_backup_estimate "$DRCTL" --config "$D/drctl.toml" run bench_estimate
+  DE+=("$T_WALL")
+
+  step "round $i/$REPEAT: baseline restore: createdb + pg_restore"
+  # shellcheck disable=SC2016
+  timed baseline_restore bash -c '"$1/createdb" -h 127.0.0.1 -p "$2" -U postgres "$5" &&
+    "$1/pg_restore" -d "$3" "$4"' _ "$PG_BIN" "$PORT" "$(pg_url "$PORT" "rb_$i")" "$D/plain.dump" "rb_$i"
+  BR+=("$T_WALL")
+
+  step "round $i/$REPEAT: drctl restore: drctl restore bench --latest"
+  timed drctl_restore "$DRCTL" --config "$D/drctl.toml" restore bench --latest --to "$(pg_url "$PORT" "rd_$i")"
+  DR+=("$T_WALL")
+  RSS+=("$T_RSS_KIB")
+
+  check_rows "rb_$i"
+  check_rows "rd_$i"
+  pg_psql "$PORT" postgres -q -c "drop database rb_$i" -c "drop database rd_$i"
 done
-printf 'baseline backup file: %s bytes; drctl backup dir: %s bytes\n' \
-  "$(stat -c %s "$D/baseline.dump.zst.age")" "$(du -sb "$D/backups" | cut -f1)"
+printf 'baseline backup file: %s bytes; drctl backups dir (%s backups): %s bytes\n' \
+  "$(stat -c %s "$D/baseline.dump.zst.age")" "$((REPEAT * 2))" "$(du -sb "$D/backups" | cut -f1)"
+BB_WALL=$(median "${BB[@]}") DB_WALL=$(median "${DB[@]}") DE_WALL=$(median "${DE[@]}")
+BR_WALL=$(median "${BR[@]}") DR_WALL=$(median "${DR[@]}")
+DB_RSS=$(max "${RSS[@]}") DR_RSS=$DB_RSS
+printf 'all rounds (s): baseline backup %s | drctl backup %s | estimate %s | baseline restore %s | drctl restore %s\n' \
+  "${BB[*]}" "${DB[*]}" "${DE[*]}" "${BR[*]}" "${DR[*]}"
 
 # ---------------------------------------------------------------- report
 fails=0
@@ -188,7 +204,7 @@ R_RES=$(verdict "$R_RATIO" '<=' "$RESTORE_TARGET")
 M_RES=$(verdict "$RSS_MIB" '<' "$RSS_TARGET_MIB")
 for r in "$B_RES" "$R_RES" "$M_RES"; do [[ "$r" == PASS ]] || fails=$((fails + 1)); done
 
-step "results: $ROWS rows, database $((DB_BYTES / 1048576)) MiB, $(nproc) cores"
+step "results (median of $REPEAT rounds): $ROWS rows, database $((DB_BYTES / 1048576)) MiB, $(nproc) cores"
 printf '%-16s %12s %10s %8s %12s  %s\n' measure baseline_s drctl_s ratio target result
 printf '%-16s %12s %10s %8s %12s  %s\n' backup "$BB_WALL" "$DB_WALL" "$B_RATIO" "<= $BACKUP_TARGET" "$B_RES"
 printf '%-16s %12s %10s %8s %12s  %s\n' "backup (estimate)" "$BB_WALL" "$DE_WALL" "$(ratio "$DE_WALL" "$BB_WALL")" "-" "(info: row_counts = estimate)"

@@ -6,6 +6,7 @@
 //! nor grow memory; the tail is scrubbed of secrets before it is shown.
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
@@ -55,6 +56,14 @@ impl Cmd {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn()?;
+        // bulk data flows through these pipes: 1 MiB instead of 64 KiB means 16x fewer wake-ups
+        // of the tool and of drctl (best effort: the kernel may cap it)
+        if let Some(stdin) = &child.stdin {
+            widen_pipe(stdin.as_raw_fd());
+        }
+        if let Some(stdout) = &child.stdout {
+            widen_pipe(stdout.as_raw_fd());
+        }
         let stderr = child.stderr.take();
         let stderr_task = tokio::spawn(async move {
             let mut tail = Vec::new();
@@ -119,6 +128,16 @@ impl Running {
         self.stderr_task.abort();
     }
 }
+
+fn widen_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: F_SETPIPE_SZ only changes the capacity of a pipe this process owns; failure is harmless
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
+}
+
+/// Capacity asked for the pipes to and from tools (the default is 64 KiB).
+const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Describe an exit status for messages: `exit code 1`, `killed by signal 9`.
 pub fn describe_status(status: &ExitStatus) -> String {
