@@ -9,6 +9,9 @@ use super::{ChunkSender, Digest, HashingReader, HashingWriter};
 use crate::progress::Progress;
 use crate::{Error, Result};
 
+/// Bytes of input per zstd worker job (see `encode_blocking`).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// How new backups are encoded (recorded in the manifest).
 #[derive(Clone)]
 pub struct EncodeParams {
@@ -50,6 +53,9 @@ pub fn encode_blocking(
     };
     if threads > 1 {
         zstd.multithread(threads).map_err(sink_err)?;
+        // zstd sizes multithreaded jobs from the window (8 MiB at level 3) and keeps several per
+        // worker in flight: measured 155 MiB RSS on incompressible input, 75 MiB with 2 MiB jobs
+        zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE)).map_err(sink_err)?;
     }
 
     let mut buf = vec![0u8; 256 * 1024];

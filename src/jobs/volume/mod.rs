@@ -1,0 +1,680 @@
+//! `kind = "volume"`: a directory tree streamed as a tar archive.
+//!
+//! Source: `path` (a host directory or a Docker volume's mountpoint), or `docker_volume = NAME`,
+//! resolved with `docker volume inspect --format '{{ .Mountpoint }}' NAME` (the Docker CLI must be
+//! on PATH, and the mountpoint visible to drctl). `pvc_path` (a Kubernetes PVC read through exec
+//! into a pod) is not supported yet: such a job fails with an error saying so.
+//!
+//! A backup stores two artifacts:
+//! * `data` (`tar`): the tree as a POSIX pax archive (see [`archive`] for what it keeps and what
+//!   happens to files that change during the backup). It is built on a blocking thread that writes
+//!   into a bounded channel (4 × 256 KiB) the pipeline reads: never staged, never held whole;
+//! * `files` (`file-list-json`): one line per entry with type, size, mode, owner, mtime and, for
+//!   files, the sha256 computed while the file went into the archive. It is encrypted like any
+//!   artifact (names and hashes are data); restore drills compare a restored tree with it. It is
+//!   spooled to an unlinked temporary file (in `$TMPDIR`) while `data` streams, so memory stays
+//!   bounded whatever the number of files.
+//!
+//! The manifest's facts (not encrypted) hold counts only: files, directories, symlinks, hard links,
+//! bytes, skipped and excluded entries, plus the root and the exclude patterns.
+//!
+//! Hooks: `before` commands (`sh -c`, in order, stopping at the first failure) run when the backup
+//! starts reading the source, not in `prepare`: `drctl check` prepares every job and must never
+//! stop a container. `after` commands run in `close`, always once the backup started, whatever
+//! happened (a failed `before` hook included); their failure is a warning. Hooks see `DRCTL_JOB`,
+//! `DRCTL_VOLUME_PATH` and, for `after`, `DRCTL_BACKUP_STATUS` (`committed` or `failed`). Because
+//! `before` hooks may create the source (mount a snapshot), the root is only required to exist
+//! after they ran.
+//!
+//! Restore: into `--to PATH` (or `--to-dir`), else the job's own path (a Docker volume's mountpoint
+//! resolved again). A non-empty destination needs `--force`. The archive is extracted into a
+//! private staging directory beside the destination with every entry checked ([`extract`]: no
+//! absolute names, no `..`, nothing through a symlink, hard links only inside), and swapped in only
+//! when the engine says every integrity check passed ([`place`]); otherwise the staging directory
+//! is deleted and the destination is untouched. Owners are restored as numeric ids when drctl runs
+//! as root (not with `--no-owner`). The `files` artifact has nothing to restore.
+
+mod archive;
+mod exclude;
+mod extract;
+mod place;
+
+use std::io::{Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use archive::{FileEntry, FileList, LIST_FORMAT, LIST_VERSION, Totals};
+pub use exclude::Excludes;
+
+use super::{ArtifactPlan, Consumer, RestoreOptions, RestoreStep, Sink, SourceStream};
+use crate::config::VolumeJob;
+use crate::exec::{Cmd, describe_status};
+use crate::manifest::{Artifact, Manifest};
+use crate::{Error, Result};
+
+pub const FORMAT_TAR: &str = "tar";
+pub const FORMAT_FILES: &str = "file-list-json";
+const DATA: &str = "data";
+const FILES: &str = "files";
+/// Bytes per chunk handed from the archive thread to the pipeline, and chunks in flight.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS: usize = 4;
+/// Buffer between the restore pipeline and the extraction thread.
+const RESTORE_PIPE: usize = 1024 * 1024;
+
+/// Facts recorded in the manifest of a volume backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Facts {
+    /// `path` or `docker_volume`.
+    pub source: String,
+    /// The directory archived.
+    pub root: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_volume: Option<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// `pax` (POSIX.1-2001).
+    pub tar_format: String,
+}
+
+fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
+    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "no error output".into();
+    }
+    lines[lines.len().saturating_sub(5)..].join(" / ")
+}
+
+/// Where the tree comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Path(PathBuf),
+    Docker { volume: String, mountpoint: PathBuf },
+}
+
+impl Source {
+    fn root(&self) -> &Path {
+        match self {
+            Source::Path(p) => p,
+            Source::Docker { mountpoint, .. } => mountpoint,
+        }
+    }
+}
+
+fn pvc_not_supported(job: &str, restore: bool) -> Error {
+    source_err(
+        job,
+        "reading or writing a Kubernetes PVC through `exec` (`pvc_path`) is not supported yet",
+        Some(if restore {
+            "restore into a local directory with `--to PATH`, then copy it into the pod (`kubectl cp`)".into()
+        } else {
+            "run drctl in a pod (or on the node) that mounts the volume and use `path`".into()
+        }),
+    )
+}
+
+async fn resolve_source(job: &str, cfg: &VolumeJob, restore: bool) -> Result<Source> {
+    if let Some(p) = &cfg.path {
+        if !p.is_absolute() {
+            return Err(source_err(job, format!("`path` must be absolute, not `{}`", p.display()), None));
+        }
+        return Ok(Source::Path(p.clone()));
+    }
+    if let Some(volume) = &cfg.docker_volume {
+        let mountpoint = docker_mountpoint(job, volume).await?;
+        return Ok(Source::Docker { volume: volume.clone(), mountpoint });
+    }
+    if cfg.pvc_path.is_some() {
+        return Err(pvc_not_supported(job, restore));
+    }
+    Err(source_err(job, "no source: set `path`, `docker_volume` or `pvc_path`", None))
+}
+
+/// `docker volume inspect --format '{{ .Mountpoint }}' NAME`.
+async fn docker_mountpoint(job: &str, volume: &str) -> Result<PathBuf> {
+    let cmd = Cmd::new("docker").arg("volume").arg("inspect").arg("--format").arg("{{ .Mountpoint }}").arg(volume);
+    let (status, out, err) = cmd.output().await.map_err(|e| {
+        source_err(
+            job,
+            format!("cannot run `docker` to find the mountpoint of volume `{volume}`: {e}"),
+            Some("install the Docker CLI (with access to the engine), or set `path` to the volume's mountpoint".into()),
+        )
+    })?;
+    if !status.success() {
+        return Err(source_err(
+            job,
+            format!("`{}` failed ({}): {}", cmd.display(), describe_status(&status), tail(&err)),
+            Some(format!("does the volume exist on this host? `docker volume ls` lists them; `{volume}` is the name")),
+        ));
+    }
+    let mountpoint = out.trim();
+    if !mountpoint.starts_with('/') {
+        return Err(source_err(
+            job,
+            format!("`docker volume inspect` gave no usable mountpoint for volume `{volume}`: `{mountpoint}`"),
+            None,
+        ));
+    }
+    Ok(PathBuf::from(mountpoint))
+}
+
+/// The root to archive: an existing directory (symlinks to it are followed).
+fn check_root(job: &str, root: &Path) -> Result<PathBuf> {
+    let resolved = std::fs::canonicalize(root).map_err(|e| {
+        source_err(
+            job,
+            format!("cannot open the volume at `{}`: {e}", root.display()),
+            Some("check `path` (or that the `before` hooks create it)".into()),
+        )
+    })?;
+    if !resolved.is_dir() {
+        return Err(source_err(job, format!("`{}` is not a directory", root.display()), None));
+    }
+    Ok(resolved)
+}
+
+/// Run one hook with `sh -c`.
+async fn run_hook(cmd: &str, env: &[(&str, &str)]) -> std::result::Result<(), String> {
+    let mut c = Cmd::new("sh").arg("-c").arg(cmd);
+    for (k, v) in env {
+        c = c.env(k, v);
+    }
+    match c.output().await {
+        Ok((status, out, _)) if status.success() => {
+            if !out.trim().is_empty() {
+                tracing::debug!(hook = %crate::redact::scrub(cmd), output = %crate::redact::scrub(out.trim()), "hook output");
+            }
+            Ok(())
+        }
+        Ok((status, out, err)) => {
+            let text = if err.trim().is_empty() { crate::redact::scrub(&out) } else { err };
+            Err(format!("`{}` failed ({}): {}", crate::redact::scrub(cmd), describe_status(&status), tail(&text)))
+        }
+        Err(e) => Err(format!("cannot run `sh -c {}`: {e}", crate::redact::scrub(cmd))),
+    }
+}
+
+/// The archive thread's result, kept for the `files` artifact and the facts.
+struct Walked {
+    totals: Totals,
+    list: std::fs::File,
+}
+
+/// A volume backup in progress.
+pub struct BackupSession {
+    job: String,
+    cfg: VolumeJob,
+    source: Source,
+    excludes: Arc<Excludes>,
+    /// `open` was called: the backup touched the source, `after` hooks are due.
+    started: bool,
+    walked: Arc<Mutex<Option<Walked>>>,
+    totals: Option<Totals>,
+    root: Option<PathBuf>,
+}
+
+impl BackupSession {
+    pub async fn prepare(job: &str, cfg: &VolumeJob) -> Result<BackupSession> {
+        let excludes = Excludes::new(&cfg.exclude)
+            .map_err(|(i, m)| source_err(job, format!("exclude[{i}]: {m}"), Some("see jobs/volume.toml".into())))?;
+        let source = resolve_source(job, cfg, false).await?;
+        // `before` hooks may be what makes the root exist (a mounted snapshot): checked after them
+        if cfg.before.is_empty() {
+            check_root(job, source.root())?;
+        }
+        Ok(BackupSession {
+            job: job.to_string(),
+            cfg: cfg.clone(),
+            source,
+            excludes: Arc::new(excludes),
+            started: false,
+            walked: Arc::default(),
+            totals: None,
+            root: None,
+        })
+    }
+
+    pub fn artifacts(&self) -> Vec<ArtifactPlan> {
+        vec![
+            ArtifactPlan { name: DATA.into(), format: FORMAT_TAR, ext: "tar", size_hint: None },
+            ArtifactPlan { name: FILES.into(), format: FORMAT_FILES, ext: "json", size_hint: None },
+        ]
+    }
+
+    pub async fn open(&mut self, artifact: &ArtifactPlan) -> Result<SourceStream> {
+        match artifact.format {
+            FORMAT_TAR => self.open_data().await,
+            FORMAT_FILES => self.open_files(),
+            other => Err(source_err(&self.job, format!("unknown artifact format `{other}`"), None)),
+        }
+    }
+
+    fn hook_env(&self) -> [(&'static str, String); 2] {
+        [("DRCTL_JOB", self.job.clone()), ("DRCTL_VOLUME_PATH", self.source.root().display().to_string())]
+    }
+
+    async fn open_data(&mut self) -> Result<SourceStream> {
+        self.started = true;
+        let env = self.hook_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for (i, cmd) in self.cfg.before.iter().enumerate() {
+            tracing::info!(job = %self.job, hook = %crate::redact::scrub(cmd), "running before hook");
+            if let Err(e) = run_hook(cmd, &env).await {
+                return Err(source_err(
+                    &self.job,
+                    format!("before hook {} of {} {e}", i + 1, self.cfg.before.len()),
+                    Some("nothing was committed and the `after` hooks ran; fix the hook and run the job again".into()),
+                ));
+            }
+        }
+        let root = check_root(&self.job, self.source.root())?;
+        self.root = Some(root.clone());
+        let list = spool(&self.job)?;
+
+        let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS);
+        let excludes = self.excludes.clone();
+        let walk = tokio::task::spawn_blocking(move || {
+            let out = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK) };
+            let list = std::io::BufWriter::new(list);
+            let (totals, out, list) = archive::write_tree(&root, &excludes, out, list)?;
+            out.close().map_err(archive::WalkError::Write)?;
+            let list = list.into_inner().map_err(|e| archive::WalkError::List(e.into_error()))?;
+            Ok::<_, archive::WalkError>(Walked { totals, list })
+        });
+        let job = self.job.clone();
+        let walked = self.walked.clone();
+        let completion = Box::pin(async move {
+            match walk.await {
+                Ok(Ok(w)) => {
+                    if let Ok(mut slot) = walked.lock() {
+                        *slot = Some(w);
+                    }
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(walk_error(&job, e)),
+                Err(e) => Err(source_err(&job, format!("the archive thread failed: {e}"), None)),
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (Ok::<Bytes, std::io::Error>(chunk), rx))
+        });
+        Ok(SourceStream { reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))), completion })
+    }
+
+    fn open_files(&mut self) -> Result<SourceStream> {
+        let walked = self.walked.lock().ok().and_then(|mut w| w.take());
+        let Some(Walked { totals, mut list }) = walked else {
+            return Err(source_err(&self.job, "the file list is only available after the `data` artifact", None));
+        };
+        self.totals = Some(totals);
+        list.rewind().map_err(|e| source_err(&self.job, format!("cannot read back the file list: {e}"), None))?;
+        Ok(SourceStream { reader: Box::new(tokio::fs::File::from_std(list)), completion: Box::pin(async { Ok(()) }) })
+    }
+
+    pub async fn finish(&mut self) -> Result<serde_json::Value> {
+        let totals = self.totals.clone().ok_or_else(|| source_err(&self.job, "the backup did not complete", None))?;
+        let facts = Facts {
+            source: match &self.source {
+                Source::Path(_) => "path".into(),
+                Source::Docker { .. } => "docker_volume".into(),
+            },
+            root: self.root.as_deref().unwrap_or(self.source.root()).display().to_string(),
+            docker_volume: match &self.source {
+                Source::Docker { volume, .. } => Some(volume.clone()),
+                Source::Path(_) => None,
+            },
+            exclude: self.cfg.exclude.clone(),
+            totals,
+            tar_format: "pax".into(),
+        };
+        Ok(serde_json::to_value(facts).unwrap_or_default())
+    }
+
+    /// Run the `after` hooks (once the backup started, whatever happened); failures are warnings.
+    pub async fn close(self, committed: bool) {
+        if !self.started {
+            return;
+        }
+        let env = self.hook_env();
+        let status = if committed { "committed" } else { "failed" };
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("DRCTL_BACKUP_STATUS", status));
+        for cmd in &self.cfg.after {
+            tracing::info!(job = %self.job, hook = %crate::redact::scrub(cmd), "running after hook");
+            if let Err(e) = run_hook(cmd, &env).await {
+                tracing::warn!(job = %self.job, "after hook {e}");
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let what = match &self.source {
+            Source::Path(p) => format!("`{}`", p.display()),
+            Source::Docker { volume, mountpoint } => format!("docker volume `{volume}` at `{}`", mountpoint.display()),
+        };
+        format!(
+            "will archive {what} ({} exclude pattern(s), {} before and {} after hook(s)); will store: {DATA}, {FILES}",
+            self.cfg.exclude.len(),
+            self.cfg.before.len(),
+            self.cfg.after.len()
+        )
+    }
+}
+
+fn walk_error(job: &str, e: archive::WalkError) -> Error {
+    let hint = match &e {
+        archive::WalkError::Changed { .. } => Some(
+            "nothing was committed; stop or pause what writes to the volume with `before`/`after` hooks, or `exclude` the file"
+                .to_string(),
+        ),
+        archive::WalkError::Read { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => Some(
+            "nothing was committed; run drctl as a user that can read the whole volume (root), or `exclude` the entry"
+                .to_string(),
+        ),
+        archive::WalkError::List(_) => Some("set TMPDIR to a writable directory with some free space".to_string()),
+        _ => Some("nothing was committed".to_string()),
+    };
+    source_err(job, e.to_string(), hint)
+}
+
+/// An unlinked temporary file for the file list.
+fn spool(job: &str) -> Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(".drctl-{job}-files-{:08x}", rand::random::<u32>()));
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).map_err(|e| {
+            source_err(
+                job,
+                format!("cannot create a temporary file for the file list in `{}`: {e}", dir.display()),
+                Some("set TMPDIR to a writable directory".into()),
+            )
+        })?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+/// The archive thread's output: fixed-size chunks into a bounded channel.
+struct ChunkWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Bytes::from(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the pipeline stopped reading"))
+    }
+
+    /// Send what is buffered; dropping the writer then ends the stream.
+    fn close(mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- restore
+
+async fn destination(job: &str, cfg: &VolumeJob, opts: &RestoreOptions) -> Result<PathBuf> {
+    let chosen = opts.to.as_deref().map(PathBuf::from).or_else(|| opts.to_dir.clone());
+    let path = match chosen {
+        Some(p) => p,
+        None => resolve_source(job, cfg, true).await?.root().to_path_buf(),
+    };
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| source_err(job, format!("cannot resolve `{}`: {e}", path.display()), None))?;
+    Ok(cwd.join(path))
+}
+
+fn restore_err(job: &str, dest: &Path, message: impl Into<String>) -> Error {
+    Error::Restore { job: job.to_string(), destination: format!("`{}`", dest.display()), message: message.into() }
+}
+
+/// Resolve and inspect the destination; refuses a non-empty one without `--force`.
+async fn checked_destination(job: &str, cfg: &VolumeJob, opts: &RestoreOptions) -> Result<(PathBuf, place::State)> {
+    let dest = destination(job, cfg, opts).await?;
+    let (dest, state) = place::inspect(&dest).map_err(|e| restore_err(job, &dest, e.to_string()))?;
+    if let place::State::NotEmpty(n) = state
+        && !opts.force
+    {
+        return Err(Error::DestinationNotEmpty {
+            job: job.to_string(),
+            destination: format!("`{}`", dest.display()),
+            detail: format!("{n} entr{} at its top level", if n == 1 { "y" } else { "ies" }),
+        });
+    }
+    Ok((dest, state))
+}
+
+fn unknown_format(job: &str, a: &Artifact) -> Error {
+    source_err(
+        job,
+        format!("artifact `{}` has format `{}`, which this drctl cannot restore", a.name, a.format),
+        Some("use `--output FILE` to get the decrypted artifact".into()),
+    )
+}
+
+pub async fn plan_restore(
+    job: &str,
+    cfg: &VolumeJob,
+    _m: &Manifest,
+    a: &Artifact,
+    opts: &RestoreOptions,
+) -> Result<RestoreStep> {
+    match a.format.as_str() {
+        FORMAT_FILES => Ok(RestoreStep {
+            artifact: a.name.clone(),
+            destination: "(none)".into(),
+            action: "nothing to write: the per-file hash list is kept for restore drills".into(),
+        }),
+        FORMAT_TAR => {
+            let (dest, state) = checked_destination(job, cfg, opts).await?;
+            let action = match state {
+                place::State::Missing => {
+                    "extract into a new directory (staged beside it, moved into place once every check passed)"
+                        .to_string()
+                }
+                place::State::Empty => {
+                    "extract into the empty directory (staged, swapped in once every check passed)".to_string()
+                }
+                place::State::NotEmpty(n) => format!(
+                    "replace what it holds ({n} top-level entr{}): extract beside it, swap it in once every check passed, then delete the old tree",
+                    if n == 1 { "y" } else { "ies" }
+                ),
+            };
+            Ok(RestoreStep { artifact: a.name.clone(), destination: dest.display().to_string(), action })
+        }
+        _ => Err(unknown_format(job, a)),
+    }
+}
+
+pub async fn open_sink(job: &str, cfg: &VolumeJob, _m: &Manifest, a: &Artifact, opts: &RestoreOptions) -> Result<Sink> {
+    match a.format.as_str() {
+        FORMAT_FILES => Ok(Sink {
+            writer: Box::new(tokio::io::sink()),
+            consumer: Consumer::None,
+            destination: "(none)".into(),
+            on_failure: None,
+        }),
+        FORMAT_TAR => {
+            let (dest, _) = checked_destination(job, cfg, opts).await?;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let root = unsafe { libc::geteuid() } == 0;
+            let staging = place::stage(&dest)
+                .map_err(|e| restore_err(job, &dest, format!("cannot create a staging directory beside it: {e}")))?;
+            Ok(tar_sink(job, staging, extract::Options { owners: root && !opts.no_owner }))
+        }
+        _ => Err(unknown_format(job, a)),
+    }
+}
+
+/// A sink that extracts into `staging` as bytes arrive, and swaps the result in on commit.
+fn tar_sink(job: &str, staging: place::Staging, opts: extract::Options) -> Sink {
+    let (writer, reader) = tokio::io::duplex(RESTORE_PIPE);
+    let (commit, committed) = oneshot::channel::<()>();
+    let job = job.to_string();
+    let dest = staging.dest().to_path_buf();
+    let destination = dest.display().to_string();
+    let task = tokio::spawn(async move {
+        let handle = tokio::runtime::Handle::current();
+        let dir = staging.dir().to_path_buf();
+        let extracted = tokio::task::spawn_blocking(move || {
+            let input = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+            extract::extract(input, &dir, &opts)
+        })
+        .await;
+        let failed = match extracted {
+            Ok(Ok(stats)) => {
+                tracing::debug!(?stats, "extracted into the staging directory");
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the extraction thread failed: {e}")),
+        };
+        if let Some(message) = failed {
+            let _ = tokio::task::spawn_blocking(move || staging.discard()).await;
+            return Err(restore_err(&job, &dest, format!("{message}; nothing was changed")));
+        }
+        if committed.await.is_err() {
+            let _ = tokio::task::spawn_blocking(move || staging.discard()).await;
+            return Err(restore_err(
+                &job,
+                &dest,
+                "rolled back: the restore did not pass its checks; nothing was changed",
+            ));
+        }
+        match tokio::task::spawn_blocking(move || staging.commit()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(restore_err(&job, &dest, format!("cannot move the restored tree into place: {e}"))),
+            Err(e) => Err(restore_err(&job, &dest, format!("the swap thread failed: {e}"))),
+        }
+    });
+    Sink { writer: Box::new(writer), consumer: Consumer::Task { task, commit }, destination, on_failure: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    fn sample_tar(t: &Path) -> Vec<u8> {
+        let src = t.join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/f"), b"restored").unwrap();
+        archive::write_tree(&src, &Excludes::new(&[]).unwrap(), Vec::new(), Vec::new()).unwrap().1
+    }
+
+    async fn feed(sink: Sink, bytes: &[u8]) -> (Consumer, std::io::Result<()>) {
+        let Sink { mut writer, consumer, .. } = sink;
+        let mut r = writer.write_all(bytes).await;
+        if r.is_ok() {
+            r = writer.shutdown().await;
+        }
+        (consumer, r)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sink_changes_nothing_until_commit() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = sample_tar(t.path());
+        let dest = t.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("old"), b"old").unwrap();
+
+        // rollback: the commit sender is dropped
+        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false });
+        let (consumer, wrote) = feed(sink, &tar).await;
+        wrote.unwrap();
+        let Consumer::Task { task, commit } = consumer else { panic!("a task") };
+        assert_eq!(names(&dest), ["old"], "nothing visible before commit");
+        drop(commit);
+        let err = task.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("rolled back"), "{err}");
+        assert_eq!(names(&dest), ["old"]);
+        assert_eq!(names(t.path()), ["dest", "src"], "the staging directory is gone");
+
+        // commit
+        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false });
+        let (consumer, wrote) = feed(sink, &tar).await;
+        wrote.unwrap();
+        let Consumer::Task { task, commit } = consumer else { panic!("a task") };
+        commit.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        assert_eq!(names(&dest), ["d"]);
+        assert_eq!(std::fs::read(dest.join("d/f")).unwrap(), b"restored");
+        assert_eq!(names(t.path()), ["dest", "src"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hostile_archive_stops_the_sink_and_changes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("dest");
+        let mut w = archive::TarWriter::new(Vec::new());
+        w.header(&archive::HeaderSpec {
+            path: b"../escaped",
+            kind: tar::EntryType::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: None,
+            gname: None,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: 4,
+            link: None,
+            device: None,
+        })
+        .unwrap();
+        w.data().extend_from_slice(b"evil");
+        w.pad(4).unwrap();
+        // plenty of trailing data: the writer must see the consumer go away, not hang
+        let mut tar = w.finish().unwrap();
+        tar.extend(std::iter::repeat_n(0u8, 4 * RESTORE_PIPE));
+        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false });
+        let (consumer, _wrote) = feed(sink, &tar).await;
+        let Consumer::Task { task, commit } = consumer else { panic!("a task") };
+        let err = task.await.unwrap().unwrap_err().to_string();
+        drop(commit);
+        assert!(err.contains("refused") && err.contains("nothing was changed"), "{err}");
+        assert!(names(t.path()).is_empty(), "no destination, no staging, nothing escaped: {:?}", names(t.path()));
+    }
+}
