@@ -17,9 +17,12 @@
 #   DRCTL_SERVICES_DIR  base dir (default /tmp/drctl-services)
 #   DRCTL_TOOLS_DIR     cargo --root for tools built from source, kept across runs
 #                       (default /var/cache/drctl-tools; garage = $DRCTL_TOOLS_DIR/bin/garage)
-#   SERVICES            services to act on (default: "postgres garage redis openbao")
+#   SERVICES            services to act on (default: "postgres garage redis openbao pushgateway sftp webdav")
 #   REDIS_PORT          Redis port (default 16379)
 #   BAO_PORT            OpenBao API port (default 18200; cluster port +1)
+#   PUSHGATEWAY_PORT    Prometheus Pushgateway port (default 19091)
+#   SFTP_PORT           OpenSSH sshd (SFTP only) port (default 2222)
+#   WEBDAV_PORT         rclone WebDAV server port (default 18080)
 #   SKIP_INSTALL=1      do not apt-get/cargo install anything
 #   PG_PORT             PostgreSQL port (default 55432)
 #   GARAGE_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT   Garage ports (default 13900, 13901, 13903)
@@ -38,9 +41,9 @@ export LOG_TAG=services
 # shellcheck source=lib/pg.sh
 . "$HERE/lib/pg.sh"
 
-ALL_SERVICES="postgres garage redis openbao"
+ALL_SERVICES="postgres garage redis openbao pushgateway sftp webdav"
 SERVICES_GIVEN=${SERVICES+1}
-SERVICES=${SERVICES:-postgres garage redis openbao}
+SERVICES=${SERVICES:-postgres garage redis openbao pushgateway sftp webdav}
 BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
 DRCTL_TOOLS_DIR=${DRCTL_TOOLS_DIR:-/var/cache/drctl-tools}
 COMMON_PACKAGES=(age zstd curl ca-certificates)
@@ -287,6 +290,150 @@ env_openbao() {
   echo "DRCTL_TEST_VAULT_TOKEN=$(bao_field root_token)"
   echo "DRCTL_TEST_VAULT_UNSEAL_KEY=$(bao_field unseal_keys_b64)"
   echo "DRCTL_TEST_BAO_BIN=$(bao_bin)"
+}
+
+# ---------------------------------------------------------------- pushgateway (+ promtool for the alert rules)
+PUSHGATEWAY_PORT=${PUSHGATEWAY_PORT:-19091}
+# prometheus brings promtool (tests/dashboards.rs runs `promtool check rules` / `test rules`)
+install_pushgateway() { apt_ensure prometheus-pushgateway prometheus; }
+
+start_pushgateway() {
+  local d="$BASE/pushgateway" pidf logf
+  pidf=$(pidfile pushgateway)
+  logf=$(logfile pushgateway)
+  if pid_alive "$pidf"; then
+    log "pushgateway: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  if port_in_use "$PUSHGATEWAY_PORT"; then
+    log "pushgateway: port $PUSHGATEWAY_PORT is already in use by something else"
+    return 1
+  fi
+  mkdir -p "$d" || return 1
+  # its own persistence file (the packaged default is /var/lib/prometheus/pushgateway.data)
+  if ! spawn "$pidf" "$logf" prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" \
+    --persistence.file="$d/pushgateway.data" --persistence.interval=30s --log.level=warn; then
+    log_tail "$logf"
+    return 1
+  fi
+  wait_service "$pidf" "pushgateway" 15 curl -sf "http://127.0.0.1:$PUSHGATEWAY_PORT/-/ready" || { log_tail "$logf"; return 1; }
+}
+
+env_pushgateway() {
+  echo "DRCTL_TEST_PUSHGATEWAY_URL=http://127.0.0.1:$PUSHGATEWAY_PORT"
+}
+
+# ---------------------------------------------------------------- sftp (OpenSSH; stands in for a Hetzner Storage Box)
+SFTP_PORT=${SFTP_PORT:-2222}
+install_sftp() { apt_ensure openssh-server openssh-client; }
+
+start_sftp() {
+  local d="$BASE/sftp" pidf logf user
+  pidf=$(pidfile sftp)
+  logf=$(logfile sftp)
+  if pid_alive "$pidf"; then
+    log "sftp: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  if port_in_use "$SFTP_PORT"; then
+    log "sftp: port $SFTP_PORT is already in use by something else"
+    return 1
+  fi
+  mkdir -p "$d/etc" "$d/data" || return 1
+  chmod 0700 "$d/etc" || return 1
+  # its own host key and client key, made once and kept across restarts
+  [[ -f "$d/etc/host_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C drctl-test-host -f "$d/etc/host_ed25519" || return 1
+  [[ -f "$d/etc/client_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C drctl-test-client -f "$d/etc/client_ed25519" || return 1
+  cp "$d/etc/client_ed25519.pub" "$d/etc/authorized_keys" && chmod 0600 "$d/etc/authorized_keys" || return 1
+  # known_hosts from the host key on disk, not from a scan: no trust-on-first-use, even here
+  printf '[127.0.0.1]:%s %s\n' "$SFTP_PORT" "$(cut -d' ' -f1,2 "$d/etc/host_ed25519.pub")" >"$d/etc/known_hosts" || return 1
+  user=$(id -un)
+  # SFTP only (like a Storage Box on port 22): key auth, no shell, no forwarding; the session
+  # starts in data/ (the "home"), so relative paths land there
+  cat >"$d/etc/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $SFTP_PORT
+HostKey $d/etc/host_ed25519
+PidFile none
+AuthorizedKeysFile $d/etc/authorized_keys
+StrictModes no
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowUsers $user
+AllowTcpForwarding no
+X11Forwarding no
+PermitTTY no
+ForceCommand internal-sftp -d $d/data
+Subsystem sftp internal-sftp -d $d/data
+EOF
+  [[ $EUID -ne 0 ]] || mkdir -p /run/sshd
+  if ! spawn "$pidf" "$logf" /usr/sbin/sshd -D -e -f "$d/etc/sshd_config"; then
+    log_tail "$logf"
+    return 1
+  fi
+  wait_service "$pidf" "sshd" 15 port_in_use "$SFTP_PORT" || { log_tail "$logf"; return 1; }
+}
+
+env_sftp() {
+  echo "DRCTL_TEST_SFTP_HOST=127.0.0.1"
+  echo "DRCTL_TEST_SFTP_PORT=$SFTP_PORT"
+  echo "DRCTL_TEST_SFTP_USER=$(id -un)"
+  echo "DRCTL_TEST_SFTP_KEY=$BASE/sftp/etc/client_ed25519"
+  echo "DRCTL_TEST_SFTP_KNOWN_HOSTS=$BASE/sftp/etc/known_hosts"
+  echo "DRCTL_TEST_SFTP_ROOT=$BASE/sftp/data"
+}
+
+# ---------------------------------------------------------------- webdav (rclone serve webdav; Storage Box also speaks WebDAV)
+WEBDAV_PORT=${WEBDAV_PORT:-18080}
+install_webdav() { apt_ensure rclone; }
+
+webdav_secrets() {
+  local f="$BASE/webdav/secrets.env"
+  if [[ ! -f "$f" ]]; then
+    (
+      umask 077
+      mkdir -p "$BASE/webdav"
+      { echo "WEBDAV_USER=drctl"; echo "WEBDAV_PASS=$(rand_hex 16)"; } >"$f.tmp"
+      mv "$f.tmp" "$f"
+    )
+  fi
+  # shellcheck source=/dev/null
+  . "$f"
+}
+
+start_webdav() {
+  local d="$BASE/webdav" pidf logf
+  pidf=$(pidfile webdav)
+  logf=$(logfile webdav)
+  if pid_alive "$pidf"; then
+    log "webdav: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  if port_in_use "$WEBDAV_PORT"; then
+    log "webdav: port $WEBDAV_PORT is already in use by something else"
+    return 1
+  fi
+  mkdir -p "$d/data" || return 1
+  webdav_secrets || return 1
+  # credentials through rclone's environment, not argv (ps would show them); no directory cache,
+  # so that every listing shows what is on disk (as a Storage Box's server does), uploads in
+  # progress included
+  if ! RCLONE_USER=$WEBDAV_USER RCLONE_PASS=$WEBDAV_PASS RCLONE_CONFIG=/dev/null \
+    spawn "$pidf" "$logf" rclone serve webdav "$d/data" --addr "127.0.0.1:$WEBDAV_PORT" --dir-cache-time 0s; then
+    log_tail "$logf"
+    return 1
+  fi
+  wait_service "$pidf" "webdav" 15 curl -s -o /dev/null "http://127.0.0.1:$WEBDAV_PORT/" || { log_tail "$logf"; return 1; }
+}
+
+env_webdav() {
+  webdav_secrets
+  echo "DRCTL_TEST_WEBDAV_URL=http://127.0.0.1:$WEBDAV_PORT"
+  echo "DRCTL_TEST_WEBDAV_USER=$WEBDAV_USER"
+  echo "DRCTL_TEST_WEBDAV_PASS=$WEBDAV_PASS"
 }
 
 # ---------------------------------------------------------------- generic

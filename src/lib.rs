@@ -13,6 +13,7 @@ pub mod exec;
 pub mod jobs;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod redact;

@@ -8,6 +8,7 @@ use crate::Error;
 use crate::catalog::BackupStatus;
 use crate::engine::Engine;
 use crate::engine::run::{RunReport, run_job};
+use crate::metrics::{Event, RunOutcome, job_states, push};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,8 +36,13 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
     }
     let (mut failed, mut partial) = (false, false);
     let mut outcomes = Vec::new();
+    let mut ran = Vec::new();
     for job in &jobs {
-        match run_job(engine, job).await {
+        let result = run_job(engine, job).await;
+        let outcome = RunOutcome::new(job, &result);
+        Event::BackupFinished { job, result: outcome.result }.emit(None);
+        ran.push(outcome);
+        match result {
             Ok(r) => {
                 partial |= r.status == BackupStatus::Partial;
                 if !printer.json {
@@ -84,6 +90,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             }
         }
     }
+    push_metrics(engine, &ran).await;
     if printer.json {
         printer.json(&outcomes);
     }
@@ -94,4 +101,23 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
     } else {
         0
     })
+}
+
+/// Push the state of the jobs that ran to `[pushgateway] url`, when configured. A failed push is a
+/// warning: it never fails a backup or changes the exit code.
+async fn push_metrics(engine: &Engine, ran: &[RunOutcome]) {
+    let Some(pushgateway) = &engine.config.pushgateway else {
+        return;
+    };
+    if ran.is_empty() {
+        return;
+    }
+    let states = job_states(engine, ran).await;
+    let failures = push::push_states(&pushgateway.url, &states).await;
+    for e in &failures {
+        eprintln!("{}", crate::redact::scrub(&format!("warning: {e}")));
+    }
+    if let Some(e) = failures.first() {
+        eprintln!("{}", crate::redact::scrub(&format!("hint: {}", e.hint())));
+    }
 }

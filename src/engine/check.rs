@@ -111,9 +111,27 @@ pub struct TargetCopy {
     pub stale: bool,
 }
 
+/// 3-2-1 of a job's newest committed backup held by the targets `held_by` (empty when the job has
+/// none): the holders among the job's targets, and the verdict. `drctl check` and the metrics
+/// (`drctl_copies`, `drctl_rule_321_ok`) both use it, so they always agree.
+pub fn job_rule321(
+    config: &crate::config::Config,
+    job: &crate::config::JobConfig,
+    held_by: &[String],
+) -> (Vec<crate::retention::rule321::Placement>, crate::retention::rule321::Rule321) {
+    let holders: Vec<_> = job
+        .common
+        .targets
+        .iter()
+        .filter(|t| held_by.contains(t))
+        .filter_map(|t| config.targets.get(t).map(|c| c.placement(t)))
+        .collect();
+    let rule = crate::retention::rule321::evaluate(&holders.iter().collect::<Vec<_>>());
+    (holders, rule)
+}
+
 /// 3-2-1 for the job's newest committed backup, and staleness of each target against the RPO.
 async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Finding {
-    use crate::retention::rule321;
     let subject = format!("3-2-1 {}", job.name);
     let (found, problems) = match crate::engine::rebuild::scan(engine, Some(&job.name)).await {
         Ok(r) => r,
@@ -122,13 +140,7 @@ async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Fin
     let now = jiff::Timestamp::now();
     let rpo = job.common.rpo().as_secs() as i64;
     let newest = found.iter().max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
-    let placements: Vec<rule321::Placement> =
-        job.common.targets.iter().filter_map(|t| engine.config.targets.get(t).map(|c| c.placement(t))).collect();
-    let holders: Vec<&rule321::Placement> = match newest {
-        Some(n) => placements.iter().filter(|p| n.targets.contains(&p.target)).collect(),
-        None => vec![],
-    };
-    let rule = rule321::evaluate(&holders);
+    let (holders, rule) = job_rule321(&engine.config, job, newest.map(|n| n.targets.as_slice()).unwrap_or_default());
     let copies: Vec<TargetCopy> = job
         .common
         .targets

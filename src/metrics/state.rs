@@ -1,0 +1,162 @@
+//! A job's metric state: what the catalog knows (last success, newest committed backup and where
+//! it is) plus the result of the run that just ended.
+
+use jiff::Timestamp;
+
+use super::JobState;
+use crate::catalog::{BackupEntry, BackupStatus};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::run::RunReport;
+
+/// How a backup run ended, as exit codes tell it: ok (0), partial (3), failed (1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunResult {
+    /// Committed on every target of the job.
+    Ok,
+    /// Committed on some targets only.
+    Partial,
+    /// Nothing committed.
+    Failed,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Partial => "partial",
+            RunResult::Failed => "failed",
+        }
+    }
+}
+
+/// Duration and sizes of a committed backup.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BackupSize {
+    pub duration_seconds: f64,
+    /// Plaintext bytes read from the source.
+    pub source_bytes: u64,
+    /// Bytes stored on each target (compressed, encrypted).
+    pub stored_bytes: u64,
+}
+
+/// The restore-drill side of a job's state. Empty until drills record their results; `drctl verify`
+/// fills it from the same catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VerifyState {
+    /// Whether the last drill passed.
+    pub last_passed: Option<bool>,
+    /// Unix time of the newest passed drill.
+    pub last_success: Option<f64>,
+    pub duration_seconds: Option<f64>,
+}
+
+/// A run of one job, as `drctl run` saw it end.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub job: String,
+    pub result: RunResult,
+    /// The report, when something was committed.
+    pub report: Option<RunReport>,
+    /// When the run ended.
+    pub finished_at: Timestamp,
+}
+
+impl RunOutcome {
+    /// The outcome of `run_job`.
+    pub fn new(job: &str, result: &crate::Result<RunReport>) -> RunOutcome {
+        let (result, report) = match result {
+            Ok(r) if r.status == BackupStatus::Ok => (RunResult::Ok, Some(r.clone())),
+            Ok(r) => (RunResult::Partial, Some(r.clone())),
+            Err(_) => (RunResult::Failed, None),
+        };
+        RunOutcome { job: job.to_string(), result, report, finished_at: Timestamp::now() }
+    }
+}
+
+fn unix(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+/// The state of each job that ran, from one catalog read; see [`job_state`].
+pub async fn job_states(engine: &Engine, outcomes: &[RunOutcome]) -> Vec<JobState> {
+    let catalog = match engine.catalog().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: catalog unreadable, pushing only what the runs know");
+            None
+        }
+    };
+    let mut out = Vec::new();
+    for o in outcomes {
+        let entries = match &catalog {
+            Some(c) => match c.list(Some(&o.job), None).await {
+                Ok(entries) => Some(entries),
+                Err(e) => {
+                    tracing::warn!(job = %o.job, error = %e, "metrics: catalog unreadable, pushing what the run knows");
+                    None
+                }
+            },
+            None => None,
+        };
+        out.push(job_state(&engine.config, o, entries.as_deref()));
+    }
+    out
+}
+
+/// A job's whole state after the run `outcome`: from the catalog's `entries` for the job when
+/// there are some to read, otherwise (`None`: the catalog could not be read) only what the run
+/// itself knows, marked incomplete.
+pub fn job_state(config: &Config, outcome: &RunOutcome, entries: Option<&[BackupEntry]>) -> JobState {
+    let job = config.jobs.get(&outcome.job);
+    let rpo_seconds = job.map(|j| j.common.rpo().as_secs_f64()).unwrap_or(26.0 * 3600.0);
+    let rule = |held_by: &[String]| {
+        job.map(|j| {
+            let (_, rule) = crate::engine::check::job_rule321(config, j, held_by);
+            (rule.copies as u64, rule.ok)
+        })
+    };
+    let mut s =
+        JobState { job: outcome.job.clone(), rpo_seconds, last_run: Some(outcome.result), ..JobState::default() };
+    match entries {
+        Some(entries) => {
+            s.complete = true;
+            let committed = || {
+                entries
+                    .iter()
+                    .filter(|b| b.status != BackupStatus::Failed)
+                    .filter_map(|b| b.manifest.as_ref().map(|m| (b, m)))
+            };
+            s.last_success = committed()
+                .filter(|(b, _)| b.status == BackupStatus::Ok)
+                .map(|(_, m)| m)
+                .max_by(|a, b| a.newer_cmp(b))
+                .map(|m| unix(m.finished_at));
+            let newest = committed().max_by(|a, b| a.1.newer_cmp(b.1));
+            s.newest = newest.map(|(_, m)| BackupSize {
+                duration_seconds: (unix(m.finished_at) - unix(m.started_at)).max(0.0),
+                source_bytes: m.plaintext_bytes(),
+                stored_bytes: m.stored_bytes(),
+            });
+            // no committed backup: only the live data, and 3-2-1 is not met (as `drctl check`)
+            let (copies, ok) = rule(newest.map(|(b, _)| b.targets.as_slice()).unwrap_or_default()).unzip();
+            (s.copies, s.rule_321_ok) = (copies, ok);
+        }
+        None => {
+            // the run's own backup is the newest one; nothing is known about earlier ones
+            if let Some(r) = &outcome.report {
+                if outcome.result == RunResult::Ok {
+                    s.last_success = Some(unix(outcome.finished_at));
+                }
+                s.newest = Some(BackupSize {
+                    duration_seconds: r.duration_seconds,
+                    source_bytes: r.plaintext_bytes,
+                    stored_bytes: r.stored_bytes,
+                });
+                let (copies, ok) = rule(&r.committed).unzip();
+                (s.copies, s.rule_321_ok) = (copies, ok);
+            }
+        }
+    }
+    s
+}
