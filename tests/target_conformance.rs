@@ -9,16 +9,21 @@
 //! `fs` runs in a tempdir; `s3` runs against the real Garage server started by
 //! `scripts/services.sh` (endpoints from the environment or endpoints.env), each test under a
 //! unique `root` prefix, with 5 MiB parts so that a few MiB already make a multipart upload.
+//! `sftp` runs against the real OpenSSH server (sshd with internal-sftp, whose home directory is
+//! `DRCTL_TEST_SFTP_ROOT` on this machine, so the fixture inspects it directly) and `webdav`
+//! against the real rclone WebDAV server (inspected over HTTP), each under a unique `root`.
 
 mod common;
 
 use std::io;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drctl::config::{ChecksumMode, FsTarget, S3Target, TargetCommon, TargetConfig, TargetKind};
+use drctl::config::{
+    ChecksumMode, FsTarget, S3Target, SftpTarget, TargetCommon, TargetConfig, TargetKind, WebdavTarget,
+};
 use drctl::error::FailureKind;
 use drctl::redact::Secret;
 use drctl::targets::{ByteStream, ObjectMeta, Target};
@@ -35,6 +40,10 @@ enum Kind {
     Fs { dir: tempfile::TempDir },
     /// A raw client on the real endpoint, for what the `Target` API cannot show (multipart uploads).
     S3 { client: aws_sdk_s3::Client, bucket: String, root: String },
+    /// `data` is the SFTP account's home on this machine; the target's root is `data/root`.
+    Sftp { data: PathBuf, root: String },
+    /// A raw HTTP client on the server; the target's root is `url/root/`.
+    Webdav { client: reqwest::Client, url: String, root: String },
 }
 
 struct Fixture {
@@ -90,7 +99,93 @@ fn raw_s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+fn sftp_config(root: &str) -> SftpTarget {
+    SftpTarget {
+        host: common::endpoint("DRCTL_TEST_SFTP_HOST"),
+        port: common::endpoint("DRCTL_TEST_SFTP_PORT").parse().unwrap(),
+        user: common::endpoint("DRCTL_TEST_SFTP_USER"),
+        key_file: common::endpoint("DRCTL_TEST_SFTP_KEY").into(),
+        known_hosts_file: common::endpoint("DRCTL_TEST_SFTP_KNOWN_HOSTS").into(),
+        root: Some(root.to_string()),
+        max_connections: 4,
+    }
+}
+
+fn webdav_config(root: &str) -> WebdavTarget {
+    WebdavTarget {
+        url: common::endpoint("DRCTL_TEST_WEBDAV_URL"),
+        user: common::endpoint("DRCTL_TEST_WEBDAV_USER"),
+        password: Some(Secret::new(common::endpoint("DRCTL_TEST_WEBDAV_PASS"))),
+        password_file: None,
+        root: Some(root.to_string()),
+    }
+}
+
+fn open(name: &str, kind: TargetKind) -> Target {
+    Target::open(name, &TargetConfig { common: TargetCommon::default(), kind }).unwrap()
+}
+
+fn raw_webdav_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// A raw WebDAV request with the test credentials.
+fn dav(client: &reqwest::Client, method: &str, url: &str) -> reqwest::RequestBuilder {
+    client
+        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+        .basic_auth(common::endpoint("DRCTL_TEST_WEBDAV_USER"), Some(common::endpoint("DRCTL_TEST_WEBDAV_PASS")))
+}
+
+/// Every href below `url` (PROPFIND `Depth: infinity`, which rclone allows), percent-decoded.
+async fn dav_hrefs(client: &reqwest::Client, url: &str) -> Vec<String> {
+    let r = dav(client, "PROPFIND", url).header("Depth", "infinity").send().await.unwrap();
+    if r.status() == reqwest::StatusCode::NOT_FOUND {
+        return vec![];
+    }
+    assert_eq!(r.status().as_u16(), 207, "PROPFIND {url}");
+    let body = r.text().await.unwrap();
+    body.split("href>")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|s| s.split('<').next())
+        .map(|h| {
+            let (bytes, mut out, mut i) = (h.as_bytes(), Vec::new(), 0);
+            while i < bytes.len() {
+                match h.get(i + 1..i + 3).filter(|_| bytes[i] == b'%').and_then(|x| u8::from_str_radix(x, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(bytes[i]);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect()
+}
+
 impl Fixture {
+    fn sftp() -> Fixture {
+        let root = format!("conformance/{}", common::unique("t"));
+        Fixture {
+            target: open("conformance-sftp", TargetKind::Sftp(sftp_config(&root))),
+            kind: Kind::Sftp { data: common::endpoint("DRCTL_TEST_SFTP_ROOT").into(), root },
+        }
+    }
+
+    fn webdav() -> Fixture {
+        let root = format!("conformance/{}", common::unique("t"));
+        let url = common::endpoint("DRCTL_TEST_WEBDAV_URL").trim_end_matches('/').to_string();
+        Fixture {
+            target: open("conformance-webdav", TargetKind::Webdav(webdav_config(&root))),
+            kind: Kind::Webdav { client: raw_webdav_client(), url, root },
+        }
+    }
+
     fn fs() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let config = TargetConfig {
@@ -122,6 +217,14 @@ impl Fixture {
                     .map(|u| format!("{} (upload {})", u.key().unwrap_or("?"), u.upload_id().unwrap_or("?")))
                     .collect()
             }
+            Kind::Sftp { data, root } => {
+                walk(&data.join(root)).into_iter().filter(|p| p.contains(".partial-")).collect()
+            }
+            Kind::Webdav { client, url, root } => dav_hrefs(client, &format!("{url}/{root}/"))
+                .await
+                .into_iter()
+                .filter(|h| h.contains(".partial-"))
+                .collect(),
         }
     }
 
@@ -146,18 +249,55 @@ impl Fixture {
                     .unwrap();
                 format!("../{last}.outside/{name}")
             }
+            Kind::Sftp { data: home, root } => {
+                let (parent, last) = root.rsplit_once('/').unwrap();
+                let dir = home.join(parent).join(format!("{last}.outside"));
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(name), data).unwrap();
+                format!("../{last}.outside/{name}")
+            }
+            Kind::Webdav { client, url, root } => {
+                let (parent, last) = root.rsplit_once('/').unwrap();
+                for dir in [format!("{url}/{parent}/"), format!("{url}/{parent}/{last}.outside/")] {
+                    let r = dav(client, "MKCOL", &dir).send().await.unwrap();
+                    assert!(r.status().is_success() || r.status().as_u16() == 405, "MKCOL {dir}: {}", r.status());
+                }
+                let r = dav(client, "PUT", &format!("{url}/{parent}/{last}.outside/{name}"))
+                    .body(Bytes::from_static(data))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "PUT outside: {}", r.status());
+                format!("../{last}.outside/{name}")
+            }
         }
     }
 
     fn s3_root(&self) -> &str {
         match &self.kind {
             Kind::S3 { root, .. } => root,
-            Kind::Fs { .. } => panic!("not an s3 fixture"),
+            _ => panic!("not an s3 fixture"),
         }
     }
 
-    /// Best effort: remove what the test stored in the shared bucket (the tempdir removes itself).
+    /// Best effort: remove what the test stored on the shared servers (the tempdir removes itself).
     async fn cleanup(self) {
+        match &self.kind {
+            Kind::Sftp { data, root } => {
+                let (parent, last) = root.rsplit_once('/').unwrap();
+                let _ = std::fs::remove_dir_all(data.join(root));
+                let _ = std::fs::remove_dir_all(data.join(parent).join(format!("{last}.outside")));
+                return;
+            }
+            Kind::Webdav { client, url, root } => {
+                let (parent, last) = root.rsplit_once('/').unwrap();
+                for dir in [format!("{url}/{root}/"), format!("{url}/{parent}/{last}.outside/")] {
+                    let _ = dav(client, "DELETE", &dir).send().await;
+                }
+                return;
+            }
+            _ => {}
+        }
         let Kind::S3 { client, bucket, root } = &self.kind else {
             return;
         };
@@ -505,6 +645,15 @@ async fn escaping_keys(f: &Fixture) {
             "nothing was written outside the root"
         );
     }
+    if let Kind::Sftp { data, root } = &f.kind {
+        let (parent, last) = root.rsplit_once('/').unwrap();
+        assert_eq!(walk(&data.join(root)), vec!["inside/x".to_string()], "only the object inside the root");
+        assert_eq!(
+            walk(&data.join(parent).join(format!("{last}.outside"))),
+            vec!["outside.txt".to_string()],
+            "nothing was written outside the root"
+        );
+    }
 }
 
 async fn empty_object(f: &Fixture) {
@@ -531,7 +680,7 @@ async fn probe(f: &Fixture) {
 // ----------------------------------------------------------------------------------- instances
 
 macro_rules! conformance {
-    ($($case:ident => $fs:ident, $s3:ident;)*) => {$(
+    ($($case:ident => $fs:ident, $s3:ident, $sftp:ident, $webdav:ident;)*) => {$(
         #[tokio::test(flavor = "multi_thread")]
         async fn $fs() {
             let f = Fixture::fs();
@@ -545,22 +694,36 @@ macro_rules! conformance {
             $case(&f).await;
             f.cleanup().await;
         }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $sftp() {
+            let f = Fixture::sftp();
+            $case(&f).await;
+            f.cleanup().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $webdav() {
+            let f = Fixture::webdav();
+            $case(&f).await;
+            f.cleanup().await;
+        }
     )*};
 }
 
 conformance! {
-    put_get => fs_put_get, s3_put_get;
-    range_get => fs_range_get, s3_range_get;
-    list_prefix => fs_list_prefix, s3_list_prefix;
-    stat => fs_stat, s3_stat;
-    delete => fs_delete, s3_delete;
-    get_missing_not_found => fs_get_missing_not_found, s3_get_missing_not_found;
-    large_streamed => fs_large_streamed, s3_large_streamed;
-    interrupted_put => fs_interrupted_put, s3_interrupted_put;
-    uncommitted_invisible => fs_uncommitted_invisible, s3_uncommitted_invisible;
-    escaping_keys => fs_escaping_keys, s3_escaping_keys;
-    empty_object => fs_empty_object, s3_empty_object;
-    probe => fs_probe, s3_probe;
+    put_get => fs_put_get, s3_put_get, sftp_put_get, webdav_put_get;
+    range_get => fs_range_get, s3_range_get, sftp_range_get, webdav_range_get;
+    list_prefix => fs_list_prefix, s3_list_prefix, sftp_list_prefix, webdav_list_prefix;
+    stat => fs_stat, s3_stat, sftp_stat, webdav_stat;
+    delete => fs_delete, s3_delete, sftp_delete, webdav_delete;
+    get_missing_not_found => fs_get_missing_not_found, s3_get_missing_not_found, sftp_get_missing_not_found, webdav_get_missing_not_found;
+    large_streamed => fs_large_streamed, s3_large_streamed, sftp_large_streamed, webdav_large_streamed;
+    interrupted_put => fs_interrupted_put, s3_interrupted_put, sftp_interrupted_put, webdav_interrupted_put;
+    uncommitted_invisible => fs_uncommitted_invisible, s3_uncommitted_invisible, sftp_uncommitted_invisible, webdav_uncommitted_invisible;
+    escaping_keys => fs_escaping_keys, s3_escaping_keys, sftp_escaping_keys, webdav_escaping_keys;
+    empty_object => fs_empty_object, s3_empty_object, sftp_empty_object, webdav_empty_object;
+    probe => fs_probe, s3_probe, sftp_probe, webdav_probe;
 }
 
 // ------------------------------------------------------------------------------------- s3 only
@@ -589,4 +752,259 @@ async fn s3_network_fault_mid_upload() {
     let left = f.leftovers().await;
     eprintln!("multipart uploads left after the cut: {left:?}");
     f.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------ sftp and webdav
+
+/// An sftp target under a fresh root, with `change` applied to its settings.
+fn sftp_target(name: &str, root: &str, change: impl FnOnce(&mut SftpTarget)) -> Target {
+    let mut c = sftp_config(root);
+    change(&mut c);
+    open(name, TargetKind::Sftp(c))
+}
+
+/// The error of a target operation: (kind, message); panics on success or another error.
+fn target_err<T>(what: &str, r: drctl::Result<T>) -> (FailureKind, String) {
+    match r {
+        Err(drctl::Error::Target { kind, message, .. }) => (kind, message),
+        Err(e) => panic!("{what}: expected a target error, got {e:?}"),
+        Ok(_) => panic!("{what}: expected an error, got Ok"),
+    }
+}
+
+/// Every operation of `t` fails with `kind`, and its message contains every one of `needles`.
+async fn every_op_fails(t: &Target, kind: FailureKind, needles: &[&str]) {
+    let results = [
+        ("put", target_err("put", t.put_bytes("x/y", Bytes::from_static(b"data")).await)),
+        ("get", target_err("get", t.get("x/y", None).await)),
+        ("stat", target_err("stat", t.stat("x/y").await)),
+        ("list", target_err("list", t.list("").await)),
+        ("delete", target_err("delete", t.delete("x/y").await)),
+    ];
+    for (op, (k, message)) in results {
+        assert_eq!(k, kind, "{op}: {message}");
+        for n in needles {
+            assert!(message.contains(n), "{op}: `{n}` not in: {message}");
+        }
+    }
+}
+
+fn keygen(path: &Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "conformance", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// `ssh` processes started by this test process (zombies not counted).
+fn ssh_children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((head, tail)) = stat.rsplit_once(") ") else { return false };
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            head.ends_with("(ssh") && fields.first() != Some(&"Z") && fields.get(1) == Some(&me.as_str())
+        })
+        .count()
+}
+
+/// The server's host key is not in `known_hosts_file` (another key under its name, or an empty
+/// file): every operation is refused as Permanent with a message naming the file, the file is
+/// never written (no trust on first use) and nothing reaches the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_unknown_host_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_key = keygen(&dir.path().join("other_host_key"));
+    let host = format!("[{}]:{}", common::endpoint("DRCTL_TEST_SFTP_HOST"), common::endpoint("DRCTL_TEST_SFTP_PORT"));
+    let wrong = dir.path().join("known_hosts_wrong");
+    std::fs::write(&wrong, format!("{host} {other_key}\n")).unwrap();
+    let empty = dir.path().join("known_hosts_empty");
+    std::fs::write(&empty, "").unwrap();
+    let data = PathBuf::from(common::endpoint("DRCTL_TEST_SFTP_ROOT"));
+    for kh in [wrong, empty] {
+        let root = format!("conformance/{}", common::unique("hostkey"));
+        let before = std::fs::read(&kh).unwrap();
+        let t = sftp_target("conformance-sftp-hostkey", &root, |c| c.known_hosts_file = kh.clone());
+        let kh_text = kh.display().to_string();
+        every_op_fails(&t, FailureKind::Permanent, &["known_hosts_file", &kh_text]).await;
+        assert_eq!(std::fs::read(&kh).unwrap(), before, "the known_hosts file is never written");
+        assert!(!data.join(&root).exists(), "nothing reached the server");
+    }
+}
+
+/// A key the server does not accept: Permanent, naming `key_file`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("not_authorized");
+    keygen(&key);
+    let t = sftp_target("conformance-sftp-key", "conformance/wrong-key", |c| c.key_file = key.clone());
+    every_op_fails(&t, FailureKind::Permanent, &["key_file", &key.display().to_string()]).await;
+    // a key file that does not exist
+    let t = sftp_target("conformance-sftp-key", "conformance/wrong-key", |c| c.key_file = dir.path().join("missing"));
+    every_op_fails(&t, FailureKind::Permanent, &["key_file"]).await;
+}
+
+/// Nothing listens on the port: Transient (after a few retries with backoff), promptly.
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_unreachable_server_is_transient() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = sftp_target("conformance-sftp-down", "conformance/down", |c| c.port = port);
+    let started = std::time::Instant::now();
+    let (kind, message) = target_err("stat", t.stat("x").await);
+    assert_eq!(kind, FailureKind::Transient, "{message}");
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    let (kind, _) = target_err("put", t.put_bytes("x", Bytes::from_static(b"x")).await);
+    assert_eq!(kind, FailureKind::Transient);
+}
+
+/// At most `max_connections` ssh processes however many operations run at once (they share
+/// connections), and none left once the target is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_connections_are_bounded_and_closed() {
+    let f = Fixture::sftp();
+    let Kind::Sftp { root, .. } = &f.kind else { unreachable!() };
+    let t = std::sync::Arc::new(sftp_target("conformance-sftp-pool", root, |c| c.max_connections = 2));
+    assert_eq!(ssh_children(), 0);
+    let mut senders = Vec::new();
+    let mut puts = Vec::new();
+    for i in 0..6 {
+        let (tx, rx) = futures::channel::mpsc::channel::<io::Result<Bytes>>(0);
+        senders.push(tx);
+        let t = t.clone();
+        puts.push(tokio::spawn(async move { t.put(&format!("conn/{i}"), Box::pin(rx)).await }));
+    }
+    for tx in &mut senders {
+        tx.send(Ok(chunk(12, 0, 100_000))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = ssh_children();
+    assert!((1..=2).contains(&running), "{running} ssh processes for 6 concurrent puts with max_connections = 2");
+    drop(senders);
+    for p in puts {
+        assert_eq!(p.await.unwrap().unwrap(), 100_000);
+    }
+    assert_eq!(listed(&t, "conn/").await.len(), 6);
+    drop(t);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ssh_children() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ssh_children(), 0, "ssh processes outlive the target");
+    f.cleanup().await;
+}
+
+/// A put whose future is dropped mid-stream (a cancelled run) leaves nothing behind: a guard
+/// deletes the temporary file in the background.
+async fn cancelled_put(f: &Fixture) {
+    let t = &f.target;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<io::Result<Bytes>>(0);
+    let put = t.put("cancel/obj", Box::pin(rx));
+    let driver = async {
+        for c in generated(13, 3 * MIB, MIB) {
+            tx.send(Ok(c)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::select! {
+        _ = put => panic!("the put cannot finish: its stream is still open"),
+        () = driver => {}
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f.leftovers().await.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.leftovers().await, Vec::<String>::new(), "a cancelled put left its temporary file");
+    assert_eq!(t.stat("cancel/obj").await.unwrap(), None);
+    assert_eq!(listed(t, "").await, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_cancelled_put() {
+    let f = Fixture::sftp();
+    cancelled_put(&f).await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webdav_cancelled_put() {
+    let f = Fixture::webdav();
+    cancelled_put(&f).await;
+    f.cleanup().await;
+}
+
+/// The network dies in the middle of an upload (a proxy passes ~8 MiB, then cuts every
+/// connection and refuses new ones): `put` fails as Transient, never Ok, and nothing is visible
+/// through the real endpoint. The temporary file cannot be deleted through the dead proxy; it is
+/// invisible (never listed) and `cleanup` removes it here.
+async fn network_fault_mid_upload(f: &Fixture, cut: Target) {
+    let put = cut.put("fault/big.bin", stream_of(generated(11, 23 * MIB, MIB)));
+    let result = tokio::time::timeout(Duration::from_secs(300), put).await.expect("put must fail, not hang");
+    assert_eq!(failure("put through a cut connection", result), FailureKind::Transient);
+    let t = &f.target;
+    assert_eq!(t.stat("fault/big.bin").await.unwrap(), None);
+    assert_eq!(failure("get after a failed put", t.get("fault/big.bin", None).await), FailureKind::NotFound);
+    assert_eq!(listed(t, "").await, vec![]);
+    eprintln!("temporary files left after the cut: {:?}", f.leftovers().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_network_fault_mid_upload() {
+    let f = Fixture::sftp();
+    let Kind::Sftp { root, .. } = &f.kind else { unreachable!() };
+    let upstream = format!("{}:{}", common::endpoint("DRCTL_TEST_SFTP_HOST"), common::endpoint("DRCTL_TEST_SFTP_PORT"));
+    let proxy = common::CuttingProxy::start(&upstream, 8 * MIB as u64);
+    // the same host key, known under the proxy's port
+    let dir = tempfile::tempdir().unwrap();
+    let known = std::fs::read_to_string(common::endpoint("DRCTL_TEST_SFTP_KNOWN_HOSTS")).unwrap();
+    let key = known.lines().next().unwrap().split_once(' ').unwrap().1;
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, format!("[127.0.0.1]:{} {key}\n", proxy.addr.port())).unwrap();
+    let cut = sftp_target("conformance-sftp-cut", root, |c| {
+        c.host = "127.0.0.1".into();
+        c.port = proxy.addr.port();
+        c.known_hosts_file = kh.clone();
+    });
+    network_fault_mid_upload(&f, cut).await;
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webdav_network_fault_mid_upload() {
+    let f = Fixture::webdav();
+    let Kind::Webdav { root, .. } = &f.kind else { unreachable!() };
+    let proxy = common::CuttingProxy::start(&common::endpoint("DRCTL_TEST_WEBDAV_URL"), 8 * MIB as u64);
+    let mut c = webdav_config(root);
+    c.url = proxy.url();
+    network_fault_mid_upload(&f, open("conformance-webdav-cut", TargetKind::Webdav(c))).await;
+    f.cleanup().await;
+}
+
+/// A wrong password: Permanent, saying which settings to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn webdav_wrong_password_is_permanent() {
+    let mut c = webdav_config("conformance/wrong-password");
+    c.password = Some(Secret::new("not-the-password"));
+    let t = open("conformance-webdav-auth", TargetKind::Webdav(c));
+    every_op_fails(&t, FailureKind::Permanent, &["401", "password"]).await;
+}
+
+/// Nothing listens: Transient (after retries), promptly.
+#[tokio::test(flavor = "multi_thread")]
+async fn webdav_unreachable_server_is_transient() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut c = webdav_config("conformance/down");
+    c.url = format!("http://127.0.0.1:{port}");
+    let t = open("conformance-webdav-down", TargetKind::Webdav(c));
+    let started = std::time::Instant::now();
+    every_op_fails(&t, FailureKind::Transient, &[]).await;
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
 }

@@ -357,6 +357,11 @@ fn resolve_paths(config: &mut Config, base: &Path) {
                 s3.access_key_id_file.iter_mut().for_each(fix);
                 s3.secret_access_key_file.iter_mut().for_each(fix);
             }
+            TargetKind::Sftp(sftp) => {
+                fix(&mut sftp.key_file);
+                fix(&mut sftp.known_hosts_file);
+            }
+            TargetKind::Webdav(dav) => dav.password_file.iter_mut().for_each(fix),
         }
     }
     for j in config.jobs.values_mut() {

@@ -207,6 +207,8 @@ pub struct KeepPolicy {
 pub enum TargetKind {
     Fs(FsTarget),
     S3(S3Target),
+    Sftp(SftpTarget),
+    Webdav(WebdavTarget),
 }
 
 impl TargetKind {
@@ -214,6 +216,8 @@ impl TargetKind {
         match self {
             TargetKind::Fs(_) => "fs",
             TargetKind::S3(_) => "s3",
+            TargetKind::Sftp(_) => "sftp",
+            TargetKind::Webdav(_) => "webdav",
         }
     }
 }
@@ -253,6 +257,59 @@ pub struct S3Target {
     /// Multipart part size in MiB (default 16, at least 5). Memory per upload is about twice this.
     #[serde(default = "default_part_size")]
     pub part_size_mib: u64,
+}
+
+/// `type = "sftp"`: a Hetzner Storage Box (or any OpenSSH server) over SFTP, through the system
+/// `ssh` client (package openssh-client). Key authentication only; the server's host key must be
+/// in `known_hosts_file` (an unknown or changed key is refused, never trusted on first use).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpTarget {
+    /// Server name, e.g. `u123456.your-storagebox.de`.
+    pub host: String,
+    /// SSH port (default 23: the Storage Box port for SFTP, rsync and borg; 22 serves SFTP only).
+    #[serde(default = "default_sftp_port")]
+    pub port: u16,
+    /// Login name, e.g. `u123456`.
+    pub user: String,
+    /// Private key without passphrase (OpenSSH format) whose public key is in the account's
+    /// `.ssh/authorized_keys`.
+    pub key_file: PathBuf,
+    /// A known_hosts file with the server's host key, e.g. from `ssh-keyscan -p 23 HOST` checked
+    /// against the fingerprints the provider publishes (`[HOST]:PORT TYPE KEY` for ports other
+    /// than 22). Required: drctl never adds or trusts an unknown key.
+    pub known_hosts_file: PathBuf,
+    /// Directory for the backups, relative to the account's home (default: the home itself).
+    /// Created if missing.
+    pub root: Option<String>,
+    /// Most SSH connections this target opens at once (default 4; a Storage Box allows about 10
+    /// per account, shared by everything that logs in).
+    #[serde(default = "default_sftp_connections")]
+    pub max_connections: u32,
+}
+
+fn default_sftp_port() -> u16 {
+    23
+}
+fn default_sftp_connections() -> u32 {
+    4
+}
+
+/// `type = "webdav"`: a WebDAV server, e.g. a Hetzner Storage Box over HTTPS with basic auth.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebdavTarget {
+    /// Server URL, e.g. `https://u123456.your-storagebox.de` (may include a path).
+    #[serde(serialize_with = "crate::redact::serialize_url")]
+    pub url: String,
+    /// Basic-auth user, e.g. `u123456`.
+    pub user: String,
+    /// Basic-auth password (or use `password_file`).
+    pub password: Option<Secret>,
+    /// File whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Collection for the backups below `url` (default: `url` itself). Created if missing.
+    pub root: Option<String>,
 }
 
 fn default_region() -> String {

@@ -6,6 +6,20 @@ use super::load::{Problems, Source, key};
 use super::locate::Step;
 use super::{Config, JobSpec, TargetKind};
 
+/// A target's `root` is a relative directory below the account's home (or the WebDAV URL).
+fn check_root(p: &mut Problems, src: &Source, path: &[Step], root: Option<&str>) {
+    if let Some(r) = root
+        && r.split('/').any(|c| c == ".." || c == ".")
+    {
+        p.error(
+            src,
+            path,
+            format!("root `{r}` may not contain `.` or `..`"),
+            Some("e.g. `drctl` or `backups/drctl`".into()),
+        );
+    }
+}
+
 /// Names become object-key components and metric labels: keep them plain.
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -115,6 +129,88 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 if s3.bucket.is_empty() {
                     p.error(main, &at("bucket"), "bucket is empty", None);
                 }
+            }
+            TargetKind::Sftp(sftp) => {
+                let at = |k: &str| [key("targets"), key(name), key(k)];
+                if sftp.host.is_empty() || sftp.host.starts_with('-') || sftp.host.contains(char::is_whitespace) {
+                    p.error(main, &at("host"), format!("`{}` is not a host name", sftp.host), None);
+                }
+                if sftp.user.is_empty() || sftp.user.starts_with('-') || sftp.user.contains(char::is_whitespace) {
+                    p.error(main, &at("user"), format!("`{}` is not a user name", sftp.user), None);
+                }
+                if sftp.port == 0 {
+                    p.error(main, &at("port"), "port 0", Some("a Storage Box listens on 23 (and 22)".into()));
+                }
+                if sftp.max_connections == 0 {
+                    p.error(main, &at("max_connections"), "max_connections must be at least 1", None);
+                } else if sftp.max_connections > 10 {
+                    p.warn(
+                        main,
+                        &at("max_connections"),
+                        format!("{} connections: a Storage Box allows about 10 per account", sftp.max_connections),
+                        Some("4 (the default) is plenty: each connection streams at full speed".into()),
+                    );
+                }
+                for (field, file) in [("key_file", &sftp.key_file), ("known_hosts_file", &sftp.known_hosts_file)] {
+                    if !file.exists() {
+                        p.warn(
+                            main,
+                            &at(field),
+                            format!("`{}` does not exist: this target is unusable on this host", file.display()),
+                            Some(if field == "key_file" {
+                                "create a key with `ssh-keygen -t ed25519 -N '' -f FILE` and install its .pub on the server".into()
+                            } else {
+                                "get the host key with `ssh-keyscan -p PORT HOST > FILE` and check its fingerprint against the provider's".into()
+                            }),
+                        );
+                    }
+                }
+                check_root(p, main, &at("root"), sftp.root.as_deref());
+            }
+            TargetKind::Webdav(dav) => {
+                let at = |k: &str| [key("targets"), key(name), key(k)];
+                match url::Url::parse(&dav.url) {
+                    _ if dav.url.contains("${") => {}
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                        if let Some(pw) = u.password() {
+                            crate::redact::register(pw);
+                        }
+                        let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                        if u.scheme() == "http" && !loopback {
+                            p.warn(
+                                main,
+                                &at("url"),
+                                "plain http: the password travels unencrypted",
+                                Some("use https (a Storage Box serves WebDAV over https)".into()),
+                            );
+                        }
+                    }
+                    _ => p.error(
+                        main,
+                        &at("url"),
+                        format!("`{}` is not an http(s) URL", crate::redact::url_for_display(&dav.url)),
+                        Some("e.g. `https://u123456.your-storagebox.de`".into()),
+                    ),
+                }
+                if dav.user.is_empty() {
+                    p.error(main, &at("user"), "user is empty", None);
+                }
+                match (&dav.password, &dav.password_file) {
+                    (Some(_), Some(_)) => {
+                        p.error(main, &at("password"), "set `password` or `password_file`, not both", None)
+                    }
+                    (None, None) => p.error(
+                        main,
+                        &[key("targets"), key(name)],
+                        "no `password` or `password_file`",
+                        Some("a Storage Box's WebDAV needs the account (or sub-account) password".into()),
+                    ),
+                    (None, Some(f)) if !f.exists() => {
+                        p.warn(main, &at("password_file"), format!("`{}` does not exist", f.display()), None)
+                    }
+                    _ => {}
+                }
+                check_root(p, main, &at("root"), dav.root.as_deref());
             }
         }
     }
@@ -306,6 +402,23 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 }
                 if v.role_id.is_some() && v.secret_id.is_none() && v.secret_id_file.is_none() {
                     p.error(src, &at("secret_id_file"), "`role_id` needs `secret_id` or `secret_id_file`", None);
+                }
+                if let Ok(u) = url::Url::parse(&v.address)
+                    && !matches!(u.scheme(), "http" | "https")
+                {
+                    p.error(src, &at("address"), format!("`{}` is not an http(s) URL", u.scheme()), None);
+                }
+                if let Some(m) = &v.approle_mount {
+                    if v.role_id.is_none() {
+                        p.error(src, &at("approle_mount"), "`approle_mount` only applies with `role_id`", None);
+                    } else if m.trim_matches('/').is_empty() || m.contains(char::is_whitespace) {
+                        p.error(
+                            src,
+                            &at("approle_mount"),
+                            format!("`{m}` is not a mount path"),
+                            Some("the path the AppRole auth method is enabled at, e.g. `approle`".into()),
+                        );
+                    }
                 }
             }
             JobSpec::Gitlab(_) => {}

@@ -18,7 +18,10 @@
 //! Keys are `/`-separated relative paths; `..` and absolute keys are rejected.
 
 mod fs;
+mod retry;
 mod s3;
+mod sftp;
+mod webdav;
 
 use std::io;
 use std::ops::Range;
@@ -33,6 +36,8 @@ use crate::{Error, Result};
 
 pub use fs::FsStore;
 pub use s3::S3Store;
+pub use sftp::SftpStore;
+pub use webdav::WebdavStore;
 
 /// A stream of bytes; an `Err` item ends it with a failure.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -48,6 +53,8 @@ pub struct ObjectMeta {
 pub enum Target {
     Fs(FsStore),
     S3(S3Store),
+    Sftp(SftpStore),
+    Webdav(WebdavStore),
 }
 
 impl Target {
@@ -59,6 +66,8 @@ impl Target {
         Ok(match &config.kind {
             TargetKind::Fs(c) => Target::Fs(FsStore::new(name, c)),
             TargetKind::S3(c) => Target::S3(S3Store::new(name, c)?),
+            TargetKind::Sftp(c) => Target::Sftp(SftpStore::new(name, c)),
+            TargetKind::Webdav(c) => Target::Webdav(WebdavStore::new(name, c)?),
         })
     }
 
@@ -66,6 +75,8 @@ impl Target {
         match self {
             Target::Fs(t) => t.name(),
             Target::S3(t) => t.name(),
+            Target::Sftp(t) => t.name(),
+            Target::Webdav(t) => t.name(),
         }
     }
 
@@ -75,6 +86,8 @@ impl Target {
         match self {
             Target::Fs(t) => t.put(key, data).await,
             Target::S3(t) => t.put(key, data).await,
+            Target::Sftp(t) => t.put(key, data).await,
+            Target::Webdav(t) => t.put(key, data).await,
         }
     }
 
@@ -89,6 +102,8 @@ impl Target {
         match self {
             Target::Fs(t) => t.get(key, range).await,
             Target::S3(t) => t.get(key, range).await,
+            Target::Sftp(t) => t.get(key, range).await,
+            Target::Webdav(t) => t.get(key, range).await,
         }
     }
 
@@ -107,6 +122,8 @@ impl Target {
         match self {
             Target::Fs(t) => t.list(prefix).await,
             Target::S3(t) => t.list(prefix).await,
+            Target::Sftp(t) => t.list(prefix).await,
+            Target::Webdav(t) => t.list(prefix).await,
         }
     }
 
@@ -115,6 +132,8 @@ impl Target {
         match self {
             Target::Fs(t) => t.stat(key).await,
             Target::S3(t) => t.stat(key).await,
+            Target::Sftp(t) => t.stat(key).await,
+            Target::Webdav(t) => t.stat(key).await,
         }
     }
 
@@ -123,6 +142,8 @@ impl Target {
         match self {
             Target::Fs(t) => t.delete(key).await,
             Target::S3(t) => t.delete(key).await,
+            Target::Sftp(t) => t.delete(key).await,
+            Target::Webdav(t) => t.delete(key).await,
         }
     }
 

@@ -131,6 +131,32 @@ impl Scratch {
         )
     }
 
+    /// An SFTP target named `name` on the test sshd (a Storage Box stand-in), under a unique root.
+    pub fn sftp_target(&self, name: &str) -> String {
+        format!(
+            "[targets.{name}]\ntype = \"sftp\"\nhost = \"{host}\"\nport = {port}\nuser = \"{user}\"\nkey_file = \"{key}\"\n\
+             known_hosts_file = \"{kh}\"\nroot = \"{root}\"\nmedium = \"remote-disk\"\noffsite = true\n\n",
+            host = endpoint("DRCTL_TEST_SFTP_HOST"),
+            port = endpoint("DRCTL_TEST_SFTP_PORT"),
+            user = endpoint("DRCTL_TEST_SFTP_USER"),
+            key = endpoint("DRCTL_TEST_SFTP_KEY"),
+            kh = endpoint("DRCTL_TEST_SFTP_KNOWN_HOSTS"),
+            root = unique("e2e/t"),
+        )
+    }
+
+    /// A WebDAV target named `name` on the test WebDAV server, under a unique root.
+    pub fn webdav_target(&self, name: &str) -> String {
+        format!(
+            "[targets.{name}]\ntype = \"webdav\"\nurl = \"{url}\"\nuser = \"{user}\"\npassword = \"{pass}\"\nroot = \"{root}\"\n\
+             medium = \"remote-disk\"\noffsite = true\n\n",
+            url = endpoint("DRCTL_TEST_WEBDAV_URL"),
+            user = endpoint("DRCTL_TEST_WEBDAV_USER"),
+            pass = endpoint("DRCTL_TEST_WEBDAV_PASS"),
+            root = unique("e2e/t"),
+        )
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
     }
