@@ -29,7 +29,7 @@ fn every_config_problem_is_reported_with_file_line_and_key() {
     let cfg = s.config_path().display().to_string();
     let expect = [
         format!(
-            "{cfg}:{}: error: `targets.bad.type`: unknown variant `s4`, expected `fs` or `s3`",
+            "{cfg}:{}: error: `targets.bad.type`: unknown variant `s4`, expected one of `fs`, `s3`, `sftp`, `webdav`",
             line_of(&text, "\"s4\"")
         ),
         format!("{cfg}:{}: error: `jobs.pg.urll`: unknown field `urll`", line_of(&text, "urll")),
