@@ -42,6 +42,25 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
+/// Decode `%XX` escapes (URL user names, passwords and paths); invalid escapes stay as they are.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A URL with any password replaced by `***`, for messages. Strings that do not parse as URLs are
 /// scrubbed instead.
 pub fn url_for_display(raw: &str) -> String {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::load::{Problems, Source, key};
 use super::locate::Step;
 use super::{Config, JobSpec, TargetKind};
+use crate::redact::percent_decode;
 
 /// A target's `root` is a relative directory below the account's home (or the WebDAV URL).
 fn check_root(p: &mut Problems, src: &Source, path: &[Step], root: Option<&str>) {
@@ -432,11 +433,4 @@ fn known(config: &Config) -> String {
     } else {
         config.targets.keys().cloned().collect::<Vec<_>>().join(", ")
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
 }

@@ -22,6 +22,7 @@ use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
 use crate::config::{PostgresJob, RowCounts, read_secret_file};
 use crate::exec::{Cmd, describe_status};
 use crate::manifest::{Artifact, Manifest};
+use crate::redact::percent_decode;
 use crate::redact::{Secret, url_for_display};
 use crate::{Error, Result};
 
@@ -112,25 +113,6 @@ impl Conn {
             None => cmd,
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn utf8_percent_encode(s: &str) -> String {

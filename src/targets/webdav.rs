@@ -33,6 +33,7 @@ use super::{ByteStream, ObjectMeta, target_error};
 use crate::config::WebdavTarget;
 use crate::error::FailureKind;
 use crate::redact::Secret;
+use crate::redact::percent_decode;
 use crate::{Error, Result};
 
 const PARTIAL: &str = ".partial-";
@@ -567,24 +568,6 @@ fn encode_segment(s: &str) -> String {
         }
     }
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Bytes `skip..skip+take` of a stream.

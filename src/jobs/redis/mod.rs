@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::{ArtifactPlan, SourceStream};
 use crate::config::{ExecConfig, RedisJob, RedisMode, read_secret_file};
 use crate::redact::Secret;
+use crate::redact::percent_decode;
 use crate::{Error, Result};
 use conn::{Auth, Conn, Dial, Endpoint, Failure, TlsFiles};
 pub use info::DbKeys;
@@ -86,25 +87,6 @@ fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Er
 fn failed(job: &str, at: &str, doing: &str, f: Failure) -> Error {
     let hint = f.hint(at);
     source_err(job, format!("{doing} {at}: {f}"), hint)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A `redis://` / `rediss://` URL taken apart; the password is a [`Secret`] at once.
