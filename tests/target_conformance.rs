@@ -66,6 +66,10 @@ fn s3_config(endpoint: &str, root: &str) -> TargetConfig {
             path_style: true,
             checksums: ChecksumMode::default(),
             part_size_mib: PART_MIB,
+            object_lock: None,
+            storage_class: None,
+            sse: None,
+            sse_kms_key_id: None,
         }),
     }
 }

@@ -33,6 +33,21 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             for o in &p.orphans {
                 println!("  {}  {o}  (incomplete upload)", if args.dry_run { "delete " } else { "deleted" });
             }
+            for l in &p.locked {
+                println!("  keep    {}  (incomplete upload, object lock until {})", l.key, l.until);
+            }
+            for u in &p.stale_uploads {
+                let since = u.initiated.map(|t| format!(", started {t}")).unwrap_or_default();
+                println!(
+                    "  {}  {}  (unfinished multipart upload{since})",
+                    match (args.dry_run, p.aborted_uploads.contains(&u.upload_id)) {
+                        (true, _) => "abort  ",
+                        (false, true) => "aborted",
+                        (false, false) => "failed ",
+                    },
+                    u.key
+                );
+            }
             for e in &p.errors {
                 eprintln!("error: job `{}` target `{}`: {e}", p.job, p.target);
             }

@@ -257,6 +257,50 @@ pub struct S3Target {
     /// Multipart part size in MiB (default 16, at least 5). Memory per upload is about twice this.
     #[serde(default = "default_part_size")]
     pub part_size_mib: u64,
+    /// Object Lock retention set on every object of a backup (artifacts and manifest) as it is
+    /// uploaded, e.g. `{ mode = "compliance", days = 30 }` (default: none). The bucket must have
+    /// Object Lock enabled (which also makes it versioned); an upload the store did not lock is an
+    /// error. Uploads then always carry a CRC32 checksum (S3 requires one with Object Lock), and
+    /// `drctl prune` never deletes a backup while any of its objects is locked.
+    pub object_lock: Option<S3ObjectLock>,
+    /// Storage class for new objects, passed to the store as is, e.g. `STANDARD_IA`, `GLACIER_IR`
+    /// (default: the bucket's, usually `STANDARD`).
+    pub storage_class: Option<String>,
+    /// Server-side encryption for new objects: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS) (default:
+    /// the bucket's). This is the store's own encryption, on top of drctl's age encryption.
+    pub sse: Option<S3Sse>,
+    /// KMS key for `sse = "aws:kms"` (key id, ARN or `alias/…`; default: the account's S3 key).
+    pub sse_kms_key_id: Option<String>,
+}
+
+/// `object_lock = { mode = "…", days = N }` on an S3 target.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3ObjectLock {
+    /// `governance` (users with `s3:BypassGovernanceRetention` may still delete) or `compliance`
+    /// (nobody can delete or shorten it, not even the root account, until it expires).
+    pub mode: S3ObjectLockMode,
+    /// Retention in days from the upload, at least 1 (e.g. 30).
+    pub days: u32,
+}
+
+/// The two S3 Object Lock retention modes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum S3ObjectLockMode {
+    Governance,
+    Compliance,
+}
+
+/// `sse = "AES256" | "aws:kms"` on an S3 target.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum S3Sse {
+    /// SSE-S3: keys managed by the store.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS: keys in AWS KMS (`sse_kms_key_id`, or the account's default S3 key).
+    #[serde(rename = "aws:kms")]
+    AwsKms,
 }
 
 /// `type = "sftp"`: a Hetzner Storage Box (or any OpenSSH server) over SFTP, through the system

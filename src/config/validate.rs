@@ -130,6 +130,36 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 if s3.bucket.is_empty() {
                     p.error(main, &at("bucket"), "bucket is empty", None);
                 }
+                if let Some(lock) = &s3.object_lock
+                    && lock.days == 0
+                {
+                    p.error(
+                        main,
+                        &[key("targets"), key(name), key("object_lock"), key("days")],
+                        "object lock retention must be at least 1 day",
+                        Some("e.g. `object_lock = { mode = \"compliance\", days = 30 }`".into()),
+                    );
+                }
+                if let Some(class) = &s3.storage_class {
+                    if class.is_empty() || class.contains(char::is_whitespace) {
+                        p.error(
+                            main,
+                            &at("storage_class"),
+                            format!("`{class}` is not a storage class"),
+                            Some("e.g. `STANDARD`, `STANDARD_IA`, `GLACIER_IR`".into()),
+                        );
+                    } else if !aws_sdk_s3::types::StorageClass::values().contains(&class.as_str()) {
+                        p.warn(
+                            main,
+                            &at("storage_class"),
+                            format!("`{class}` is not an AWS storage class: it is passed to the store as is"),
+                            Some(format!("AWS knows {}", aws_sdk_s3::types::StorageClass::values().join(", "))),
+                        );
+                    }
+                }
+                if s3.sse_kms_key_id.is_some() && s3.sse != Some(super::S3Sse::AwsKms) {
+                    p.error(main, &at("sse_kms_key_id"), "`sse_kms_key_id` needs `sse = \"aws:kms\"`", None);
+                }
             }
             TargetKind::Sftp(sftp) => {
                 let at = |k: &str| [key("targets"), key(name), key(k)];

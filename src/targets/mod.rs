@@ -49,6 +49,16 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// An unfinished upload (S3 multipart) that holds storage but is not an object yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PendingUpload {
+    /// The key the upload would create, relative to the target's root.
+    pub key: String,
+    pub upload_id: String,
+    /// When the store says the upload started (`None` if it does not say).
+    pub initiated: Option<jiff::Timestamp>,
+}
+
 /// A configured target, connected.
 pub enum Target {
     Fs(FsStore),
@@ -144,6 +154,41 @@ impl Target {
             Target::S3(t) => t.delete(key).await,
             Target::Sftp(t) => t.delete(key).await,
             Target::Webdav(t) => t.delete(key).await,
+        }
+    }
+
+    /// Until when `key` is under a retention lock (S3 Object Lock) that forbids deleting it, as the
+    /// store reports it (possibly in the past). `None` when it has no lock or the kind has none
+    /// (fs, sftp, webdav). A missing key has no lock.
+    pub async fn locked_until(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        check_key(self.name(), key)?;
+        match self {
+            Target::Fs(_) => Ok(None),
+            Target::S3(t) => t.locked_until(key).await,
+            Target::Sftp(_) => Ok(None),
+            Target::Webdav(_) => Ok(None),
+        }
+    }
+
+    /// Unfinished uploads whose key starts with `prefix` (S3 multipart uploads; the other kinds
+    /// have none that outlive a `put`: they clean up their temporary files themselves).
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        match self {
+            Target::Fs(_) => Ok(vec![]),
+            Target::S3(t) => t.pending_uploads(prefix).await,
+            Target::Sftp(_) => Ok(vec![]),
+            Target::Webdav(_) => Ok(vec![]),
+        }
+    }
+
+    /// Abort an unfinished upload found by [`Target::pending_uploads`], freeing its storage.
+    /// Aborting one that is already gone succeeds.
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        match self {
+            Target::Fs(_) => Ok(()),
+            Target::S3(t) => t.abort_upload(upload).await,
+            Target::Sftp(_) => Ok(()),
+            Target::Webdav(_) => Ok(()),
         }
     }
 

@@ -8,6 +8,14 @@
 //!
 //! Request checksums are sent only "when required" by default: several S3-compatible stores
 //! reject the SDK's default CRC32 headers on multipart uploads.
+//!
+//! With `object_lock`, every upload (PutObject, or CreateMultipartUpload) carries the retention
+//! mode and date, and a CRC32 checksum (S3 refuses lock PUTs without Content-MD5 or a checksum).
+//! The upload is then checked with HEAD: a store that accepted the headers but did not lock the
+//! object gets a PutObjectRetention, and if that fails too the upload is an error — a target
+//! configured for immutability never silently stores unlocked backups. Write probes
+//! (`.drctl-probe/`) are not locked: they are deleted at once. Storage class and server-side
+//! encryption are passed through on every upload.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -21,13 +29,17 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode, ObjectLockRetention,
+    ObjectLockRetentionMode, ServerSideEncryption, StorageClass,
+};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::{ChecksumMode, S3Target};
+use super::{ByteStream, ObjectMeta, PendingUpload, target_error};
+use crate::config::{ChecksumMode, S3ObjectLock, S3ObjectLockMode, S3Sse, S3Target};
 use crate::error::FailureKind;
 use crate::redact::Secret;
 use crate::{Error, Result};
@@ -41,6 +53,40 @@ pub struct S3Store {
     bucket: String,
     root: String,
     part_size: usize,
+    object_lock: Option<S3ObjectLock>,
+    storage_class: Option<StorageClass>,
+    sse: Option<ServerSideEncryption>,
+    sse_kms_key_id: Option<String>,
+}
+
+/// Keys written by [`super::Target::probe`]: never locked, they are deleted right away.
+const PROBE_PREFIX: &str = ".drctl-probe/";
+
+/// The lock headers one upload carries.
+#[derive(Clone, Copy)]
+struct Lock {
+    mode: S3ObjectLockMode,
+    until: DateTime,
+}
+
+impl Lock {
+    fn sdk_mode(&self) -> ObjectLockMode {
+        match self.mode {
+            S3ObjectLockMode::Governance => ObjectLockMode::Governance,
+            S3ObjectLockMode::Compliance => ObjectLockMode::Compliance,
+        }
+    }
+
+    fn retention_mode(&self) -> ObjectLockRetentionMode {
+        match self.mode {
+            S3ObjectLockMode::Governance => ObjectLockRetentionMode::Governance,
+            S3ObjectLockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        }
+    }
+}
+
+fn to_timestamp(t: &DateTime) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()
 }
 
 fn read_secret(
@@ -85,7 +131,7 @@ impl S3Store {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let checksums = match c.checksums {
+        let mut checksums = match c.checksums {
             ChecksumMode::WhenRequired => {
                 (RequestChecksumCalculation::WhenRequired, ResponseChecksumValidation::WhenRequired)
             }
@@ -93,6 +139,10 @@ impl S3Store {
                 (RequestChecksumCalculation::WhenSupported, ResponseChecksumValidation::WhenSupported)
             }
         };
+        if c.object_lock.is_some() {
+            // S3 refuses uploads with Object Lock headers that carry neither Content-MD5 nor a checksum
+            checksums.0 = RequestChecksumCalculation::WhenSupported;
+        }
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(c.region.clone()))
@@ -118,6 +168,13 @@ impl S3Store {
             bucket: c.bucket.clone(),
             root,
             part_size: (c.part_size_mib as usize) << 20,
+            object_lock: c.object_lock,
+            storage_class: c.storage_class.as_deref().map(StorageClass::from),
+            sse: c.sse.map(|s| match s {
+                S3Sse::Aes256 => ServerSideEncryption::Aes256,
+                S3Sse::AwsKms => ServerSideEncryption::AwsKms,
+            }),
+            sse_kms_key_id: c.sse_kms_key_id.clone(),
         })
     }
 
@@ -137,7 +194,54 @@ impl S3Store {
         target_error(&self.name, op, key, kind, format!("bucket `{}`: {}", self.bucket, DisplayErrorContext(&e)))
     }
 
-    pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+    /// The lock a new upload of `key` gets, retained `days` from now.
+    fn lock_for(&self, key: &str) -> Option<Lock> {
+        let lock = self.object_lock.filter(|_| !key.starts_with(PROBE_PREFIX))?;
+        let until = jiff::Timestamp::now().as_second().saturating_add(i64::from(lock.days) * 86_400);
+        Some(Lock { mode: lock.mode, until: DateTime::from_secs(until) })
+    }
+
+    pub async fn put(&self, key: &str, data: ByteStream) -> Result<u64> {
+        let lock = self.lock_for(key);
+        let total = self.upload(key, data, lock).await?;
+        if let Some(lock) = lock {
+            self.ensure_locked(key, lock).await?;
+        }
+        Ok(total)
+    }
+
+    /// After a locked upload: make sure the store applied the lock (some S3-compatible stores,
+    /// and moto for multipart uploads, accept the headers and ignore them).
+    async fn ensure_locked(&self, key: &str, lock: Lock) -> Result<()> {
+        if self.locked_until(key).await?.is_some() {
+            return Ok(());
+        }
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .retention(ObjectLockRetention::builder().mode(lock.retention_mode()).retain_until_date(lock.until).build())
+            .send()
+            .await
+            .map_err(|e| {
+                target_error(
+                    &self.name,
+                    "put (object lock)",
+                    key,
+                    FailureKind::Permanent,
+                    format!(
+                        "bucket `{}` stored the object without the Object Lock retention `object_lock` asks for, \
+                         and setting it afterwards failed: is Object Lock enabled on the bucket? ({})",
+                        self.bucket,
+                        DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn upload(&self, key: &str, mut data: ByteStream, lock: Option<Lock>) -> Result<u64> {
         let full = self.full_key(key);
         let mut buf = BytesMut::new();
         let mut total = 0u64;
@@ -152,7 +256,7 @@ impl S3Store {
                 while buf.len() >= self.part_size {
                     let part = buf.split_to(self.part_size).freeze();
                     if upload.is_none() {
-                        upload = Some(self.create_multipart(key, &full).await?);
+                        upload = Some(self.create_multipart(key, &full, lock).await?);
                     }
                     if let Some(up) = upload.as_mut() {
                         up.send_part(self, key, part).await?;
@@ -175,6 +279,12 @@ impl S3Store {
                     .bucket(&self.bucket)
                     .key(&full)
                     .content_length(buf.len() as i64)
+                    .set_storage_class(self.storage_class.clone())
+                    .set_server_side_encryption(self.sse.clone())
+                    .set_ssekms_key_id(self.sse_kms_key_id.clone())
+                    .set_object_lock_mode(lock.map(|l| l.sdk_mode()))
+                    .set_object_lock_retain_until_date(lock.map(|l| l.until))
+                    .set_checksum_algorithm(self.object_lock.map(|_| ChecksumAlgorithm::Crc32))
                     .body(Body::from(buf.freeze()))
                     .send()
                     .await
@@ -200,12 +310,17 @@ impl S3Store {
         }
     }
 
-    async fn create_multipart(&self, key: &str, full: &str) -> Result<Multipart> {
+    async fn create_multipart(&self, key: &str, full: &str, lock: Option<Lock>) -> Result<Multipart> {
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(full)
+            .set_storage_class(self.storage_class.clone())
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.sse_kms_key_id.clone())
+            .set_object_lock_mode(lock.map(|l| l.sdk_mode()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.until))
             .send()
             .await
             .map_err(|e| self.err("put (create multipart upload)", key, e))?;
@@ -269,6 +384,66 @@ impl S3Store {
             }
             Err(e) if classify(&e) == FailureKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
+        }
+    }
+
+    pub async fn locked_until(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        // HEAD, not GetObjectRetention: it needs no extra permission, and emulators (moto)
+        // answer GetObjectRetention with an error
+        match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+            Ok(out) => Ok(out.object_lock_retain_until_date().and_then(to_timestamp)),
+            Err(e) if classify(&e) == FailureKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat (object lock)", key, e)),
+        }
+    }
+
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.root.is_empty() { 0 } else { self.root.len() + 1 };
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err("list multipart uploads", prefix, e))?;
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else { continue };
+                let Some(rel) = k.get(strip..) else { continue };
+                out.push(PendingUpload {
+                    key: rel.to_string(),
+                    upload_id: id.to_string(),
+                    initiated: u.initiated().and_then(to_timestamp),
+                });
+            }
+            if page.is_truncated() != Some(true) || page.next_key_marker().is_none() {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        let res = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(&upload.key))
+            .upload_id(&upload.upload_id)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if classify(&e) == FailureKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("abort multipart upload", &upload.key, e)),
         }
     }
 
