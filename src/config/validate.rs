@@ -452,7 +452,58 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                     }
                 }
             }
-            JobSpec::Gitlab(_) => {}
+            JobSpec::Gitlab(g) => {
+                for (i, part) in g.skip.iter().enumerate() {
+                    let path = [key("jobs"), key(name), key("skip"), Step::Index(i)];
+                    if part.is_empty() || part.contains([',', ' ', '\t']) {
+                        p.error(
+                            src,
+                            &path,
+                            format!("`{part}` is not one part name"),
+                            Some("one part per entry, e.g. `[\"registry\", \"artifacts\"]`".into()),
+                        );
+                    } else if part == "tar" {
+                        p.error(
+                            src,
+                            &path,
+                            "`tar` leaves the archive uncreated: there would be nothing to back up",
+                            Some("skip data parts only: db, repositories, uploads, builds, artifacts, lfs, registry, pages, packages, terraform_state, ci_secure_files …".into()),
+                        );
+                    }
+                }
+                if let Some(files) = &g.secrets_files {
+                    for (i, f) in files.iter().enumerate() {
+                        if !f.is_absolute() {
+                            p.error(
+                                src,
+                                &[key("jobs"), key(name), key("secrets_files"), Step::Index(i)],
+                                format!("`{}` is not an absolute path", f.display()),
+                                Some("paths where `exec` runs, e.g. `/etc/gitlab/gitlab-secrets.json`".into()),
+                            );
+                        }
+                    }
+                    if g.flavor == super::GitlabFlavor::Omnibus
+                        && !files.iter().any(|f| f.file_name().is_some_and(|n| n == "gitlab-secrets.json"))
+                    {
+                        p.warn(
+                            src,
+                            &at("secrets_files"),
+                            "no gitlab-secrets.json among `secrets_files`: a restore of such a backup loses CI/CD variables, 2FA and runner tokens",
+                            Some("add `/etc/gitlab/gitlab-secrets.json`".into()),
+                        );
+                    }
+                }
+                if g.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    p.error(src, &at("command"), "`command` is empty", Some("leave it out for the default".into()));
+                }
+                for (k, v) in [("backup_dir", &g.backup_dir), ("version_file", &g.version_file)] {
+                    if let Some(v) = v
+                        && !v.is_absolute()
+                    {
+                        p.error(src, &at(k), format!("`{}` is not an absolute path", v.display()), None);
+                    }
+                }
+            }
         }
     }
 }
