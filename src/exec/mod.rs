@@ -147,9 +147,9 @@ impl Place {
         let stdin_cfg = if stdin { Stdio::piped() } else { Stdio::null() };
         let mut running = cmd.spawn(stdin_cfg, Stdio::piped()).map_err(|e| {
             let hint = match (self, e.kind()) {
-                (Place::Docker { .. }, std::io::ErrorKind::NotFound) => {
-                    Some("install the docker CLI (package docker-ce-cli or docker.io) and mount the engine socket".into())
-                }
+                (Place::Docker { .. }, std::io::ErrorKind::NotFound) => Some(
+                    "install the docker CLI (package docker-ce-cli or docker.io) and mount the engine socket".into(),
+                ),
                 _ => None,
             };
             ExecError::new(format!("cannot start `{shown}`: {e}"), hint)

@@ -14,7 +14,12 @@ use k8s_openapi::api::core::v1::Pod as K8sPod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{AttachParams, ListParams};
 use kube::{Api, Client};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{ExecError, Finished, Remote};
 use crate::config::KubernetesExec;
@@ -113,21 +118,70 @@ impl Pod {
             .await
             .map_err(|e| api_error(e, &format!("cannot exec `{shown}` in {}", self.describe())))?;
         let stdout = process.stdout().ok_or_else(|| ExecError::new("exec: no stdout stream", None))?;
-        let stdin_w = if stdin {
-            process.stdin().map(|w| Box::new(w) as Box<dyn AsyncWrite + Send + Unpin>)
-        } else {
-            None
-        };
-        let stderr_task = tokio::spawn(tail(process.stderr()));
+        let stdin_w =
+            if stdin { process.stdin().map(|w| Box::new(w) as Box<dyn AsyncWrite + Send + Unpin>) } else { None };
+        let stderr = process.stderr();
         let status = process.take_status().ok_or_else(|| ExecError::new("exec: no status channel", None))?;
+        // kube's stream task returns on a broken connection without closing the stdout/stderr
+        // pipes, so their readers would wait forever: they end when the task has ended instead
+        let ended = CancellationToken::new();
+        let driver = {
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let status = status.await;
+                let _ = process.join().await;
+                ended.cancel();
+                status
+            })
+        };
+        let stdout = UntilEnded::new(stdout, &ended);
+        let stderr_task = tokio::spawn(tail(stderr.map(|e| UntilEnded::new(e, &ended))));
+        let driver = AbortOnDrop(driver);
         let done = Box::pin(async move {
-            let status = status.await;
-            // the stream task ends after the status frame; keep `process` alive until then
-            let _ = process.join().await;
+            let mut driver = driver;
+            let status = (&mut driver.0).await.unwrap_or(None);
             let stderr = stderr_task.await.unwrap_or_default();
             Ok(finished(status, stderr))
         });
         Ok(Remote { stdin: stdin_w, stdout: Box::new(stdout) as Box<dyn AsyncRead + Send + Unpin>, done })
+    }
+}
+
+/// Stops the exec stream (and so the command) when the [`Remote`] is dropped unfinished.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A pipe reader that reports end of input once the exec stream task has ended and the pipe is
+/// drained, even when kube left the pipe open.
+struct UntilEnded<R> {
+    inner: R,
+    ended: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl<R> UntilEnded<R> {
+    fn new(inner: R, ended: &CancellationToken) -> Self {
+        UntilEnded { inner, ended: Box::pin(ended.clone().cancelled_owned()), done: false }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for UntilEnded<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => Poll::Ready(r),
+            // nothing buffered: if the stream task is gone, nothing more will come
+            Poll::Pending if this.done || this.ended.as_mut().poll(cx).is_ready() => {
+                this.done = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -180,9 +234,10 @@ pub(crate) fn finished(status: Option<Status>, stderr: String) -> Finished {
 
 fn api_error(e: kube::Error, what: &str) -> ExecError {
     let hint = match &e {
-        kube::Error::Api(s) if s.code == 403 => {
-            Some("drctl's service account needs `get`/`list` on `pods` and `create` on `pods/exec` (see deploy/kubernetes)".into())
-        }
+        kube::Error::Api(s) if s.code == 403 => Some(
+            "drctl's service account needs `get`/`list` on `pods` and `create` on `pods/exec` (see deploy/kubernetes)"
+                .into(),
+        ),
         kube::Error::Api(s) if s.code == 404 => Some("check `namespace`, `pod`/`selector` and `container`".into()),
         _ => None,
     };

@@ -162,10 +162,8 @@ async fn respond_json(conn: &mut TcpStream, code: u16, body: serde_json::Value) 
         404 => "Not Found",
         _ => "Error",
     };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head =
+        format!("HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
     conn.write_all(head.as_bytes()).await?;
     conn.write_all(body.as_bytes()).await
 }
@@ -214,14 +212,22 @@ async fn serve(mut conn: TcpStream, state: State) -> std::io::Result<()> {
                 let name = name.to_string();
                 return exec(conn, head, &ns, &name, state).await;
             }
-            _ => respond_json(&mut conn, 404, status_error(404, "NotFound", "the server could not find the requested resource")).await?,
+            _ => {
+                respond_json(
+                    &mut conn,
+                    404,
+                    status_error(404, "NotFound", "the server could not find the requested resource"),
+                )
+                .await?
+            }
         }
     }
 }
 
 async fn exec(mut conn: TcpStream, head: Head, ns: &str, name: &str, state: State) -> std::io::Result<()> {
     let Some(pod) = state.pods.iter().find(|p| p.namespace == ns && p.name == name) else {
-        return respond_json(&mut conn, 404, status_error(404, "NotFound", &format!("pods \"{name}\" not found"))).await;
+        return respond_json(&mut conn, 404, status_error(404, "NotFound", &format!("pods \"{name}\" not found")))
+            .await;
     };
     if state.behaviour.forbid_exec {
         let msg = format!(

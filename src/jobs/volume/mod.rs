@@ -143,7 +143,12 @@ async fn resolve_source(job: &str, cfg: &VolumeJob, restore: bool) -> Result<Sou
 
 /// `docker volume inspect --format '{{ .Mountpoint }}' NAME`.
 async fn docker_mountpoint(job: &str, volume: &str) -> Result<PathBuf> {
-    let cmd = Cmd::new(crate::exec::docker_program()).arg("volume").arg("inspect").arg("--format").arg("{{ .Mountpoint }}").arg(volume);
+    let cmd = Cmd::new(crate::exec::docker_program())
+        .arg("volume")
+        .arg("inspect")
+        .arg("--format")
+        .arg("{{ .Mountpoint }}")
+        .arg(volume);
     let (status, out, err) = cmd.output().await.map_err(|e| {
         source_err(
             job,
