@@ -4,6 +4,8 @@
 //! Every test compares real data: each key's type, value and absolute expiry time.
 
 mod common;
+#[path = "common/kubeapi.rs"]
+mod kubeapi;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -429,8 +431,17 @@ fn backup_id(r: &Ran) -> String {
 
 /// The newest manifest on the fs target.
 fn manifest(s: &Scratch) -> serde_json::Value {
+    manifest_of(s, "")
+}
+
+/// The newest manifest of `job` (any job when empty).
+fn manifest_of(s: &Scratch, job: &str) -> serde_json::Value {
     let files = s.fs_files();
-    let newest = files.iter().filter(|f| f.ends_with(".manifest.json")).max().expect("a manifest");
+    let newest = files
+        .iter()
+        .filter(|f| f.ends_with(".manifest.json") && f.contains(&format!("{job}/")))
+        .max()
+        .expect("a manifest");
     serde_json::from_slice(&std::fs::read(s.path("backups").join(newest)).unwrap()).unwrap()
 }
 
@@ -823,9 +834,91 @@ fn bgsave_mode_reads_the_local_dump() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_same(&before, &snapshot(&mut dest.client()));
 
-    let r = run(s.drctl().args(["run", "docker"]));
+    // through `docker exec` (the stand-in CLI runs it here; no engine on CI)
+    let docker = |s: &Scratch| {
+        let mut c = s.drctl();
+        c.env("DRCTL_DOCKER", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/standins/docker"))
+            .env("DRCTL_STANDIN_CONTAINERS", "redis")
+            .env("DRCTL_STANDIN_LOG", s.path("docker.log"));
+        c
+    };
+    let r = run(docker(&s).args(["run", "docker"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let log = std::fs::read_to_string(s.path("docker.log")).unwrap();
+    let dump = src.dir.path().join("snapshot.rdb");
+    assert!(log.contains(&format!("docker exec --interactive=false redis cat -- {}", dump.display())), "{log}");
+    let f = manifest_of(&s, "docker")["facts"].clone();
+    assert_eq!(f["transfer"], "docker exec");
+    let dest = Server::start(&[]);
+    let r = run(s.drctl().args(["restore", "docker", "--latest", "--to", &dest.url()]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same(&before, &snapshot(&mut dest.client()));
+
+    // a container that is not there: a clear error, nothing committed
+    let listed = ok_backups(&s, "docker");
+    let r = run(docker(&s).env("DRCTL_STANDIN_CONTAINERS", "other").args(["run", "docker"]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("not supported yet"), "{r:?}");
+    assert!(r.stderr.contains("No such container: redis"), "{r:?}");
+    assert!(r.stderr.contains("docker container `redis`"), "{r:?}");
+    assert_eq!(ok_backups(&s, "docker"), listed, "nothing committed");
+}
+
+/// Ids of the job's committed backups.
+fn ok_backups(s: &Scratch, job: &str) -> Vec<String> {
+    let listed: serde_json::Value = serde_json::from_str(&run(s.drctl().args(["list", job, "--json"])).stdout).unwrap();
+    listed.as_array().unwrap().iter().filter(|b| b["status"] == "ok").map(|b| b["id"].to_string()).collect()
+}
+
+#[test]
+fn bgsave_through_kubernetes_pod_exec() {
+    let src = Server::start(&["--dbfilename", "pod.rdb"]);
+    populate(&mut src.client(), 300);
+    let before = snapshot(&mut src.client());
+    // the stand-in API server runs the exec'd command here: the "pod" sees the server's files
+    let api = kubeapi::KubeApi::start(
+        vec![kubeapi::FakePod::running("cache", "redis-0", &[("app", "redis")], &["redis"])],
+        kubeapi::Behaviour::default(),
+    );
+    let s = Scratch::new();
+    let kubeconfig = api.write_kubeconfig(&s.path(""), "cache");
+    s.write_config(&format!(
+        "{}{}",
+        s.head(),
+        job(
+            "k8s",
+            &src.url(),
+            "mode = \"bgsave\"\nexec = { kubernetes = { selector = \"app=redis\", container = \"redis\" } }"
+        ),
+    ));
+    let r = run(s.drctl().env("KUBECONFIG", &kubeconfig).args(["run", "k8s"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let f = manifest(&s)["facts"].clone();
+    assert_eq!(f["transfer"], "kubernetes exec");
+    assert_eq!(f["rdb_checksum"], true);
+    let execs = api.execs();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!(execs[0].pod, "redis-0");
+    assert_eq!(execs[0].container.as_deref(), Some("redis"));
+    assert_eq!(execs[0].command[0], "cat");
+
+    let dest = Server::start(&[]);
+    let r = run(s.drctl().args(["restore", "k8s", "--latest", "--to", &dest.url()]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same(&before, &snapshot(&mut dest.client()));
+
+    // a cut exec stream is never a backup
+    let cut = kubeapi::KubeApi::start(
+        vec![kubeapi::FakePod::running("cache", "redis-0", &[("app", "redis")], &["redis"])],
+        kubeapi::Behaviour { cut_stdout_after: Some(100), ..Default::default() },
+    );
+    let cutconfig = s.path("cut");
+    std::fs::create_dir_all(&cutconfig).unwrap();
+    let cutconfig = cut.write_kubeconfig(&cutconfig, "cache");
+    let listed = ok_backups(&s, "k8s");
+    let r = run(s.drctl().env("KUBECONFIG", &cutconfig).args(["run", "k8s"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("without an exit status"), "{r:?}");
+    assert_eq!(ok_backups(&s, "k8s"), listed, "nothing committed");
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.

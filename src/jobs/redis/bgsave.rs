@@ -19,6 +19,7 @@ use super::rdb::RdbCheck;
 use super::{Facts, failed, source_err};
 use crate::Result;
 use crate::config::RedisJob;
+use crate::exec::{Place, Remote};
 use crate::jobs::SourceStream;
 
 const POLL: Duration = Duration::from_millis(200);
@@ -48,6 +49,7 @@ pub async fn open(
     mut conn: Conn,
     at: &str,
     cfg: &RedisJob,
+    place: &Place,
     facts: Arc<Mutex<Facts>>,
 ) -> Result<SourceStream> {
     let deadline = Instant::now() + SAVE_TIMEOUT;
@@ -115,22 +117,42 @@ pub async fn open(
         }
     };
     drop(conn);
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
-        source_err(
-            job,
-            format!("cannot open the snapshot `{}`: {e}", path.display()),
-            Some("drctl must run on the Redis host with read access to its dump file (or set `rdb_path`)".into()),
-        )
-    })?;
-    // the file opened is this save's or a newer one: a later save renames a new file over it
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    // a later save renames a new file over this one: what is opened is this save's or a newer one
+    let (reader, size, remote): (Box<dyn AsyncRead + Send + Unpin>, Option<u64>, Option<Remote>) = match place {
+        Place::Local => {
+            let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                source_err(
+                    job,
+                    format!("cannot open the snapshot `{}`: {e}", path.display()),
+                    Some(
+                        "drctl must run on the Redis host with read access to its dump file (or set `rdb_path`, or `exec`)"
+                            .into(),
+                    ),
+                )
+            })?;
+            let size = file.metadata().await.map(|m| m.len()).ok();
+            (Box::new(file), size, None)
+        }
+        _ => {
+            let mut remote = place.read_file(&path).await.map_err(|e| e.for_job(job))?;
+            let out = std::mem::replace(&mut remote.stdout, Box::new(tokio::io::empty()));
+            (out, None, Some(remote))
+        }
+    };
     let check = Arc::new(Mutex::new(RdbCheck::new()));
-    let reader = CheckingReader { inner: file, check: check.clone() };
+    let reader = CheckingReader { inner: reader, check: check.clone() };
     let job = job.to_string();
+    let place = place.clone();
     let completion = Box::pin(async move {
+        if let Some(remote) = remote {
+            let finished = remote.wait().await.map_err(|e| e.for_job(&job))?;
+            finished.check(&format!("cat {}", path.display()), &place).map_err(|e| e.for_job(&job))?;
+        }
         let summary = check.lock().map(|c| (c.size(), c.finish())).map_err(|_| source_err(&job, "poisoned", None))?;
         let (read, summary) = summary;
-        if read != size {
+        if let Some(size) = size
+            && read != size
+        {
             return Err(source_err(
                 &job,
                 format!("read {read} bytes of `{}`, which had {size} when opened", path.display()),
@@ -141,7 +163,11 @@ pub async fn open(
         if let Ok(mut f) = facts.lock() {
             f.rdb_version = summary.version;
             f.rdb_checksum = summary.checksummed;
-            f.transfer = "file".into();
+            f.transfer = match place {
+                Place::Local => "file".into(),
+                Place::Docker { .. } => "docker exec".into(),
+                Place::Kubernetes(_) => "kubernetes exec".into(),
+            };
         }
         Ok(())
     });

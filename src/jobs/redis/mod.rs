@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::{ArtifactPlan, SourceStream};
-use crate::config::{ExecConfig, RedisJob, RedisMode, read_secret_file};
+use crate::config::{RedisJob, RedisMode, read_secret_file};
+use crate::exec::Place;
 use crate::redact::Secret;
 use crate::redact::percent_decode;
 use crate::{Error, Result};
@@ -224,6 +225,8 @@ pub struct BackupSession {
     mode: RedisMode,
     settings: Settings,
     cfg: RedisJob,
+    /// Where dump.rdb is read (`bgsave` mode).
+    place: Option<Place>,
     node: Option<Node>,
     shown: String,
     describe: String,
@@ -234,17 +237,11 @@ pub struct BackupSession {
 impl BackupSession {
     pub async fn prepare(job: &str, cfg: &RedisJob) -> Result<BackupSession> {
         let settings = Settings::from_job(job, cfg)?;
-        if cfg.mode == RedisMode::Bgsave && cfg.exec != ExecConfig::Local {
-            let how = match &cfg.exec {
-                ExecConfig::Docker(_) => "docker",
-                _ => "kubernetes",
-            };
-            return Err(source_err(
-                job,
-                format!("`mode = \"bgsave\"` with `exec = {{ {how} = … }}` is not supported yet"),
-                Some("use `mode = \"replication\"` (needs no access to the server's disk), or run drctl on the Redis host with `exec = \"local\"`".into()),
-            ));
-        }
+        // bgsave reads dump.rdb where the server runs: find that place before anything starts
+        let place = match cfg.mode {
+            RedisMode::Bgsave => Some(Place::resolve(&cfg.exec).await.map_err(|e| e.for_job(job))?),
+            RedisMode::Replication => None,
+        };
         let node = connect_node(job, &settings).await?;
         let shown = settings.display(&node.endpoint);
         let info = &node.info;
@@ -263,8 +260,11 @@ impl BackupSession {
         }
         describe.push_str(match cfg.mode {
             RedisMode::Replication => "; will store: dump (RDB over the replication protocol)",
-            RedisMode::Bgsave => "; will store: dump (BGSAVE, then dump.rdb read locally)",
+            RedisMode::Bgsave => "; will store: dump (BGSAVE, then dump.rdb read",
         });
+        if let Some(place) = &place {
+            describe.push_str(&format!(" {})", place.at()));
+        }
         let size_hint = info.get("used_memory_dataset").and_then(|v| v.parse().ok());
         let facts = Facts {
             redis_version: info.version(),
@@ -283,6 +283,7 @@ impl BackupSession {
             mode: cfg.mode,
             settings,
             cfg: cfg.clone(),
+            place,
             node: Some(node),
             shown,
             describe,
@@ -312,7 +313,10 @@ impl BackupSession {
         }
         match self.mode {
             RedisMode::Replication => source::open_sync(&job, conn, &self.shown, self.facts.clone()).await,
-            RedisMode::Bgsave => bgsave::open(&job, conn, &self.shown, &self.cfg, self.facts.clone()).await,
+            RedisMode::Bgsave => {
+                let place = self.place.clone().unwrap_or(Place::Local);
+                bgsave::open(&job, conn, &self.shown, &self.cfg, &place, self.facts.clone()).await
+            }
         }
     }
 
