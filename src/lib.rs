@@ -4,6 +4,7 @@
 //! ([`engine`]) is shared by the CLI and (later) the daemon. See docs/architecture.md for the
 //! data flow and module layout.
 
+pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod config;
