@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod generate;
 pub mod jobs;
 pub mod layout;
 pub mod manifest;

@@ -6,6 +6,7 @@
 
 mod catalog;
 mod check;
+mod generate;
 mod keygen;
 mod list;
 mod logging;
@@ -76,6 +77,8 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Scheduler and HTTP API (not yet implemented)
     Daemon,
+    /// Deployment manifests from this config: Kubernetes CronJobs and RBAC, or a Swarm stack
+    Generate(generate::Args),
 }
 
 /// Entry point used by `main`: never panics on user errors, always returns a documented code.
@@ -117,6 +120,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
                 Command::Prune(args) => prune::run(&engine, args, printer).await,
                 Command::Sync(args) => sync::run(&engine, args, printer).await,
+                Command::Generate(args) => generate::run(&engine, args, printer),
                 Command::Keygen(_) | Command::Verify { .. } | Command::Daemon => {
                     unreachable!("handled above")
                 }

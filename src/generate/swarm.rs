@@ -1,0 +1,113 @@
+//! A Docker Swarm stack file: the daemon as one service (it schedules every job itself), the config
+//! as swarm configs, secret files as external swarm secrets, the engine socket where jobs use
+//! `docker exec` or Docker volumes.
+
+use serde_json::{Value, json};
+
+use super::{CONFIG_DIR, Options, STATE_DIR, Sources, UID, all_secrets, dns_name, host_path, identity_path, needs_docker, stream};
+use crate::config::Config;
+
+/// Render the stack file; the second value lists notes for the operator.
+pub fn render(config: &Config, sources: &Sources, opts: &Options) -> (String, Vec<String>) {
+    let (stack, files, notes) = document(config, sources, opts);
+    let mut header = String::from(
+        "# Rendered by `drctl generate swarm` from drctl.toml: edit the config and render again.\n\
+         # Deploy beside drctl.toml and jobs/: docker stack deploy -c drctl-stack.yml drctl\n\
+         # Create the secrets first:\n",
+    );
+    for f in &files {
+        header.push_str(&format!("#   docker secret create drctl_{} ./{}\n", dns_name(&f.key).replace('-', "_"), f.key));
+    }
+    for n in &notes {
+        header.push_str(&format!("# Note: {n}\n"));
+    }
+    (stream(&header, &[stack]), notes)
+}
+
+/// The stack as a JSON value, the secret files it references, and notes.
+pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, Vec<super::SecretFile>, Vec<String>) {
+    let mut notes = Vec::new();
+    let docker = config.jobs.values().any(needs_docker);
+    let port = config
+        .api
+        .as_ref()
+        .and_then(|a| a.listen.as_deref())
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8080);
+
+    let mut configs = serde_json::Map::new();
+    let mut service_configs = vec![json!({"source": "drctl_toml", "target": format!("{CONFIG_DIR}/drctl.toml"), "mode": 0o444})];
+    configs.insert("drctl_toml".into(), json!({"file": "./drctl.toml"}));
+    for (file, _) in &sources.jobs {
+        let key = format!("drctl_job_{}", dns_name(file.trim_end_matches(".toml")).replace('-', "_"));
+        service_configs.push(json!({"source": key, "target": format!("{CONFIG_DIR}/jobs/{file}"), "mode": 0o444}));
+        configs.insert(key, json!({"file": format!("./jobs/{file}")}));
+    }
+
+    let mut secrets = serde_json::Map::new();
+    let mut service_secrets = Vec::new();
+    let mut files = all_secrets(config);
+    if let Some(id) = identity_path(config) {
+        // the daemon runs drills: it needs the identity (keep backup-only hosts on CronJobs or `drctl run`)
+        files.push(super::SecretFile { key: "age.key".into(), path: id });
+    }
+    for f in &files {
+        let name = format!("drctl_{}", dns_name(&f.key).replace('-', "_"));
+        service_secrets.push(json!({"source": name, "target": f.path, "mode": 0o400}));
+        secrets.insert(name, json!({"external": true}));
+    }
+
+    let mut volumes = vec![json!({"type": "volume", "source": "drctl_state", "target": STATE_DIR})];
+    for job in config.jobs.values() {
+        if let Some(p) = host_path(job) {
+            volumes.push(json!({"type": "bind", "source": p, "target": p, "read_only": true}));
+        }
+    }
+    if docker {
+        volumes.push(json!({"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}));
+        notes.push(
+            "jobs use `docker exec` or Docker volumes: the service mounts the engine socket, runs as root (socket \
+             access is root on the host anyway) and is placed on nodes labelled `drctl.docker=true`, which must be \
+             the node(s) running those containers"
+                .to_string(),
+        );
+    }
+    let mut constraints = vec!["node.platform.os == linux".to_string()];
+    if docker {
+        constraints.push("node.labels.drctl.docker == true".into());
+    }
+    let service = json!({
+        "image": opts.image,
+        "command": ["--config", format!("{CONFIG_DIR}/drctl.toml"), "daemon"],
+        "user": if docker { "0:0".to_string() } else { format!("{UID}:{UID}") },
+        "environment": {"HOME": "/tmp"},
+        "configs": service_configs,
+        "secrets": service_secrets,
+        "volumes": volumes,
+        "ports": [{"target": port, "published": port, "protocol": "tcp", "mode": "ingress"}],
+        "read_only": true,
+        "tmpfs": ["/tmp"],
+        "healthcheck": {
+            "test": ["CMD", "curl", "-fsS", format!("http://127.0.0.1:{port}/healthz")],
+            "interval": "30s", "timeout": "5s", "retries": 3, "start_period": "20s",
+        },
+        "stop_grace_period": "5m30s",
+        "deploy": {
+            // one daemon: with a SQLite catalog a second one would run every job twice
+            "replicas": 1,
+            "placement": {"constraints": constraints},
+            "restart_policy": {"condition": "any", "delay": "10s", "window": "60s"},
+            "update_config": {"order": "stop-first", "parallelism": 1},
+            "resources": {"limits": {"memory": "512M"}, "reservations": {"memory": "128M"}},
+        },
+    });
+    let stack = json!({
+        "version": "3.8",
+        "services": {"drctl": service},
+        "configs": configs,
+        "secrets": secrets,
+        "volumes": {"drctl_state": {}},
+    });
+    (stack, files, notes)
+}
