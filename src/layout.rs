@@ -4,6 +4,7 @@
 //! ```text
 //! <root>/<job>/<YYYY>/<MM>/<DD>/<backup-id>.<artifact>.<ext>.zst.age   an artifact
 //! <root>/<job>/<YYYY>/<MM>/<DD>/<backup-id>.manifest.json              written last: commits the backup
+//! <root>/<job>/<YYYY>/<MM>/<DD>/<backup-id>.verify.json                the newest restore drill's result
 //! ```
 //!
 //! A backup id is `YYYYMMDDTHHMMSSZ-xxxxxx` (UTC start time plus random hex): ids sort by time as
@@ -41,6 +42,12 @@ pub fn manifest_key(job: &str, id: &str) -> String {
     format!("{}/{id}.manifest.json", backup_dir(job, id))
 }
 
+/// Key of the record of the newest restore drill of a backup (written by `drctl verify`, replaced
+/// by the next drill; never part of the commit).
+pub fn verify_key(job: &str, id: &str) -> String {
+    format!("{}/{id}.verify.json", backup_dir(job, id))
+}
+
 /// Key of an artifact: `artifact` names it within the backup (a database), `ext` its format.
 pub fn artifact_key(job: &str, id: &str, artifact: &str, ext: &str) -> String {
     format!("{}/{id}.{artifact}.{ext}.zst.age", backup_dir(job, id))
@@ -67,5 +74,8 @@ mod tests {
         let mk = manifest_key("pg", &a);
         assert_eq!(manifest_id(&mk), Some(a.as_str()));
         assert!(artifact_key("pg", &a, "app", "dump").ends_with(".app.dump.zst.age"));
+        let vk = verify_key("pg", &a);
+        assert_eq!(vk, format!("pg/2026/11/23/{a}.verify.json"));
+        assert_eq!(manifest_id(&vk), None, "a drill record is not a manifest");
     }
 }

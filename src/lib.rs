@@ -21,5 +21,6 @@ pub mod progress;
 pub mod redact;
 pub mod retention;
 pub mod targets;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ mod prune;
 mod restore;
 mod run;
 mod sync;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -54,14 +55,8 @@ pub enum Command {
     List(list::Args),
     /// Restore a backup (into the job's source, another server, a file or stdout)
     Restore(restore::Args),
-    /// Restore drill into a scratch instance (not yet implemented)
-    Verify {
-        jobs: Vec<String>,
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        id: Option<String>,
-    },
+    /// Restore drill into a scratch instance: checks, measured restore time (exit 1 when one fails)
+    Verify(verify::Args),
     /// Apply retention on every target (prints the plan with the reason for each backup)
     Prune(prune::Args),
     /// Copy committed backups to targets that miss them (repairs 3-2-1 after exit 3)
@@ -109,7 +104,6 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args, printer),
-        Command::Verify { .. } => not_yet("verify"),
         Command::Daemon => not_yet("daemon"),
         command => match engine(cli) {
             Ok(engine) => match command {
@@ -120,8 +114,9 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
                 Command::Prune(args) => prune::run(&engine, args, printer).await,
                 Command::Sync(args) => sync::run(&engine, args, printer).await,
+                Command::Verify(args) => verify::run(&engine, args, printer).await,
                 Command::Generate(args) => generate::run(&engine, args, printer),
-                Command::Keygen(_) | Command::Verify { .. } | Command::Daemon => {
+                Command::Keygen(_) | Command::Daemon => {
                     unreachable!("handled above")
                 }
             },

@@ -439,8 +439,35 @@ pub struct VerifyConfig {
     /// Queries that must return true after the restore, e.g. `SELECT count(*) > 0 FROM users`.
     #[serde(default)]
     pub checks: Vec<String>,
-    /// A scratch server to restore into instead of an ephemeral one.
+    /// postgres (and gitlab's database): a scratch server to restore into instead of an ephemeral
+    /// cluster, e.g. `postgres://drill@scratch-db:5432/postgres`. A throwaway database
+    /// (`drctl_verify_…`) is created there for each drill and dropped afterwards; the role needs
+    /// `CREATEDB`. Default: none (an initdb'd cluster in a temporary directory on a free loopback
+    /// port, removed after the drill).
+    #[serde(default, serialize_with = "crate::redact::serialize_opt_url")]
     pub scratch_url: Option<String>,
+    /// vault: a throwaway Vault/OpenBao server to also restore the snapshot into (with
+    /// snapshot-force), e.g. `http://127.0.0.1:18201`. It must be able to open with the source
+    /// cluster's unseal keys; its token comes from `VAULT_TOKEN`/`BAO_TOKEN`. Default: none (the
+    /// drill checks the snapshot's own SHA256SUMS only). Never the job's own `address`.
+    pub scratch_address: Option<String>,
+    /// postgres: directory holding `initdb`, `pg_ctl` and `postgres` for the ephemeral cluster
+    /// (default: the job's `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`).
+    pub pg_bin_dir: Option<PathBuf>,
+    /// The user the ephemeral PostgreSQL cluster runs as when drctl runs as root (initdb refuses
+    /// root); default `postgres`.
+    pub scratch_user: Option<String>,
+    /// A backup whose source size fell by more than this fraction against the median of the job's
+    /// recent backups (up to 7) is committed but flagged `suspicious`, e.g. `0.3` (default 0.5: it
+    /// lost more than half; `1` disables the size check). An empty backup is always flagged.
+    pub suspicious_drop: Option<f64>,
+}
+
+impl VerifyConfig {
+    /// `suspicious_drop`, within 0..=1 (default 0.5).
+    pub fn suspicious_drop(&self) -> f64 {
+        self.suspicious_drop.filter(|f| f.is_finite()).map(|f| f.clamp(0.0, 1.0)).unwrap_or(0.5)
+    }
 }
 
 /// The closed set of job kinds.

@@ -1,0 +1,285 @@
+//! `drctl verify`: a restore drill of one backup of a job, and its record.
+//!
+//! Picks the backup (the newest, or `--id`), checks that every target said to hold it still has
+//! its manifest (a copy without one is not committed, and a rebuilt catalog would not know it),
+//! restores it into a scratch place through [`crate::verify`] and collects the findings. The
+//! result is a [`DrillRecord`]: returned to the caller (CLI, daemon), stored in the catalog, and
+//! written beside the backup on each target that holds it (`<backup-id>.verify.json`, see
+//! [`crate::layout::verify_key`]) so a rebuilt catalog can know it too. Nothing here prints.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use crate::catalog::Selector;
+use crate::config::JobSpec;
+use crate::manifest::Manifest;
+use crate::verify::{self, Drill, Finding, ScratchDir, Severity};
+use crate::{Result, layout};
+
+pub const RECORD_FORMAT: &str = "drctl-drill";
+pub const RECORD_VERSION: u32 = 1;
+
+/// How a drill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillStatus {
+    /// Restored and every check passed (warnings allowed).
+    Ok,
+    /// Something failed: see the findings.
+    Failed,
+}
+
+impl DrillStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillStatus::Ok => "ok",
+            DrillStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The result of one drill: what `drctl verify --json` prints, the catalog stores and the target
+/// holds as `<backup-id>.verify.json` (no secrets, no data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// Always `drctl-drill`.
+    pub format: String,
+    pub version: u32,
+    pub job: String,
+    pub kind: String,
+    /// The drilled backup; `None` when no backup could be found.
+    pub backup_id: Option<String>,
+    pub status: DrillStatus,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// Measured restore time (RTO): fetching, checking, decrypting and loading the data until it
+    /// is usable; scratch server setup excluded.
+    pub restore_seconds: f64,
+    /// The whole drill, scratch setup and checks included.
+    pub duration_seconds: f64,
+    /// Sizes from the manifest: plaintext and stored.
+    pub plaintext_bytes: u64,
+    pub stored_bytes: u64,
+    /// Plaintext bytes actually restored.
+    pub restored_bytes: u64,
+    /// `artifact → destination` of each restore.
+    pub destinations: Vec<String>,
+    pub findings: Vec<Finding>,
+    pub host: String,
+    pub drctl_version: String,
+}
+
+impl DrillRecord {
+    pub fn passed(&self) -> bool {
+        self.status == DrillStatus::Ok
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Parse a record read from a target; `None` when it is not one.
+    pub fn from_json(data: &[u8]) -> Option<DrillRecord> {
+        let r: DrillRecord = serde_json::from_slice(data).ok()?;
+        (r.format == RECORD_FORMAT && r.version <= RECORD_VERSION).then_some(r)
+    }
+}
+
+/// A drill's record plus what happened while storing it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    #[serde(flatten)]
+    pub record: DrillRecord,
+    /// Targets the record was written to.
+    pub recorded_on: Vec<String>,
+    /// Where the record could not be stored (catalog, a target): the drill's verdict stands.
+    pub record_warnings: Vec<String>,
+}
+
+/// Drill `job_name`'s backup picked by `selector` (default: the newest).
+///
+/// # Errors
+/// Only for an unknown job: every other failure is a failed drill with findings.
+pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Selector>) -> Result<DrillReport> {
+    let job = engine.config.job(job_name)?;
+    let started = Timestamp::now();
+    let clock = Instant::now();
+    let selector = selector.unwrap_or(Selector::Latest);
+    let mut record = DrillRecord {
+        format: RECORD_FORMAT.into(),
+        version: RECORD_VERSION,
+        job: job.name.clone(),
+        kind: job.spec.kind_name().into(),
+        backup_id: None,
+        status: DrillStatus::Failed,
+        started_at: started,
+        finished_at: started,
+        restore_seconds: 0.0,
+        duration_seconds: 0.0,
+        plaintext_bytes: 0,
+        stored_bytes: 0,
+        restored_bytes: 0,
+        destinations: Vec::new(),
+        findings: Vec::new(),
+        host: hostname(),
+        drctl_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut holders = Vec::new();
+    match super::restore::resolve(engine, job_name, &selector).await {
+        Err(e) => record.findings.push(Finding {
+            severity: Severity::Error,
+            subject: "backup".into(),
+            message: crate::redact::scrub(&e.to_string()),
+            hint: e.hint(),
+        }),
+        Ok((manifest, targets)) => {
+            holders = targets;
+            record.backup_id = Some(manifest.backup_id.clone());
+            record.plaintext_bytes = manifest.plaintext_bytes();
+            record.stored_bytes = manifest.stored_bytes();
+            record.findings.extend(check_manifests(engine, &manifest, &holders).await);
+            match ScratchDir::new() {
+                Err(e) => record.findings.push(Finding {
+                    severity: Severity::Error,
+                    subject: "scratch directory".into(),
+                    message: format!("cannot create it: {e}"),
+                    hint: Some("set DRCTL_SCRATCH_DIR to a writable directory with room for the restore".into()),
+                }),
+                Ok(scratch) => {
+                    let mut drill = Drill::new(engine, job, &manifest, &scratch);
+                    match &job.spec {
+                        JobSpec::Postgres(_) => verify::postgres::drill(&mut drill).await,
+                        JobSpec::Redis(_) => verify::redis::drill(&mut drill).await,
+                        JobSpec::Volume(_) => verify::volume::drill(&mut drill).await,
+                        JobSpec::Vault(_) => verify::vault::drill(&mut drill).await,
+                        JobSpec::Gitlab(_) => verify::gitlab::drill(&mut drill).await,
+                    }
+                    record.restore_seconds = drill.restore_seconds;
+                    record.restored_bytes = drill.restored_bytes;
+                    record.destinations = std::mem::take(&mut drill.destinations);
+                    record.findings.extend(drill.findings);
+                }
+            }
+        }
+    }
+    record.status = if record.findings.iter().any(|f| f.severity == Severity::Error) {
+        DrillStatus::Failed
+    } else {
+        DrillStatus::Ok
+    };
+    record.finished_at = Timestamp::now();
+    record.duration_seconds = clock.elapsed().as_secs_f64();
+    if record.passed() {
+        tracing::info!(job = %record.job, backup = ?record.backup_id, restore_seconds = record.restore_seconds, "restore drill passed");
+    } else {
+        let first = record.findings.iter().find(|f| f.severity == Severity::Error).map(|f| f.to_string());
+        tracing::warn!(job = %record.job, backup = ?record.backup_id, error = ?first, "restore drill failed");
+    }
+
+    let mut report = DrillReport { record, recorded_on: Vec::new(), record_warnings: Vec::new() };
+    store(engine, &mut report, &holders).await;
+    Ok(report)
+}
+
+/// Every holder must still have the backup's manifest, and it must be the one restored from.
+async fn check_manifests(engine: &Engine, m: &Manifest, holders: &[String]) -> Vec<Finding> {
+    let key = layout::manifest_key(&m.job, &m.backup_id);
+    let mut out = Vec::new();
+    for name in holders {
+        let problem = match engine.target(name) {
+            Err(e) => Some((Severity::Warning, format!("cannot open the target: {e}"))),
+            Ok(t) => match t.stat(&key).await {
+                Ok(None) => Some((
+                    Severity::Error,
+                    format!(
+                        "manifest `{key}` is missing: this copy is not committed (a rebuilt catalog would not know it)"
+                    ),
+                )),
+                Err(e) => Some((Severity::Warning, format!("cannot check manifest `{key}`: {e}"))),
+                Ok(Some(_)) => match t.get_bytes(&key).await.map(|b| Manifest::from_json(&key, &b)) {
+                    Ok(Ok(found)) if found == *m => None,
+                    Ok(Ok(_)) => Some((Severity::Error, format!("manifest `{key}` differs from the catalog's copy"))),
+                    Ok(Err(e)) => Some((Severity::Error, e.to_string())),
+                    Err(e) => Some((Severity::Warning, format!("cannot read manifest `{key}`: {e}"))),
+                },
+            },
+        };
+        if let Some((severity, message)) = problem {
+            out.push(Finding {
+                severity,
+                subject: format!("target `{name}`"),
+                message: crate::redact::scrub(&message),
+                hint: (severity == Severity::Error).then(|| {
+                    format!(
+                        "run `drctl catalog rebuild` to forget the copy, then `drctl sync {}` to copy the backup there again",
+                        m.job
+                    )
+                }),
+            });
+        }
+    }
+    out
+}
+
+/// Store the record beside the backup on each target holding it.
+async fn store(engine: &Engine, report: &mut DrillReport, holders: &[String]) {
+    let Some(id) = report.record.backup_id.clone() else { return };
+    let key = layout::verify_key(&report.record.job, &id);
+    let body = Bytes::from(report.record.to_json());
+    for name in holders {
+        let result = match engine.target(name) {
+            Ok(t) => t.put_bytes(&key, body.clone()).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => report.recorded_on.push(name.clone()),
+            Err(e) => report.record_warnings.push(format!("target `{name}`: {e}")),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_foreign_json() {
+        let t: Timestamp = "2026-11-24T06:00:00Z".parse().unwrap();
+        let r = DrillRecord {
+            format: RECORD_FORMAT.into(),
+            version: RECORD_VERSION,
+            job: "pg".into(),
+            kind: "postgres".into(),
+            backup_id: Some("20261124T020000Z-abcdef".into()),
+            status: DrillStatus::Ok,
+            started_at: t,
+            finished_at: t,
+            restore_seconds: 1.5,
+            duration_seconds: 3.0,
+            plaintext_bytes: 10,
+            stored_bytes: 5,
+            restored_bytes: 10,
+            destinations: vec![],
+            findings: vec![],
+            host: "h".into(),
+            drctl_version: "0.1.0".into(),
+        };
+        let back = DrillRecord::from_json(&r.to_json()).unwrap();
+        assert_eq!(back.backup_id, r.backup_id);
+        assert!(back.passed());
+        assert!(DrillRecord::from_json(b"{\"format\":\"x\"}").is_none());
+    }
+}
