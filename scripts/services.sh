@@ -13,6 +13,11 @@
 #   status   say which services are running (exit 1 if one of $SERVICES is not)
 #   install  only install what $SERVICES needs (scripts/demo uses SERVICES=postgres)
 #
+# Install-only entries ($INSTALL_ONLY: tools, no process to start): installed by `start` and
+# `install` when SERVICES is not set (scripts/test), or by naming them, e.g.
+# `SERVICES=chromium scripts/services.sh install`; `start` and `stop` skip them.
+#   chromium  Debian's chromium + chromium-driver for tests/status_page.rs (headless browser)
+#
 # env knobs:
 #   DRCTL_SERVICES_DIR  base dir (default /tmp/drctl-services)
 #   DRCTL_TOOLS_DIR     cargo --root for tools built from source, kept across runs
@@ -43,6 +48,7 @@ export LOG_TAG=services
 . "$HERE/lib/pg.sh"
 
 ALL_SERVICES="postgres garage redis openbao pushgateway sftp webdav moto"
+INSTALL_ONLY="chromium"
 SERVICES_GIVEN=${SERVICES+1}
 SERVICES=${SERVICES:-postgres garage redis openbao pushgateway sftp webdav moto}
 BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
@@ -482,11 +488,21 @@ env_moto() {
   echo "DRCTL_TEST_MOTO_SECRET_KEY=testing"
 }
 
+# ---------------------------------------------------------------- chromium (install only)
+# headless browser for the status page test; fonts so that the screenshot shows text
+install_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  apt_ensure chromium chromium-driver fonts-dejavu-core
+}
+
 # ---------------------------------------------------------------- generic
+install_only() { [[ " $INSTALL_ONLY " == *" $1 "* ]]; }
+
 check_names() {
   local s
   for s in "$@"; do
-    declare -F "start_$s" >/dev/null || die "unknown service '$s' (known: $ALL_SERVICES)"
+    install_only "$s" && continue
+    declare -F "start_$s" >/dev/null || die "unknown service '$s' (known: $ALL_SERVICES; install only: $INSTALL_ONLY)"
   done
 }
 
@@ -513,6 +529,9 @@ cmd_install() {
   for s in $SERVICES; do
     if declare -F "install_$s" >/dev/null; then "install_$s"; fi
   done
+  if [[ -z "$SERVICES_GIVEN" ]]; then
+    for s in $INSTALL_ONLY; do "install_$s"; done
+  fi
 }
 
 cmd_start() {
@@ -524,6 +543,7 @@ cmd_start() {
   chmod 0755 "$BASE" # the postgres user must be able to reach $BASE/postgres
   BASE=$(cd "$BASE" && pwd)
   for s in $SERVICES; do
+    install_only "$s" && continue
     t0=$SECONDS
     if "start_$s"; then
       log "$s up ($((SECONDS - t0))s)"
@@ -543,7 +563,10 @@ cmd_stop() {
   if [[ -n "$SERVICES_GIVEN" ]]; then
     # shellcheck disable=SC2086
     check_names $SERVICES
-    for s in $SERVICES; do pid_stop "$(pidfile "$s")" "$(stop_signal "$s")"; done
+    for s in $SERVICES; do
+      install_only "$s" && continue
+      pid_stop "$(pidfile "$s")" "$(stop_signal "$s")"
+    done
   else
     for f in "$BASE"/pids/*.pid; do
       [[ -e "$f" ]] || continue

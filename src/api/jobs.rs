@@ -10,7 +10,7 @@
 //! - **red**: no successful backup yet; the newest run failed; the newest successful backup is
 //!   older than the job's RPO (BackupMissing, BackupFailed); the last restore drill failed
 //!   (VerifyFailed).
-//! - **amber**: the newest run was partial; the newest backup does not meet 3-2-1
+//! - **amber**: the newest run was partial; the newest committed backup does not meet 3-2-1
 //!   (Rule321Broken); no successful drill in 8 days, or none ever while the job's oldest backup
 //!   is more than 8 days old (VerifyMissing).
 //! - **green**: none of these.
@@ -165,55 +165,19 @@ pub fn summarize(
     let rpo_seconds = job.map(|j| j.common.rpo().as_secs()).unwrap_or(26 * 3600);
     let oldest_age = entries.last().and_then(|e| e.started_at.parse::<Timestamp>().ok()).map(age);
 
-    let mut red = Vec::new();
-    let mut amber = Vec::new();
-    match (&last_success, newest) {
-        (None, None) => red.push(format!("no backup yet: run `drctl run {name}`")),
-        (None, Some(_)) => red.push("no backup has been committed on every target yet".to_string()),
-        (Some(s), _) if s.age_seconds > rpo_seconds as i64 => red.push(format!(
-            "the newest successful backup is {} old, more than the RPO of {}",
-            human_duration(s.age_seconds),
-            human_duration(rpo_seconds as i64)
-        )),
-        _ => {}
-    }
-    match newest.map(|e| e.status) {
-        Some(BackupStatus::Failed) => red.push(match newest.and_then(|e| e.error.as_deref()) {
-            Some(err) => format!("the last backup failed: {err}"),
-            None => "the last backup failed".to_string(),
-        }),
-        Some(BackupStatus::Partial) => {
-            amber.push(format!("the last backup is stored on some targets only: run `drctl sync {name}`"))
-        }
-        _ => {}
-    }
-    if drill.last_passed == Some(false) {
-        red.push("the last restore drill failed".to_string());
-    }
-    if state.rule_321_ok != Some(true) && newest.is_some() {
-        amber.push(format!(
-            "3-2-1 not met: {} cop{} (3 copies on 2 media, 1 offsite needed)",
-            state.copies.unwrap_or(1),
-            if state.copies == Some(1) { "y" } else { "ies" }
-        ));
-    }
-    match drill.last_success_age_seconds {
-        Some(a) if a > DRILL_MAX_AGE_SECONDS => {
-            amber.push(format!("no successful restore drill in 8 days (the last was {} ago)", human_duration(a)))
-        }
-        None if oldest_age.is_some_and(|a| a > DRILL_MAX_AGE_SECONDS) => {
-            amber.push(format!("no successful restore drill yet: run `drctl verify {name}`"))
-        }
-        _ => {}
-    }
-    let health = if !red.is_empty() {
-        Health::Red
-    } else if !amber.is_empty() {
-        Health::Amber
-    } else {
-        Health::Green
-    };
-    red.extend(amber);
+    let (health, reasons) = judge(&Facts {
+        job: name,
+        rpo_seconds,
+        newest_status: newest.map(|e| e.status),
+        newest_error: newest.and_then(|e| e.error.as_deref()),
+        last_success_age: last_success.as_ref().map(|s| s.age_seconds),
+        has_committed: state.newest.is_some(),
+        copies: state.copies,
+        rule_321_ok: state.rule_321_ok,
+        drill_passed: drill.last_passed,
+        drill_success_age: drill.last_success_age_seconds,
+        oldest_age,
+    });
     JobSummary {
         name: name.to_string(),
         kind: job.map(|j| j.spec.kind_name()).unwrap_or("unknown"),
@@ -233,8 +197,83 @@ pub fn summarize(
         rule_321_ok: state.rule_321_ok,
         drill,
         health,
-        reasons: red.into_iter().map(|r| crate::redact::scrub(&r)).collect(),
+        reasons,
     }
+}
+
+/// What the verdict is made of (ages in seconds, at one `now`).
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    pub job: &'a str,
+    pub rpo_seconds: u64,
+    /// Status of the newest run (`None`: the job never ran).
+    pub newest_status: Option<BackupStatus>,
+    pub newest_error: Option<&'a str>,
+    /// Age of the newest backup committed on every target.
+    pub last_success_age: Option<i64>,
+    /// Whether any backup (partial included) is committed.
+    pub has_committed: bool,
+    pub copies: Option<u64>,
+    pub rule_321_ok: Option<bool>,
+    pub drill_passed: Option<bool>,
+    pub drill_success_age: Option<i64>,
+    /// Age of the oldest run the catalog knows (how long the job has existed, at least).
+    pub oldest_age: Option<i64>,
+}
+
+/// The red/amber/green verdict and its reasons, the red ones first (see the module doc).
+pub fn judge(f: &Facts) -> (Health, Vec<String>) {
+    let name = f.job;
+    let mut red = Vec::new();
+    let mut amber = Vec::new();
+    match (f.last_success_age, f.newest_status) {
+        (None, None) => red.push(format!("no backup yet: run `drctl run {name}`")),
+        (None, Some(_)) => red.push("no successful backup yet (committed on every target)".to_string()),
+        (Some(age), _) if age > f.rpo_seconds as i64 => red.push(format!(
+            "the newest successful backup is {} old, more than the RPO of {}",
+            human_duration(age),
+            human_duration(f.rpo_seconds as i64)
+        )),
+        _ => {}
+    }
+    match f.newest_status {
+        Some(BackupStatus::Failed) => red.push(match f.newest_error {
+            Some(err) => format!("the last backup failed: {err}"),
+            None => "the last backup failed".to_string(),
+        }),
+        Some(BackupStatus::Partial) => {
+            amber.push(format!("the last backup is stored on some targets only: run `drctl sync {name}`"))
+        }
+        _ => {}
+    }
+    if f.drill_passed == Some(false) {
+        red.push("the last restore drill failed".to_string());
+    }
+    if f.rule_321_ok != Some(true) && f.has_committed {
+        let copies = f.copies.unwrap_or(1);
+        amber.push(format!(
+            "3-2-1 not met: {copies} cop{} (3 copies on 2 media, 1 offsite needed)",
+            if copies == 1 { "y" } else { "ies" }
+        ));
+    }
+    match f.drill_success_age {
+        Some(a) if a > DRILL_MAX_AGE_SECONDS => {
+            amber.push(format!("no successful restore drill in 8 days (the last was {} ago)", human_duration(a)))
+        }
+        None if f.oldest_age.is_some_and(|a| a > DRILL_MAX_AGE_SECONDS) => {
+            amber.push(format!("no successful restore drill yet: run `drctl verify {name}`"))
+        }
+        _ => {}
+    }
+    let health = if !red.is_empty() {
+        Health::Red
+    } else if !amber.is_empty() {
+        Health::Amber
+    } else {
+        Health::Green
+    };
+    red.extend(amber);
+    (health, red.into_iter().map(|r| crate::redact::scrub(&r)).collect())
 }
 
 fn from_unix(seconds: f64) -> Timestamp {
@@ -248,5 +287,99 @@ pub fn human_duration(seconds: i64) -> String {
         s if s < 7200 => format!("{}m", s / 60),
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86400;
+
+    /// A healthy job: backed up an hour ago, 3-2-1 met, drilled yesterday.
+    fn healthy() -> Facts<'static> {
+        Facts {
+            job: "pg",
+            rpo_seconds: 26 * 3600,
+            newest_status: Some(BackupStatus::Ok),
+            newest_error: None,
+            last_success_age: Some(3600),
+            has_committed: true,
+            copies: Some(3),
+            rule_321_ok: Some(true),
+            drill_passed: Some(true),
+            drill_success_age: Some(DAY),
+            oldest_age: Some(30 * DAY),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let cases: Vec<(&str, Facts, Health, &[&str])> = vec![
+            ("healthy", healthy(), Health::Green, &[]),
+            ("never ran", Facts { job: "pg", rpo_seconds: 3600, ..Facts::default() }, Health::Red, &["no backup yet"]),
+            (
+                "older than the RPO",
+                Facts { last_success_age: Some(27 * 3600), ..healthy() },
+                Health::Red,
+                &["more than the RPO of 26h"],
+            ),
+            (
+                "last run failed",
+                Facts { newest_status: Some(BackupStatus::Failed), newest_error: Some("disk full"), ..healthy() },
+                Health::Red,
+                &["the last backup failed: disk full"],
+            ),
+            (
+                "failed drill",
+                Facts { drill_passed: Some(false), ..healthy() },
+                Health::Red,
+                &["the last restore drill failed"],
+            ),
+            (
+                "partial",
+                Facts { newest_status: Some(BackupStatus::Partial), ..healthy() },
+                Health::Amber,
+                &["drctl sync pg"],
+            ),
+            (
+                "3-2-1 broken",
+                Facts { copies: Some(2), rule_321_ok: Some(false), ..healthy() },
+                Health::Amber,
+                &["3-2-1 not met: 2 copies"],
+            ),
+            (
+                "drill too old",
+                Facts { drill_success_age: Some(9 * DAY), ..healthy() },
+                Health::Amber,
+                &["no successful restore drill in 8 days"],
+            ),
+            (
+                "never drilled, job older than 8 days",
+                Facts { drill_passed: None, drill_success_age: None, ..healthy() },
+                Health::Amber,
+                &["drctl verify pg"],
+            ),
+            (
+                "never drilled, new job",
+                Facts { drill_passed: None, drill_success_age: None, oldest_age: Some(DAY), ..healthy() },
+                Health::Green,
+                &[],
+            ),
+            (
+                "red wins over amber, red reasons first",
+                Facts { newest_status: Some(BackupStatus::Failed), rule_321_ok: Some(false), ..healthy() },
+                Health::Red,
+                &["the last backup failed", "3-2-1 not met"],
+            ),
+        ];
+        for (what, facts, health, reasons) in cases {
+            let (h, r) = judge(&facts);
+            assert_eq!(h, health, "{what}: {r:?}");
+            assert_eq!(r.len(), reasons.len(), "{what}: {r:?}");
+            for (got, want) in r.iter().zip(reasons) {
+                assert!(got.contains(want), "{what}: `{got}` lacks `{want}`");
+            }
+        }
     }
 }

@@ -79,10 +79,13 @@ pub fn render(jobs: &[JobSummary], now: Timestamp, not_ready: Option<String>) ->
         out.push_str("<p>No jobs are configured.</p>\n");
     } else {
         out.push_str(
-            "<table id=\"jobs\"><thead><tr><th>Job</th><th>Last backup</th><th>Size</th><th>Status</th>\
+            "<table id=\"jobs\"><thead><tr><th>Job</th><th>Last success</th><th>Size</th><th>Last run</th>\
              <th>Copies / 3-2-1</th><th>Last drill</th><th>Next run</th></tr></thead><tbody>\n",
         );
-        for j in jobs {
+        // the worst first: what needs attention is at the top
+        let mut sorted: Vec<&JobSummary> = jobs.iter().collect();
+        sorted.sort_by(|a, b| b.health.cmp(&a.health).then_with(|| a.name.cmp(&b.name)));
+        for j in sorted {
             row(&mut out, j);
         }
         out.push_str("</tbody></table>\n");

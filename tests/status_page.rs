@@ -1,0 +1,305 @@
+//! The status page in a real browser: headless Chromium (Debian's `chromium`, installed by
+//! `scripts/services.sh install`) loads `GET /` of the API served over a catalog that real
+//! `drctl run`s filled, the test checks the rows of the rendered DOM (job names and their
+//! red/amber/green classes) and the screenshot, which it keeps as a test artifact in
+//! `target/test-artifacts/status-page.png`.
+//!
+//! A missing Chromium is a failure, never a skip. [`dump_dom`] and [`screenshot`] take any URL, so a
+//! test against a running `drctl daemon` can call them on the daemon's address.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use drctl::api::{Accepted, ApiState, Control, ControlError};
+use tokio_util::sync::CancellationToken;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The scheduler's answers for the page: `good` is scheduled and `single` is running.
+struct PageControl;
+
+impl Control for PageControl {
+    fn run_now(&self, job: &str) -> Result<Accepted, ControlError> {
+        Ok(Accepted::backup(job))
+    }
+    fn verify_now(&self, job: &str) -> Result<Accepted, ControlError> {
+        Ok(Accepted::verify(job))
+    }
+    fn next_run(&self, job: &str) -> Option<jiff::Timestamp> {
+        (job == "good").then(|| "2030-01-02T03:05:00Z".parse().unwrap())
+    }
+    fn running(&self, job: &str) -> bool {
+        job == "single"
+    }
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Volume jobs with real backups: `good` (3-2-1 met: green), `single` (one target: amber),
+/// `broken` (its `before` hook fails: red).
+fn scratch_with_backups() -> Scratch {
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("file.txt"), "status page\n".repeat(5000)).unwrap();
+    let config = format!(
+        "{head}[targets.offsite]\ntype = \"fs\"\npath = \"{offsite}\"\nmedium = \"usb\"\noffsite = true\n\n\
+         [jobs.good]\nkind = \"volume\"\ntargets = [\"local\", \"offsite\"]\npath = \"{data}\"\nschedule = \"*/5 * * * *\"\n\n\
+         [jobs.single]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"{data}\"\nschedule = \"@daily\"\n\n\
+         [jobs.broken]\nkind = \"volume\"\ntargets = [\"local\", \"offsite\"]\npath = \"{data}\"\nbefore = [\"exit 3\"]\n",
+        head = s.head(),
+        offsite = s.path("offsite").display(),
+        data = data.display(),
+    );
+    s.write_config(&config);
+    for job in ["good", "single"] {
+        let r = run(s.drctl().args(["run", job]));
+        assert_eq!(r.code, 0, "drctl run {job}: {r:?}");
+    }
+    let r = run(s.drctl().args(["run", "broken"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    s
+}
+
+/// Serve the API for `config` on 127.0.0.1:0 in `rt`; returns the base URL.
+fn serve(rt: &tokio::runtime::Runtime, config: &Path, shutdown: CancellationToken) -> String {
+    let config = Arc::new(drctl::config::load(config).unwrap());
+    rt.block_on(async {
+        let engine = drctl::engine::Engine::new((*config).clone());
+        let catalog = Arc::new(engine.catalog().await.unwrap());
+        let state = ApiState::new(config, catalog, Arc::new(String::new), Arc::new(PageControl)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(drctl::api::serve_on(listener, state, shutdown));
+        base
+    })
+}
+
+/// Chromium, or a failure that says how to install it.
+fn chromium() -> PathBuf {
+    let p = PathBuf::from(CHROMIUM);
+    assert!(
+        p.exists(),
+        "{CHROMIUM} is missing: install it with `SERVICES=chromium scripts/services.sh install` \
+         (or `scripts/services.sh install`, or apt-get install chromium chromium-driver)"
+    );
+    p
+}
+
+/// Headless Chromium with the flags that work on a machine without network access (no
+/// background connections, no GPU, no sandbox as root) and a fresh profile.
+fn chromium_command(profile: &Path) -> Command {
+    let mut c = Command::new(chromium());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdin(Stdio::null());
+    c
+}
+
+/// Run `cmd` with a deadline; returns stdout. Panics with stderr on failure or timeout.
+fn run_with_deadline(mut cmd: Command, what: &str, deadline: Duration) -> String {
+    let out_path = tempfile::NamedTempFile::new().unwrap();
+    let err_path = tempfile::NamedTempFile::new().unwrap();
+    let mut child = cmd
+        .stdout(out_path.reopen().unwrap())
+        .stderr(err_path.reopen().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start chromium: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what}: chromium did not finish in {deadline:?}; stderr:\n{}",
+                std::fs::read_to_string(err_path.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(err_path.path()).unwrap_or_default();
+    assert!(status.success(), "{what}: chromium exited with {status}; stderr:\n{stderr}");
+    std::fs::read_to_string(out_path.path()).unwrap()
+}
+
+/// The DOM of `url` after Chromium loaded it.
+pub fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = chromium_command(profile.path());
+    cmd.arg("--dump-dom").arg(url);
+    run_with_deadline(cmd, &format!("--dump-dom {url}"), Duration::from_secs(90))
+}
+
+/// A 1280x800 screenshot of `url` saved as `png`.
+pub fn screenshot(url: &str, png: &Path) {
+    let profile = tempfile::tempdir().unwrap();
+    let _ = std::fs::remove_file(png);
+    let mut cmd = chromium_command(profile.path());
+    cmd.arg(format!("--screenshot={}", png.display())).arg("--window-size=1280,800").arg(url);
+    run_with_deadline(cmd, &format!("--screenshot {url}"), Duration::from_secs(90));
+}
+
+/// `target/test-artifacts` (next to the test binary's `target/debug/deps`).
+fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).expect("test binary in target/<profile>/deps").to_path_buf();
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `<tr …>` of `job` in `dom`.
+fn row<'a>(dom: &'a str, job: &str) -> &'a str {
+    let start = dom.find(&format!("id=\"job-{job}\"")).unwrap_or_else(|| panic!("no row for `{job}` in:\n{dom}"));
+    let start = dom[..start].rfind("<tr").unwrap();
+    let end = start + dom[start..].find("</tr>").unwrap();
+    &dom[start..end]
+}
+
+#[test]
+fn status_page_in_headless_chromium() {
+    let s = scratch_with_backups();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let shutdown = CancellationToken::new();
+    let base = serve(&rt, &s.config_path(), shutdown.clone());
+    let url = format!("{base}/");
+
+    let dom = dump_dom(&url);
+    assert!(dom.contains("<title>drctl status</title>"), "{dom}");
+    assert!(dom.contains("<table id=\"jobs\">"), "{dom}");
+    let names: Vec<&str> = dom.match_indices("data-job=\"").map(|(i, m)| &dom[i + m.len()..]).collect();
+    let names: Vec<&str> = names.iter().map(|r| &r[..r.find('"').unwrap()]).collect();
+    assert_eq!(names, ["broken", "single", "good"], "one row per job, red first, then amber, then green");
+
+    let good = row(&dom, "good");
+    assert!(good.contains("class=\"job green\""), "{good}");
+    assert!(good.contains("3 copies") && good.contains("3-2-1 ok"), "{good}");
+    assert!(good.contains("2030-01-02 03:05 UTC"), "next run: {good}");
+    assert!(good.contains("<td class=\"drill\">never</td>"), "no drill yet: {good}");
+    assert!(good.contains(" ago</td>"), "age of the last backup: {good}");
+    assert!(good.contains("KiB"), "size: {good}");
+
+    let single = row(&dom, "single");
+    assert!(single.contains("class=\"job amber\""), "{single}");
+    assert!(single.contains("3-2-1 broken") && single.contains("running"), "{single}");
+    assert!(single.contains("<code>@daily</code>"), "schedule without a next run from the daemon: {single}");
+
+    let broken = row(&dom, "broken");
+    assert!(broken.contains("class=\"job red\""), "{broken}");
+    assert!(broken.contains(">failed<") && broken.contains("the last backup failed"), "{broken}");
+    assert!(broken.contains("<td class=\"age\">never</td>"), "{broken}");
+    assert!(dom.contains("1 green") && dom.contains("1 amber") && dom.contains("1 red"), "summary: {dom}");
+
+    // the screenshot: a real 1280x800 PNG with the page's green, amber and red in it
+    let png = artifacts_dir().join("status-page.png");
+    screenshot(&url, &png);
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
+    assert!(bytes.len() > 10_000, "screenshot is {} bytes only", bytes.len());
+    let image = png::decode(&bytes);
+    assert_eq!((image.width, image.height), (1280, 800));
+    for (name, rgb) in [("green", [0x1a, 0x7f, 0x37]), ("amber", [0xb7, 0x79, 0x1f]), ("red", [0xcf, 0x22, 0x2e])] {
+        let n = image.count(rgb);
+        assert!(n > 50, "the screenshot has {n} {name} pixels: {}", png.display());
+    }
+    eprintln!("screenshot: {}", png.display());
+    shutdown.cancel();
+}
+
+/// Just enough of a PNG decoder (8-bit RGB/RGBA, non-interlaced: what Chromium writes) to count
+/// pixels of a colour.
+mod png {
+    use std::io::Read;
+
+    pub struct Image {
+        pub width: usize,
+        pub height: usize,
+        channels: usize,
+        pixels: Vec<u8>,
+    }
+
+    impl Image {
+        pub fn count(&self, rgb: [u8; 3]) -> usize {
+            self.pixels.chunks_exact(self.channels).filter(|p| p[..3] == rgb).count()
+        }
+    }
+
+    pub fn decode(png: &[u8]) -> Image {
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+        let (mut pos, mut idat, mut header) = (8, Vec::new(), None);
+        while pos + 8 <= png.len() {
+            let len = u32::from_be_bytes(png[pos..pos + 4].try_into().unwrap()) as usize;
+            let kind = &png[pos + 4..pos + 8];
+            let data = &png[pos + 8..pos + 8 + len];
+            match kind {
+                b"IHDR" => header = Some(data.to_vec()),
+                b"IDAT" => idat.extend_from_slice(data),
+                b"IEND" => break,
+                _ => {}
+            }
+            pos += 12 + len;
+        }
+        let h = header.expect("IHDR");
+        let width = u32::from_be_bytes(h[0..4].try_into().unwrap()) as usize;
+        let height = u32::from_be_bytes(h[4..8].try_into().unwrap()) as usize;
+        let (depth, color, interlace) = (h[8], h[9], h[12]);
+        assert_eq!((depth, interlace), (8, 0), "8-bit, non-interlaced");
+        let channels = match color {
+            2 => 3,
+            6 => 4,
+            c => panic!("PNG colour type {c} not supported here"),
+        };
+        let mut raw = Vec::new();
+        flate2::read::ZlibDecoder::new(&idat[..]).read_to_end(&mut raw).unwrap();
+        let stride = width * channels;
+        let mut pixels = vec![0u8; stride * height];
+        for y in 0..height {
+            let line = &raw[y * (stride + 1)..(y + 1) * (stride + 1)];
+            let (filter, src) = (line[0], &line[1..]);
+            for x in 0..stride {
+                let a = if x >= channels { pixels[y * stride + x - channels] } else { 0 };
+                let b = if y > 0 { pixels[(y - 1) * stride + x] } else { 0 };
+                let c = if y > 0 && x >= channels { pixels[(y - 1) * stride + x - channels] } else { 0 };
+                let predicted = match filter {
+                    0 => 0,
+                    1 => a,
+                    2 => b,
+                    3 => ((a as u16 + b as u16) / 2) as u8,
+                    4 => {
+                        let p = a as i16 + b as i16 - c as i16;
+                        let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
+                        if pa <= pb && pa <= pc {
+                            a
+                        } else if pb <= pc {
+                            b
+                        } else {
+                            c
+                        }
+                    }
+                    f => panic!("PNG filter {f}"),
+                };
+                pixels[y * stride + x] = src[x].wrapping_add(predicted);
+            }
+        }
+        Image { width, height, channels, pixels }
+    }
+}
