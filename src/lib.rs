@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod redact;
 pub mod retention;
+pub mod scheduler;
 pub mod targets;
 pub mod verify;
 

@@ -4,22 +4,49 @@
 //! `list` and `restore --latest` fast and remembers failed runs. It can always be recreated from
 //! the targets with [`Catalog::rebuild_from`], which is what a fresh machine does first.
 //!
-//! SQLite by default (a file in the state directory). Migrations are embedded in the binary and
-//! applied in order on open; the SQL is kept portable for a later PostgreSQL backend.
+//! Two backends, one set of SQL statements:
+//! - **SQLite** (`sqlite://…`, the default: a file in the state directory), for one runner. Only one
+//!   `drctl daemon` may use a SQLite catalog: the per-job lock below is a no-op there.
+//! - **PostgreSQL** (`postgres://…`), when several runners (daemon replicas, CronJobs) share the
+//!   catalog. A run takes the job's advisory lock ([`Catalog::try_lock_job`]) so that exactly one
+//!   replica runs a job at a time, and scheduled runs claim their slot ([`Catalog::claim_slot`]).
+//!
+//! The statements are written once, with `?` placeholders, and run on either pool
+//! ([`with_pool!`]); [`Catalog::sql`] numbers the placeholders (`$1`, `$2`, …) for PostgreSQL.
+//! They stay portable: TEXT timestamps (RFC 3339 UTC, [`sortable`]), BIGINT sizes, `ON CONFLICT`,
+//! no aggregates that differ between the two. Migrations are embedded in the binary and applied in
+//! order on open, in one transaction (on PostgreSQL under an advisory lock, so replicas starting
+//! together do not race).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use crate::manifest::Manifest;
 use crate::{Error, Result};
 
 /// Embedded migrations, applied in order; never edit one that has shipped, add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_init.sql")), (2, include_str!("migrations/0002_schedule_claims.sql"))];
+
+/// The advisory lock key migrations run under (PostgreSQL): `hashtext('drctl:migrate')`.
+const MIGRATE_LOCK: &str = "drctl:migrate";
+
+/// Run `$body` with `$pool` bound to whichever pool the catalog has: the statements are the same,
+/// only the driver differs.
+macro_rules! with_pool {
+    ($cat:expr, $pool:ident => $body:expr) => {
+        match &$cat.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
 
 /// Outcome of a backup run, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,8 +126,31 @@ impl Selector {
 }
 
 pub struct Catalog {
-    pool: SqlitePool,
+    pool: Pool,
+    /// The URL without its password.
     url: String,
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A job's lock, held for a run ([`Catalog::try_lock_job`]). Dropping it without
+/// [`JobLock::release`] (an aborted run) closes its connection, which releases the lock too.
+pub struct JobLock {
+    /// PostgreSQL: the connection holding the advisory lock; SQLite: nothing.
+    conn: Option<(PgConnection, String)>,
+}
+
+impl JobLock {
+    /// Release the lock (and close its connection).
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.conn.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&key).execute(&mut conn).await;
+            let _ = conn.close().await;
+        }
+    }
 }
 
 /// RFC 3339 UTC with a fixed nine-digit fraction, so that timestamps sort as strings (the
@@ -130,9 +180,21 @@ impl Catalog {
     pub async fn open(url: &str) -> Result<Catalog> {
         let shown = crate::redact::url_for_display(url);
         let err = |source| Error::Catalog { url: shown.clone(), source };
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url).map_err(err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(30))
+                .connect_with(opts)
+                .await
+                .map_err(err)?;
+            let cat = Catalog { pool: Pool::Postgres(pool), url: shown };
+            cat.migrate().await?;
+            return Ok(cat);
+        }
         if !url.starts_with("sqlite:") {
             return Err(Error::Migration(format!(
-                "catalog `{shown}`: only `sqlite:` catalogs are supported by this version"
+                "catalog `{shown}`: unsupported URL scheme (use `sqlite://PATH` or `postgres://…`)"
             )));
         }
         let opts = SqliteConnectOptions::from_str(url)
@@ -148,56 +210,145 @@ impl Catalog {
                 .map_err(|source| Error::WriteFile { path: parent.to_path_buf(), source })?;
         }
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(err)?;
-        let cat = Catalog { pool, url: shown };
+        let cat = Catalog { pool: Pool::Sqlite(pool), url: shown };
         cat.migrate().await?;
         Ok(cat)
+    }
+
+    /// Whether this catalog is on PostgreSQL (several runners may share it).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// The URL, password removed.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> Error + '_ {
         move |source| Error::Catalog { url: self.url.clone(), source }
     }
 
+    /// `statement` for this catalog's driver: `?` placeholders become `$1`, `$2`, … on PostgreSQL.
+    /// (The statements here have no `?` inside string literals.)
+    fn sql(&self, statement: &'static str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(match self.pool {
+            Pool::Sqlite(_) => statement.to_string(),
+            Pool::Postgres(_) => number_placeholders(statement),
+        })
+    }
+
+    /// A cheap round trip (`/readyz`).
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] when the catalog does not answer.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(self.err()))
+    }
+
     async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS drctl_schema (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&self.pool)
-            .await
-            .map_err(self.err())?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM drctl_schema")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(self.err())?
-            .get(0);
-        let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        if current > newest {
-            return Err(Error::Migration(format!(
-                "catalog `{}` has schema {current}, this drctl knows up to {newest}: upgrade drctl",
-                self.url
-            )));
-        }
-        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            let mut tx = self.pool.begin().await.map_err(self.err())?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(self.err())?;
-            sqlx::query("INSERT INTO drctl_schema (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(sortable(Timestamp::now()))
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(self.err())?;
+            if self.is_postgres() {
+                sqlx::query(self.sql("SELECT pg_advisory_xact_lock(hashtext(?))"))
+                    .bind(MIGRATE_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.err())?;
+            }
+            sqlx::query("CREATE TABLE IF NOT EXISTS drctl_schema (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
                 .execute(&mut *tx)
                 .await
                 .map_err(self.err())?;
-            tx.commit().await.map_err(self.err())?;
+            let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM drctl_schema")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(self.err())?
+                .get(0);
+            let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+            if current > newest {
+                return Err(Error::Migration(format!(
+                    "catalog `{}` has schema {current}, this drctl knows up to {newest}: upgrade drctl",
+                    self.url
+                )));
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+                sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(self.err())?;
+                sqlx::query(self.sql("INSERT INTO drctl_schema (version, applied_at) VALUES (?, ?)"))
+                    .bind(version)
+                    .bind(sortable(Timestamp::now()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.err())?;
+            }
+            tx.commit().await.map_err(self.err())
+        })
+    }
+
+    /// Take `job`'s lock for one run, without waiting: `None` when another runner holds it.
+    ///
+    /// PostgreSQL: `pg_try_advisory_lock(hashtext('drctl:' || job))` on a connection of its own
+    /// (not from the pool), held until [`JobLock::release`] or until the lock is dropped (the
+    /// connection closes, the server releases the lock: a crashed or aborted run never leaves the
+    /// job locked). SQLite: always granted, there is only one daemon.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] when PostgreSQL cannot be reached.
+    pub async fn try_lock_job(&self, job: &str) -> Result<Option<JobLock>> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Some(JobLock { conn: None }));
+        };
+        let opts = pool.connect_options().as_ref().clone().log_statements(tracing::log::LevelFilter::Debug);
+        let mut conn = opts.connect().await.map_err(self.err())?;
+        let key = format!("drctl:{job}");
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(self.err())?
+            .get(0);
+        if got {
+            Ok(Some(JobLock { conn: Some((conn, key)) }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
         }
-        Ok(())
+    }
+
+    /// Claim the scheduled run of `job` (`kind`: backup or verify) due at `slot` for `replica`:
+    /// true when this call recorded it, false when another runner already had.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`].
+    pub async fn claim_slot(&self, job: &str, kind: &str, slot: Timestamp, replica: &str) -> Result<bool> {
+        let q = self.sql(
+            "INSERT INTO schedule_claims (job, kind, slot, replica, claimed_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (job, kind, slot) DO NOTHING",
+        );
+        let done = with_pool!(self, pool => sqlx::query(q)
+            .bind(job)
+            .bind(kind)
+            .bind(sortable(slot))
+            .bind(replica)
+            .bind(sortable(Timestamp::now()))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(self.err())?);
+        Ok(done == 1)
     }
 
     /// Record a committed backup and the targets that hold it.
     pub async fn record_backup(&self, m: &Manifest, status: BackupStatus, targets: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query(
+        with_pool!(self, pool => {
+        let mut tx = pool.begin().await.map_err(self.err())?;
+        sqlx::query(self.sql(
             "INSERT INTO backups (id, job, kind, status, started_at, finished_at, plaintext_bytes, stored_bytes, error, manifest)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
              ON CONFLICT (id) DO UPDATE SET status = excluded.status, manifest = excluded.manifest,
                finished_at = excluded.finished_at, plaintext_bytes = excluded.plaintext_bytes,
                stored_bytes = excluded.stored_bytes, error = NULL",
-        )
+        ))
         .bind(&m.backup_id)
         .bind(&m.job)
         .bind(&m.kind)
@@ -211,7 +362,7 @@ impl Catalog {
         .await
         .map_err(self.err())?;
         for t in targets {
-            sqlx::query("INSERT INTO copies (backup_id, target, stored_at) VALUES (?, ?, ?) ON CONFLICT (backup_id, target) DO NOTHING")
+            sqlx::query(self.sql("INSERT INTO copies (backup_id, target, stored_at) VALUES (?, ?, ?) ON CONFLICT (backup_id, target) DO NOTHING"))
                 .bind(&m.backup_id)
                 .bind(t)
                 .bind(sortable(m.finished_at))
@@ -220,53 +371,62 @@ impl Catalog {
                 .map_err(self.err())?;
         }
         tx.commit().await.map_err(self.err())
+        })
     }
 
     /// Record a run that committed nothing, so `list` and metrics show it.
     pub async fn record_failure(&self, id: &str, job: &str, kind: &str, started: Timestamp, error: &str) -> Result<()> {
-        sqlx::query(
+        let q = self.sql(
             "INSERT INTO backups (id, job, kind, status, started_at, finished_at, error) VALUES (?, ?, ?, 'failed', ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(job)
-        .bind(kind)
-        .bind(sortable(started))
-        .bind(sortable(Timestamp::now()))
-        .bind(crate::redact::scrub(error))
-        .execute(&self.pool)
-        .await
-        .map_err(self.err())?;
+        );
+        with_pool!(self, pool => sqlx::query(q)
+            .bind(id)
+            .bind(job)
+            .bind(kind)
+            .bind(sortable(started))
+            .bind(sortable(Timestamp::now()))
+            .bind(crate::redact::scrub(error))
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(self.err())?);
         Ok(())
     }
 
     /// Backups, newest first, optionally of one job and/or held by one target.
     pub async fn list(&self, job: Option<&str>, target: Option<&str>) -> Result<Vec<BackupEntry>> {
-        let rows = sqlx::query(
+        // one row per (backup, copy); the copies are folded into `targets` below
+        let q = self.sql(
             "SELECT b.id, b.job, b.kind, b.status, b.started_at, b.finished_at, b.plaintext_bytes, b.stored_bytes, b.error, b.manifest,
-                    (SELECT GROUP_CONCAT(c.target, ',') FROM copies c WHERE c.backup_id = b.id) AS targets
-             FROM backups b
-             WHERE (? IS NULL OR b.job = ?)
-               AND (? IS NULL OR EXISTS (SELECT 1 FROM copies c2 WHERE c2.backup_id = b.id AND c2.target = ?))
-             ORDER BY b.started_at DESC, b.id DESC",
-        )
-        .bind(job)
-        .bind(job)
-        .bind(target)
-        .bind(target)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let targets: Option<String> = r.get("targets");
-                let mut targets: Vec<String> =
-                    targets.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
-                targets.sort();
+                    c.target AS target
+             FROM backups b LEFT JOIN copies c ON c.backup_id = b.id
+             WHERE (CAST(? AS TEXT) IS NULL OR b.job = ?)
+               AND (CAST(? AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM copies c2 WHERE c2.backup_id = b.id AND c2.target = ?))
+             ORDER BY b.started_at DESC, b.id DESC, c.target",
+        );
+        let mut out: Vec<BackupEntry> = Vec::new();
+        with_pool!(self, pool => {
+            let rows = sqlx::query(q)
+                .bind(job)
+                .bind(job)
+                .bind(target)
+                .bind(target)
+                .fetch_all(pool)
+                .await
+                .map_err(self.err())?;
+            for r in rows {
+                let id: String = r.get("id");
+                let copy: Option<String> = r.get("target");
+                if let Some(last) = out.last_mut()
+                    && last.id == id
+                {
+                    last.targets.extend(copy);
+                    continue;
+                }
                 let manifest: Option<String> = r.get("manifest");
-                BackupEntry {
-                    id: r.get("id"),
+                out.push(BackupEntry {
+                    id,
                     job: r.get("job"),
                     kind: r.get("kind"),
                     status: BackupStatus::parse(r.get::<String, _>("status").as_str()),
@@ -274,12 +434,13 @@ impl Catalog {
                     finished_at: r.get("finished_at"),
                     plaintext_bytes: r.get::<Option<i64>, _>("plaintext_bytes").map(|v| v as u64),
                     stored_bytes: r.get::<Option<i64>, _>("stored_bytes").map(|v| v as u64),
-                    targets,
+                    targets: copy.into_iter().collect(),
                     error: r.get("error"),
                     manifest: manifest.and_then(|m| Manifest::from_json("catalog", m.as_bytes()).ok()),
-                }
-            })
-            .collect())
+                });
+            }
+        });
+        Ok(out)
     }
 
     /// The committed backup of `job` that `selector` picks (newest first).
@@ -294,29 +455,33 @@ impl Catalog {
 
     /// Forget the copy of `id` on `target` (pruned); the backup disappears with its last copy.
     pub async fn remove_copy(&self, id: &str, target: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query("DELETE FROM copies WHERE backup_id = ? AND target = ?")
+        with_pool!(self, pool => {
+        let mut tx = pool.begin().await.map_err(self.err())?;
+        sqlx::query(self.sql("DELETE FROM copies WHERE backup_id = ? AND target = ?"))
             .bind(id)
             .bind(target)
             .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        sqlx::query("DELETE FROM backups WHERE id = ? AND status <> 'failed' AND NOT EXISTS (SELECT 1 FROM copies WHERE backup_id = ?)")
+        sqlx::query(self.sql("DELETE FROM backups WHERE id = ? AND status <> 'failed' AND NOT EXISTS (SELECT 1 FROM copies WHERE backup_id = ?)"))
             .bind(id)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(self.err())?;
         tx.commit().await.map_err(self.err())
+        })
     }
 
     /// Replace what the catalog knows about committed backups with `found` (manifest, targets).
     /// Failed-run records are kept.
     pub async fn rebuild_from(&self, found: &[(Manifest, Vec<String>, BackupStatus)]) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query("DELETE FROM copies").execute(&mut *tx).await.map_err(self.err())?;
-        sqlx::query("DELETE FROM backups WHERE status <> 'failed'").execute(&mut *tx).await.map_err(self.err())?;
-        tx.commit().await.map_err(self.err())?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(self.err())?;
+            sqlx::query("DELETE FROM copies").execute(&mut *tx).await.map_err(self.err())?;
+            sqlx::query("DELETE FROM backups WHERE status <> 'failed'").execute(&mut *tx).await.map_err(self.err())?;
+            tx.commit().await.map_err(self.err())?;
+        });
         for (m, targets, status) in found {
             self.record_backup(m, *status, targets).await?;
         }
@@ -324,9 +489,46 @@ impl Catalog {
     }
 }
 
+/// `?` → `$1`, `$2`, … (PostgreSQL's placeholders).
+fn number_placeholders(statement: &str) -> String {
+    let mut out = String::with_capacity(statement.len() + 8);
+    let mut n = 0;
+    for c in statement.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(number_placeholders("SELECT ? , ?, x FROM t WHERE a = ?"), "SELECT $1 , $2, x FROM t WHERE a = $3");
+    }
+
+    #[tokio::test]
+    async fn slots_are_claimed_once_and_locks_are_free_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
+        let slot: Timestamp = "2026-11-24T02:00:00Z".parse().unwrap();
+        assert!(cat.claim_slot("pg", "backup", slot, "a").await.unwrap());
+        assert!(!cat.claim_slot("pg", "backup", slot, "b").await.unwrap());
+        assert!(cat.claim_slot("pg", "verify", slot, "b").await.unwrap());
+        assert!(cat.claim_slot("redis", "backup", slot, "b").await.unwrap());
+        let a = cat.try_lock_job("pg").await.unwrap().expect("sqlite: always granted");
+        assert!(cat.try_lock_job("pg").await.unwrap().is_some());
+        a.release().await;
+        cat.ping().await.unwrap();
+        assert!(!cat.is_postgres());
+    }
 
     #[tokio::test]
     async fn record_list_find_rebuild() {

@@ -6,6 +6,7 @@
 
 mod catalog;
 mod check;
+mod daemon;
 mod generate;
 mod keygen;
 mod list;
@@ -70,8 +71,8 @@ pub enum Command {
     },
     /// Create a new age identity and print its recipient
     Keygen(keygen::Args),
-    /// Scheduler and HTTP API (not yet implemented)
-    Daemon,
+    /// Scheduler and HTTP API: runs every job on its `schedule`, serves `[api] listen`
+    Daemon(daemon::Args),
     /// Deployment manifests from this config: Kubernetes CronJobs and RBAC, or a Swarm stack
     Generate(generate::Args),
 }
@@ -79,7 +80,11 @@ pub enum Command {
 /// Entry point used by `main`: never panics on user errors, always returns a documented code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.verbose, cli.quiet);
+    if matches!(cli.command, Command::Daemon(_)) {
+        daemon::init_logging(cli.json, cli.verbose, cli.quiet);
+    } else {
+        logging::init(cli.verbose, cli.quiet);
+    }
     let printer = Printer { json: cli.json, quiet: cli.quiet };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -89,6 +94,10 @@ pub fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
+        if matches!(cli.command, Command::Daemon(_)) {
+            // the daemon handles SIGINT and SIGTERM itself: it drains its runs first
+            return dispatch(&cli, &printer).await;
+        }
         tokio::select! {
             code = dispatch(&cli, &printer) => code,
             _ = tokio::signal::ctrl_c() => {
@@ -104,7 +113,13 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args, printer),
-        Command::Daemon => not_yet("daemon"),
+        Command::Daemon(args) => {
+            crate::scheduler::schedule::allow_seconds(args.seconds_schedules);
+            match engine(cli) {
+                Ok(engine) => daemon::run(engine).await,
+                Err(e) => Err(e),
+            }
+        }
         command => match engine(cli) {
             Ok(engine) => match command {
                 Command::Run(args) => run::run(&engine, args, printer).await,
@@ -116,7 +131,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Sync(args) => sync::run(&engine, args, printer).await,
                 Command::Verify(args) => verify::run(&engine, args, printer).await,
                 Command::Generate(args) => generate::run(&engine, args, printer),
-                Command::Keygen(_) | Command::Daemon => {
+                Command::Keygen(_) | Command::Daemon(_) => {
                     unreachable!("handled above")
                 }
             },
@@ -127,11 +142,6 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
         Ok(code) => code,
         Err(e) => printer.error(&e),
     }
-}
-
-fn not_yet(what: &str) -> Result<i32, Error> {
-    eprintln!("drctl: `{what}` is not implemented yet in this version");
-    Ok(2)
 }
 
 fn engine(cli: &Cli) -> Result<Engine, Error> {

@@ -156,14 +156,36 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
 }
 
-/// `[daemon]`: scheduler settings.
+/// `[daemon]`: scheduler settings (`drctl daemon`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// IANA time zone for schedules (default UTC).
+    /// IANA time zone the jobs' `schedule`s are read in, e.g. `Europe/Berlin` (default UTC). DST
+    /// changes are followed: `30 2 * * *` stays at 02:30 local time all year.
     pub timezone: Option<String>,
-    /// Most runs at once (default 2).
+    /// Most backup and drill runs at once, across all jobs (default 2, at least 1).
     pub max_concurrent: Option<u32>,
+    /// Random delay, up to this long, before each scheduled or requested run, e.g. `30s`, `5m`
+    /// (default none), so that many jobs due at the same minute do not start together.
+    pub jitter: Option<String>,
+    /// How long `drctl daemon` waits on SIGTERM/SIGINT for running jobs before it aborts them,
+    /// e.g. `30s`, `10m` (default `5m`). An aborted backup is not committed.
+    pub grace: Option<String>,
+}
+
+impl DaemonConfig {
+    /// `jitter` as a duration (default zero; an unreadable value was rejected by validation).
+    pub fn jitter(&self) -> std::time::Duration {
+        self.jitter.as_deref().and_then(|j| humantime::parse_duration(j).ok()).unwrap_or_default()
+    }
+
+    /// `grace` as a duration (default 5 minutes).
+    pub fn grace(&self) -> std::time::Duration {
+        self.grace
+            .as_deref()
+            .and_then(|g| humantime::parse_duration(g).ok())
+            .unwrap_or(std::time::Duration::from_secs(300))
+    }
 }
 
 /// One `[targets.NAME]` table.

@@ -79,6 +79,21 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
             Some("an IANA name such as `Europe/Berlin` or `UTC`".into()),
         );
     }
+    for (field, value) in [("jitter", &config.daemon.jitter), ("grace", &config.daemon.grace)] {
+        if let Some(v) = value
+            && humantime::parse_duration(v).is_err()
+        {
+            p.error(
+                main,
+                &[key("daemon"), key(field)],
+                format!("`{v}` is not a duration"),
+                Some("e.g. `30s`, `10m`".into()),
+            );
+        }
+    }
+    if config.daemon.max_concurrent == Some(0) {
+        p.error(main, &[key("daemon"), key("max_concurrent")], "max_concurrent must be at least 1", None);
+    }
     for (name, t) in &config.targets {
         let path = [key("targets"), key(name)];
         if let Some(w) = t.common.keep.as_ref().and_then(|k| k.within.as_ref())
@@ -264,6 +279,16 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 "a job needs at least one target",
                 Some(format!("known targets: {}", known(config))),
             );
+        }
+        if let Some(expr) = &job.common.schedule
+            && let Err(e) = crate::scheduler::Schedule::parse(expr)
+        {
+            p.error(src, &at("schedule"), e.message, Some(e.hint.into()));
+        }
+        if let Some(expr) = job.common.verify.as_ref().and_then(|v| v.schedule.as_ref())
+            && let Err(e) = crate::scheduler::Schedule::parse(expr)
+        {
+            p.error(src, &[key("jobs"), key(name), key("verify"), key("schedule")], e.message, Some(e.hint.into()));
         }
         if let Some(rpo) = &job.common.rpo
             && humantime::parse_duration(rpo).is_err()

@@ -14,8 +14,8 @@
 //!   RPO, 3-2-1. `drctl run` rebuilds a job's whole state from the catalog after each run and
 //!   replaces the job's Pushgateway group with it ([`push`]), so a failed run keeps the earlier
 //!   last-success time and a job that never succeeded has no last-success sample.
-//! - **event** counters ([`Event`]): runs by result and runs skipped because the previous one was
-//!   still going. They count what one long-lived process saw, so only the daemon's `/metrics`
+//! - **event** counters ([`Event`]): backup runs and drills by result, runs skipped because the
+//!   previous one was still going, runs skipped because another daemon replica had the job. They count what one long-lived process saw, so only the daemon's `/metrics`
 //!   exposes them; they are never pushed (a `drctl run` process would push `1` every time, which
 //!   no `rate()` can read).
 //!
@@ -36,7 +36,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-pub use state::{BackupSize, RunOutcome, RunResult, VerifyState, job_state, job_states};
+pub use state::{BackupSize, RunOutcome, RunResult, VerifyState, catalog_states, job_state, job_states};
 
 /// `drctl_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "drctl_build_info";
@@ -66,6 +66,11 @@ pub const RULE_321_OK: &str = "drctl_rule_321_ok";
 pub const BACKUP_RUNS: &str = "drctl_backup_runs_total";
 /// Scheduled runs skipped because the previous run of the job was still going (daemon only).
 pub const BACKUP_SKIPPED_OVERLAP: &str = "drctl_backup_skipped_overlap_total";
+/// Runs this daemon skipped because another replica holds the job's lock or already ran the
+/// scheduled slot (daemon only; PostgreSQL catalog with several replicas).
+pub const BACKUP_SKIPPED_LOCKED: &str = "drctl_backup_skipped_locked_total";
+/// `{result="ok|failed"}`: restore drills the daemon ran (daemon only).
+pub const VERIFY_RUNS: &str = "drctl_verify_runs_total";
 
 /// Every metric name drctl exposes, as written in queries.
 pub const METRIC_NAMES: &[&str] = &[
@@ -83,6 +88,8 @@ pub const METRIC_NAMES: &[&str] = &[
     RULE_321_OK,
     BACKUP_RUNS,
     BACKUP_SKIPPED_OVERLAP,
+    BACKUP_SKIPPED_LOCKED,
+    VERIFY_RUNS,
 ];
 
 /// Metrics the Pushgateway adds to every group it holds (the alert rules use them).
@@ -171,6 +178,10 @@ pub enum Event<'a> {
     BackupFinished { job: &'a str, result: RunResult },
     /// A scheduled run of `job` was skipped: its previous run was still going.
     SkippedOverlap { job: &'a str },
+    /// A run of `job` was skipped: another replica holds its lock or already ran the slot.
+    SkippedLocked { job: &'a str, reason: &'a str },
+    /// A restore drill of `job` ended (daemon).
+    VerifyFinished { job: &'a str, result: RunResult },
 }
 
 impl Event<'_> {
@@ -182,6 +193,12 @@ impl Event<'_> {
             }
             Event::SkippedOverlap { job } => {
                 tracing::warn!(job = %job, "scheduled run skipped: the previous run is still going")
+            }
+            Event::SkippedLocked { job, reason } => {
+                tracing::info!(job = %job, reason = %reason, "run skipped: another replica has it")
+            }
+            Event::VerifyFinished { job, result } => {
+                tracing::info!(job = %job, result = result.as_str(), "verify run finished")
             }
         }
         if let Some(m) = metrics {
@@ -212,6 +229,8 @@ pub struct Metrics {
     rule_321_ok: Family<JobLabels, Gauge>,
     runs: Family<RunLabels, Counter>,
     skipped_overlap: Family<JobLabels, Counter>,
+    skipped_locked: Family<JobLabels, Counter>,
+    verify_runs: Family<RunLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -239,6 +258,8 @@ impl Metrics {
             rule_321_ok: Family::default(),
             runs: Family::default(),
             skipped_overlap: Family::default(),
+            skipped_locked: Family::default(),
+            verify_runs: Family::default(),
         };
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
@@ -306,6 +327,16 @@ impl Metrics {
             "Scheduled backup runs skipped because the job's previous run was still going",
             m.skipped_overlap.clone(),
         );
+        e.register(
+            counter_name(BACKUP_SKIPPED_LOCKED),
+            "Backup runs skipped because another daemon replica holds the job's lock or already ran the scheduled slot",
+            m.skipped_locked.clone(),
+        );
+        e.register(
+            counter_name(VERIFY_RUNS),
+            "Restore drills by result (ok, failed) since this process started",
+            m.verify_runs.clone(),
+        );
         m
     }
 
@@ -340,6 +371,12 @@ impl Metrics {
             }
             Event::SkippedOverlap { job } => {
                 self.skipped_overlap.get_or_create(&JobLabels { drctl_job: job.to_string() }).inc();
+            }
+            Event::SkippedLocked { job, .. } => {
+                self.skipped_locked.get_or_create(&JobLabels { drctl_job: job.to_string() }).inc();
+            }
+            Event::VerifyFinished { job, result } => {
+                self.verify_runs.get_or_create(&RunLabels { drctl_job: job.to_string(), result: *result }).inc();
             }
         }
     }

@@ -160,3 +160,37 @@ pub fn job_state(config: &Config, outcome: &RunOutcome, entries: Option<&[Backup
     }
     s
 }
+
+/// Every configured job's state as the catalog tells it, without a run in this process: what the
+/// daemon exposes when it starts. The last run's result is the newest catalog entry's status; a job
+/// the catalog knows nothing about has only its RPO (and, with the catalog unreadable, no job has
+/// more).
+pub async fn catalog_states(engine: &Engine) -> Vec<JobState> {
+    let catalog = match engine.catalog().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: catalog unreadable, job states start empty");
+            None
+        }
+    };
+    let mut out = Vec::new();
+    for job in engine.config.jobs.keys() {
+        let entries = match &catalog {
+            Some(c) => c.list(Some(job), None).await.ok(),
+            None => None,
+        };
+        let newest = entries.as_ref().and_then(|e| e.first());
+        let result = match newest.map(|b| b.status) {
+            Some(BackupStatus::Ok) => RunResult::Ok,
+            Some(BackupStatus::Partial) => RunResult::Partial,
+            _ => RunResult::Failed,
+        };
+        let outcome = RunOutcome { job: job.clone(), result, report: None, finished_at: Timestamp::now() };
+        let mut s = job_state(&engine.config, &outcome, entries.as_deref());
+        if newest.is_none() {
+            s.last_run = None;
+        }
+        out.push(s);
+    }
+    out
+}

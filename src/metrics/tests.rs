@@ -141,6 +141,11 @@ fn scrape_text_has_counters_and_eof() {
     assert!(s.contains("drctl_backup_runs_total{drctl_job=\"pg\",result=\"failed\"} 2"), "{text}");
     assert!(s.contains("drctl_backup_runs_total{drctl_job=\"pg\",result=\"ok\"} 1"), "{text}");
     assert!(s.contains("drctl_backup_skipped_overlap_total{drctl_job=\"pg\"} 1"), "{text}");
+    Event::SkippedLocked { job: "pg", reason: "another replica" }.emit(Some(&m));
+    Event::VerifyFinished { job: "pg", result: RunResult::Failed }.emit(Some(&m));
+    let s = samples(&m.encode());
+    assert!(s.contains("drctl_backup_skipped_locked_total{drctl_job=\"pg\"} 1"), "{s:?}");
+    assert!(s.contains("drctl_verify_runs_total{drctl_job=\"pg\",result=\"failed\"} 1"), "{s:?}");
     // counters are never pushed
     assert!(!m.encode_state().contains("_total"));
 }
@@ -151,6 +156,8 @@ fn metric_names_are_exactly_the_families_exposed() {
     m.set_job(&full_state());
     m.observe(&Event::BackupFinished { job: "pg", result: RunResult::Ok });
     m.observe(&Event::SkippedOverlap { job: "pg" });
+    m.observe(&Event::SkippedLocked { job: "pg", reason: "test" });
+    m.observe(&Event::VerifyFinished { job: "pg", result: RunResult::Failed });
     let exposed: BTreeSet<String> =
         samples(&m.encode()).iter().map(|l| l.split(['{', ' ']).next().unwrap().to_string()).collect();
     let names: BTreeSet<String> = METRIC_NAMES.iter().map(|s| s.to_string()).collect();

@@ -1,0 +1,147 @@
+//! `drctl daemon`: the scheduler plus the HTTP API, in one straight, logged line.
+//!
+//! Start: open (and migrate) the catalog, seed the job metrics from it, start the scheduler's
+//! loops, serve the API on `[api] listen`. Stop, on SIGTERM or SIGINT: take no new runs, wait up
+//! to `[daemon] grace` (default 5m) for the running ones, abort what is left (an aborted backup is
+//! not committed: the manifest is written last), stop the API, exit. A second signal cuts the
+//! grace period short.
+//!
+//! Exit codes: 0 after a clean drain; 1 when runs had to be aborted or the API could not serve;
+//! 2 for configuration errors.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::scheduler::{Scheduler, Settings};
+use crate::{Error, api};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Test-only extension: allow 6-field cron expressions whose first field is seconds (e.g.
+    /// `*/2 * * * * *`) in job schedules. Not for real configurations: the end-to-end tests use
+    /// it so that they need not wait for minute boundaries.
+    #[arg(long, hide = true)]
+    pub seconds_schedules: bool,
+}
+
+/// Log setup for the daemon: `info` by default (every run is logged), JSON lines with `--json`,
+/// plain lines otherwise (colours only on a terminal). Secrets are scrubbed as everywhere.
+pub fn init_logging(json: bool, verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0 | 1) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("DRCTL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=error,aws=warn,hyper=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScrubbedStderr).with_target(false);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
+}
+
+/// stderr, with every registered secret removed from what is written.
+struct ScrubbedStderr;
+
+impl Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = crate::redact::scrub(&String::from_utf8_lossy(buf));
+        std::io::stderr().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+pub async fn run(engine: Engine) -> Result<i32, Error> {
+    let engine = Arc::new(engine);
+    let config = &engine.config;
+    let grace = config.daemon.grace();
+    let settings = Settings::from_config(config);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.path.display(),
+        jobs = config.jobs.len(),
+        timezone = settings.timezone.iana_name().unwrap_or("UTC"),
+        max_concurrent = settings.max_concurrent,
+        "daemon starting"
+    );
+    let catalog = Arc::new(engine.catalog().await?);
+    if catalog.is_postgres() {
+        tracing::info!(catalog = %catalog.url(), "catalog on PostgreSQL: replicas share it, one runs each job (advisory locks)");
+    } else {
+        tracing::info!(catalog = %catalog.url(), "catalog on SQLite: run only one daemon against it");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    for state in crate::metrics::catalog_states(&engine).await {
+        metrics.set_job(&state);
+    }
+    let scheduler = Scheduler::new(engine.clone(), metrics.clone(), catalog.clone(), settings);
+
+    let encode = metrics.clone();
+    let state = api::ApiState::new(
+        Arc::new(config.clone()),
+        catalog.clone(),
+        Arc::new(move || encode.encode()),
+        Arc::new(scheduler.clone()),
+    )?;
+    let listen = api::listen_addr(config);
+    let api_stop = CancellationToken::new();
+    let mut api_task = tokio::spawn({
+        let stop = api_stop.clone();
+        async move { api::serve(&listen, state, stop).await }
+    });
+    scheduler.start();
+    tracing::info!("daemon started");
+
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT; stopping");
+            scheduler.shutdown(std::time::Duration::ZERO, std::future::pending()).await;
+            return Ok(1);
+        }
+    };
+    let mut api_failed = false;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", grace = %humantime::format_duration(grace), "stopping: no new runs"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", grace = %humantime::format_duration(grace), "stopping: no new runs"),
+        r = &mut api_task => {
+            api_failed = true;
+            match r {
+                Ok(Err(e)) => tracing::error!(error = %e, "api: cannot serve; stopping"),
+                Ok(Ok(())) => tracing::error!("api: stopped unexpectedly; stopping"),
+                Err(e) => tracing::error!(error = %e, "api: task failed; stopping"),
+            }
+        }
+    }
+
+    let second_signal = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: aborting the running jobs now");
+    };
+    let drain = scheduler.shutdown(grace, second_signal).await;
+    api_stop.cancel();
+    if !api_failed {
+        let _ = api_task.await;
+    }
+    if drain.aborted > 0 {
+        tracing::warn!(aborted = drain.aborted, "daemon stopped; aborted runs committed nothing");
+    } else {
+        tracing::info!("daemon stopped");
+    }
+    Ok(if drain.aborted > 0 || api_failed { 1 } else { 0 })
+}

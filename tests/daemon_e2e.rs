@@ -1,0 +1,379 @@
+//! End to end: `drctl daemon` as a process, with volume jobs on fast schedules, an fs target, the
+//! HTTP API, signals, and a real PostgreSQL catalog shared by two replicas.
+//!
+//! The schedules use seconds (`*/2 * * * * *`) through the hidden, test-only
+//! `drctl daemon --seconds-schedules` flag, so that no test waits for a minute boundary. Every wait
+//! polls the catalog, the metrics or the log with a deadline; nothing sleeps to synchronise.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running `drctl daemon`; killed (SIGKILL) if the test ends without stopping it.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    api: String,
+}
+
+impl Daemon {
+    fn start(s: &Scratch, name: &str, api: &str) -> Daemon {
+        Daemon::start_with(s, name, api, &s.config_path())
+    }
+
+    fn start_with(s: &Scratch, name: &str, api: &str, config: &Path) -> Daemon {
+        let log = s.path(&format!("{name}.log"));
+        let child = drctl_bare()
+            .arg("--config")
+            .arg(config)
+            .args(["daemon", "--seconds-schedules"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("drctl daemon starts");
+        Daemon { child: Some(child), log, api: api.to_string() }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// SIGTERM, then wait (up to `limit`) for the exit code.
+    fn stop(&mut self, limit: Duration) -> (i32, Duration) {
+        let started = Instant::now();
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st.code().unwrap_or(-1), started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not stop within {limit:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.api, path)
+    }
+
+    fn metric(&self, sample: &str) -> f64 {
+        metric(&self.get("/metrics").1, sample)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            eprintln!("--- daemon log ({})\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// A free loopback port, as `127.0.0.1:PORT`.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A plain HTTP/1.0 GET; (0, "") when nothing answers yet.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    if s.read_to_string(&mut text).is_err() {
+        return (0, String::new());
+    }
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` (exactly as exposed), 0 when absent.
+fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn volume(s: &Scratch) -> PathBuf {
+    let root = s.path("data");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("a.txt"), b"hello daemon\n").unwrap();
+    std::fs::write(root.join("sub/b.bin"), vec![7u8; 100_000]).unwrap();
+    root
+}
+
+/// A config with the scratch head, `[api]`, `[daemon]` and one volume job `vol`.
+fn config(s: &Scratch, head: &str, api: &str, daemon: &str, job: &str) -> String {
+    format!(
+        "{head}\n[api]\nlisten = \"{api}\"\n\n[daemon]\n{daemon}\n\n[jobs.vol]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"{}\"\n{job}\n",
+        volume(s).display()
+    )
+}
+
+/// The scratch head with `keep` on the `local` target.
+fn head_with_keep(s: &Scratch, keep: &str) -> String {
+    s.head().replace("medium = \"disk\"\n", &format!("medium = \"disk\"\nkeep = {keep}\n"))
+}
+
+/// `drctl list vol --json`: (id, status) newest first. The CLI reads the daemon's config without
+/// its seconds schedule (6 fields are only accepted by `drctl daemon --seconds-schedules`).
+fn list(s: &Scratch) -> Vec<(String, String)> {
+    let r = run(cli(s).args(["list", "vol", "--json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap().to_string(), b["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// `drctl --config <the daemon's config without schedules>`.
+fn cli(s: &Scratch) -> std::process::Command {
+    let text = std::fs::read_to_string(s.config_path()).unwrap();
+    let text: String = text.lines().filter(|l| !l.starts_with("schedule =")).map(|l| format!("{l}\n")).collect();
+    let path = s.path("cli.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut c = drctl_bare();
+    c.arg("--config").arg(path);
+    c
+}
+
+fn manifests(s: &Scratch) -> Vec<String> {
+    s.fs_files().into_iter().filter(|f| f.ends_with(".manifest.json")).collect()
+}
+
+#[test]
+fn daemon_backs_up_on_schedule_prunes_and_serves_metrics_and_health() {
+    let s = Scratch::new();
+    let api = free_addr();
+    s.write_config(&config(
+        &s,
+        &head_with_keep(&s, "{ last = 2 }"),
+        &api,
+        "timezone = \"Europe/Berlin\"\ngrace = \"30s\"",
+        "schedule = \"*/2 * * * * *\"",
+    ));
+    let mut d = Daemon::start(&s, "daemon", &api);
+    let (code, body) = wait_for(Duration::from_secs(30), "/healthz", || Some(d.get("/healthz")).filter(|r| r.0 != 0));
+    assert_eq!((code, body.trim()), (200, "ok"), "{}", d.log());
+
+    // four scheduled runs, on its own
+    let ok = "drctl_backup_runs_total{drctl_job=\"vol\",result=\"ok\"}";
+    wait_for(Duration::from_secs(60), "4 ok runs in /metrics", || (d.metric(ok) >= 4.0).then_some(()));
+    let text = d.get("/metrics").1;
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(metric(&text, "drctl_backup_last_status{drctl_job=\"vol\"}"), 1.0, "{text}");
+    assert!(metric(&text, "drctl_backup_last_success_timestamp_seconds{drctl_job=\"vol\"}") > 1.7e9, "{text}");
+    assert!(metric(&text, "drctl_backup_bytes{drctl_job=\"vol\",stage=\"source\"}") > 100_000.0, "{text}");
+    assert_eq!(metric(&text, "drctl_backup_runs_total{drctl_job=\"vol\",result=\"failed\"}"), 0.0, "{text}");
+
+    let (code, elapsed) = d.stop(Duration::from_secs(40));
+    assert_eq!(code, 0, "a clean drain exits 0\n{}", d.log());
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+    let log = d.log();
+    assert!(log.contains("backup committed") && log.contains("daemon stopped"), "{log}");
+
+    // prune ran after each backup: `last = 2` keeps the two newest, on the target and in the catalog
+    let runs = metric(&text, ok) as usize;
+    assert!(runs >= 4);
+    assert_eq!(manifests(&s).len(), 2, "{:?}", s.fs_files());
+    let listed = list(&s);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|(_, st)| st == "ok"), "{listed:?}");
+    assert!(log.matches("pruned").count() >= 2, "{log}");
+}
+
+#[test]
+fn overlapping_runs_are_skipped_and_counted() {
+    let s = Scratch::new();
+    let api = free_addr();
+    let hooks = s.path("hooks.log");
+    let job = format!(
+        "schedule = \"* * * * * *\"\nbefore = [\"echo start >> {h}; sleep 3\"]\nafter = [\"echo end >> {h}\"]",
+        h = hooks.display()
+    );
+    s.write_config(&config(&s, &s.head(), &api, "max_concurrent = 4\ngrace = \"30s\"", &job));
+    let mut d = Daemon::start(&s, "daemon", &api);
+    let skipped = "drctl_backup_skipped_overlap_total{drctl_job=\"vol\"}";
+    let ok = "drctl_backup_runs_total{drctl_job=\"vol\",result=\"ok\"}";
+    wait_for(Duration::from_secs(60), "2 ok runs and 4 skips", || {
+        (d.metric(ok) >= 2.0 && d.metric(skipped) >= 4.0).then_some(())
+    });
+    let (code, _) = d.stop(Duration::from_secs(40));
+    assert_eq!(code, 0, "{}", d.log());
+    // runs never overlapped: every start is followed by its end before the next start
+    let lines = std::fs::read_to_string(&hooks).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(lines.len() >= 4, "{lines:?}");
+    for pair in lines.chunks(2) {
+        assert_eq!(pair, ["start", "end"], "{lines:?}");
+    }
+    assert!(d.log().contains("scheduled run skipped"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_waits_out_the_grace_period_then_aborts_without_committing() {
+    let s = Scratch::new();
+    let api = free_addr();
+    let root = volume(&s);
+    // a sparse 200 GB file: reading it through the pipeline takes far longer than the test
+    let big = std::fs::File::create(root.join("big.img")).unwrap();
+    big.set_len(200 << 30).unwrap();
+    s.write_config(&config(&s, &s.head(), &api, "grace = \"2s\"", "schedule = \"* * * * * *\""));
+    let mut d = Daemon::start(&s, "daemon", &api);
+    wait_for(Duration::from_secs(30), "the run to start", || d.log().contains("run started").then_some(()));
+    // let some bytes reach the target, so that there is something to not commit
+    wait_for(Duration::from_secs(30), "an upload in progress", || (!s.fs_files().is_empty()).then_some(()));
+    let (code, elapsed) = d.stop(Duration::from_secs(30));
+    let log = d.log();
+    assert_eq!(code, 1, "aborted runs: exit 1\n{log}");
+    assert!(elapsed >= Duration::from_secs(2), "waited the grace period: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(15), "then aborted: {elapsed:?}");
+    assert!(log.contains("aborting the running jobs"), "{log}");
+    assert!(!log.contains("backup committed"), "{log}");
+    // nothing committed: no manifest on the target, nothing in the catalog
+    assert!(manifests(&s).is_empty(), "{:?}", s.fs_files());
+    let committed: Vec<String> = s
+        .fs_files()
+        .into_iter()
+        .filter(|f| !Path::new(f).file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(committed.is_empty(), "only hidden partial uploads may remain: {committed:?}");
+    assert!(list(&s).iter().all(|(_, st)| st == "failed"), "{:?}", list(&s));
+    // a restore finds nothing
+    let r = run(cli(&s).args(["restore", "vol", "--latest", "--to"]).arg(s.path("restored")));
+    assert_ne!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn two_replicas_on_a_postgres_catalog_never_double_run() {
+    let s = Scratch::new();
+    let db = unique("drctl_cat");
+    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    let head = s.head().replace(
+        &format!("url = \"sqlite://{}\"", s.path("catalog.db").display()),
+        &format!("url = \"{}\"", pg_url(&db)),
+    );
+    assert!(head.contains("postgres://"), "{head}");
+    let (api_a, api_b) = (free_addr(), free_addr());
+    let job = "schedule = \"*/3 * * * * *\"";
+    s.write_config(&config(&s, &head, &api_a, "grace = \"30s\"", job));
+    let mut a = Daemon::start(&s, "a", &api_a);
+    // the same config with another API port
+    let config_b = s.path("b.toml");
+    std::fs::write(&config_b, config(&s, &head, &api_b, "grace = \"30s\"", job)).unwrap();
+    let mut b = Daemon::start_with(&s, "b", &api_b, &config_b);
+
+    // serving means the catalog is open and migrated
+    for d in [&a, &b] {
+        wait_for(Duration::from_secs(30), "/healthz", || (d.get("/healthz").0 == 200).then_some(()));
+    }
+    let ok = "drctl_backup_runs_total{drctl_job=\"vol\",result=\"ok\"}";
+    let skipped = "drctl_backup_skipped_locked_total{drctl_job=\"vol\"}";
+    wait_for(Duration::from_secs(90), "6 backups in the catalog", || {
+        (psql(&db, "SELECT count(*) FROM backups").parse::<u32>().unwrap_or(0) >= 6).then_some(())
+    });
+    let (ok_a, ok_b) = (a.metric(ok), b.metric(ok));
+    let (skip_a, skip_b) = (a.metric(skipped), b.metric(skipped));
+    assert_eq!(a.stop(Duration::from_secs(40)).0, 0, "{}", a.log());
+    assert_eq!(b.stop(Duration::from_secs(40)).0, 0, "{}", b.log());
+
+    let claims: Vec<String> =
+        psql(&db, "SELECT slot FROM schedule_claims WHERE job = 'vol' AND kind = 'backup' ORDER BY slot")
+            .lines()
+            .map(str::to_string)
+            .collect();
+    let backups: Vec<String> =
+        psql(&db, "SELECT started_at || ' ' || status FROM backups WHERE job = 'vol' ORDER BY started_at")
+            .lines()
+            .map(str::to_string)
+            .collect();
+    let ctx = format!("claims {claims:?}\nbackups {backups:?}\n--- a\n{}\n--- b\n{}", a.log(), b.log());
+    // exactly one backup per claimed slot, each started in its slot
+    assert_eq!(claims.len(), backups.len(), "{ctx}");
+    for (slot, backup) in claims.iter().zip(&backups) {
+        let slot: jiff::Timestamp = slot.parse().unwrap();
+        let (started, status) = backup.split_once(' ').unwrap();
+        let started: jiff::Timestamp = started.parse().unwrap();
+        assert_eq!(status, "ok", "{ctx}");
+        let lag = started.duration_since(slot);
+        assert!(!lag.is_negative() && lag < jiff::SignedDuration::from_secs(3), "{slot} → {started}\n{ctx}");
+    }
+    // no scheduled slot was lost between the first and the last: they are 3 s apart
+    let slots: Vec<jiff::Timestamp> = claims.iter().map(|c| c.parse().unwrap()).collect();
+    for w in slots.windows(2) {
+        assert_eq!(w[1].duration_since(w[0]), jiff::SignedDuration::from_secs(3), "{ctx}");
+    }
+    let distinct: BTreeSet<&String> = claims.iter().collect();
+    assert_eq!(distinct.len(), claims.len());
+    // and, independently of the claims: no two backups in one 3 s slot
+    let backup_slots: BTreeSet<i64> = backups
+        .iter()
+        .map(|b| b.split_once(' ').unwrap().0.parse::<jiff::Timestamp>().unwrap().as_second().div_euclid(3))
+        .collect();
+    assert_eq!(backup_slots.len(), backups.len(), "two backups in one slot\n{ctx}");
+    // both replicas took part, and each saw the other one's runs (skips counted and logged)
+    assert!(ok_a + ok_b >= 6.0, "{ok_a} + {ok_b}\n{ctx}");
+    assert!(skip_a + skip_b >= 5.0, "skips {skip_a} + {skip_b}\n{ctx}");
+    assert!(
+        a.log().contains("run skipped: another replica has it")
+            || b.log().contains("run skipped: another replica has it")
+    );
+    let replicas = psql(&db, "SELECT count(DISTINCT replica) FROM schedule_claims");
+    assert_eq!(replicas, "2", "{ctx}");
+    drop_db(&db);
+}
+
+#[test]
+fn a_bad_schedule_is_a_configuration_error_with_its_line() {
+    let s = Scratch::new();
+    let api = free_addr();
+    s.write_config(&config(&s, &s.head(), &api, "", "schedule = \"0 25 * * *\""));
+    let r = run(s.drctl().arg("daemon"));
+    assert_eq!(r.code, 2, "{r:?}");
+    let text = std::fs::read_to_string(s.config_path()).unwrap();
+    let line = text.lines().position(|l| l.starts_with("schedule")).unwrap() + 1;
+    assert!(r.stderr.contains(&format!("drctl.toml:{line}")), "{r:?}");
+    assert!(r.stderr.contains("jobs.vol.schedule"), "{r:?}");
+    // seconds need the test-only flag
+    s.write_config(&config(&s, &s.head(), &api, "", "schedule = \"*/2 * * * * *\""));
+    let r = run(s.drctl().arg("check"));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("6 fields"), "{r:?}");
+}
