@@ -513,15 +513,7 @@ fn docker_volumes_are_found_through_the_docker_cli() {
 #[test]
 fn unusable_sources_fail_clearly_and_commit_nothing() {
     let s = Scratch::new();
-    // a PVC through exec: not supported yet
-    s.write_config(&job(
-        &s,
-        "pvc_path = \"/data\"\nexec = { kubernetes = { namespace = \"apps\", pod = \"toolbox\" } }",
-        "",
-    ));
-    let r = run(s.drctl().args(["run", "vol"]));
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("not supported yet") && r.stderr.contains("hint:"), "{r:?}");
+    // (`pvc_path` through pod exec: tests/volume_pvc_e2e.rs)
 
     // a path that does not exist
     s.write_config(&path_job(&s, &s.path("missing"), ""));

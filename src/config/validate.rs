@@ -415,6 +415,17 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 {
                     p.error(src, &at("path"), format!("`{}` is not an absolute path", path.display()), None);
                 }
+                if let Some(path) = &v.pvc_path
+                    && !path.is_absolute()
+                    && !path.to_string_lossy().contains("${")
+                {
+                    p.error(
+                        src,
+                        &at("pvc_path"),
+                        format!("`{}` is not an absolute path", path.display()),
+                        Some("the path where the pod mounts the PVC, e.g. `/data`".into()),
+                    );
+                }
                 if let Err((i, message)) = crate::jobs::volume::Excludes::new(&v.exclude) {
                     p.error(
                         src,

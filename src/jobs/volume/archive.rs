@@ -315,7 +315,7 @@ impl<L: Write> ListWriter<L> {
     }
 }
 
-fn display_bytes(b: &[u8]) -> (String, Option<String>) {
+pub(super) fn display_bytes(b: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(b) {
         Ok(s) => (s.to_string(), None),
         Err(_) => (String::from_utf8_lossy(b).into_owned(), Some(hex::encode(b))),
@@ -598,7 +598,7 @@ impl<W: Write, L: Write> Walker<'_, W, L> {
 }
 
 #[derive(Debug)]
-enum CopyError {
+pub(super) enum CopyError {
     Read(io::Error),
     Write(io::Error),
     /// End of file came before `size` bytes.
@@ -608,7 +608,12 @@ enum CopyError {
 }
 
 /// Copy exactly `size` bytes of `src` into `out`, returning their sha256.
-fn copy_data<R: Read, W: Write>(src: &mut R, size: u64, out: &mut W, buf: &mut [u8]) -> Result<String, CopyError> {
+pub(super) fn copy_data<R: Read, W: Write>(
+    src: &mut R,
+    size: u64,
+    out: &mut W,
+    buf: &mut [u8],
+) -> Result<String, CopyError> {
     let mut hasher = Sha256::new();
     let mut left = size;
     while left > 0 {

@@ -61,6 +61,8 @@ pub enum ExtractError {
     Read(io::Error),
     /// Writing at the destination failed.
     Write { path: PathBuf, source: io::Error },
+    /// Handing the checked archive on to `tar -x` (in a pod) failed.
+    Forward(io::Error),
 }
 
 impl fmt::Display for ExtractError {
@@ -70,6 +72,7 @@ impl fmt::Display for ExtractError {
             ExtractError::Format { path, reason } => write!(f, "archive entry `{path}`: {reason}"),
             ExtractError::Read(e) => write!(f, "cannot read the archive: {e}"),
             ExtractError::Write { path, source } => write!(f, "cannot write `{}`: {source}", path.display()),
+            ExtractError::Forward(e) => write!(f, "cannot send the archive to `tar` in the pod: {e}"),
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Source: `path` (a host directory or a Docker volume's mountpoint), or `docker_volume = NAME`,
 //! resolved with `docker volume inspect --format '{{ .Mountpoint }}' NAME` (the Docker CLI must be
-//! on PATH, and the mountpoint visible to drctl). `pvc_path` (a Kubernetes PVC read through exec
-//! into a pod) is not supported yet: such a job fails with an error saying so.
+//! on PATH, and the mountpoint visible to drctl). Or `pvc_path`: a Kubernetes PVC read and
+//! written through exec into a pod that mounts it ([`pvc`]): tar runs in the pod and its stream is
+//! re-encoded ([`restream`]) into the very same two artifacts, so restore and drills do not care
+//! where a tree came from. Hooks always run on this host.
 //!
 //! A backup stores two artifacts:
 //! * `data` (`tar`): the tree as a POSIX pax archive (see [`archive`] for what it keeps and what
@@ -27,7 +29,8 @@
 //! after they ran.
 //!
 //! Restore: into `--to PATH` (or `--to-dir`), else the job's own path (a Docker volume's mountpoint
-//! resolved again). A non-empty destination needs `--force`. The archive is extracted into a
+//! resolved again). For `pvc_path` jobs `--to` and the default are paths in the pod, restored as
+//! [`pvc`] describes; `--to-dir` restores onto this host. A non-empty destination needs `--force`. The archive is extracted into a
 //! private staging directory beside the destination with every entry checked ([`extract`]: no
 //! absolute names, no `..`, nothing through a symlink, hard links only inside), and swapped in only
 //! when the engine says every integrity check passed ([`place`]); otherwise the staging directory
@@ -38,6 +41,8 @@ mod archive;
 mod exclude;
 mod extract;
 mod place;
+mod pvc;
+mod restream;
 
 use std::io::{Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -70,12 +75,15 @@ const RESTORE_PIPE: usize = 1024 * 1024;
 /// Facts recorded in the manifest of a volume backup.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Facts {
-    /// `path` or `docker_volume`.
+    /// `path`, `docker_volume` or `pvc`.
     pub source: String,
-    /// The directory archived.
+    /// The directory archived (for `pvc`, the path inside the pod).
     pub root: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_volume: Option<String>,
+    /// For `pvc`: the pod (and container) the tree was read through, `pod apps/web-0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
     #[serde(flatten)]
@@ -100,31 +108,26 @@ fn tail(text: &str) -> String {
 #[derive(Debug, Clone)]
 enum Source {
     Path(PathBuf),
-    Docker { volume: String, mountpoint: PathBuf },
+    Docker {
+        volume: String,
+        mountpoint: PathBuf,
+    },
+    /// A directory in a pod ([`pvc`]).
+    Pvc(pvc::Pvc),
 }
 
 impl Source {
+    /// The root; for a PVC, the path inside the pod.
     fn root(&self) -> &Path {
         match self {
             Source::Path(p) => p,
             Source::Docker { mountpoint, .. } => mountpoint,
+            Source::Pvc(p) => &p.path,
         }
     }
 }
 
-fn pvc_not_supported(job: &str, restore: bool) -> Error {
-    source_err(
-        job,
-        "reading or writing a Kubernetes PVC through `exec` (`pvc_path`) is not supported yet",
-        Some(if restore {
-            "restore into a local directory with `--to PATH`, then copy it into the pod (`kubectl cp`)".into()
-        } else {
-            "run drctl in a pod (or on the node) that mounts the volume and use `path`".into()
-        }),
-    )
-}
-
-async fn resolve_source(job: &str, cfg: &VolumeJob, restore: bool) -> Result<Source> {
+async fn resolve_source(job: &str, cfg: &VolumeJob) -> Result<Source> {
     if let Some(p) = &cfg.path {
         if !p.is_absolute() {
             return Err(source_err(job, format!("`path` must be absolute, not `{}`", p.display()), None));
@@ -135,8 +138,8 @@ async fn resolve_source(job: &str, cfg: &VolumeJob, restore: bool) -> Result<Sou
         let mountpoint = docker_mountpoint(job, volume).await?;
         return Ok(Source::Docker { volume: volume.clone(), mountpoint });
     }
-    if cfg.pvc_path.is_some() {
-        return Err(pvc_not_supported(job, restore));
+    if let Some(path) = &cfg.pvc_path {
+        return Ok(Source::Pvc(pvc::Pvc::resolve(job, cfg, path).await?));
     }
     Err(source_err(job, "no source: set `path`, `docker_volume` or `pvc_path`", None))
 }
@@ -233,10 +236,15 @@ impl BackupSession {
     pub async fn prepare(job: &str, cfg: &VolumeJob) -> Result<BackupSession> {
         let excludes = Excludes::new(&cfg.exclude)
             .map_err(|(i, m)| source_err(job, format!("exclude[{i}]: {m}"), Some("see jobs/volume.toml".into())))?;
-        let source = resolve_source(job, cfg, false).await?;
+        let source = resolve_source(job, cfg).await?;
         // `before` hooks may be what makes the root exist (a mounted snapshot): checked after them
         if cfg.before.is_empty() {
-            check_root(job, source.root())?;
+            match &source {
+                Source::Pvc(p) => p.check_dir(job).await?,
+                _ => {
+                    check_root(job, source.root())?;
+                }
+            }
         }
         Ok(BackupSession {
             job: job.to_string(),
@@ -283,6 +291,10 @@ impl BackupSession {
                 ));
             }
         }
+        if let Source::Pvc(p) = &self.source {
+            let p = p.clone();
+            return self.open_pvc_data(p).await;
+        }
         let root = check_root(&self.job, self.source.root())?;
         self.root = Some(root.clone());
         let list = spool(&self.job)?;
@@ -317,6 +329,76 @@ impl BackupSession {
         Ok(SourceStream { reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))), completion })
     }
 
+    /// `tar -c` in the pod, re-emitted as the local archive on a blocking thread (see [`pvc`]).
+    async fn open_pvc_data(&mut self, pvc: pvc::Pvc) -> Result<SourceStream> {
+        self.root = Some(pvc.path.clone());
+        let linked = pvc.linked(&self.job).await?;
+        let list = spool(&self.job)?;
+        let mut remote = pvc.spawn_tar(&self.job).await?;
+        let stdout = std::mem::replace(&mut remote.stdout, Box::new(tokio::io::empty()));
+
+        let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS);
+        let excludes = self.excludes.clone();
+        let handle = tokio::runtime::Handle::current();
+        let fetcher = pvc.clone();
+        let job = self.job.clone();
+        let walk = tokio::task::spawn_blocking(move || {
+            let input = tokio_util::io::SyncIoBridge::new_with_handle(stdout, handle.clone());
+            let out = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK) };
+            let list = std::io::BufWriter::new(list);
+            let mut refetch = |rel: &Path| handle.block_on(fetcher.fetch(&job, rel));
+            let (totals, out, list) = restream::restream(input, &excludes, &linked, &mut refetch, out, list)?;
+            out.close().map_err(restream::RestreamError::Write)?;
+            let list = list.into_inner().map_err(|e| restream::RestreamError::List(e.into_error()))?;
+            Ok::<_, restream::RestreamError>(Walked { totals, list })
+        });
+        let job = self.job.clone();
+        let walked = self.walked.clone();
+        let shown = pvc.tar_shown();
+        let completion = Box::pin(async move {
+            let result = match walk.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("the archive thread failed: {e}")),
+            };
+            // after a broken stream, tar's own exit status and stderr say more, when they come
+            let finished = if result.is_ok() {
+                Some(remote.wait().await)
+            } else {
+                tokio::time::timeout(std::time::Duration::from_secs(15), remote.wait()).await.ok()
+            };
+            let nothing = "nothing was committed";
+            match finished {
+                Some(Ok(f)) if !f.success => {
+                    let message = f.check(&shown, &pvc.place).err().map(|e| e.message).unwrap_or_default();
+                    return Err(source_err(
+                        &job,
+                        message,
+                        Some(format!(
+                            "{nothing}; check that `pvc_path` exists in the pod and that tar there can read every file (GNU tar exits 1 when a file changed while it was read: pause the writers in `before`)"
+                        )),
+                    ));
+                }
+                Some(Err(e)) if result.is_ok() => {
+                    return Err(source_err(&job, e.message, Some(nothing.into())));
+                }
+                _ => {}
+            }
+            match result {
+                Ok(w) => {
+                    if let Ok(mut slot) = walked.lock() {
+                        *slot = Some(w);
+                    }
+                    Ok(())
+                }
+                Err(message) => Err(source_err(&job, message, Some(nothing.into()))),
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (Ok::<Bytes, std::io::Error>(chunk), rx))
+        });
+        Ok(SourceStream { reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))), completion })
+    }
+
     fn open_files(&mut self) -> Result<SourceStream> {
         let walked = self.walked.lock().ok().and_then(|mut w| w.take());
         let Some(Walked { totals, mut list }) = walked else {
@@ -333,11 +415,16 @@ impl BackupSession {
             source: match &self.source {
                 Source::Path(_) => "path".into(),
                 Source::Docker { .. } => "docker_volume".into(),
+                Source::Pvc(_) => "pvc".into(),
             },
             root: self.root.as_deref().unwrap_or(self.source.root()).display().to_string(),
             docker_volume: match &self.source {
                 Source::Docker { volume, .. } => Some(volume.clone()),
-                Source::Path(_) => None,
+                Source::Path(_) | Source::Pvc(_) => None,
+            },
+            pod: match &self.source {
+                Source::Pvc(p) => Some(p.place.describe()),
+                Source::Path(_) | Source::Docker { .. } => None,
             },
             exclude: self.cfg.exclude.clone(),
             totals,
@@ -367,6 +454,7 @@ impl BackupSession {
         let what = match &self.source {
             Source::Path(p) => format!("`{}`", p.display()),
             Source::Docker { volume, mountpoint } => format!("docker volume `{volume}` at `{}`", mountpoint.display()),
+            Source::Pvc(p) => p.describe(),
         };
         format!(
             "will archive {what} ({} exclude pattern(s), {} before and {} after hook(s)); will store: {DATA}, {FILES}",
@@ -448,11 +536,25 @@ impl Write for ChunkWriter {
 
 // ---------------------------------------------------------------- restore
 
+/// For a `pvc_path` job: the path in the pod to restore into (`--to` or `pvc_path`); `None` means
+/// a directory on this host (`--to-dir`, or any other job).
+fn pod_path(cfg: &VolumeJob, opts: &RestoreOptions) -> Option<PathBuf> {
+    let own = cfg.pvc_path.as_ref()?;
+    if opts.to_dir.is_some() {
+        return None;
+    }
+    Some(opts.to.as_deref().map(PathBuf::from).unwrap_or_else(|| own.clone()))
+}
+
 async fn destination(job: &str, cfg: &VolumeJob, opts: &RestoreOptions) -> Result<PathBuf> {
-    let chosen = opts.to.as_deref().map(PathBuf::from).or_else(|| opts.to_dir.clone());
+    let chosen = if cfg.pvc_path.is_some() {
+        opts.to_dir.clone()
+    } else {
+        opts.to.as_deref().map(PathBuf::from).or_else(|| opts.to_dir.clone())
+    };
     let path = match chosen {
         Some(p) => p,
-        None => resolve_source(job, cfg, true).await?.root().to_path_buf(),
+        None => resolve_source(job, cfg).await?.root().to_path_buf(),
     };
     if path.is_absolute() {
         return Ok(path);
@@ -503,6 +605,25 @@ pub async fn plan_restore(
             destination: "(none)".into(),
             action: "nothing to write: the per-file hash list is kept for restore drills".into(),
         }),
+        FORMAT_TAR if pod_path(cfg, opts).is_some() => {
+            let path = pod_path(cfg, opts).unwrap_or_default();
+            let dest = pvc::destination(job, cfg, &path, opts).await?;
+            let action = match dest.state {
+                pvc::State::Missing => {
+                    "extract into a new directory in the pod (staged beside it, moved into place once every check passed)"
+                        .to_string()
+                }
+                pvc::State::Empty => {
+                    "extract into the empty directory in the pod (staged inside it, swapped in once every check passed)"
+                        .to_string()
+                }
+                pvc::State::NotEmpty(n) => format!(
+                    "replace what it holds ({n} top-level entr{}): extract into a staging directory inside it, swap it in once every check passed, then delete the old tree",
+                    if n == 1 { "y" } else { "ies" }
+                ),
+            };
+            Ok(RestoreStep { artifact: a.name.clone(), destination: dest.pvc.describe(), action })
+        }
         FORMAT_TAR => {
             let (dest, state) = checked_destination(job, cfg, opts).await?;
             let action = match state {
@@ -532,6 +653,11 @@ pub async fn open_sink(job: &str, cfg: &VolumeJob, _m: &Manifest, a: &Artifact, 
             destination: "(none)".into(),
             on_failure: None,
         }),
+        FORMAT_TAR if pod_path(cfg, opts).is_some() => {
+            let path = pod_path(cfg, opts).unwrap_or_default();
+            let dest = pvc::destination(job, cfg, &path, opts).await?;
+            pvc::sink(job, dest, opts).await
+        }
         FORMAT_TAR => {
             let (dest, _) = checked_destination(job, cfg, opts).await?;
             // SAFETY: geteuid has no preconditions and cannot fail.
