@@ -44,7 +44,11 @@ fn tools_dir() -> PathBuf {
 
 fn tool(name: &str) -> PathBuf {
     let venv = tools_dir().join("venv/bin").join(name);
-    assert!(venv.exists(), "{} missing: run `scripts/services.sh install` (it installs the deploy tools)", venv.display());
+    assert!(
+        venv.exists(),
+        "{} missing: run `scripts/services.sh install` (it installs the deploy tools)",
+        venv.display()
+    );
     venv
 }
 
@@ -58,7 +62,10 @@ fn committed_examples_are_what_generate_renders() {
         if committed != *text {
             let out = std::env::temp_dir().join(path.replace('/', "_"));
             std::fs::write(&out, text).unwrap();
-            panic!("{path} is not what `drctl generate` renders now (new output in {}): run scripts/render-deploy", out.display());
+            panic!(
+                "{path} is not what `drctl generate` renders now (new output in {}): run scripts/render-deploy",
+                out.display()
+            );
         }
     }
 }
@@ -107,7 +114,8 @@ fn what_schemas_cannot_see() {
         let c = &pod["containers"][0];
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{name}");
         assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
-        let has_identity = pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "drctl-age-identity");
+        let has_identity =
+            pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "drctl-age-identity");
         let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         match args[2] {
             "run" => assert!(!has_identity, "{name}: a backup workload must not get the age identity"),
@@ -122,7 +130,9 @@ fn what_schemas_cannot_see() {
             .unwrap()
             .iter()
             .filter(|v| v["secret"]["secretName"] == "drctl-secrets")
-            .flat_map(|v| v["secret"]["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap().to_string()))
+            .flat_map(|v| {
+                v["secret"]["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap().to_string())
+            })
             .collect();
         assert_eq!(mounted, wanted, "{name}");
     }
@@ -188,7 +198,8 @@ fn systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("drctl.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (package systemd)");
+    let out =
+        Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (package systemd)");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let problems: Vec<&str> = said.lines().filter(|l| l.contains("drctl.service")).collect();
     assert!(problems.is_empty(), "systemd-analyze verify:\n{said}");

@@ -49,11 +49,11 @@ pub fn documents(config: &Config, sources: &Sources, opts: &Options) -> (Vec<Val
         "metadata": meta(ACCOUNT, ns), "automountServiceAccountToken": !exec_ns.is_empty()}));
     for target_ns in &exec_ns {
         docs.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": meta("drctl-exec", target_ns),
-            "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
-            ]}));
+        "metadata": meta("drctl-exec", target_ns),
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+        ]}));
         docs.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": meta("drctl-exec", target_ns),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "drctl-exec"},
@@ -66,9 +66,8 @@ pub fn documents(config: &Config, sources: &Sources, opts: &Options) -> (Vec<Val
 }
 
 fn header(config: &Config, opts: &Options, skipped: &[String]) -> String {
-    let mut h = String::from(
-        "# Rendered by `drctl generate kubernetes` from drctl.toml: edit the config and render again.\n",
-    );
+    let mut h =
+        String::from("# Rendered by `drctl generate kubernetes` from drctl.toml: edit the config and render again.\n");
     h.push_str(&format!("# Namespace `{}`. Create the secrets first:\n", opts.namespace));
     let files = all_secrets(config);
     if !files.is_empty() {
@@ -104,7 +103,12 @@ fn configmap(sources: &Sources, ns: &str) -> Value {
 }
 
 /// Volumes and mounts of one workload: config, state, tmp, its secret files, the identity if asked.
-fn storage(sources: &[(String, String)], secrets: &[SecretFile], identity: Option<&str>, host: Option<&str>) -> (Value, Value) {
+fn storage(
+    sources: &[(String, String)],
+    secrets: &[SecretFile],
+    identity: Option<&str>,
+    host: Option<&str>,
+) -> (Value, Value) {
     let mut items = vec![json!({"key": "drctl.toml", "path": "drctl.toml"})];
     for (file, _) in sources {
         items.push(json!({"key": format!("job-{file}"), "path": format!("jobs/{file}")}));
@@ -121,7 +125,8 @@ fn storage(sources: &[(String, String)], secrets: &[SecretFile], identity: Optio
     ];
     if !secrets.is_empty() {
         let items: Vec<Value> = secrets.iter().map(|s| json!({"key": s.key, "path": s.key})).collect();
-        volumes.push(json!({"name": "secrets", "secret": {"secretName": SECRETS, "items": items, "defaultMode": 0o440}}));
+        volumes
+            .push(json!({"name": "secrets", "secret": {"secretName": SECRETS, "items": items, "defaultMode": 0o440}}));
         for s in secrets {
             mounts.push(json!({"name": "secrets", "mountPath": s.path, "subPath": s.key, "readOnly": true}));
         }
@@ -211,7 +216,8 @@ fn daemon(config: &Config, opts: &Options, files: &Sources, exec: bool) -> Vec<V
     let mut c = container(opts, &["daemon"], mounts);
     c["ports"] = json!([{"name": "http", "containerPort": port}]);
     c["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10});
-    c["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20, "failureThreshold": 3});
+    c["livenessProbe"] =
+        json!({"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20, "failureThreshold": 3});
     // one replica unless the catalog is PostgreSQL (advisory locks make replicas safe)
     let replicas = if config.catalog.url.as_deref().is_some_and(|u| u.starts_with("postgres")) { 2 } else { 1 };
     let deployment = json!({

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::{CONFIG_DIR, Options, STATE_DIR, Sources, UID, all_secrets, dns_name, host_path, identity_path, needs_docker, stream};
+use super::{
+    CONFIG_DIR, Options, STATE_DIR, Sources, UID, all_secrets, dns_name, host_path, identity_path, needs_docker, stream,
+};
 use crate::config::Config;
 
 /// Render the stack file; the second value lists notes for the operator.
@@ -16,7 +18,11 @@ pub fn render(config: &Config, sources: &Sources, opts: &Options) -> (String, Ve
          # Create the secrets first:\n",
     );
     for f in &files {
-        header.push_str(&format!("#   docker secret create drctl_{} ./{}\n", dns_name(&f.key).replace('-', "_"), f.key));
+        header.push_str(&format!(
+            "#   docker secret create drctl_{} ./{}\n",
+            dns_name(&f.key).replace('-', "_"),
+            f.key
+        ));
     }
     for n in &notes {
         header.push_str(&format!("# Note: {n}\n"));
@@ -37,7 +43,8 @@ pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, V
         .unwrap_or(8080);
 
     let mut configs = serde_json::Map::new();
-    let mut service_configs = vec![json!({"source": "drctl_toml", "target": format!("{CONFIG_DIR}/drctl.toml"), "mode": 0o444})];
+    let mut service_configs =
+        vec![json!({"source": "drctl_toml", "target": format!("{CONFIG_DIR}/drctl.toml"), "mode": 0o444})];
     configs.insert("drctl_toml".into(), json!({"file": "./drctl.toml"}));
     for (file, _) in &sources.jobs {
         let key = format!("drctl_job_{}", dns_name(file.trim_end_matches(".toml")).replace('-', "_"));
