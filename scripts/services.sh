@@ -17,6 +17,8 @@
 # `install` when SERVICES is not set (scripts/test), or by naming them, e.g.
 # `SERVICES=chromium scripts/services.sh install`; `start` and `stop` skip them.
 #   chromium  Debian's chromium + chromium-driver for tests/status_page.rs (headless browser)
+#   deploytools  kubernetes-validate (pip, in the cached venv), docker-compose 1.29 and systemd-analyze,
+#             the offline validators tests/deploy.rs runs on `drctl generate` output and deploy/
 #
 # env knobs:
 #   DRCTL_SERVICES_DIR  base dir (default /tmp/drctl-services)
@@ -48,7 +50,7 @@ export LOG_TAG=services
 . "$HERE/lib/pg.sh"
 
 ALL_SERVICES="postgres garage redis openbao pushgateway sftp webdav moto"
-INSTALL_ONLY="chromium"
+INSTALL_ONLY="chromium deploytools"
 SERVICES_GIVEN=${SERVICES+1}
 SERVICES=${SERVICES:-postgres garage redis openbao pushgateway sftp webdav moto}
 BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
@@ -493,6 +495,18 @@ env_moto() {
 install_chromium() {
   [[ -x /usr/bin/chromium ]] && return 0
   apt_ensure chromium chromium-driver fonts-dejavu-core
+}
+
+# ---------------------------------------------------------------- deploy tools (install only)
+install_deploytools() {
+  apt_ensure python3-venv docker-compose systemd
+  [[ -x "$BAO_VENV/bin/kubernetes-validate" ]] && return 0
+  log "deploytools: pip install kubernetes-validate into $BAO_VENV (once)"
+  [[ -x "$BAO_VENV/bin/python" ]] || python3 -m venv "$BAO_VENV" || die "deploytools: cannot create $BAO_VENV"
+  if ! "$BAO_VENV/bin/pip" install -q kubernetes-validate >"$(logfile deploytools-install)" 2>&1; then
+    log_tail "$(logfile deploytools-install)"
+    die "deploytools: pip install kubernetes-validate failed"
+  fi
 }
 
 # ---------------------------------------------------------------- generic
