@@ -22,6 +22,7 @@ pub mod redact;
 pub mod retention;
 pub mod scheduler;
 pub mod targets;
+pub mod units;
 pub mod verify;
 
 pub use error::{Error, Result};

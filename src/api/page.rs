@@ -15,6 +15,7 @@ use jiff::Timestamp;
 
 use super::ApiState;
 use super::jobs::{JobSummary, human_duration};
+use crate::units::bytes;
 
 const CSS: &str = include_str!("page.css");
 
@@ -224,18 +225,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// `1.5 MiB`-style sizes.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 fn seconds(s: f64) -> String {
