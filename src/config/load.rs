@@ -65,6 +65,14 @@ pub(super) fn key(s: &str) -> Step {
 /// [`Error::ReadFile`] when a file cannot be read, [`Error::Config`] with every problem found.
 pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.to_path_buf(), source })?;
+    load_str(path, &text, read_job_files(path)?)
+}
+
+/// The `jobs/*.toml` files beside the config at `path`, sorted by name, with their text.
+///
+/// # Errors
+/// [`Error::ReadFile`] when a job file cannot be read (a missing `jobs/` is no error).
+pub fn read_job_files(path: &Path) -> Result<Vec<(PathBuf, String)>> {
     let jobs_dir = path.parent().unwrap_or(Path::new(".")).join("jobs");
     let mut job_files = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&jobs_dir) {
@@ -78,7 +86,7 @@ pub fn load(path: &Path) -> Result<Config> {
             job_files.push((p, t));
         }
     }
-    load_str(path, &text, job_files)
+    Ok(job_files)
 }
 
 /// Load from already-read text (used by [`load`] and by tests).

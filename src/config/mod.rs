@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::redact::Secret;
 
-pub use load::{load, load_str};
+pub use load::{load, load_str, read_job_files};
 
 /// A problem found in the configuration, with where it is.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{ExecError, Finished, Remote};
@@ -26,8 +26,6 @@ use crate::config::KubernetesExec;
 
 /// Bytes of stdout/stdin kept in flight inside kube's pipes.
 const WINDOW: usize = 1 << 20;
-/// Bytes of stderr kept for messages.
-const STDERR_TAIL: usize = 16 * 1024;
 
 /// A pod (and container) to exec into.
 #[derive(Clone)]
@@ -135,7 +133,7 @@ impl Pod {
             })
         };
         let stdout = UntilEnded::new(stdout, &ended);
-        let stderr_task = tokio::spawn(tail(stderr.map(|e| UntilEnded::new(e, &ended))));
+        let stderr_task = tokio::spawn(super::process::stderr_tail(stderr.map(|e| UntilEnded::new(e, &ended))));
         let driver = AbortOnDrop(driver);
         let done = Box::pin(async move {
             let mut driver = driver;
@@ -183,26 +181,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for UntilEnded<R> {
             Poll::Pending => Poll::Pending,
         }
     }
-}
-
-async fn tail<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
-    let mut kept = Vec::new();
-    if let Some(mut r) = reader {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = r.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > 2 * STDERR_TAIL {
-                kept.drain(..kept.len() - STDERR_TAIL);
-            }
-        }
-    }
-    if kept.len() > STDERR_TAIL {
-        kept.drain(..kept.len() - STDERR_TAIL);
-    }
-    crate::redact::scrub(String::from_utf8_lossy(&kept).trim())
 }
 
 /// Read the status channel's verdict: `Success`, or a failure with the exit code when the

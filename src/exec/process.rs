@@ -65,25 +65,7 @@ impl Cmd {
             widen_pipe(stdout.as_raw_fd());
         }
         let stderr = child.stderr.take();
-        let stderr_task = tokio::spawn(async move {
-            let mut tail = Vec::new();
-            if let Some(mut s) = stderr {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 2 * STDERR_TAIL {
-                        tail.drain(..tail.len() - STDERR_TAIL);
-                    }
-                }
-            }
-            if tail.len() > STDERR_TAIL {
-                tail.drain(..tail.len() - STDERR_TAIL);
-            }
-            crate::redact::scrub(String::from_utf8_lossy(&tail).trim())
-        });
+        let stderr_task = tokio::spawn(stderr_tail(stderr));
         Ok(Running { child, stderr_task, display: self.display() })
     }
 
@@ -127,6 +109,28 @@ impl Running {
         let _ = self.child.kill().await;
         self.stderr_task.abort();
     }
+}
+
+/// Drain a command's stderr to its end, keeping only the last [`STDERR_TAIL`] bytes, scrubbed of
+/// secrets: a chatty tool can neither block on a full pipe nor grow memory.
+pub async fn stderr_tail<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>) -> String {
+    let mut kept = Vec::new();
+    if let Some(mut r) = reader {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 2 * STDERR_TAIL {
+                kept.drain(..kept.len() - STDERR_TAIL);
+            }
+        }
+    }
+    if kept.len() > STDERR_TAIL {
+        kept.drain(..kept.len() - STDERR_TAIL);
+    }
+    crate::redact::scrub(String::from_utf8_lossy(&kept).trim())
 }
 
 fn widen_pipe(fd: std::os::fd::RawFd) {

@@ -206,13 +206,7 @@ fn cronjob(config: &Config, job: &JobConfig, opts: &Options, files: &Sources, wh
 fn daemon(config: &Config, opts: &Options, files: &Sources, exec: bool) -> Vec<Value> {
     let ns = opts.namespace.as_str();
     let (volumes, mounts) = storage(&files.jobs, &all_secrets(config), identity_path(config).as_deref(), None);
-    let port = config
-        .api
-        .as_ref()
-        .and_then(|a| a.listen.as_deref())
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(8080);
+    let port = super::api_port(config);
     let mut c = container(opts, &["daemon"], mounts);
     c["ports"] = json!([{"name": "http", "containerPort": port}]);
     c["readinessProbe"] = json!({"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10});

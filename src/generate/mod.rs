@@ -12,7 +12,7 @@ pub mod swarm;
 pub mod yaml;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -30,23 +30,12 @@ pub struct Sources {
 impl Sources {
     /// Read the config file and the `jobs/*.toml` beside it, as `config::load` does.
     pub fn read(path: &Path) -> crate::Result<Sources> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| crate::Error::ReadFile { path: p.to_path_buf(), source })
-        };
-        let main = read(path)?;
-        let mut jobs = Vec::new();
-        let dir = path.parent().unwrap_or(Path::new(".")).join("jobs");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            paths.sort();
-            for p in paths {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                jobs.push((name, read(&p)?));
-            }
-        }
+        let main = std::fs::read_to_string(path)
+            .map_err(|source| crate::Error::ReadFile { path: path.to_path_buf(), source })?;
+        let jobs = crate::config::read_job_files(path)?
+            .into_iter()
+            .map(|(p, text)| (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text))
+            .collect();
         Ok(Sources { main, jobs })
     }
 }
@@ -213,6 +202,11 @@ pub fn dns_name(s: &str) -> String {
     out = out.trim_matches('-').to_string();
     out.truncate(40);
     out
+}
+
+/// The daemon's HTTP port, from `[api] listen` (as the daemon reads it).
+pub fn api_port(config: &Config) -> u16 {
+    crate::api::listen_addr(config).rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080)
 }
 
 /// Documents joined as a YAML stream.

@@ -34,13 +34,7 @@ pub fn render(config: &Config, sources: &Sources, opts: &Options) -> (String, Ve
 pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, Vec<super::SecretFile>, Vec<String>) {
     let mut notes = Vec::new();
     let docker = config.jobs.values().any(needs_docker);
-    let port = config
-        .api
-        .as_ref()
-        .and_then(|a| a.listen.as_deref())
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(8080);
+    let port = super::api_port(config);
 
     let mut configs = serde_json::Map::new();
     let mut service_configs =
