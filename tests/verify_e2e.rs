@@ -334,6 +334,43 @@ fn volume_drill_compares_every_file_and_leaves_the_source_unchanged() {
     assert_eq!(record_on_target(&s, &id)["status"], "ok");
     assert_eq!(pushed(&job, "drctl_verify_last_status"), Some(1.0));
     eprintln!("measured restore time (volume): {:.3}s", rec["restore_seconds"].as_f64().unwrap());
+
+    // `drctl list` shows the drill's verdict
+    let r = run(s.drctl().args(["--json", "list", &job]));
+    let rows: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rows[0]["verified"], "ok", "{rows:#}");
+    assert!(rows[0]["suspicious"].is_null(), "{rows:#}");
+    let r = run(s.drctl().args(["list", &job]));
+    assert!(r.stdout.lines().nth(1).unwrap().contains(" ok "), "{r:?}");
+}
+
+#[test]
+fn an_empty_or_shrunken_backup_is_committed_but_flagged_suspicious() {
+    let job = unique("susp");
+    let (s, src) = volume_lab(&job);
+    let first = backup(&s, &job);
+    // most of the data gone: more than half of the source size
+    std::fs::remove_file(src.join("sub/b.bin")).unwrap();
+    let shrunk = backup(&s, &job);
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(p).unwrap()
+        } else {
+            std::fs::remove_file(p).unwrap()
+        }
+    }
+    let empty = backup(&s, &job);
+    let r = run(s.drctl().args(["--json", "list", &job]));
+    let rows: Value = serde_json::from_str(&r.stdout).unwrap();
+    let flag = |id: &str| rows.as_array().unwrap().iter().find(|b| b["id"] == id).unwrap()["suspicious"].clone();
+    assert!(flag(&first).is_null(), "{rows:#}");
+    assert!(flag(&shrunk).as_str().unwrap().contains("source size fell by"), "{rows:#}");
+    assert!(flag(&empty).as_str().unwrap().contains("empty"), "{rows:#}");
+    // committed all the same
+    assert!(rows.as_array().unwrap().iter().all(|b| b["status"] == "ok"), "{rows:#}");
+    let r = run(s.drctl().args(["list", &job]));
+    assert!(r.stdout.contains("ok!") && r.stderr.contains("is suspicious"), "{r:?}");
 }
 
 #[test]

@@ -31,8 +31,11 @@ use crate::manifest::Manifest;
 use crate::{Error, Result};
 
 /// Embedded migrations, applied in order; never edit one that has shipped, add a new one.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_init.sql")), (2, include_str!("migrations/0002_schedule_claims.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_schedule_claims.sql")),
+    (3, include_str!("migrations/0003_drills.sql")),
+];
 
 /// The advisory lock key migrations run under (PostgreSQL): `hashtext('drctl:migrate')`.
 const MIGRATE_LOCK: &str = "drctl:migrate";
@@ -504,6 +507,9 @@ fn number_placeholders(statement: &str) -> String {
     }
     out
 }
+
+mod drills;
+pub use drills::BackupFlags;
 
 #[cfg(test)]
 mod tests {

@@ -20,8 +20,18 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
     }
     let catalog = engine.catalog().await?;
     let entries = catalog.list(args.job.as_deref(), args.target.as_deref()).await?;
+    let flags = catalog.backup_flags(args.job.as_deref()).await?;
+    let flag = |id: &str| flags.get(id).cloned().unwrap_or_default();
     if printer.json {
-        printer.json(&entries);
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            entry: &'a crate::catalog::BackupEntry,
+            #[serde(flatten)]
+            flags: crate::catalog::BackupFlags,
+        }
+        let rows: Vec<Row> = entries.iter().map(|e| Row { entry: e, flags: flag(&e.id) }).collect();
+        printer.json(&rows);
         return Ok(0);
     }
     if entries.is_empty() {
@@ -29,27 +39,36 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         return Ok(0);
     }
     println!(
-        "{:<24} {:<14} {:<8} {:<21} {:>10} {:>10}  TARGETS",
-        "BACKUP ID", "JOB", "STATUS", "STARTED", "SIZE", "STORED"
+        "{:<24} {:<14} {:<11} {:<21} {:>10} {:>10} {:<8}  TARGETS",
+        "BACKUP ID", "JOB", "STATUS", "STARTED", "SIZE", "STORED", "VERIFIED"
     );
-    for e in entries {
+    for e in &entries {
         let status =
             serde_json::to_value(e.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let started = e.started_at.get(..19).unwrap_or(&e.started_at).replace('T', " ");
+        let f = flag(&e.id);
+        // a suspicious backup is committed but flagged: `ok!`, `partial!`
+        let status = if f.suspicious.is_some() { format!("{status}!") } else { status };
         println!(
-            "{:<24} {:<14} {:<8} {:<21} {:>10} {:>10}  {}",
+            "{:<24} {:<14} {:<11} {:<21} {:>10} {:>10} {:<8}  {}",
             e.id,
             e.job,
             status,
             started,
             e.plaintext_bytes.map(bytes).unwrap_or_else(|| "-".into()),
             e.stored_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            f.verified.as_deref().unwrap_or("-"),
             if e.targets.is_empty() {
-                e.error.map(|m| format!("(failed: {m})")).unwrap_or_default()
+                e.error.as_ref().map(|m| format!("(failed: {m})")).unwrap_or_default()
             } else {
                 e.targets.join(",")
             }
         );
+    }
+    let suspicious: Vec<(&String, &String)> =
+        flags.iter().filter_map(|(id, f)| Some((id, f.suspicious.as_ref()?))).collect();
+    for (id, reason) in suspicious.iter().filter(|(id, _)| entries.iter().any(|e| &&e.id == id)) {
+        eprintln!("warning: backup {id} is suspicious (`!`): {reason}");
     }
     Ok(0)
 }

@@ -68,7 +68,19 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
     for job_name in jobs {
         let job = engine.config.job(&job_name)?;
         let (found, problems) = scan(engine, Some(&job_name)).await?;
-        let protected = protected(engine, job, &found);
+        let mut protected = protected(engine, job, &found);
+        // the newest backup whose last restore drill passed is never deleted
+        if let Some(cat) = &catalog
+            && let Ok(drills) = cat.drill_results(&job_name).await
+        {
+            let all: Vec<Candidate> = found
+                .iter()
+                .map(|f| Candidate { id: f.manifest.backup_id.clone(), time: f.manifest.started_at })
+                .collect();
+            if let Some(id) = retention::newest_verified(&all, &drills) {
+                protected.push((id, Reason::NewestVerified));
+            }
+        }
         for target_name in &job.common.targets {
             let mut plan = TargetPlan {
                 job: job_name.clone(),

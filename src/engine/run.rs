@@ -72,6 +72,7 @@ pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
                 r.catalog_warning = Some(e.to_string());
                 return Ok(r);
             }
+            flag_suspicious(cat, &job, m).await;
         }
         (Ok((_, report)), Err(e)) => {
             let mut r = report.clone();
@@ -245,6 +246,29 @@ async fn store(
         catalog_warning: None,
     };
     Ok((manifest, report))
+}
+
+/// Committed, but does it look right? An empty backup, or one whose source size fell by more than
+/// `verify.suspicious_drop` against the job's recent backups, is flagged `suspicious` in the
+/// catalog (`drctl list`) and logged as a warning; the backup stays committed.
+async fn flag_suspicious(cat: &crate::catalog::Catalog, job: &crate::config::JobConfig, m: &Manifest) {
+    let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
+    let recent: Vec<u64> = match cat.list(Some(&job.name), None).await {
+        Ok(entries) => entries
+            .iter()
+            .filter(|b| b.id != m.backup_id && b.status != BackupStatus::Failed)
+            .filter_map(|b| b.plaintext_bytes)
+            .take(7)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let Some(reason) = crate::verify::suspicious(&m.kind, &m.facts, m.plaintext_bytes(), &recent, drop) else {
+        return;
+    };
+    tracing::warn!(job = %job.name, backup = %m.backup_id, reason = %reason, "backup committed but suspicious");
+    if let Err(e) = cat.set_suspicious(&m.backup_id, &job.name, &reason).await {
+        tracing::warn!(job = %job.name, error = %e, "could not flag the backup as suspicious in the catalog");
+    }
 }
 
 fn all_failed(job: &str, failed: &[TargetFailure]) -> Error {

@@ -227,8 +227,16 @@ async fn check_manifests(engine: &Engine, m: &Manifest, holders: &[String]) -> V
     out
 }
 
-/// Store the record beside the backup on each target holding it.
+/// Store the record: in the catalog, and beside the backup on each target holding it.
 async fn store(engine: &Engine, report: &mut DrillReport, holders: &[String]) {
+    match engine.catalog().await {
+        Ok(cat) => {
+            if let Err(e) = cat.record_drill(&report.record).await {
+                report.record_warnings.push(format!("catalog: {e}"));
+            }
+        }
+        Err(e) => report.record_warnings.push(format!("catalog: {e}")),
+    }
     let Some(id) = report.record.backup_id.clone() else { return };
     let key = layout::verify_key(&report.record.job, &id);
     let body = Bytes::from(report.record.to_json());

@@ -57,6 +57,8 @@ pub enum Reason {
     NoPolicy,
     /// Override: the newest good backup of the job.
     NewestGood,
+    /// Override: the newest backup of the job whose latest restore drill passed.
+    NewestVerified,
     /// Override: deleting it would leave the job failing 3-2-1.
     Needed321,
     /// Override: the object is under Object Lock until this time.
@@ -77,6 +79,7 @@ impl std::fmt::Display for Reason {
             Reason::Within { duration } => write!(f, "within {duration}"),
             Reason::NoPolicy => f.write_str("no keep policy on this target"),
             Reason::NewestGood => f.write_str("newest good backup of the job"),
+            Reason::NewestVerified => f.write_str("newest verified backup of the job (its last drill passed)"),
             Reason::Needed321 => f.write_str("needed for 3-2-1"),
             Reason::Locked { until } => write!(f, "object lock until {until}"),
         }
@@ -199,6 +202,29 @@ pub fn force_keep(decisions: &mut [Decision], id: &str, reason: Reason) {
             d.reasons.push(reason);
         }
     }
+}
+
+/// A restore drill of one backup, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillResult {
+    pub backup_id: String,
+    /// When the drill ran.
+    pub at: Timestamp,
+    pub passed: bool,
+}
+
+/// The newest of `candidates` (by backup time) whose most recent drill passed: the backup retention
+/// never deletes ([`Reason::NewestVerified`]). A backup whose last drill failed is not verified,
+/// whatever earlier drills said.
+pub fn newest_verified(candidates: &[Candidate], drills: &[DrillResult]) -> Option<String> {
+    let mut newest_first: Vec<&Candidate> = candidates.iter().collect();
+    newest_first.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+    newest_first
+        .into_iter()
+        .find(|c| {
+            drills.iter().filter(|d| d.backup_id == c.id).max_by(|a, b| a.at.cmp(&b.at)).is_some_and(|d| d.passed)
+        })
+        .map(|c| c.id.clone())
 }
 
 #[cfg(test)]
@@ -342,5 +368,45 @@ mod tests {
             plan(&b, Some(&policy(|p| p.within = Some("soon".into()))), &utc()).unwrap_err(),
             PolicyError::Within("soon".into())
         );
+    }
+
+    #[test]
+    fn newest_verified_table() {
+        let b = vec![at("2026-11-20T02:00:00Z"), at("2026-11-21T02:00:00Z"), at("2026-11-22T02:00:00Z")];
+        let dr = |id: &str, when: &str, passed| DrillResult { backup_id: id.into(), at: when.parse().unwrap(), passed };
+        let (old, mid, new) = ("2026-11-20T02:00:00Z", "2026-11-21T02:00:00Z", "2026-11-22T02:00:00Z");
+        let cases: Vec<(&str, Vec<DrillResult>, Option<&str>)> = vec![
+            ("no drills", vec![], None),
+            ("one passed", vec![dr(old, "2026-11-20T06:00:00Z", true)], Some(old)),
+            (
+                "the newest passed wins over older passes",
+                vec![dr(old, "2026-11-20T06:00:00Z", true), dr(mid, "2026-11-21T06:00:00Z", true)],
+                Some(mid),
+            ),
+            (
+                "a failed newest drill does not count",
+                vec![dr(mid, "2026-11-21T06:00:00Z", true), dr(new, "2026-11-22T06:00:00Z", false)],
+                Some(mid),
+            ),
+            (
+                "the latest drill of a backup decides",
+                vec![dr(mid, "2026-11-21T06:00:00Z", true), dr(mid, "2026-11-23T06:00:00Z", false)],
+                None,
+            ),
+            (
+                "a re-drill that passed again counts",
+                vec![dr(new, "2026-11-22T06:00:00Z", false), dr(new, "2026-11-23T06:00:00Z", true)],
+                Some(new),
+            ),
+            ("drills of pruned backups are ignored", vec![dr("gone", "2026-11-23T06:00:00Z", true)], None),
+        ];
+        for (name, drills, want) in cases {
+            assert_eq!(newest_verified(&b, &drills).as_deref(), want, "{name}");
+        }
+        // as an override it keeps a backup the policy would delete
+        let mut d = plan(&b, Some(&policy(|p| p.last = Some(1))), &utc()).unwrap();
+        force_keep(&mut d, mid, Reason::NewestVerified);
+        assert_eq!(kept(&d), vec![new, mid]);
+        assert_eq!(d.iter().find(|x| x.id == mid).unwrap().reasons, vec![Reason::NewestVerified]);
     }
 }

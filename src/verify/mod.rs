@@ -243,6 +243,42 @@ impl<'a> Drill<'a> {
     }
 }
 
+/// Why a just-committed backup looks suspicious, if it does: it is empty (no bytes; postgres: no
+/// table in any database; redis: no key; volume: no file), or its plaintext size fell by more than
+/// `drop` (a fraction, 0..=1) against the median of `recent` (the job's previous committed
+/// backups' sizes). Pure.
+pub fn suspicious(kind: &str, facts: &serde_json::Value, size: u64, recent: &[u64], drop: f64) -> Option<String> {
+    if size == 0 {
+        return Some("empty: the source produced no data".into());
+    }
+    let empty = match kind {
+        "postgres" => facts["databases"]
+            .as_array()
+            .is_some_and(|dbs| !dbs.is_empty() && dbs.iter().all(|d| d["table_count"].as_u64() == Some(0)))
+            .then_some("empty: no table in any database"),
+        "redis" => (facts["keys"].as_u64() == Some(0)).then_some("empty: no key in any database"),
+        "volume" => (facts["file_count"].as_u64() == Some(0)).then_some("empty: no file"),
+        _ => None,
+    };
+    if let Some(e) = empty {
+        return Some(e.into());
+    }
+    if recent.is_empty() || drop >= 1.0 {
+        return None;
+    }
+    let mut sorted = recent.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    let floor = median as f64 * (1.0 - drop.max(0.0));
+    (median > 0 && (size as f64) < floor).then(|| {
+        format!(
+            "source size fell by {:.0} %: {size} bytes, the median of the last {} backups is {median}",
+            (1.0 - size as f64 / median as f64) * 100.0,
+            recent.len()
+        )
+    })
+}
+
 /// Run `program args…` and wait; returns the exit status and the last lines of its output.
 pub(crate) async fn run_tool(program: &Path, args: &[String], as_user: Option<&str>) -> Result<(bool, String), String> {
     let mut cmd = match as_user {
@@ -285,6 +321,33 @@ mod tests {
         assert!(p.is_dir());
         drop(d);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn suspicious_table() {
+        let none = serde_json::json!({});
+        type Case = (&'static str, serde_json::Value, u64, Vec<u64>, f64, bool);
+        let cases: Vec<Case> = vec![
+            ("first backup", none.clone(), 100, vec![], 0.5, false),
+            ("zero bytes", none.clone(), 0, vec![100], 0.5, true),
+            ("same size", none.clone(), 100, vec![100, 90, 110], 0.5, false),
+            ("fell by 40 %", none.clone(), 60, vec![100, 100, 100], 0.5, false),
+            ("fell by 60 %", none.clone(), 40, vec![100, 100, 100], 0.5, true),
+            ("fell by 40 % with drop 0.3", none.clone(), 60, vec![100], 0.3, true),
+            ("median ignores one outlier", none.clone(), 60, vec![100, 1000, 100], 0.5, false),
+            ("drop 1 disables", none.clone(), 1, vec![100], 1.0, false),
+            ("grew", none.clone(), 500, vec![100], 0.5, false),
+        ];
+        for (name, facts, size, recent, drop, want) in cases {
+            assert_eq!(suspicious("vault", &facts, size, &recent, drop).is_some(), want, "{name}");
+        }
+        let pg = serde_json::json!({"databases": [{"table_count": 0}, {"table_count": 0}]});
+        assert!(suspicious("postgres", &pg, 5000, &[], 0.5).unwrap().contains("no table"));
+        let pg = serde_json::json!({"databases": [{"table_count": 0}, {"table_count": 2}]});
+        assert!(suspicious("postgres", &pg, 5000, &[], 0.5).is_none());
+        assert!(suspicious("redis", &serde_json::json!({"keys": 0}), 90, &[], 0.5).is_some());
+        assert!(suspicious("volume", &serde_json::json!({"file_count": 0}), 1024, &[], 0.5).is_some());
+        assert!(suspicious("volume", &serde_json::json!({"file_count": 3}), 1024, &[], 0.5).is_none());
     }
 
     #[test]
