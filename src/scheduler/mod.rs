@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{BackupStatus, Catalog};
 use crate::engine::Engine;
-use crate::metrics::{Event, Metrics, RunOutcome, RunResult};
+use crate::metrics::{Event, Metrics, RunOutcome, RunResult, VerifyState};
 pub use schedule::{Schedule, next_after};
 
 /// Default `[daemon] max_concurrent`.
@@ -118,6 +118,8 @@ struct JobEntry {
     running: AtomicBool,
     /// The next scheduled backup.
     next_backup: Mutex<Option<Timestamp>>,
+    /// The last drill this daemon ran, so that a backup's metrics (rebuilt from the catalog) keep it.
+    last_verify: Mutex<Option<VerifyState>>,
 }
 
 struct Inner {
@@ -178,6 +180,7 @@ impl Scheduler {
                     verify: parse(name, "verify", j.common.verify.as_ref().and_then(|v| v.schedule.as_ref())),
                     running: AtomicBool::new(false),
                     next_backup: Mutex::new(None),
+                    last_verify: Mutex::new(None),
                 };
                 (name.clone(), entry)
             })
@@ -383,16 +386,7 @@ async fn execute(inner: &Inner, job: &str, work: Work, trigger: Trigger) {
     tracing::info!(job = %job, kind = work.as_str(), trigger = ?trigger, "run started");
     match work {
         Work::Backup => backup(inner, job).await,
-        Work::Verify => {
-            let result = match verify(&inner.engine, job).await {
-                Ok(()) => RunResult::Ok,
-                Err(e) => {
-                    tracing::error!(job = %job, error = %e, "verify failed");
-                    RunResult::Failed
-                }
-            };
-            finished(inner, job, work, result);
-        }
+        Work::Verify => verify(inner, job).await,
     }
     lock.release().await;
 }
@@ -425,7 +419,12 @@ async fn backup(inner: &Inner, job: &str) {
     if matches!(&result, Ok(r) if r.status == BackupStatus::Ok) {
         prune(engine, job).await;
     }
-    for state in crate::metrics::job_states(engine, &[outcome]).await {
+    for mut state in crate::metrics::job_states(engine, &[outcome]).await {
+        if state.verify == VerifyState::default()
+            && let Some(v) = inner.jobs.get(job).and_then(|j| *lock(&j.last_verify))
+        {
+            state.verify = v;
+        }
         inner.metrics.set_job(&state);
     }
 }
@@ -455,19 +454,54 @@ fn finished(inner: &Inner, job: &str, work: Work, result: RunResult) {
     }
 }
 
-/// The restore drill of `job`.
-///
-/// TODO(drills): drills are built in their own issue (`engine::verify`); until then a scheduled
-/// or requested drill fails with this error and counts as a failed verify.
-async fn verify(_engine: &Engine, job: &str) -> Result<(), VerifyNotImplemented> {
-    Err(VerifyNotImplemented { job: job.to_string() })
-}
-
-/// A drill was due but drills are not built yet.
-#[derive(Debug, thiserror::Error)]
-#[error("job `{job}`: verify not implemented in this version: the restore drill did not run")]
-pub struct VerifyNotImplemented {
-    pub job: String,
+/// The restore drill of the newest backup of `job` (as `drctl verify JOB`), then its metrics.
+async fn verify(inner: &Inner, job: &str) {
+    let result = match crate::engine::verify::verify_job(&inner.engine, job, None).await {
+        Ok(report) => {
+            let rec = &report.record;
+            let passed = rec.passed();
+            let state = VerifyState {
+                last_passed: Some(passed),
+                last_success: passed.then(|| rec.finished_at.as_millisecond() as f64 / 1000.0),
+                duration_seconds: Some(rec.restore_seconds),
+            };
+            if passed {
+                tracing::info!(
+                    job = %job,
+                    backup_id = rec.backup_id.as_deref().unwrap_or_default(),
+                    restore_seconds = rec.restore_seconds,
+                    "drill passed"
+                );
+            } else {
+                for f in &rec.findings {
+                    tracing::warn!(job = %job, finding = %f, "drill finding");
+                }
+                tracing::error!(job = %job, backup_id = rec.backup_id.as_deref().unwrap_or_default(), "drill failed");
+            }
+            for w in &report.record_warnings {
+                tracing::warn!(job = %job, error = %w, "the drill's record was not stored");
+            }
+            if let Some(j) = inner.jobs.get(job) {
+                let mut last = lock(&j.last_verify);
+                // a failed drill keeps the time of the last one that passed
+                let last_success = state.last_success.or(last.and_then(|l| l.last_success));
+                *last = Some(VerifyState { last_success, ..state });
+            }
+            inner.metrics.set_job(&crate::metrics::JobState {
+                job: job.to_string(),
+                complete: false,
+                rpo_seconds: inner.engine.config.job(job).map(|j| j.common.rpo().as_secs_f64()).unwrap_or(0.0),
+                verify: state,
+                ..Default::default()
+            });
+            if passed { RunResult::Ok } else { RunResult::Failed }
+        }
+        Err(e) => {
+            tracing::error!(job = %job, error = %e, hint = e.hint().unwrap_or_default(), "drill failed");
+            RunResult::Failed
+        }
+    };
+    finished(inner, job, Work::Verify, result);
 }
 
 /// Sleep until wall-clock time `at`, in steps of at most a minute so that a clock step (NTP) is
