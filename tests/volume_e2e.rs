@@ -6,18 +6,20 @@
 //! The tests run as root (file owners are part of what is checked).
 
 mod common;
+#[path = "common/tree.rs"]
+mod tree;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 use sha2::{Digest, Sha256};
-
-const EXCLUDE: &str = r#"exclude = ["*.tmp", "cache/"]"#;
-/// What `exclude` leaves out, for `diff -x` (which matches names).
-const DIFF_EXCLUDES: [&str; 3] = ["*.tmp", "cache", "pipe.fifo"];
+use tree::{
+    EXCLUDE, Extras, LinkCounts, assert_same_tree, chmod, diff_r, entries_of, excluded, noise, sh, stat_all, walk,
+    write,
+};
 
 fn job(s: &Scratch, source: &str, extra: &str) -> String {
     format!("{}[jobs.vol]\nkind = \"volume\"\ntargets = [\"local\"]\n{source}\n{extra}\n", s.head())
@@ -32,178 +34,30 @@ fn backup_id(r: &Ran) -> String {
     r.stdout.trim().to_string()
 }
 
-fn sh(cmd: &str) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, data).unwrap();
-}
-
-fn chmod(root: &Path, rel: &str, mode: u32) {
-    std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Deterministic incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A tree with nested and empty directories, relative/absolute/dangling symlinks, hard links, odd
-/// modes (0600, 0755, setuid, setgid and sticky directories), non-ASCII names, a 20 MB file, a
-/// fifo, files owned by other ids, old mtimes with nanoseconds, and entries the job excludes.
+/// The common tree (tests/common/tree.rs) plus: a symlink to a directory, an executable, an emoji
+/// name, an excluded file below the root (`nested/dir/b.tmp`: patterns match at any depth), a 20 MB
+/// file, and an older mtime on a symlink itself (`rel-link`).
 fn build_tree(root: &Path) {
-    std::fs::create_dir_all(root).unwrap();
-    write(root, "nested/dir/deeper/file.txt", b"deep\n");
-    write(root, "nested/dir/file.txt", b"hello\n");
-    std::fs::create_dir_all(root.join("empty")).unwrap();
-    std::fs::create_dir_all(root.join("nested/empty-too")).unwrap();
-    write(root, "empty-file", b"");
-    symlink("nested/dir/file.txt", root.join("rel-link")).unwrap();
-    symlink("/etc/hostname", root.join("abs-link")).unwrap();
-    symlink("does/not/exist", root.join("dangling")).unwrap();
-    symlink("nested", root.join("dir-link")).unwrap();
-    write(root, "links/a.bin", &noise(10_000, 1));
-    std::fs::hard_link(root.join("links/a.bin"), root.join("links/b.bin")).unwrap();
-    std::fs::hard_link(root.join("links/a.bin"), root.join("nested/c.bin")).unwrap();
-    write(root, "secret.key", b"s3cr3t");
-    chmod(root, "secret.key", 0o600);
-    write(root, "bin/run.sh", b"#!/bin/sh\necho hi\n");
-    chmod(root, "bin/run.sh", 0o755);
-    write(root, "bin/suid", b"x");
-    chmod(root, "bin/suid", 0o4755);
-    write(root, "shared/doc.txt", b"doc");
-    chmod(root, "shared", 0o2775);
-    std::fs::create_dir_all(root.join("tmpdir")).unwrap();
-    chmod(root, "tmpdir", 0o1777);
-    write(root, "ünïcødé/日本語 ファイル.txt", "こんにちは".as_bytes());
-    write(root, "émoji-🎉.txt", b"party");
-    write(root, "big/twenty.bin", &noise(20 * 1024 * 1024, 7));
-    write(root, "owned/by-other.txt", b"not root's");
-    std::os::unix::fs::chown(root.join("owned/by-other.txt"), Some(1234), Some(5678)).unwrap();
-    std::os::unix::fs::chown(root.join("owned"), Some(2345), Some(6789)).unwrap();
-    std::os::unix::fs::lchown(root.join("rel-link"), Some(4321), Some(8765)).unwrap();
-    sh(&format!("mkfifo '{}'", root.join("pipe.fifo").display()));
-    write(root, "cache/junk.bin", &noise(5000, 3));
-    write(root, "a.tmp", b"scratch");
-    write(root, "nested/dir/b.tmp", b"scratch");
-    chmod(root, ".", 0o750);
-    // mtimes in the past, to the nanosecond, on everything (symlinks themselves included)
-    let all: Vec<String> = walk(root).into_iter().map(|p| format!("'{}'", root.join(p).display())).collect();
-    sh(&format!("touch -h -d '2001-02-03 04:05:06.123456789 UTC' {}", all.join(" ")));
-    sh(&format!(
-        "touch -h -d '1999-12-31 23:59:59.5 UTC' '{}' '{}' '{}'",
-        root.join("big/twenty.bin").display(),
-        root.join("nested").display(),
-        root.join("rel-link").display()
-    ));
-}
-
-/// Every path below `root` (relative, `.` for the root), sorted; symlinks are not followed.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from(".")];
-    let mut stack = vec![PathBuf::new()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(root.join(&d)).unwrap() {
-            let e = e.unwrap();
-            let rel = d.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(rel.clone());
-            }
-            out.push(rel);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn excluded(rel: &Path) -> bool {
-    let s = rel.to_string_lossy();
-    s.ends_with(".tmp") || s == "cache" || s.starts_with("cache/")
-}
-
-/// `stat` of every path: type, mode, owner, link count, size (not for directories), mtime with
-/// nanoseconds, and the symlink target. The root's link count is left out: excluded directories
-/// change it.
-fn stat_all(root: &Path, paths: &[PathBuf]) -> BTreeMap<String, String> {
-    let out = Command::new("stat")
-        .current_dir(root)
-        .arg("--printf")
-        .arg("%N|%F|%a|%u|%g|%h|%s|%y\\n")
-        .arg("--")
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "stat: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), paths.len());
-    paths
-        .iter()
-        .zip(lines)
-        .map(|(p, l)| {
-            let mut f: Vec<String> = l.split('|').map(str::to_string).collect();
-            if f[1] == "directory" {
-                f[6] = "-".into();
-            }
-            if p == Path::new(".") {
-                f[5] = "-".into();
-            }
-            (p.to_string_lossy().into_owned(), f.join("|"))
-        })
-        .collect()
-}
-
-fn diff_r(a: &Path, b: &Path, also_exclude: &[&str]) {
-    let mut cmd = Command::new("diff");
-    cmd.arg("-r").arg("--no-dereference");
-    for x in DIFF_EXCLUDES.iter().chain(also_exclude) {
-        cmd.arg("-x").arg(x);
-    }
-    let out = cmd.arg(a).arg(b).output().unwrap();
-    assert!(
-        out.status.success(),
-        "diff -r {} {}:\n{}{}",
-        a.display(),
-        b.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    tree::build_tree(
+        root,
+        &Extras {
+            big: ("big/twenty.bin", 20 * 1024 * 1024),
+            more: &|root| {
+                symlink("nested", root.join("dir-link")).unwrap();
+                write(root, "bin/run.sh", b"#!/bin/sh\necho hi\n");
+                chmod(root, "bin/run.sh", 0o755);
+                write(root, "émoji-🎉.txt", b"party");
+                write(root, "nested/dir/b.tmp", b"scratch");
+            },
+            older: &["rel-link"],
+        },
     );
-}
-
-/// Source and restored trees have the same entries (minus the excluded ones) with the same `stat`.
-fn assert_same_tree(src: &Path, dst: &Path) {
-    let expected: Vec<PathBuf> = walk(src).into_iter().filter(|p| !excluded(p)).collect();
-    assert_eq!(walk(dst), expected, "the restored tree has exactly the source's entries, minus excluded ones");
-    let (a, b) = (stat_all(src, &expected), stat_all(dst, &expected));
-    for (path, line) in &a {
-        assert_eq!(Some(line), b.get(path), "stat of `{path}`");
-    }
-    diff_r(src, dst, &[]);
 }
 
 fn manifest(s: &Scratch) -> serde_json::Value {
     let files = s.fs_files();
     let m = files.iter().find(|f| f.ends_with(".manifest.json")).expect("a manifest");
     serde_json::from_slice(&std::fs::read(s.path("backups").join(m)).unwrap()).unwrap()
-}
-
-fn entries_of(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -221,7 +75,7 @@ fn round_trip_keeps_every_entry_and_its_metadata() {
     let dst = s.path("restored/here");
     let r = run(s.drctl().args(["restore", "vol", "--latest", "--to"]).arg(&dst));
     assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&src, &dst);
+    assert_same_tree(&src, &dst, LinkCounts::Compare);
 
     // the points most likely to break, spelled out
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -343,11 +197,11 @@ fn the_stored_archive_opens_with_age_zstd_and_gnu_tar() {
     let out = Command::new("tar").args(["--numeric-owner", "-xpf"]).arg(&tar).arg("-C").arg(&gnu).output().unwrap();
     assert!(out.status.success(), "tar -x: {}", String::from_utf8_lossy(&out.stderr));
     let expected: Vec<PathBuf> = walk(&src).into_iter().filter(|p| !excluded(p) && p != Path::new(".")).collect();
-    let (a, b) = (stat_all(&src, &expected), stat_all(&gnu, &expected));
+    let (a, b) = (stat_all(&src, &expected, LinkCounts::Compare), stat_all(&gnu, &expected, LinkCounts::Compare));
     for (path, line) in &a {
         assert_eq!(Some(line), b.get(path), "stat of `{path}` after GNU tar");
     }
-    diff_r(&src, &gnu, &[]);
+    diff_r(&src, &gnu);
 }
 
 #[test]
@@ -373,7 +227,7 @@ fn a_non_empty_destination_needs_force_and_is_replaced_whole() {
     let r = run(s.drctl().args(["restore", "vol", "--latest", "--force", "--to"]).arg(&dst));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!dst.join("keep-me").exists(), "replaced, not merged");
-    assert_same_tree(&src, &dst);
+    assert_same_tree(&src, &dst, LinkCounts::Compare);
     let around = entries_of(s.dir.path());
     assert!(!around.iter().any(|n| n.contains("drctl-")), "no staging or old tree left: {around:?}");
 
@@ -389,7 +243,7 @@ fn a_non_empty_destination_needs_force_and_is_replaced_whole() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!src.join("new-since-backup").exists());
     assert_eq!(std::fs::read(src.join("secret.key")).unwrap(), b"s3cr3t");
-    assert_same_tree(&dst, &src);
+    assert_same_tree(&dst, &src, LinkCounts::Compare);
 }
 
 #[test]
@@ -454,23 +308,15 @@ fn after_hooks_always_all_run_and_a_failing_one_is_a_warning() {
     assert_eq!(s.fs_files().len(), 3, "committed: {:?}", s.fs_files());
 }
 
-/// A stand-in for the Docker CLI (there is no Docker engine here): it answers
-/// `docker volume inspect --format '{{ .Mountpoint }}' NAME` for one volume, like the real one.
-fn docker_stand_in(dir: &Path, volume: &str, mountpoint: &Path) -> PathBuf {
-    let bin = dir.join("stand-in-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = format!(
-        "#!/bin/sh\n# stand-in for `docker` (no Docker engine in the test environment)\n\
-         if [ \"$1 $2 $3 $4\" = 'volume inspect --format {{{{ .Mountpoint }}}}' ]; then\n\
-           if [ \"$5\" = '{volume}' ]; then echo '{mp}'; exit 0; fi\n\
-           echo \"Error response from daemon: get $5: no such volume\" >&2; exit 1\n\
-         fi\n\
-         echo \"stand-in docker: unexpected arguments: $*\" >&2; exit 2\n",
-        mp = mountpoint.display()
-    );
-    std::fs::write(bin.join("docker"), script).unwrap();
-    chmod(&bin, "docker", 0o755);
-    bin
+/// drctl with the repository's stand-in `docker` CLI (tests/standins/docker; there is no Docker
+/// engine here): `docker volume inspect` answers `$DRCTL_STANDIN_VOLUMES/NAME/_data` for the
+/// volumes that exist there, and "no such volume" for the others, like the real one.
+fn drctl_with_docker(s: &Scratch) -> Command {
+    let mut c = s.drctl();
+    c.env("DRCTL_DOCKER", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/standins/docker"))
+        .env("DRCTL_STANDIN_VOLUMES", s.path("docker/volumes"))
+        .env("DRCTL_STANDIN_LOG", s.path("docker.log"));
+    c
 }
 
 #[test]
@@ -479,32 +325,32 @@ fn docker_volumes_are_found_through_the_docker_cli() {
     let mountpoint = s.path("docker/volumes/appdata/_data");
     write(&mountpoint, "uploads/photo.jpg", &noise(50_000, 9));
     write(&mountpoint, "db.sqlite", b"SQLite format 3");
-    let bin = docker_stand_in(s.dir.path(), "appdata", &mountpoint);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     s.write_config(&job(&s, "docker_volume = \"appdata\"", ""));
 
-    let id = backup_id(&run(s.drctl().env("PATH", &path).args(["run", "vol"])));
+    let id = backup_id(&run(drctl_with_docker(&s).args(["run", "vol"])));
     let m = manifest(&s);
     assert_eq!(m["backup_id"], id.as_str());
     assert_eq!(m["facts"]["source"], "docker_volume");
     assert_eq!(m["facts"]["docker_volume"], "appdata");
     assert_eq!(m["facts"]["root"], mountpoint.to_str().unwrap());
     assert_eq!(m["facts"]["file_count"], 2);
+    let log = std::fs::read_to_string(s.path("docker.log")).unwrap();
+    assert_eq!(log.lines().collect::<Vec<_>>(), ["docker volume inspect --format {{ .Mountpoint }} appdata"]);
 
     // restore into the volume itself (found through docker again)
     let reference = s.path("reference");
-    let r = run(s.drctl().env("PATH", &path).args(["restore", "vol", "--latest", "--to"]).arg(&reference));
+    let r = run(drctl_with_docker(&s).args(["restore", "vol", "--latest", "--to"]).arg(&reference));
     assert_eq!(r.code, 0, "{r:?}");
     std::fs::remove_dir_all(mountpoint.join("uploads")).unwrap();
-    let r = run(s.drctl().env("PATH", &path).args(["restore", "vol", "--latest", "--force"]));
+    let r = run(drctl_with_docker(&s).args(["restore", "vol", "--latest", "--force"]));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains(mountpoint.to_str().unwrap()), "{r:?}");
-    diff_r(&reference, &mountpoint, &[]);
+    diff_r(&reference, &mountpoint);
 
     // a volume docker does not know
     s.write_config(&job(&s, "docker_volume = \"nope\"", ""));
     let before = s.fs_files();
-    let r = run(s.drctl().env("PATH", &path).args(["run", "vol"]));
+    let r = run(drctl_with_docker(&s).args(["run", "vol"]));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("no such volume") && r.stderr.contains("docker volume ls"), "{r:?}");
     assert_eq!(s.fs_files(), before, "nothing committed");

@@ -10,16 +10,16 @@
 mod common;
 #[path = "common/kubeapi.rs"]
 mod kubeapi;
+#[path = "common/tree.rs"]
+mod tree;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 use kubeapi::{Behaviour, FakePod, KubeApi};
-
-const EXCLUDE: &str = r#"exclude = ["*.tmp", "cache/"]"#;
+use tree::{EXCLUDE, Extras, LinkCounts, chmod, entries_of, sh, stat_all, write};
 
 fn pods() -> Vec<FakePod> {
     vec![FakePod::running("apps", "web-0", &[("app", "web")], &["web"])]
@@ -44,152 +44,27 @@ fn config(s: &Scratch, jobs: &[String]) {
     s.write_config(&format!("{}{}", s.head(), jobs.join("\n")));
 }
 
-fn sh(cmd: &str) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, data).unwrap();
-}
-
-fn chmod(root: &Path, rel: &str, mode: u32) {
-    std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Nested and empty directories, symlinks (relative, absolute, dangling), hard links, odd modes,
-/// other owners, non-ASCII and long names, a 6 MB file, a fifo, nanosecond mtimes, excluded entries.
+/// The common tree (tests/common/tree.rs) plus: a hard link whose first name is excluded (the next
+/// name carries the content, and is restored with fewer links: link counts are not compared), a
+/// 180-byte name (a pax header in the pod's tar), and a 6 MB file.
 fn build_tree(root: &Path) {
-    std::fs::create_dir_all(root).unwrap();
-    write(root, "nested/dir/deeper/file.txt", b"deep\n");
-    write(root, "nested/dir/file.txt", b"hello\n");
-    std::fs::create_dir_all(root.join("empty")).unwrap();
-    std::fs::create_dir_all(root.join("nested/empty-too")).unwrap();
-    write(root, "empty-file", b"");
-    symlink("nested/dir/file.txt", root.join("rel-link")).unwrap();
-    symlink("/etc/hostname", root.join("abs-link")).unwrap();
-    symlink("does/not/exist", root.join("dangling")).unwrap();
-    write(root, "links/a.bin", &noise(10_000, 1));
-    std::fs::hard_link(root.join("links/a.bin"), root.join("links/b.bin")).unwrap();
-    std::fs::hard_link(root.join("links/a.bin"), root.join("nested/c.bin")).unwrap();
-    // a hard link whose first name is excluded: the next name carries the content
-    write(root, "first.tmp", b"linked from an excluded name");
-    std::fs::hard_link(root.join("first.tmp"), root.join("second")).unwrap();
-    write(root, "secret.key", b"s3cr3t");
-    chmod(root, "secret.key", 0o600);
-    write(root, "bin/suid", b"x");
-    chmod(root, "bin/suid", 0o4755);
-    write(root, "shared/doc.txt", b"doc");
-    chmod(root, "shared", 0o2775);
-    std::fs::create_dir_all(root.join("tmpdir")).unwrap();
-    chmod(root, "tmpdir", 0o1777);
-    write(root, "ünïcødé/日本語 ファイル.txt", "こんにちは".as_bytes());
-    write(root, &format!("long/{}", "n".repeat(180)), b"long name");
-    write(root, "big/six.bin", &noise(6 * 1024 * 1024, 7));
-    write(root, "owned/by-other.txt", b"not root's");
-    std::os::unix::fs::chown(root.join("owned/by-other.txt"), Some(1234), Some(5678)).unwrap();
-    std::os::unix::fs::chown(root.join("owned"), Some(2345), Some(6789)).unwrap();
-    std::os::unix::fs::lchown(root.join("rel-link"), Some(4321), Some(8765)).unwrap();
-    sh(&format!("mkfifo '{}'", root.join("pipe.fifo").display()));
-    write(root, "cache/junk.bin", &noise(5000, 3));
-    write(root, "a.tmp", b"scratch");
-    chmod(root, ".", 0o750);
-    let all: Vec<String> = walk(root).into_iter().map(|p| format!("'{}'", root.join(p).display())).collect();
-    sh(&format!("touch -h -d '2001-02-03 04:05:06.123456789 UTC' {}", all.join(" ")));
-    sh(&format!(
-        "touch -h -d '1999-12-31 23:59:59.5 UTC' '{}' '{}'",
-        root.join("big/six.bin").display(),
-        root.join("nested").display()
-    ));
-}
-
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from(".")];
-    let mut stack = vec![PathBuf::new()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(root.join(&d)).unwrap() {
-            let e = e.unwrap();
-            let rel = d.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(rel.clone());
-            }
-            out.push(rel);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn excluded(rel: &Path) -> bool {
-    let s = rel.to_string_lossy();
-    s.ends_with(".tmp") || s == "cache" || s.starts_with("cache/")
-}
-
-/// `stat` of every path (type, mode, owner, size, mtime with ns, symlink target). Link counts are
-/// left out: an excluded name of a hard-linked file is not restored.
-fn stat_all(root: &Path, paths: &[PathBuf]) -> BTreeMap<String, String> {
-    let out = Command::new("stat")
-        .current_dir(root)
-        .arg("--printf")
-        .arg("%N|%F|%a|%u|%g|%s|%y\\n")
-        .arg("--")
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "stat: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    paths
-        .iter()
-        .zip(text.lines())
-        .map(|(p, l)| {
-            let mut f: Vec<String> = l.split('|').map(str::to_string).collect();
-            if f[1] == "directory" {
-                f[5] = "-".into();
-            }
-            (p.to_string_lossy().into_owned(), f.join("|"))
-        })
-        .collect()
-}
-
-fn diff_r(a: &Path, b: &Path) {
-    let mut cmd = Command::new("diff");
-    cmd.arg("-r").arg("--no-dereference");
-    for x in ["*.tmp", "cache", "pipe.fifo"] {
-        cmd.arg("-x").arg(x);
-    }
-    let out = cmd.arg(a).arg(b).output().unwrap();
-    assert!(
-        out.status.success(),
-        "diff -r {} {}:\n{}{}",
-        a.display(),
-        b.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    tree::build_tree(
+        root,
+        &Extras {
+            big: ("big/six.bin", 6 * 1024 * 1024),
+            more: &|root| {
+                write(root, "first.tmp", b"linked from an excluded name");
+                std::fs::hard_link(root.join("first.tmp"), root.join("second")).unwrap();
+                write(root, &format!("long/{}", "n".repeat(180)), b"long name");
+            },
+            older: &[],
+        },
     );
 }
 
+/// Source and restored trees are the same; link counts are not compared (see [`build_tree`]).
 fn assert_same_tree(src: &Path, dst: &Path) {
-    let expected: Vec<PathBuf> = walk(src).into_iter().filter(|p| !excluded(p)).collect();
-    assert_eq!(walk(dst), expected, "the restored tree has exactly the source's entries, minus excluded ones");
-    let (a, b) = (stat_all(src, &expected), stat_all(dst, &expected));
-    for (path, line) in &a {
-        assert_eq!(Some(line), b.get(path), "stat of `{path}`");
-    }
-    diff_r(src, dst);
+    tree::assert_same_tree(src, dst, LinkCounts::Ignore);
 }
 
 fn manifests(s: &Scratch) -> Vec<serde_json::Value> {
@@ -198,13 +73,6 @@ fn manifests(s: &Scratch) -> Vec<serde_json::Value> {
         .filter(|f| f.ends_with(".manifest.json"))
         .map(|m| serde_json::from_slice(&std::fs::read(s.path("backups").join(m)).unwrap()).unwrap())
         .collect()
-}
-
-fn entries_of(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
 }
 
 fn ok(r: &Ran) -> String {
@@ -367,7 +235,7 @@ fn a_non_empty_pod_destination_needs_force_and_is_replaced_whole() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!dst.join("keep-me").exists(), "replaced, not merged");
     assert!(dst.join("lost+found").is_dir(), "an empty lost+found the backup lacks stays");
-    let root_stat = |p: &Path| stat_all(p, &[PathBuf::from(".")]);
+    let root_stat = |p: &Path| stat_all(p, &[PathBuf::from(".")], LinkCounts::Ignore);
     assert_eq!(root_stat(&src), root_stat(&dst), "the destination itself gets the archive root's metadata");
     // (removing lost+found changes the mtime the restore set: put it back for the comparison)
     std::fs::remove_dir(dst.join("lost+found")).unwrap();
