@@ -256,7 +256,10 @@ fn sigterm_waits_out_the_grace_period_then_aborts_without_committing() {
     // a sparse 200 GB file: reading it through the pipeline takes far longer than the test
     let big = std::fs::File::create(root.join("big.img")).unwrap();
     big.set_len(200 << 30).unwrap();
-    s.write_config(&config(&s, &s.head(), &api, "grace = \"2s\"", "schedule = \"* * * * * *\""));
+    // the after-hook must run even though the run is aborted (think `docker unpause`)
+    let marker = s.path("after-hook-ran");
+    let job = format!("schedule = \"* * * * * *\"\nafter = [\"touch {}\"]", marker.display());
+    s.write_config(&config(&s, &s.head(), &api, "grace = \"2s\"", &job));
     let mut d = Daemon::start(&s, "daemon", &api);
     wait_for(Duration::from_secs(30), "the run to start", || d.log().contains("run started").then_some(()));
     // let some bytes reach the target, so that there is something to not commit
@@ -268,6 +271,7 @@ fn sigterm_waits_out_the_grace_period_then_aborts_without_committing() {
     assert!(elapsed < Duration::from_secs(15), "then aborted: {elapsed:?}");
     assert!(log.contains("aborting the running jobs"), "{log}");
     assert!(!log.contains("backup committed"), "{log}");
+    assert!(marker.exists(), "the after-hook ran for the aborted run\n{log}");
     // nothing committed: no manifest on the target, nothing in the catalog
     assert!(manifests(&s).is_empty(), "{:?}", s.fs_files());
     // (artifacts without a manifest may remain: not committed, never restored, removed by prune

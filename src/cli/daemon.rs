@@ -134,6 +134,11 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         tracing::warn!("second signal: aborting the running jobs now");
     };
     let drain = scheduler.shutdown(grace, second_signal).await;
+    // aborted backups close their sources (after-hooks) on tasks of their own: let them finish
+    let open = crate::engine::run::wait_for_abandoned_sessions(std::time::Duration::from_secs(60)).await;
+    if open > 0 {
+        tracing::error!(sessions = open, "after-hooks of aborted runs did not finish within 60s: check the sources");
+    }
     api_stop.cancel();
     if !api_failed {
         let _ = api_task.await;

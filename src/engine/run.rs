@@ -110,10 +110,55 @@ async fn run_inner(
         return Err(all_failed(&job.name, &failed));
     }
 
-    let mut session = BackupSession::prepare(job).await?;
-    let result = store(engine, job, backup_id, started, clock, &params, live, failed, &mut session).await;
-    session.close(result.is_ok()).await;
+    let session = BackupSession::prepare(job).await?;
+    // from here on the session is closed however the run ends: after-hooks (`docker unpause`,
+    // `fsfreeze -u`) must run even when the run future is dropped (the daemon's abort after its
+    // grace period, a cancelled CLI run)
+    let mut guard = CloseOnDrop(Some(session));
+    let result = match guard.0.as_mut() {
+        Some(session) => store(engine, job, backup_id, started, clock, &params, live, failed, session).await,
+        None => unreachable!("the session is only taken below"),
+    };
+    if let Some(session) = guard.0.take() {
+        session.close(result.is_ok()).await;
+    }
     result
+}
+
+/// Closes (uncommitted) a session whose run was dropped mid-way, on a task of its own; the daemon
+/// waits for these with [`wait_for_abandoned_sessions`] before it exits.
+struct CloseOnDrop(Option<BackupSession>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let Some(session) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let task = handle.spawn(async move {
+                    tracing::warn!("run aborted: closing its source uncommitted (after-hooks run)");
+                    session.close(false).await;
+                });
+                if let Ok(mut pending) = ABANDONED.lock() {
+                    pending.retain(|t| !t.is_finished());
+                    pending.push(task);
+                }
+            }
+            Err(_) => tracing::error!("run aborted outside a runtime: its after-hooks did not run"),
+        }
+    }
+}
+
+static ABANDONED: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Wait (up to `limit`) until the sessions of aborted runs are closed; returns how many were
+/// still open at the limit.
+pub async fn wait_for_abandoned_sessions(limit: std::time::Duration) -> usize {
+    let tasks: Vec<_> = ABANDONED.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+    let n = tasks.len();
+    match tokio::time::timeout(limit, futures::future::join_all(tasks)).await {
+        Ok(_) => 0,
+        Err(_) => n,
+    }
 }
 
 /// Stream every artifact to the live targets and commit the manifest (see the module docs).
