@@ -59,9 +59,12 @@ fn json_errors_and_exit_codes() {
     assert!(r.stderr.contains("unknown job `nosuchjob`"), "{r:?}");
     let r = run(s.drctl().args(["restore", "x"]));
     assert_eq!(r.code, 2, "missing selector is a usage error: {r:?}");
+    // the daemon binds its API before it schedules anything: a bad address is a config error
+    s.write_config(&format!("{}[api]\nlisten = \"256.0.0.1:1\"\n", s.head()));
     let r = run(s.drctl().args(["daemon"]));
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("not implemented yet"), "{r:?}");
+    assert!(r.stderr.contains("cannot listen on `256.0.0.1:1`"), "{r:?}");
+    assert!(r.stderr.contains("api.listen"), "{r:?}");
 }
 
 #[test]

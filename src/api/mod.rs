@@ -204,15 +204,24 @@ pub fn router(state: ApiState) -> Router {
 /// # Errors
 /// [`crate::Error::Config`] about `api.listen` when the address cannot be bound.
 pub async fn serve(listen: &str, state: ApiState, shutdown: CancellationToken) -> crate::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+    let listener = bind(listen, &state.config).await?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// Bind `[api] listen` (the daemon does this before it schedules anything, so that a bad or busy
+/// address is a configuration error at start, not a daemon that runs jobs without its API).
+///
+/// # Errors
+/// A configuration error on `api.listen` naming the address and the reason.
+pub async fn bind(listen: &str, config: &Config) -> crate::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         config_problem(
-            &state.config,
+            config,
             "api.listen",
             format!("cannot listen on `{listen}`: {e}"),
             "choose a free `host:port` for `[api] listen` (default 0.0.0.0:8080)",
         )
-    })?;
-    serve_on(listener, state, shutdown).await
+    })
 }
 
 /// [`serve`] on a listener the caller bound (e.g. `127.0.0.1:0` in tests).
@@ -259,8 +268,8 @@ async fn job_backups(State(s): State<ApiState>, Path(job): Path<String>) -> Resu
     if !s.config.jobs.contains_key(&job) {
         return Err(ApiError::UnknownJob(job));
     }
-    let entries = s.catalog.list(Some(&job), None).await?;
-    Ok(error::json(StatusCode::OK, &entries))
+    let rows = s.catalog.list_flagged(Some(&job), None).await?;
+    Ok(error::json(StatusCode::OK, &rows))
 }
 
 async fn job_run(State(s): State<ApiState>, Path(job): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -24,7 +24,30 @@ pub struct BackupFlags {
     pub suspicious: Option<String>,
 }
 
+/// One row of `drctl list --json` and of the API's backups endpoint: the entry and its flags.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedBackup {
+    #[serde(flatten)]
+    pub entry: super::BackupEntry,
+    #[serde(flatten)]
+    pub flags: BackupFlags,
+}
+
 impl Catalog {
+    /// Backups newest first with their drill and suspicious flags: what `drctl list` and
+    /// `GET /api/v1/jobs/{job}/backups` show (one shape for both).
+    pub async fn list_flagged(&self, job: Option<&str>, target: Option<&str>) -> Result<Vec<ListedBackup>> {
+        let entries = self.list(job, target).await?;
+        let mut flags = self.backup_flags(job).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let flags = flags.remove(&entry.id).unwrap_or_default();
+                ListedBackup { entry, flags }
+            })
+            .collect())
+    }
+
     /// Store a drill's result.
     pub async fn record_drill(&self, r: &DrillRecord) -> Result<()> {
         let q = self.sql(

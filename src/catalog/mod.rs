@@ -509,7 +509,7 @@ fn number_placeholders(statement: &str) -> String {
 }
 
 mod drills;
-pub use drills::BackupFlags;
+pub use drills::{BackupFlags, ListedBackup};
 
 #[cfg(test)]
 mod tests {

@@ -95,11 +95,11 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         Arc::new(move || encode.encode()),
         Arc::new(scheduler.clone()),
     )?;
-    let listen = api::listen_addr(config);
+    let listener = api::bind(&api::listen_addr(config), config).await?;
     let api_stop = CancellationToken::new();
     let mut api_task = tokio::spawn({
         let stop = api_stop.clone();
-        async move { api::serve(&listen, state, stop).await }
+        async move { api::serve_on(listener, state, stop).await }
     });
     scheduler.start();
     tracing::info!("daemon started");

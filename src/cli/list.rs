@@ -19,22 +19,12 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         engine.config.job(j)?;
     }
     let catalog = engine.catalog().await?;
-    let entries = catalog.list(args.job.as_deref(), args.target.as_deref()).await?;
-    let flags = catalog.backup_flags(args.job.as_deref()).await?;
-    let flag = |id: &str| flags.get(id).cloned().unwrap_or_default();
+    let rows = catalog.list_flagged(args.job.as_deref(), args.target.as_deref()).await?;
     if printer.json {
-        #[derive(serde::Serialize)]
-        struct Row<'a> {
-            #[serde(flatten)]
-            entry: &'a crate::catalog::BackupEntry,
-            #[serde(flatten)]
-            flags: crate::catalog::BackupFlags,
-        }
-        let rows: Vec<Row> = entries.iter().map(|e| Row { entry: e, flags: flag(&e.id) }).collect();
         printer.json(&rows);
         return Ok(0);
     }
-    if entries.is_empty() {
+    if rows.is_empty() {
         printer.note("no backups in the catalog (on a fresh machine: `drctl catalog rebuild`)");
         return Ok(0);
     }
@@ -42,11 +32,11 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         "{:<24} {:<14} {:<11} {:<21} {:>10} {:>10} {:<8}  TARGETS",
         "BACKUP ID", "JOB", "STATUS", "STARTED", "SIZE", "STORED", "VERIFIED"
     );
-    for e in &entries {
+    for row in &rows {
+        let (e, f) = (&row.entry, &row.flags);
         let status =
             serde_json::to_value(e.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let started = e.started_at.get(..19).unwrap_or(&e.started_at).replace('T', " ");
-        let f = flag(&e.id);
         // a suspicious backup is committed but flagged: `ok!`, `partial!`
         let status = if f.suspicious.is_some() { format!("{status}!") } else { status };
         println!(
@@ -65,10 +55,9 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             }
         );
     }
-    let suspicious: Vec<(&String, &String)> =
-        flags.iter().filter_map(|(id, f)| Some((id, f.suspicious.as_ref()?))).collect();
-    for (id, reason) in suspicious.iter().filter(|(id, _)| entries.iter().any(|e| &&e.id == id)) {
-        eprintln!("warning: backup {id} is suspicious (`!`): {reason}");
+    for row in rows.iter().filter(|r| r.flags.suspicious.is_some()) {
+        let reason = row.flags.suspicious.as_deref().unwrap_or_default();
+        eprintln!("warning: backup {} is suspicious (`!`): {reason}", row.entry.id);
     }
     Ok(0)
 }
