@@ -524,18 +524,56 @@ fn gitlab_drill_checks_the_archive_layout_and_the_secrets() {
             .env("GITLAB_STANDIN_SECRETS", s.path("etc/gitlab-secrets.json"))
             .env("GITLAB_STANDIN_VERSION", "16.5.1");
     };
-    let mut c = s.drctl();
-    with_env(&mut c);
-    let r = run(c.args(["run", &job]));
-    assert_eq!(r.code, 0, "{r:?}");
-    let id = r.stdout.trim().to_string();
+    let backup_in = |mode: &str| {
+        let mut c = s.drctl();
+        with_env(&mut c);
+        let r = run(c.env("GITLAB_STANDIN_MODE", mode).args(["run", &job]));
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stdout.trim().to_string()
+    };
+    let id = backup_in("ok");
     let (code, rec, r) = verify(&s, &job);
     assert_passed(code, &rec, &r);
     let all = serde_json::to_string(&rec["findings"]).unwrap();
     assert!(all.contains("gitlab-secrets.json") && all.contains("parses"), "{rec:#}");
     assert!(all.contains("GitLab 16.5.1 archive with parts"), "{rec:#}");
+    // the database dump was loaded by psql into the ephemeral cluster: both tables, every row
+    assert!(
+        all.contains("db/database.sql.gz")
+            && all.contains("loaded into a scratch PostgreSQL with psql: 2 tables, 2003 rows"),
+        "{rec:#}"
+    );
+    assert!(rec["destinations"].to_string().contains("db/database.sql.gz → postgres://postgres@127.0.0.1:"), "{rec:#}");
     assert_eq!(record_on_target(&s, &id)["status"], "ok");
     // GitLab itself was not called by the drill (only `run` called the stand-ins)
     let calls = std::fs::read_to_string(s.path("calls.log")).unwrap_or_default();
     assert!(!calls.contains("restore"), "{calls}");
+
+    // the same through `verify.scratch_url`: a throwaway database, dropped afterwards
+    let cfg = std::fs::read_to_string(s.config_path()).unwrap();
+    let with_url = format!("{cfg}verify = {{ scratch_url = \"{}\" }}\n", pg_url("postgres"));
+    s.write_config(&with_url);
+    let (code, rec, r) = verify(&s, &job);
+    assert_passed(code, &rec, &r);
+    assert!(serde_json::to_string(&rec["findings"]).unwrap().contains("2 tables, 2003 rows"), "{rec:#}");
+    let dest = rec["destinations"].as_array().unwrap().iter().find(|d| d.as_str().unwrap().contains("sql.gz")).unwrap();
+    let name = dest.as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    assert!(name.starts_with("drctl_verify_"), "{dest}");
+    assert_eq!(psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'")), "0");
+    s.write_config(&cfg);
+
+    // a backup whose database dump is damaged (cut in the middle of the gzip stream) fails the drill
+    let bad = backup_in("baddb");
+    let r = run(s.drctl().args(["--json", "verify", &job, "--id", &bad]));
+    let rec: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"));
+    let rec = rec[0].clone();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(rec["backup_id"], bad.as_str());
+    let errs = errors(&rec);
+    assert!(
+        errs.iter().any(|e| e.starts_with("`db/database.sql.gz`: ") && e.contains("is damaged: gunzip failed")),
+        "{errs:?}"
+    );
+    assert_eq!(errs.len(), 1, "the rest of the archive is fine: {errs:?}");
+    assert_eq!(record_on_target(&s, &bad)["status"], "failed");
 }

@@ -389,3 +389,119 @@ async fn check_one(d: &mut Drill<'_>, db: &str, to: &str, facts: &Facts, dbs: &[
     }
     let _ = c.close().await;
 }
+
+/// A scratch PostgreSQL database for the drills of other kinds (gitlab's `db/database.sql.gz`):
+/// a fresh database in the same ephemeral cluster the postgres drill uses, or a throwaway
+/// database `drctl_verify_…` on `verify.scratch_url`. [`ScratchPg::close`] stops the cluster or
+/// drops the database.
+pub(crate) struct ScratchPg {
+    cluster: Option<Cluster>,
+    admin: Option<PgConnection>,
+    /// The database to load into, without a password (that is in [`ScratchPg::password`]).
+    pub url: url::Url,
+    /// The scratch URL's password, for `PGPASSWORD` (never argv).
+    pub password: Option<crate::redact::Secret>,
+    /// The database's name.
+    pub name: String,
+    /// `psql` (beside the cluster's binaries, else from `PATH`).
+    pub psql: PathBuf,
+}
+
+impl ScratchPg {
+    /// Start the ephemeral cluster (or connect to `verify.scratch_url`) and create an empty
+    /// database; a problem becomes an error finding (with a hint) and `None`.
+    pub(crate) async fn open(d: &mut Drill<'_>, verify: &crate::config::VerifyConfig) -> Option<ScratchPg> {
+        let name = format!("drctl_verify_{}", crate::layout::random_suffix());
+        let bin = find_server_bin(&[verify.pg_bin_dir.as_deref()]);
+        let psql = bin.as_ref().map(|b| b.join("psql")).filter(|p| p.is_file()).unwrap_or_else(|| "psql".into());
+        let (cluster, admin_url) = match &verify.scratch_url {
+            Some(u) => match url::Url::parse(u) {
+                Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => (None, u),
+                _ => {
+                    d.error("verify.scratch_url", "not a postgres:// URL");
+                    return None;
+                }
+            },
+            None => {
+                let Some(bin) = bin else {
+                    d.error("scratch server", "no `initdb`/`pg_ctl` found for the ephemeral cluster");
+                    d.hint(
+                        "install the PostgreSQL server package (Debian: postgresql) or set `verify.pg_bin_dir`, or \
+                         load into an existing scratch server with `verify.scratch_url`",
+                    );
+                    return None;
+                };
+                let user = cluster_user(verify.scratch_user.as_deref());
+                match Cluster::start(&d.scratch.join("pg"), &bin, user.as_deref()).await {
+                    Ok(c) => {
+                        let u = url::Url::parse(&c.url("postgres")).expect("valid url");
+                        (Some(c), u)
+                    }
+                    Err(e) => {
+                        d.error(
+                            "scratch server",
+                            format!("cannot start an ephemeral cluster with `{}`: {e}", bin.display()),
+                        );
+                        d.hint("set `verify.pg_bin_dir`, `verify.scratch_user`, or use `verify.scratch_url`");
+                        return None;
+                    }
+                }
+            }
+        };
+        let mut admin = match connect(admin_url.as_str()).await {
+            Ok(c) => c,
+            Err(e) => {
+                d.error(
+                    "scratch server",
+                    format!("cannot connect to {}: {e}", crate::redact::url_for_display(admin_url.as_str())),
+                );
+                return None;
+            }
+        };
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&name))))
+            .execute(&mut admin)
+            .await
+        {
+            d.error("scratch server", format!("cannot create the throwaway database `{name}`: {e}"));
+            d.hint("the scratch role needs `CREATEDB`");
+            return None;
+        }
+        let password = admin_url.password().map(|p| crate::redact::Secret::new(crate::redact::percent_decode(p)));
+        let mut url = admin_url;
+        let _ = url.set_password(None);
+        url.set_path(&format!("/{name}"));
+        let admin = if cluster.is_some() { None } else { Some(admin) };
+        Some(ScratchPg { cluster, admin, url, password, name, psql })
+    }
+
+    /// The database's URL with the password, for a connection from drctl itself.
+    pub(crate) fn connect_url(&self) -> String {
+        let mut u = self.url.clone();
+        if let Some(p) = &self.password {
+            let _ = u.set_password(Some(p.expose()));
+        }
+        u.to_string()
+    }
+
+    /// Every ordinary table of the database with its row count.
+    pub(crate) async fn tables(&self) -> Result<Vec<(String, u64)>, String> {
+        let mut c = connect(&self.connect_url()).await?;
+        let rows = table_rows(&mut c).await;
+        let _ = c.close().await;
+        rows
+    }
+
+    /// Stop the ephemeral cluster, or drop the throwaway database.
+    pub(crate) async fn close(mut self, d: &mut Drill<'_>) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.stop().await;
+        }
+        if let Some(mut admin) = self.admin.take() {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.name));
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+                d.warn("scratch server", format!("could not drop the throwaway database `{}`: {e}", self.name));
+            }
+            let _ = admin.close().await;
+        }
+    }
+}
