@@ -20,6 +20,7 @@ const ALERTS: &[&str] = &[
     "VerifyMissing",
     "Rule321Broken",
     "BackupSizeDrop",
+    "BackupSuspicious",
     "PushgatewayStale",
 ];
 

@@ -390,3 +390,113 @@ fn an_unreachable_pushgateway_is_a_warning_not_a_failure() {
     assert!(Group::fetch(&good).samples.is_empty(), "nothing reached the real group");
     drop_db(&db);
 }
+
+/// The scheduler as the API sees it, for a test without a daemon: nothing scheduled or running.
+struct Idle;
+
+impl drctl::api::Control for Idle {
+    fn run_now(&self, job: &str) -> Result<drctl::api::Accepted, drctl::api::ControlError> {
+        Ok(drctl::api::Accepted::backup(job))
+    }
+    fn verify_now(&self, job: &str) -> Result<drctl::api::Accepted, drctl::api::ControlError> {
+        Ok(drctl::api::Accepted::verify(job))
+    }
+    fn next_run(&self, _job: &str) -> Option<jiff::Timestamp> {
+        None
+    }
+    fn running(&self, _job: &str) -> bool {
+        false
+    }
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// `GET /api/v1/jobs` of the API served over `config` (as the daemon serves it): the row of `job`.
+fn api_row(config: &std::path::Path, job: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = std::sync::Arc::new(drctl::config::load(config).unwrap());
+        let engine = drctl::engine::Engine::new((*config).clone());
+        let catalog = std::sync::Arc::new(engine.catalog().await.unwrap());
+        let state =
+            drctl::api::ApiState::new(config, catalog, std::sync::Arc::new(String::new), std::sync::Arc::new(Idle))
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(drctl::api::serve_on(listener, state, shutdown.clone()));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let r = reqwest::get(format!("{base}/api/v1/jobs")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        shutdown.cancel();
+        let _ = server.await;
+        body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == job)
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{job}` in {body:#}"))
+    })
+}
+
+#[test]
+fn an_emptied_volume_is_flagged_suspicious_in_the_metrics_and_the_api() {
+    let name = unique("msusp");
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("a.txt"), "suspicious?\n".repeat(2000)).unwrap();
+    std::fs::write(data.join("sub/b.bin"), vec![7u8; 100_000]).unwrap();
+    s.write_config(&format!(
+        "{}[jobs.{name}]\nkind = \"volume\"\ntargets = [\"local\", \"far\"]\npath = \"{}\"\n",
+        head(&s, &pushgateway()),
+        data.display()
+    ));
+
+    // a good backup: not suspicious, and the row is green
+    let r = run(s.drctl().args(["--json", "run", &name]));
+    assert_eq!(r.code, 0, "{r:?}");
+    no_push_warning(&r);
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert!(out[0]["suspicious"].is_null(), "{out:#}");
+    assert_eq!(Group::fetch(&name).value("drctl_backup_suspicious"), 0.0);
+    let row = api_row(&s.config_path(), &name);
+    assert_eq!((row["health"].as_str(), row["suspicious"].as_str()), (Some("green"), None), "{row:#}");
+
+    // the volume emptied: the backup is committed (exit 0) but flagged, the same night
+    std::fs::remove_dir_all(data.join("sub")).unwrap();
+    std::fs::remove_file(data.join("a.txt")).unwrap();
+    let r = run(s.drctl().args(["--json", "run", &name]));
+    assert_eq!(r.code, 0, "a suspicious backup is still a backup: {r:?}");
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    let reason = out[0]["suspicious"].as_str().unwrap_or_else(|| panic!("no reason in {out:#}")).to_string();
+    assert!(reason.contains("empty"), "{reason}");
+    let g = Group::fetch(&name);
+    assert_eq!(g.value("drctl_backup_suspicious"), 1.0, "{:#?}", g.samples);
+    assert_eq!(g.value("drctl_backup_last_status"), 1.0, "committed on every target");
+    let row = api_row(&s.config_path(), &name);
+    assert_eq!(row["health"], "amber", "{row:#}");
+    assert_eq!(row["suspicious"].as_str(), Some(reason.as_str()), "{row:#}");
+    let reasons: Vec<&str> = row["reasons"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("suspicious") && r.contains(&reason)), "{reasons:?}");
+
+    // without --json the run says so on stderr, with what to do
+    let r = run(s.drctl().args(["run", &name]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("is committed but suspicious: empty"), "{r:?}");
+    assert!(r.stderr.contains(&format!("`drctl verify {name}`")), "{r:?}");
+
+    // the data is back: the next backup looks right, the gauge drops to 0 and the row is green
+    std::fs::write(data.join("a.txt"), "suspicious?\n".repeat(2000)).unwrap();
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/b.bin"), vec![7u8; 100_000]).unwrap();
+    let r = run(s.drctl().args(["run", &name]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("suspicious"), "{r:?}");
+    assert_eq!(Group::fetch(&name).value("drctl_backup_suspicious"), 0.0);
+    assert_eq!(api_row(&s.config_path(), &name)["health"], "green");
+}

@@ -11,7 +11,8 @@
 //!   older than the job's RPO (BackupMissing, BackupFailed); the last restore drill failed
 //!   (VerifyFailed).
 //! - **amber**: the newest run was partial; the newest committed backup does not meet 3-2-1
-//!   (Rule321Broken); no successful drill in 8 days, or none ever while the job's oldest backup
+//!   (Rule321Broken); the newest committed backup was flagged suspicious at backup time (empty, or
+//!   much smaller than the job's recent ones: BackupSuspicious); no successful drill in 8 days, or none ever while the job's oldest backup
 //!   is more than 8 days old (VerifyMissing).
 //! - **green**: none of these.
 //!
@@ -23,7 +24,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{ApiError, Control};
-use crate::catalog::{BackupEntry, BackupStatus, Catalog};
+use crate::catalog::{BackupEntry, BackupFlags, BackupStatus, Catalog};
 use crate::config::Config;
 use crate::metrics::{RunOutcome, RunResult};
 
@@ -59,6 +60,9 @@ pub struct JobSummary {
     pub copies: Option<u64>,
     /// Whether the newest committed backup meets 3-2-1 (`null`: the job's state is unknown).
     pub rule_321_ok: Option<bool>,
+    /// Why the newest committed backup was flagged suspicious at backup time (`null`: it was not,
+    /// or there is none).
+    pub suspicious: Option<String>,
     pub drill: Drill,
     /// `green`, `amber` or `red`.
     pub health: Health,
@@ -127,18 +131,23 @@ pub async fn summaries(
     for e in catalog.list(None, None).await? {
         by_job.entry(e.job.clone()).or_default().push(e);
     }
+    let flags = catalog.backup_flags(None).await?;
     Ok(config
         .jobs
         .keys()
-        .map(|name| summarize(config, name, by_job.get(name).map(Vec::as_slice).unwrap_or_default(), control, now))
+        .map(|name| {
+            summarize(config, name, by_job.get(name).map(Vec::as_slice).unwrap_or_default(), &flags, control, now)
+        })
         .collect())
 }
 
-/// One job's summary from its catalog `entries` (newest first, as [`Catalog::list`] returns them).
+/// One job's summary from its catalog `entries` (newest first, as [`Catalog::list`] returns them)
+/// and the `flags` of its backups ([`Catalog::backup_flags`]).
 pub fn summarize(
     config: &Config,
     name: &str,
     entries: &[BackupEntry],
+    flags: &BTreeMap<String, BackupFlags>,
     control: &dyn Control,
     now: Timestamp,
 ) -> JobSummary {
@@ -151,7 +160,8 @@ pub fn summarize(
         _ => RunResult::Failed,
     };
     let outcome = RunOutcome { job: name.to_string(), result: last_run, report: None, finished_at: now };
-    let state = crate::metrics::job_state(config, &outcome, Some(entries));
+    let state = crate::metrics::job_state(config, &outcome, Some(entries), flags);
+    let suspicious = state.suspicious.clone().flatten();
     let age = |t: Timestamp| (now.as_second() - t.as_second()).max(0);
     let last_success = state.last_success.map(from_unix).map(|t| LastSuccess { finished_at: t, age_seconds: age(t) });
     let drill_success = state.verify.last_success.map(from_unix);
@@ -174,6 +184,7 @@ pub fn summarize(
         has_committed: state.newest.is_some(),
         copies: state.copies,
         rule_321_ok: state.rule_321_ok,
+        suspicious: suspicious.as_deref(),
         drill_passed: drill.last_passed,
         drill_success_age: drill.last_success_age_seconds,
         oldest_age,
@@ -195,6 +206,7 @@ pub fn summarize(
         }),
         copies: state.copies,
         rule_321_ok: state.rule_321_ok,
+        suspicious,
         drill,
         health,
         reasons,
@@ -215,6 +227,8 @@ pub struct Facts<'a> {
     pub has_committed: bool,
     pub copies: Option<u64>,
     pub rule_321_ok: Option<bool>,
+    /// Why the newest committed backup was flagged suspicious, if it was.
+    pub suspicious: Option<&'a str>,
     pub drill_passed: Option<bool>,
     pub drill_success_age: Option<i64>,
     /// Age of the oldest run the catalog knows (how long the job has existed, at least).
@@ -254,6 +268,11 @@ pub fn judge(f: &Facts) -> (Health, Vec<String>) {
         amber.push(format!(
             "3-2-1 not met: {copies} cop{} (3 copies on 2 media, 1 offsite needed)",
             if copies == 1 { "y" } else { "ies" }
+        ));
+    }
+    if let Some(reason) = f.suspicious {
+        amber.push(format!(
+            "the newest backup is suspicious: {reason}; compare sizes with `drctl list {name}`, check the source, run `drctl verify {name}`"
         ));
     }
     match f.drill_success_age {
@@ -307,6 +326,7 @@ mod tests {
             has_committed: true,
             copies: Some(3),
             rule_321_ok: Some(true),
+            suspicious: None,
             drill_passed: Some(true),
             drill_success_age: Some(DAY),
             oldest_age: Some(30 * DAY),
@@ -347,6 +367,24 @@ mod tests {
                 Facts { copies: Some(2), rule_321_ok: Some(false), ..healthy() },
                 Health::Amber,
                 &["3-2-1 not met: 2 copies"],
+            ),
+            (
+                "suspicious newest backup",
+                Facts { suspicious: Some("the backup is empty (0 bytes read from the source)"), ..healthy() },
+                Health::Amber,
+                &[
+                    "the newest backup is suspicious: the backup is empty (0 bytes read from the source); compare sizes with `drctl list pg`, check the source, run `drctl verify pg`",
+                ],
+            ),
+            (
+                "suspicious and failed since: red first, the suspicion stays",
+                Facts {
+                    newest_status: Some(BackupStatus::Failed),
+                    suspicious: Some("the source shrank by 80%"),
+                    ..healthy()
+                },
+                Health::Red,
+                &["the last backup failed", "suspicious: the source shrank"],
             ),
             (
                 "drill too old",

@@ -136,9 +136,16 @@ fn row(out: &mut String, j: &JobSummary) {
         Some(s) => {
             let _ = write!(
                 out,
-                "<td class=\"size\" title=\"stored (compressed, encrypted) / source\">{} <span class=\"muted\">/ {}</span></td>",
+                "<td class=\"size\" title=\"stored (compressed, encrypted) / source\">{} <span class=\"muted\">/ {}</span>{}</td>",
                 bytes(s.stored_bytes),
-                bytes(s.source_bytes)
+                bytes(s.source_bytes),
+                j.suspicious
+                    .as_deref()
+                    .map(|r| format!(
+                        " <span class=\"badge warn suspicious\" title=\"{}\">suspicious</span>",
+                        escape(r)
+                    ))
+                    .unwrap_or_default()
             );
         }
         None => out.push_str("<td class=\"size\">&ndash;</td>"),

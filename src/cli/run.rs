@@ -65,6 +65,16 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                             r.job
                         );
                     }
+                    if let Some(reason) = &r.suspicious {
+                        eprintln!(
+                            "warning: job `{}`: backup {} is committed but suspicious: {reason}",
+                            r.job, r.backup_id
+                        );
+                        eprintln!(
+                            "hint: compare its size with the earlier ones (`drctl list {job}`), check the source, and run `drctl verify {job}`; see runbooks/alerts.md#backupsuspicious",
+                            job = r.job
+                        );
+                    }
                     if let Some(w) = &r.catalog_warning {
                         eprintln!(
                             "warning: the catalog was not updated ({w}); the backup is committed on its targets: run `drctl catalog rebuild`"

@@ -47,6 +47,10 @@ pub struct RunReport {
     pub duration_seconds: f64,
     /// The catalog could not be updated (the backup is committed on the targets regardless).
     pub catalog_warning: Option<String>,
+    /// Why the backup looks suspicious (empty, or much smaller than the job's recent backups): it
+    /// is committed, but flagged in the catalog, the metrics (`drctl_backup_suspicious`) and the
+    /// status page. `None` when it looks right (or the catalog could not be read to compare).
+    pub suspicious: Option<String>,
 }
 
 /// Back up `job_name` now.
@@ -72,7 +76,11 @@ pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
                 r.catalog_warning = Some(e.to_string());
                 return Ok(r);
             }
-            flag_suspicious(cat, &job, m).await;
+            if let Some(reason) = flag_suspicious(cat, &job, m).await {
+                let mut r = report.clone();
+                r.suspicious = Some(reason);
+                return Ok(r);
+            }
         }
         (Ok((_, report)), Err(e)) => {
             let mut r = report.clone();
@@ -289,14 +297,20 @@ async fn store(
         stored_bytes: manifest.stored_bytes(),
         duration_seconds: clock.elapsed().as_secs_f64(),
         catalog_warning: None,
+        suspicious: None,
     };
     Ok((manifest, report))
 }
 
 /// Committed, but does it look right? An empty backup, or one whose source size fell by more than
 /// `verify.suspicious_drop` against the job's recent backups, is flagged `suspicious` in the
-/// catalog (`drctl list`) and logged as a warning; the backup stays committed.
-async fn flag_suspicious(cat: &crate::catalog::Catalog, job: &crate::config::JobConfig, m: &Manifest) {
+/// catalog (`drctl list`, the metrics, the status page) and logged as a warning; the backup stays
+/// committed. Returns the reason when it is suspicious.
+async fn flag_suspicious(
+    cat: &crate::catalog::Catalog,
+    job: &crate::config::JobConfig,
+    m: &Manifest,
+) -> Option<String> {
     let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
     let recent: Vec<u64> = match cat.list(Some(&job.name), None).await {
         Ok(entries) => entries
@@ -307,13 +321,12 @@ async fn flag_suspicious(cat: &crate::catalog::Catalog, job: &crate::config::Job
             .collect(),
         Err(_) => Vec::new(),
     };
-    let Some(reason) = crate::verify::suspicious(&m.kind, &m.facts, m.plaintext_bytes(), &recent, drop) else {
-        return;
-    };
+    let reason = crate::verify::suspicious(&m.kind, &m.facts, m.plaintext_bytes(), &recent, drop)?;
     tracing::warn!(job = %job.name, backup = %m.backup_id, reason = %reason, "backup committed but suspicious");
     if let Err(e) = cat.set_suspicious(&m.backup_id, &job.name, &reason).await {
         tracing::warn!(job = %job.name, error = %e, "could not flag the backup as suspicious in the catalog");
     }
+    Some(reason)
 }
 
 fn all_failed(job: &str, failed: &[TargetFailure]) -> Error {

@@ -24,6 +24,8 @@
 //! `drctl_backup_partial` says which of the two it was. The last-success time is the newest
 //! backup committed on every target. `drctl_copies` and `drctl_rule_321_ok` describe the newest
 //! committed backup (partial ones included), computed as `drctl check` does.
+//! `drctl_backup_suspicious` is 1 when that backup was flagged suspicious at backup time (empty,
+//! or its source much smaller than the job's recent backups: see `verify.suspicious_drop`).
 
 pub mod push;
 mod state;
@@ -50,6 +52,8 @@ pub const BACKUP_PARTIAL: &str = "drctl_backup_partial";
 pub const BACKUP_DURATION: &str = "drctl_backup_duration_seconds";
 /// `{stage="source|stored"}`: sizes of the newest committed backup.
 pub const BACKUP_BYTES: &str = "drctl_backup_bytes";
+/// 1 when the newest committed backup was flagged suspicious at backup time, else 0.
+pub const BACKUP_SUSPICIOUS: &str = "drctl_backup_suspicious";
 /// The job's RPO (`rpo`, default 26 h).
 pub const BACKUP_RPO: &str = "drctl_backup_rpo_seconds";
 /// Unix time of the newest successful restore drill.
@@ -80,6 +84,7 @@ pub const METRIC_NAMES: &[&str] = &[
     BACKUP_PARTIAL,
     BACKUP_DURATION,
     BACKUP_BYTES,
+    BACKUP_SUSPICIOUS,
     BACKUP_RPO,
     VERIFY_LAST_SUCCESS,
     VERIFY_LAST_STATUS,
@@ -168,6 +173,10 @@ pub struct JobState {
     /// 3-2-1 of the newest committed backup: copies (live data included) and the verdict.
     pub copies: Option<u64>,
     pub rule_321_ok: Option<bool>,
+    /// Whether the newest committed backup was flagged suspicious at backup time, and why:
+    /// `Some(Some(reason))` flagged, `Some(None)` not flagged, `None` unknown (no committed backup,
+    /// or the catalog could not be read and no run said).
+    pub suspicious: Option<Option<String>>,
     pub verify: VerifyState,
 }
 
@@ -221,6 +230,7 @@ pub struct Metrics {
     backup_partial: Family<JobLabels, Gauge>,
     backup_duration: Family<JobLabels, FloatGauge>,
     backup_bytes: Family<BytesLabels, Gauge>,
+    backup_suspicious: Family<JobLabels, Gauge>,
     backup_rpo: Family<JobLabels, FloatGauge>,
     verify_last_success: Family<JobLabels, FloatGauge>,
     verify_last_status: Family<JobLabels, Gauge>,
@@ -250,6 +260,7 @@ impl Metrics {
             backup_partial: Family::default(),
             backup_duration: Family::default(),
             backup_bytes: Family::default(),
+            backup_suspicious: Family::default(),
             backup_rpo: Family::default(),
             verify_last_success: Family::default(),
             verify_last_status: Family::default(),
@@ -285,6 +296,11 @@ impl Metrics {
             BACKUP_BYTES,
             "Size of the job's newest committed backup: read from the source, or stored on each target",
             m.backup_bytes.clone(),
+        );
+        r.register(
+            BACKUP_SUSPICIOUS,
+            "1 when the job's newest committed backup was flagged suspicious at backup time (empty, or much smaller than the job's recent backups)",
+            m.backup_suspicious.clone(),
         );
         r.register(
             BACKUP_RPO,
@@ -356,6 +372,7 @@ impl Metrics {
             let bl = BytesLabels { drctl_job: s.job.clone(), stage };
             set_or(&self.backup_bytes, &bl, v.map(saturating_i64), clear);
         }
+        set_or(&self.backup_suspicious, &l, s.suspicious.as_ref().map(|r| i64::from(r.is_some())), clear);
         set_or(&self.copies, &l, s.copies.map(saturating_i64), clear);
         set_or(&self.rule_321_ok, &l, s.rule_321_ok.map(i64::from), clear);
         set_or(&self.verify_last_status, &l, s.verify.last_passed.map(i64::from), clear);

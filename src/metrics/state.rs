@@ -1,10 +1,12 @@
-//! A job's metric state: what the catalog knows (last success, newest committed backup and where
-//! it is) plus the result of the run that just ended.
+//! A job's metric state: what the catalog knows (last success, newest committed backup, where it
+//! is and whether it was flagged suspicious) plus the result of the run that just ended.
+
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
 use super::JobState;
-use crate::catalog::{BackupEntry, BackupStatus};
+use crate::catalog::{BackupEntry, BackupFlags, BackupStatus, Catalog};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::run::RunReport;
@@ -89,9 +91,9 @@ pub async fn job_states(engine: &Engine, outcomes: &[RunOutcome]) -> Vec<JobStat
     };
     let mut out = Vec::new();
     for o in outcomes {
-        let entries = match &catalog {
-            Some(c) => match c.list(Some(&o.job), None).await {
-                Ok(entries) => Some(entries),
+        let history = match &catalog {
+            Some(c) => match read_history(c, &o.job).await {
+                Ok(h) => Some(h),
                 Err(e) => {
                     tracing::warn!(job = %o.job, error = %e, "metrics: catalog unreadable, pushing what the run knows");
                     None
@@ -99,15 +101,26 @@ pub async fn job_states(engine: &Engine, outcomes: &[RunOutcome]) -> Vec<JobStat
             },
             None => None,
         };
-        out.push(job_state(&engine.config, o, entries.as_deref()));
+        let (entries, flags) = history.unzip();
+        out.push(job_state(&engine.config, o, entries.as_deref(), &flags.unwrap_or_default()));
     }
     out
 }
 
-/// A job's whole state after the run `outcome`: from the catalog's `entries` for the job when
-/// there are some to read, otherwise (`None`: the catalog could not be read) only what the run
-/// itself knows, marked incomplete.
-pub fn job_state(config: &Config, outcome: &RunOutcome, entries: Option<&[BackupEntry]>) -> JobState {
+/// A job's catalog entries (newest first) and the flags of its backups.
+async fn read_history(c: &Catalog, job: &str) -> crate::Result<(Vec<BackupEntry>, BTreeMap<String, BackupFlags>)> {
+    Ok((c.list(Some(job), None).await?, c.backup_flags(Some(job)).await?))
+}
+
+/// A job's whole state after the run `outcome`: from the catalog's `entries` for the job (and
+/// `flags`, per backup id, from [`Catalog::backup_flags`]) when there are some to read, otherwise
+/// (`None`: the catalog could not be read) only what the run itself knows, marked incomplete.
+pub fn job_state(
+    config: &Config,
+    outcome: &RunOutcome,
+    entries: Option<&[BackupEntry]>,
+    flags: &BTreeMap<String, BackupFlags>,
+) -> JobState {
     let job = config.jobs.get(&outcome.job);
     let rpo_seconds = job.map(|j| j.common.rpo().as_secs_f64()).unwrap_or(26.0 * 3600.0);
     let rule = |held_by: &[String]| {
@@ -133,6 +146,7 @@ pub fn job_state(config: &Config, outcome: &RunOutcome, entries: Option<&[Backup
                 .max_by(|a, b| a.newer_cmp(b))
                 .map(|m| unix(m.finished_at));
             let newest = committed().max_by(|a, b| a.1.newer_cmp(b.1));
+            s.suspicious = newest.map(|(b, _)| flags.get(&b.id).and_then(|f| f.suspicious.clone()));
             s.newest = newest.map(|(_, m)| BackupSize {
                 duration_seconds: (unix(m.finished_at) - unix(m.started_at)).max(0.0),
                 source_bytes: m.plaintext_bytes(),
@@ -155,6 +169,7 @@ pub fn job_state(config: &Config, outcome: &RunOutcome, entries: Option<&[Backup
                 });
                 let (copies, ok) = rule(&r.committed).unzip();
                 (s.copies, s.rule_321_ok) = (copies, ok);
+                s.suspicious = Some(r.suspicious.clone());
             }
         }
     }
@@ -175,10 +190,11 @@ pub async fn catalog_states(engine: &Engine) -> Vec<JobState> {
     };
     let mut out = Vec::new();
     for job in engine.config.jobs.keys() {
-        let entries = match &catalog {
-            Some(c) => c.list(Some(job), None).await.ok(),
+        let history = match &catalog {
+            Some(c) => read_history(c, job).await.ok(),
             None => None,
         };
+        let (entries, flags) = history.unzip();
         let newest = entries.as_ref().and_then(|e| e.first());
         let result = match newest.map(|b| b.status) {
             Some(BackupStatus::Ok) => RunResult::Ok,
@@ -186,7 +202,7 @@ pub async fn catalog_states(engine: &Engine) -> Vec<JobState> {
             _ => RunResult::Failed,
         };
         let outcome = RunOutcome { job: job.clone(), result, report: None, finished_at: Timestamp::now() };
-        let mut s = job_state(&engine.config, &outcome, entries.as_deref());
+        let mut s = job_state(&engine.config, &outcome, entries.as_deref(), &flags.unwrap_or_default());
         if newest.is_none() {
             s.last_run = None;
         }

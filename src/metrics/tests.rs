@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::catalog::{BackupEntry, BackupStatus};
@@ -13,6 +13,7 @@ fn full_state() -> JobState {
         newest: Some(BackupSize { duration_seconds: 12.5, source_bytes: 1000, stored_bytes: 400 }),
         copies: Some(3),
         rule_321_ok: Some(true),
+        suspicious: Some(None),
         verify: VerifyState {
             last_passed: Some(false),
             last_success: Some(1795300000.0),
@@ -51,6 +52,7 @@ fn push_body_is_prometheus_text_with_every_state_sample() {
             "drctl_backup_duration_seconds{drctl_job=\"pg\"} 12.5",
             "drctl_backup_bytes{drctl_job=\"pg\",stage=\"source\"} 1000",
             "drctl_backup_bytes{drctl_job=\"pg\",stage=\"stored\"} 400",
+            "drctl_backup_suspicious{drctl_job=\"pg\"} 0",
             "drctl_backup_rpo_seconds{drctl_job=\"pg\"} 93600.0",
             "drctl_verify_last_success_timestamp_seconds{drctl_job=\"pg\"} 1795300000.0",
             "drctl_verify_last_status{drctl_job=\"pg\"} 0",
@@ -81,7 +83,7 @@ fn a_job_that_never_succeeded_has_no_last_success_sample() {
     let s = samples(&text);
     assert!(s.contains("drctl_backup_last_status{drctl_job=\"new\"} 0"), "{text}");
     assert!(s.contains("drctl_backup_partial{drctl_job=\"new\"} 0"), "{text}");
-    for absent in [BACKUP_LAST_SUCCESS, BACKUP_DURATION, BACKUP_BYTES, VERIFY_LAST_STATUS] {
+    for absent in [BACKUP_LAST_SUCCESS, BACKUP_DURATION, BACKUP_BYTES, BACKUP_SUSPICIOUS, VERIFY_LAST_STATUS] {
         assert!(!s.iter().any(|l| l.starts_with(&format!("{absent}{{"))), "{absent} in {text}");
     }
 }
@@ -220,7 +222,7 @@ fn a_failed_run_keeps_the_earlier_success_and_the_newest_backup() {
         entry("b", 24, BackupStatus::Ok, &["local", "far"], 500),
         entry("a", 23, BackupStatus::Ok, &["local", "far"], 400),
     ];
-    let s = state::job_state(&cfg, &outcome(RunResult::Failed), Some(&entries));
+    let s = state::job_state(&cfg, &outcome(RunResult::Failed), Some(&entries), &BTreeMap::new());
     assert!(s.complete);
     assert_eq!(s.rpo_seconds, 7200.0);
     assert_eq!(s.last_run, Some(RunResult::Failed));
@@ -236,7 +238,7 @@ fn a_partial_backup_is_the_newest_but_not_a_success() {
         entry("b", 24, BackupStatus::Partial, &["local"], 500),
         entry("a", 23, BackupStatus::Ok, &["local", "far"], 400),
     ];
-    let s = state::job_state(&cfg, &outcome(RunResult::Partial), Some(&entries));
+    let s = state::job_state(&cfg, &outcome(RunResult::Partial), Some(&entries), &BTreeMap::new());
     assert_eq!(s.rpo_seconds, 26.0 * 3600.0, "default RPO");
     assert_eq!(s.last_success, Some(unix("2026-11-23T02:00:30Z")));
     assert_eq!(s.newest.map(|n| n.stored_bytes), Some(500));
@@ -247,7 +249,12 @@ fn a_partial_backup_is_the_newest_but_not_a_success() {
 #[test]
 fn a_job_without_backups_has_only_the_live_copy() {
     let cfg = config(None);
-    let s = state::job_state(&cfg, &outcome(RunResult::Failed), Some(&[entry("a", 23, BackupStatus::Failed, &[], 0)]));
+    let s = state::job_state(
+        &cfg,
+        &outcome(RunResult::Failed),
+        Some(&[entry("a", 23, BackupStatus::Failed, &[], 0)]),
+        &BTreeMap::new(),
+    );
     assert_eq!((s.last_success, s.newest), (None, None));
     assert_eq!((s.copies, s.rule_321_ok), (Some(1), Some(false)));
 }
@@ -266,14 +273,49 @@ fn without_the_catalog_only_the_run_is_known() {
         stored_bytes: 40,
         duration_seconds: 2.0,
         catalog_warning: Some("down".into()),
+        suspicious: Some("empty".into()),
     };
     let o = RunOutcome { report: Some(report), ..outcome(RunResult::Ok) };
-    let s = state::job_state(&cfg, &o, None);
+    let s = state::job_state(&cfg, &o, None, &BTreeMap::new());
     assert!(!s.complete, "merged into the group, not replacing it");
     assert_eq!(s.last_success, Some(unix("2026-11-25T02:01:00Z")));
     assert_eq!(s.newest, Some(BackupSize { duration_seconds: 2.0, source_bytes: 100, stored_bytes: 40 }));
     assert_eq!((s.copies, s.rule_321_ok), (Some(3), Some(true)));
+    assert_eq!(s.suspicious, Some(Some("empty".into())), "the run's own verdict");
 
-    let s = state::job_state(&cfg, &outcome(RunResult::Failed), None);
+    let s = state::job_state(&cfg, &outcome(RunResult::Failed), None, &BTreeMap::new());
     assert_eq!((s.last_success, s.newest, s.copies), (None, None, None), "unknown, so not pushed");
+    assert_eq!(s.suspicious, None);
+}
+
+#[test]
+fn the_newest_committed_backup_says_whether_the_job_is_suspicious() {
+    let cfg = config(None);
+    let flagged = |id: &str| {
+        BTreeMap::from([(
+            id.to_string(),
+            crate::catalog::BackupFlags { suspicious: Some("the backup is empty".into()), ..Default::default() },
+        )])
+    };
+    let entries = vec![
+        entry("c", 25, BackupStatus::Failed, &[], 0),
+        entry("b", 24, BackupStatus::Ok, &["local", "far"], 500),
+        entry("a", 23, BackupStatus::Ok, &["local", "far"], 400),
+    ];
+    // the newest committed backup (a failed run after it does not change that) is flagged
+    let s = state::job_state(&cfg, &outcome(RunResult::Failed), Some(&entries), &flagged("b"));
+    assert_eq!(s.suspicious, Some(Some("the backup is empty".into())));
+    let m = Metrics::new();
+    m.set_job(&s);
+    assert!(samples(&m.encode_state()).contains("drctl_backup_suspicious{drctl_job=\"pg\"} 1"));
+    // an older flagged backup does not count: a good backup since clears the alert
+    let s = state::job_state(&cfg, &outcome(RunResult::Ok), Some(&entries), &flagged("a"));
+    assert_eq!(s.suspicious, Some(None));
+    m.set_job(&s);
+    assert!(samples(&m.encode_state()).contains("drctl_backup_suspicious{drctl_job=\"pg\"} 0"));
+    // no committed backup: no sample
+    let s = state::job_state(&cfg, &outcome(RunResult::Failed), Some(&entries[..1]), &flagged("c"));
+    assert_eq!(s.suspicious, None);
+    m.set_job(&s);
+    assert!(!m.encode_state().contains("drctl_backup_suspicious{"));
 }
