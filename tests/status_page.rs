@@ -4,13 +4,16 @@
 //! red/amber/green classes) and the screenshot, which it keeps as a test artifact in
 //! `target/test-artifacts/status-page.png`.
 //!
-//! A missing Chromium is a failure, never a skip. [`dump_dom`] and [`screenshot`] take any URL, so a
-//! test against a running `drctl daemon` can call them on the daemon's address.
+//! A missing Chromium is a failure, never a skip. [`dump_dom`] and [`screenshot`] take any URL:
+//! `status_page_of_a_running_daemon` starts the real `drctl daemon` binary on fast schedules, waits
+//! until it has backed up on its own, and checks its page the same way
+//! (`target/test-artifacts/status-page-daemon.png`).
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,6 +226,173 @@ fn status_page_in_headless_chromium() {
     }
     eprintln!("screenshot: {}", png.display());
     shutdown.cancel();
+}
+
+// ---------------------------------------------------------------- against a running daemon
+
+/// A running `drctl daemon` (the real binary); killed if the test ends without stopping it.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    api: String,
+}
+
+impl Daemon {
+    /// `drctl daemon --seconds-schedules` (the hidden test flag: 6-field schedules with seconds).
+    fn start(s: &Scratch, api: &str) -> Daemon {
+        let log = s.path("daemon.log");
+        let child = drctl_bare()
+            .arg("--config")
+            .arg(s.config_path())
+            .args(["daemon", "--seconds-schedules"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("drctl daemon starts");
+        Daemon { child: Some(child), log, api: api.to_string() }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A plain HTTP/1.0 GET on the daemon's API; (0, "") while nothing answers.
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = std::net::TcpStream::connect(&self.api) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.api).unwrap();
+        let mut text = String::new();
+        if s.read_to_string(&mut text).is_err() {
+            return (0, String::new());
+        }
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    /// The value of the sample `name{labels}` on `/metrics`, 0 when absent.
+    fn metric(&self, sample: &str) -> f64 {
+        self.get("/metrics")
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// SIGTERM, then the exit code (a drain with nothing half-done exits 0).
+    fn stop(&mut self, limit: Duration) -> i32 {
+        let mut child = self.child.take().unwrap();
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let started = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon did not stop within {limit:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            eprintln!("--- daemon log ({})\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn status_page_of_a_running_daemon() {
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("file.txt"), "daemon status page\n".repeat(5000)).unwrap();
+    std::fs::write(data.join("sub/blob.bin"), vec![42u8; 200_000]).unwrap();
+    // `nowhere` lives below a regular file: nothing can ever be written there
+    std::fs::write(s.path("blocker"), "not a directory").unwrap();
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    s.write_config(&format!(
+        "{head}[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"20s\"\n\n\
+         [targets.offsite]\ntype = \"fs\"\npath = \"{offsite}\"\nmedium = \"usb\"\noffsite = true\n\n\
+         [targets.nowhere]\ntype = \"fs\"\npath = \"{nowhere}\"\nmedium = \"disk\"\n\n\
+         [jobs.healthy]\nkind = \"volume\"\ntargets = [\"local\", \"offsite\"]\npath = \"{data}\"\nschedule = \"*/2 * * * * *\"\n\n\
+         [jobs.lost]\nkind = \"volume\"\ntargets = [\"nowhere\"]\npath = \"{data}\"\nschedule = \"*/3 * * * * *\"\n",
+        head = s.head(),
+        offsite = s.path("offsite").display(),
+        nowhere = s.path("blocker/nowhere").display(),
+        data = data.display(),
+    ));
+    let mut d = Daemon::start(&s, &api);
+    wait_for(Duration::from_secs(30), "the daemon's /healthz", || (d.get("/healthz").0 == 200).then_some(()));
+
+    // the daemon backs up on its own: two committed backups of `healthy`, a failed run of `lost`
+    let ok = "drctl_backup_runs_total{drctl_job=\"healthy\",result=\"ok\"}";
+    let failed = "drctl_backup_runs_total{drctl_job=\"lost\",result=\"failed\"}";
+    wait_for(Duration::from_secs(60), "scheduled runs in the daemon's /metrics", || {
+        (d.metric(ok) >= 2.0 && d.metric(failed) >= 1.0).then_some(())
+    });
+    assert_eq!(d.metric("drctl_backup_last_status{drctl_job=\"healthy\"}"), 1.0);
+    assert_eq!(d.metric("drctl_backup_suspicious{drctl_job=\"healthy\"}"), 0.0);
+    assert_eq!(d.metric("drctl_backup_last_status{drctl_job=\"lost\"}"), 0.0);
+
+    let url = format!("http://{api}/");
+    let dom = dump_dom(&url);
+    assert!(dom.contains("<title>drctl status</title>") && dom.contains("<table id=\"jobs\">"), "{dom}");
+    let names: Vec<&str> = dom.match_indices("data-job=\"").map(|(i, m)| &dom[i + m.len()..]).collect();
+    let names: Vec<&str> = names.iter().map(|r| &r[..r.find('"').unwrap()]).collect();
+    assert_eq!(names, ["lost", "healthy"], "one row per job, red first");
+
+    let healthy = row(&dom, "healthy");
+    assert!(healthy.contains("class=\"job green\"") && healthy.contains("data-health=\"green\""), "{healthy}");
+    assert!(healthy.contains("3 copies") && healthy.contains("3-2-1 ok"), "{healthy}");
+    assert!(healthy.contains("<span class=\"badge ok\">ok</span>"), "newest run ok: {healthy}");
+    assert!(healthy.contains(" ago</td>") && healthy.contains("KiB"), "age and size of the backup: {healthy}");
+    assert!(healthy.contains("<td class=\"next\" title=\"*/2 * * * * *\">"), "next run from the scheduler: {healthy}");
+    assert!(healthy.contains("<td class=\"drill\">never</td>"), "{healthy}");
+    assert!(!healthy.contains("suspicious"), "{healthy}");
+
+    let lost = row(&dom, "lost");
+    assert!(lost.contains("class=\"job red\"") && lost.contains("data-health=\"red\""), "{lost}");
+    assert!(lost.contains("<span class=\"badge failed\">failed</span>"), "{lost}");
+    assert!(lost.contains("the last backup failed") && lost.contains("nowhere"), "names the broken target: {lost}");
+    assert!(lost.contains("<td class=\"age\">never</td>"), "{lost}");
+    assert!(lost.contains("<td class=\"next\" title=\"*/3 * * * * *\">"), "{lost}");
+    assert!(dom.contains("1 green") && dom.contains("0 amber") && dom.contains("1 red"), "summary: {dom}");
+
+    let png = artifacts_dir().join("status-page-daemon.png");
+    screenshot(&url, &png);
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
+    let image = png::decode(&bytes);
+    assert_eq!((image.width, image.height), (1280, 800));
+    for (name, rgb) in [("green", [0x1a, 0x7f, 0x37]), ("red", [0xcf, 0x22, 0x2e])] {
+        let n = image.count(rgb);
+        assert!(n > 50, "the screenshot has {n} {name} pixels: {}", png.display());
+    }
+    eprintln!("screenshot: {}", png.display());
+
+    assert_eq!(d.stop(Duration::from_secs(40)), 0, "a clean drain exits 0\n{}", d.log());
 }
 
 /// Just enough of a PNG decoder (8-bit RGB/RGBA, non-interlaced: what Chromium writes) to count
