@@ -5,6 +5,8 @@
 //! the target and `drctl_verify_last_status 0` on the Pushgateway.
 
 mod common;
+#[path = "common/openbao.rs"]
+mod openbao;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -493,6 +495,67 @@ fn vault_drill_checks_the_snapshot_sha256sums() {
     assert!(all.contains("SHA256SUMS match"), "{rec:#}");
     assert_eq!(record_on_target(&s, &id)["status"], "ok");
     eprintln!("measured restore time (vault): {:.3}s", rec["restore_seconds"].as_f64().unwrap());
+}
+
+#[test]
+fn vault_drill_restores_into_a_scratch_server_and_reads_the_paths_back() {
+    let job = unique("vlts");
+    let _c = Cleanup(job.clone());
+    let (src, scratch) = (openbao::OwnBao::start(false), openbao::OwnBao::start(false));
+    src.bao.put_secret("app/db", serde_json::json!({ "password": "drill-1" }));
+    src.bao.put_secret("app/api", serde_json::json!({ "key": "k-1" }));
+    scratch.bao.put_secret("app/db", serde_json::json!({ "password": "scratch's own" }));
+    let s = Scratch::new();
+    let token = s.path("vault_token");
+    std::fs::write(&token, format!("{}\n", src.bao.token)).unwrap();
+    let keys = s.path("unseal_keys");
+    std::fs::write(&keys, format!("{}\n", src.unseal_key)).unwrap();
+    let config = |paths: &str| {
+        format!(
+            "{}[jobs.{job}]\nkind = \"vault\"\ntargets = [\"local\"]\naddress = \"{}\"\ntoken_file = \"{}\"\n\
+             verify = {{ scratch_address = \"{}\", unseal_keys_file = \"{}\", read_paths = [{paths}] }}\n",
+            head(&s),
+            src.bao.addr,
+            token.display(),
+            scratch.bao.addr,
+            keys.display()
+        )
+    };
+    s.write_config(&config("\"secret/data/app/db\", \"secret/data/app/api\""));
+    let id = backup(&s, &job);
+    // the restore into the scratch server needs a token of it (VAULT_TOKEN); the job's never goes there
+    let drill = |scratch_token: &str| {
+        let r = run(s.drctl().env("VAULT_TOKEN", scratch_token).args(["--json", "verify", &job]));
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"));
+        (r.code, v[0].clone(), r)
+    };
+    let (code, rec, r) = drill(&scratch.bao.token);
+    assert_passed(code, &rec, &r);
+    let all = serde_json::to_string(&rec["findings"]).unwrap();
+    assert!(all.contains("SHA256SUMS match"), "{rec:#}");
+    assert!(all.contains("unsealed and active"), "{rec:#}");
+    for p in ["secret/data/app/db", "secret/data/app/api"] {
+        assert!(all.contains(&format!("path `{p}`")) && all.contains("read back from the restored server"), "{rec:#}");
+    }
+    assert!(!all.contains("drill-1") && !all.contains(&src.unseal_key) && !all.contains(&src.bao.token), "{rec:#}");
+    assert!(!r.stderr.contains(&src.unseal_key) && !r.stderr.contains(&src.bao.token), "{r:?}");
+    // the scratch server holds the source's data now; the source is untouched
+    let as_src = openbao::Bao { token: src.bao.token.clone(), ..scratch.bao.clone() };
+    assert_eq!(as_src.secret("app/db").unwrap()["password"], "drill-1");
+    assert_eq!(src.bao.secret("app/db").unwrap()["password"], "drill-1");
+    assert_eq!(src.bao.seal_status()["sealed"], false);
+    assert_eq!(record_on_target(&s, &id)["status"], "ok");
+    eprintln!("measured restore time (vault into a scratch server): {:.3}s", rec["restore_seconds"].as_f64().unwrap());
+
+    // a path the backup does not hold fails the drill, by name (the scratch server now takes the
+    // source's tokens)
+    s.write_config(&config("\"secret/data/app/db\", \"secret/data/app/missing\""));
+    let (code, rec, r) = drill(&src.bao.token);
+    assert_eq!(code, 1, "{r:?}");
+    let errs = errors(&rec);
+    assert_eq!(errs, ["path `secret/data/app/missing`: missing on the restored server (404)"], "{rec:#}");
+    assert_eq!(record_on_target(&s, &id)["status"], "failed");
+    assert_eq!(pushed(&job, "drctl_verify_last_status"), Some(0.0));
 }
 
 // ---------------------------------------------------------------- gitlab

@@ -473,6 +473,21 @@ pub struct VerifyConfig {
     /// cluster's unseal keys; its token comes from `VAULT_TOKEN`/`BAO_TOKEN`. Default: none (the
     /// drill checks the snapshot's own SHA256SUMS only). Never the job's own `address`.
     pub scratch_address: Option<String>,
+    /// vault, with `scratch_address`: API paths read back from the scratch server after the
+    /// restore; each must exist, e.g. `["secret/data/app/db", "sys/policies/acl/app"]` (kv-v2:
+    /// `<mount>/data/<path>`). The values are never shown. Default: none.
+    #[serde(default)]
+    pub read_paths: Vec<String>,
+    /// vault, with `scratch_address`: a file with the SOURCE cluster's unseal keys, one per line
+    /// (after snapshot-force the scratch server seals itself and opens only with them), e.g.
+    /// `/secrets/vault-unseal-keys`. Default: none (the scratch server must unseal itself, e.g.
+    /// with the source's auto-unseal KMS; the drill waits up to a minute).
+    pub unseal_keys_file: Option<PathBuf>,
+    /// vault, with `read_paths`: a file holding a token of the SOURCE cluster that may read
+    /// `read_paths` (after the restore the scratch server has the source's tokens), e.g.
+    /// `/secrets/vault-drill-token`. Default: the job's own `token`/`token_file`, which then need
+    /// `read` on those paths.
+    pub read_token_file: Option<PathBuf>,
     /// postgres: directory holding `initdb`, `pg_ctl` and `postgres` for the ephemeral cluster
     /// (default: the job's `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`).
     pub pg_bin_dir: Option<PathBuf>,
