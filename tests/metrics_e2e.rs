@@ -500,3 +500,37 @@ fn an_emptied_volume_is_flagged_suspicious_in_the_metrics_and_the_api() {
     assert_eq!(Group::fetch(&name).value("drctl_backup_suspicious"), 0.0);
     assert_eq!(api_row(&s.config_path(), &name)["health"], "green");
 }
+
+#[test]
+fn a_backup_push_keeps_the_drill_gauges_and_the_api_shows_the_drill() {
+    // `drctl run` replaces the job's Pushgateway group: the drill state must come with it (from the
+    // catalog), or VerifyMissing would fire after every backup
+    let name = unique("mdrill");
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "drilled\n".repeat(500)).unwrap();
+    s.write_config(&format!(
+        "{}[jobs.{name}]\nkind = \"volume\"\ntargets = [\"local\", \"far\"]\npath = \"{}\"\n",
+        head(&s, &pushgateway()),
+        data.display()
+    ));
+    assert_eq!(run(s.drctl().args(["run", &name])).code, 0);
+    let before = now();
+    let r = run(s.drctl().args(["verify", &name]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let drilled = Group::fetch(&name).value("drctl_verify_last_success_timestamp_seconds");
+    assert!(drilled >= before - 1.0, "{drilled}");
+
+    let r = run(s.drctl().args(["run", &name]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let g = Group::fetch(&name);
+    assert_eq!(g.value("drctl_verify_last_status"), 1.0, "{:#?}", g.samples);
+    assert_eq!(g.value("drctl_verify_last_success_timestamp_seconds"), drilled, "the drill's time, kept");
+    assert!(g.value("drctl_verify_duration_seconds") > 0.0);
+
+    let row = api_row(&s.config_path(), &name);
+    assert_eq!(row["drill"]["last_passed"], true, "{row:#}");
+    assert_eq!(row["health"], "green", "{row:#}");
+}

@@ -132,13 +132,13 @@ pub async fn summaries(
         by_job.entry(e.job.clone()).or_default().push(e);
     }
     let flags = catalog.backup_flags(None).await?;
-    Ok(config
-        .jobs
-        .keys()
-        .map(|name| {
-            summarize(config, name, by_job.get(name).map(Vec::as_slice).unwrap_or_default(), &flags, control, now)
-        })
-        .collect())
+    let mut out = Vec::new();
+    for name in config.jobs.keys() {
+        let entries = by_job.get(name).map(Vec::as_slice).unwrap_or_default();
+        let verify = crate::metrics::drill_state(catalog, name).await;
+        out.push(summarize(config, name, entries, &flags, verify, control, now));
+    }
+    Ok(out)
 }
 
 /// One job's summary from its catalog `entries` (newest first, as [`Catalog::list`] returns them)
@@ -148,6 +148,7 @@ pub fn summarize(
     name: &str,
     entries: &[BackupEntry],
     flags: &BTreeMap<String, BackupFlags>,
+    verify: crate::metrics::VerifyState,
     control: &dyn Control,
     now: Timestamp,
 ) -> JobSummary {
@@ -160,7 +161,8 @@ pub fn summarize(
         _ => RunResult::Failed,
     };
     let outcome = RunOutcome { job: name.to_string(), result: last_run, report: None, finished_at: now };
-    let state = crate::metrics::job_state(config, &outcome, Some(entries), flags);
+    let mut state = crate::metrics::job_state(config, &outcome, Some(entries), flags);
+    state.verify = verify;
     let suspicious = state.suspicious.clone().flatten();
     let age = |t: Timestamp| (now.as_second() - t.as_second()).max(0);
     let last_success = state.last_success.map(from_unix).map(|t| LastSuccess { finished_at: t, age_seconds: age(t) });

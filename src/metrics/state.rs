@@ -53,6 +53,21 @@ pub struct VerifyState {
     pub duration_seconds: Option<f64>,
 }
 
+impl VerifyState {
+    /// From a job's drill records, newest first (as [`Catalog::drills`] returns them): whether the
+    /// newest drill passed, when the newest passing one ended and its measured restore time. This is
+    /// what every push and the daemon's startup report, so a backup's push (which replaces the job's
+    /// Pushgateway group) keeps the drill gauges and VerifyMissing does not fire after each backup.
+    pub fn from_drills(drills: &[crate::engine::verify::DrillRecord]) -> VerifyState {
+        let newest_passed = drills.iter().find(|d| d.passed());
+        VerifyState {
+            last_passed: drills.first().map(|d| d.passed()),
+            last_success: newest_passed.map(|d| unix(d.finished_at)),
+            duration_seconds: newest_passed.or(drills.first()).map(|d| d.restore_seconds),
+        }
+    }
+}
+
 /// A run of one job, as `drctl run` saw it end.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -101,10 +116,27 @@ pub async fn job_states(engine: &Engine, outcomes: &[RunOutcome]) -> Vec<JobStat
             },
             None => None,
         };
+        let verify = match &catalog {
+            Some(c) => drill_state(c, &o.job).await,
+            None => VerifyState::default(),
+        };
         let (entries, flags) = history.unzip();
-        out.push(job_state(&engine.config, o, entries.as_deref(), &flags.unwrap_or_default()));
+        let mut s = job_state(&engine.config, o, entries.as_deref(), &flags.unwrap_or_default());
+        s.verify = verify;
+        out.push(s);
     }
     out
+}
+
+/// The job's drill state from the catalog (empty when it cannot be read: a warning, not a failure).
+pub async fn drill_state(c: &Catalog, job: &str) -> VerifyState {
+    match c.drills(job).await {
+        Ok(d) => VerifyState::from_drills(&d),
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "metrics: drill records unreadable");
+            VerifyState::default()
+        }
+    }
 }
 
 /// A job's catalog entries (newest first) and the flags of its backups.
@@ -205,6 +237,9 @@ pub async fn catalog_states(engine: &Engine) -> Vec<JobState> {
         let mut s = job_state(&engine.config, &outcome, entries.as_deref(), &flags.unwrap_or_default());
         if newest.is_none() {
             s.last_run = None;
+        }
+        if let Some(c) = &catalog {
+            s.verify = drill_state(c, job).await;
         }
         out.push(s);
     }
