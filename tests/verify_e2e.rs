@@ -347,6 +347,57 @@ fn volume_drill_compares_every_file_and_leaves_the_source_unchanged() {
 }
 
 #[test]
+fn a_rebuilt_catalog_knows_which_backups_were_verified() {
+    let job = unique("rebv");
+    let _c = Cleanup(job.clone());
+    let (s, _) = volume_lab(&job);
+    let (drilled, failed, never) = (backup(&s, &job), backup(&s, &job), backup(&s, &job));
+    let drill = |id: &str| {
+        let r = run(s.drctl().args(["--json", "verify", &job, "--id", id]));
+        serde_json::from_str::<Value>(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))[0].clone()
+    };
+    assert_eq!(drill(&drilled)["status"], "ok");
+    let p = artifact_path(&s, &failed, ".data.");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let good = bytes.clone();
+    bytes[100] ^= 0x01;
+    std::fs::write(&p, &bytes).unwrap();
+    assert_eq!(drill(&failed)["status"], "failed");
+    std::fs::write(&p, good).unwrap();
+    let verified = |s: &Scratch| {
+        let r = run(s.drctl().args(["--json", "list", &job]));
+        assert_eq!(r.code, 0, "{r:?}");
+        let rows: Value = serde_json::from_str(&r.stdout).unwrap();
+        let by_id = |id: &str| {
+            rows.as_array().unwrap().iter().find(|b| b["id"] == id).unwrap_or_else(|| panic!("{id}: {rows:#}")).clone()
+        };
+        [&drilled, &failed, &never].map(|id| by_id(id)["verified"].clone())
+    };
+    let before = verified(&s);
+    assert_eq!(before, [Value::from("ok"), Value::from("failed"), Value::Null]);
+
+    // the catalog is lost: a rebuild reads the drill records back from the target
+    std::fs::remove_file(s.path("catalog.db")).unwrap();
+    let r = run(s.drctl().args(["--json", "catalog", "rebuild"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((report["backups"].as_u64(), report["drills"].as_u64()), (Some(3), Some(2)), "{report:#}");
+    assert_eq!(verified(&s), before);
+    let rows: Value = serde_json::from_str(&run(s.drctl().args(["--json", "list", &job])).stdout).unwrap();
+    let row = rows.as_array().unwrap().iter().find(|b| b["id"] == drilled.as_str()).unwrap();
+    assert!(row["verified_at"].as_str().is_some_and(|t| t.starts_with("20")), "{row:#}");
+    // a second rebuild does not count a drill twice
+    let r = run(s.drctl().args(["--json", "catalog", "rebuild"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(verified(&s), before);
+    // and retention still knows the newest verified backup
+    let r = run(s.drctl().args(["prune", &job, "--dry-run"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let line = r.stdout.lines().find(|l| l.contains(&drilled)).unwrap_or_else(|| panic!("{r:?}"));
+    assert!(line.contains("newest verified backup"), "{r:?}");
+}
+
+#[test]
 fn an_empty_or_shrunken_backup_is_committed_but_flagged_suspicious() {
     let job = unique("susp");
     let (s, src) = volume_lab(&job);

@@ -1,5 +1,7 @@
 //! Reading backups straight from the targets: `drctl catalog rebuild`, and restore on a machine
-//! whose catalog is empty.
+//! whose catalog is empty. A rebuild also reads back the drill records (`<backup-id>.verify.json`,
+//! written by `drctl verify` beside each backup), so a rebuilt catalog knows which backups were
+//! verified: `drctl list` shows them and retention keeps the newest verified backup.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +9,7 @@ use serde::Serialize;
 
 use super::Engine;
 use crate::catalog::BackupStatus;
+use crate::engine::verify::DrillRecord;
 use crate::manifest::Manifest;
 use crate::{Error, Result, layout};
 
@@ -17,6 +20,8 @@ pub struct Found {
     /// Targets holding a complete copy (manifest and every artifact at its recorded size).
     pub targets: Vec<String>,
     pub status: BackupStatus,
+    /// Drill records beside the backup: (target, key) of each `<backup-id>.verify.json` found.
+    pub drill_records: Vec<(String, String)>,
 }
 
 /// Something that made a target or a copy unusable during the scan.
@@ -30,6 +35,8 @@ pub struct ScanProblem {
 pub struct RebuildReport {
     pub backups: usize,
     pub copies: usize,
+    /// Drill records read back from the targets into the catalog.
+    pub drills: usize,
     pub problems: Vec<ScanProblem>,
 }
 
@@ -44,6 +51,8 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
     };
     let prefix = job.map(|j| format!("{j}/")).unwrap_or_default();
     let mut by_id: BTreeMap<String, (Manifest, Vec<String>)> = BTreeMap::new();
+    // backup id → (target, key) of drill records seen in the listings
+    let mut records: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut problems = Vec::new();
     let mut listed = 0;
     for name in &names {
@@ -64,6 +73,10 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
         listed += 1;
         let sizes: BTreeMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
         for obj in &objects {
+            if let Some(id) = obj.key.rsplit('/').next().and_then(|f| f.strip_suffix(".verify.json")) {
+                records.entry(id.to_string()).or_default().push((name.clone(), obj.key.clone()));
+                continue;
+            }
             if layout::manifest_id(&obj.key).is_none() {
                 continue;
             }
@@ -106,7 +119,15 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
             targets.sort();
             let wanted = engine.config.jobs.get(&manifest.job).map(|j| j.common.targets.len()).unwrap_or(targets.len());
             let status = if targets.len() >= wanted { BackupStatus::Ok } else { BackupStatus::Partial };
-            Found { manifest, targets, status }
+            // only a record where `drctl verify` writes it: beside this backup, under its job
+            let key = layout::verify_key(&manifest.job, &manifest.backup_id);
+            let drill_records = records
+                .remove(&manifest.backup_id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, k)| *k == key)
+                .collect();
+            Found { manifest, targets, status, drill_records }
         })
         .collect();
     Ok((found, problems))
@@ -118,5 +139,34 @@ pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
     let catalog = engine.catalog().await?;
     let rows: Vec<_> = found.iter().map(|f| (f.manifest.clone(), f.targets.clone(), f.status)).collect();
     catalog.rebuild_from(&rows).await?;
-    Ok(RebuildReport { backups: found.len(), copies: found.iter().map(|f| f.targets.len()).sum(), problems })
+    let mut problems = problems;
+    let mut drills = 0;
+    for f in &found {
+        for (target, key) in &f.drill_records {
+            match read_drill_record(engine, target, key, &f.manifest).await {
+                Ok(record) => {
+                    // the same drill on several targets is one row (job, started_at)
+                    catalog.record_drill(&record).await?;
+                    drills += 1;
+                }
+                Err(message) => problems.push(ScanProblem { target: target.clone(), message }),
+            }
+        }
+    }
+    Ok(RebuildReport { backups: found.len(), copies: found.iter().map(|f| f.targets.len()).sum(), drills, problems })
+}
+
+/// The drill record at `key` on `target`, if it is one about backup `m`.
+async fn read_drill_record(
+    engine: &Engine,
+    target: &str,
+    key: &str,
+    m: &Manifest,
+) -> std::result::Result<DrillRecord, String> {
+    let bytes = engine.target(target).map_err(|e| e.to_string())?.get_bytes(key).await.map_err(|e| e.to_string())?;
+    match DrillRecord::from_json(&bytes) {
+        Some(r) if r.job == m.job && r.backup_id.as_deref() == Some(m.backup_id.as_str()) => Ok(r),
+        Some(_) => Err(format!("drill record `{key}` is about another backup: ignored")),
+        None => Err(format!("drill record `{key}` is not a drctl drill record: ignored")),
+    }
 }
