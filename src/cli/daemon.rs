@@ -9,12 +9,10 @@
 //! Exit codes: 0 after a clean drain; 1 when runs had to be aborted or the API could not serve;
 //! 2 for configuration errors.
 
-use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -28,38 +26,6 @@ pub struct Args {
     /// it so that they need not wait for minute boundaries.
     #[arg(long, hide = true)]
     pub seconds_schedules: bool,
-}
-
-/// Log setup for the daemon: `info` by default (every run is logged), JSON lines with `--json`,
-/// plain lines otherwise (colours only on a terminal). Secrets are scrubbed as everywhere.
-pub fn init_logging(json: bool, verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0 | 1) => "info",
-        _ => "debug",
-    };
-    let filter = EnvFilter::try_from_env("DRCTL_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=error,aws=warn,hyper=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScrubbedStderr).with_target(false);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
-    };
-}
-
-/// stderr, with every registered secret removed from what is written.
-struct ScrubbedStderr;
-
-impl Write for ScrubbedStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = crate::redact::scrub(&String::from_utf8_lossy(buf));
-        std::io::stderr().write_all(text.as_bytes())?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
 }
 
 pub async fn run(engine: Engine) -> Result<i32, Error> {

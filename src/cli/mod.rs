@@ -81,7 +81,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Daemon(_)) {
-        daemon::init_logging(cli.json, cli.verbose, cli.quiet);
+        logging::init_daemon(cli.json, cli.verbose, cli.quiet);
     } else {
         logging::init(cli.verbose, cli.quiet);
     }

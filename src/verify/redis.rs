@@ -57,22 +57,9 @@ async fn command(s: &mut BufReader<TcpStream>, args: &[&str]) -> std::io::Result
 }
 
 /// `db0:keys=3,expires=1,avg_ttl=0` lines → per-database counts.
+/// The keyspace section of `INFO`, sorted by database (the job's own INFO parser).
 fn parse_keyspace(text: &str) -> Vec<DbKeys> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        let Some((k, v)) = line.split_once(':') else { continue };
-        let Some(n) = k.strip_prefix("db").and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let mut db = DbKeys { db: n, ..Default::default() };
-        for part in v.split(',') {
-            match part.split_once('=') {
-                Some(("keys", x)) => db.keys = x.parse().unwrap_or(0),
-                Some(("expires", x)) => db.expires = x.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        out.push(db);
-    }
+    let mut out = crate::jobs::redis::parse_info(text).keyspace;
     out.sort_by_key(|d| d.db);
     out
 }

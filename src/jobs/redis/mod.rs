@@ -44,6 +44,11 @@ use conn::{Auth, Conn, Dial, Endpoint, Failure, TlsFiles};
 pub use info::DbKeys;
 use info::Info;
 
+/// Parse the text of `INFO` (for drills reading a scratch server).
+pub fn parse_info(text: &str) -> Info {
+    Info::parse(text)
+}
+
 pub use restore::{open_sink, plan_restore};
 
 pub const FORMAT_RDB: &str = "rdb";
