@@ -124,7 +124,8 @@ fn what_schemas_cannot_see() {
         }
         // only the secret files this job needs
         let job = config.job(args[3]).unwrap();
-        let wanted: Vec<String> = drctl::generate::job_secrets(&config, job).into_iter().map(|s| s.key).collect();
+        let wanted: Vec<String> =
+            drctl::generate::job_secrets(&config, job, args[2] == "verify").into_iter().map(|s| s.key).collect();
         let mounted: Vec<String> = pod["volumes"]
             .as_array()
             .unwrap()
@@ -136,6 +137,13 @@ fn what_schemas_cannot_see() {
             .collect();
         assert_eq!(mounted, wanted, "{name}");
     }
+    // the vault job's drill gets the source cluster's unseal keys; its backup never does
+    let mounts_of = |name: &str| -> String {
+        let cj = cronjobs.iter().find(|cj| cj["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {name}"));
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].to_string()
+    };
+    assert!(mounts_of("drctl-vault-verify").contains("vault_source_unseal_keys"));
+    assert!(!mounts_of("drctl-vault-backup").contains("vault_source_unseal_keys"));
     // every job with a schedule is there, or said why not
     for job in config.jobs.values().filter(|j| j.common.schedule.is_some()) {
         let rendered = cronjobs.iter().any(|cj| cj["metadata"]["name"] == format!("drctl-{}-backup", job.name));

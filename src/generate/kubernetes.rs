@@ -172,7 +172,8 @@ fn cronjob(config: &Config, job: &JobConfig, opts: &Options, files: &Sources, wh
     // backups get the recipients only (in the config); the identity is for drills
     let identity = if what == "verify" { identity_path(config) } else { None };
     let host = if what == "backup" { host_path(job) } else { None };
-    let (volumes, mounts) = storage(&files.jobs, &job_secrets(config, job), identity.as_deref(), host.as_deref());
+    let (volumes, mounts) =
+        storage(&files.jobs, &job_secrets(config, job, what == "verify"), identity.as_deref(), host.as_deref());
     let name = format!("drctl-{}-{what}", dns_name(&job.name));
     let mut spec = json!({
         "schedule": schedule,

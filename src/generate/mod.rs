@@ -93,6 +93,7 @@ pub fn secret_keys(config: &Config) -> BTreeMap<String, String> {
     }
     for j in config.jobs.values() {
         file_settings(&serde_json::to_value(&j.spec).unwrap_or(Value::Null), &mut paths);
+        file_settings(&serde_json::to_value(&j.common.verify).unwrap_or(Value::Null), &mut paths);
     }
     if let Some(api) = &config.api
         && let Some(t) = &api.token_file
@@ -122,11 +123,16 @@ pub fn secret_keys(config: &Config) -> BTreeMap<String, String> {
     keys
 }
 
-/// The secret files one job's backup reads: its own `*_file` settings and its targets'.
-pub fn job_secrets(config: &Config, job: &JobConfig) -> Vec<SecretFile> {
+/// The secret files one job's workload reads: its own `*_file` settings and its targets'; for a
+/// drill (`drill = true`) also its `verify` files (a scratch server's unseal keys, a read token),
+/// which a backup workload never gets.
+pub fn job_secrets(config: &Config, job: &JobConfig, drill: bool) -> Vec<SecretFile> {
     let keys = secret_keys(config);
     let mut paths = Vec::new();
     file_settings(&serde_json::to_value(&job.spec).unwrap_or(Value::Null), &mut paths);
+    if drill {
+        file_settings(&serde_json::to_value(&job.common.verify).unwrap_or(Value::Null), &mut paths);
+    }
     for t in &job.common.targets {
         if let Some(t) = config.targets.get(t) {
             file_settings(&serde_json::to_value(&t.kind).unwrap_or(Value::Null), &mut paths);
