@@ -22,10 +22,11 @@ pub async fn run(engine: &Engine, command: &Command, printer: &Printer) -> Resul
                     eprintln!("warning: target `{}`: {}", p.target, p.message);
                 }
                 printer.note(&format!(
-                    "catalog {} rebuilt: {} backup(s), {} copies",
+                    "catalog {} rebuilt: {} backup(s), {} copies, {} drill record(s)",
                     crate::redact::url_for_display(&engine.catalog_url()),
                     report.backups,
-                    report.copies
+                    report.copies,
+                    report.drills
                 ));
             }
             Ok(0)
