@@ -6,129 +6,15 @@
 //! polls the catalog, the metrics or the log with a deadline; nothing sleeps to synchronise.
 
 mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use common::*;
-
-/// A running `drctl daemon`; killed (SIGKILL) if the test ends without stopping it.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-    api: String,
-}
-
-impl Daemon {
-    fn start(s: &Scratch, name: &str, api: &str) -> Daemon {
-        Daemon::start_with(s, name, api, &s.config_path(), &[])
-    }
-
-    fn start_with(s: &Scratch, name: &str, api: &str, config: &Path, extra: &[&str]) -> Daemon {
-        let log = s.path(&format!("{name}.log"));
-        let child = drctl_bare()
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .args(["daemon", "--seconds-schedules"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("drctl daemon starts");
-        Daemon { child: Some(child), log, api: api.to_string() }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    /// SIGTERM, then wait (up to `limit`) for the exit code.
-    fn stop(&mut self, limit: Duration) -> (i32, Duration) {
-        let started = Instant::now();
-        self.signal(libc::SIGTERM);
-        let mut child = self.child.take().unwrap();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return (st.code().unwrap_or(-1), started.elapsed());
-            }
-            if started.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("daemon did not stop within {limit:?}\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(&self.api, path)
-    }
-
-    fn metric(&self, sample: &str) -> f64 {
-        metric(&self.get("/metrics").1, sample)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            eprintln!("--- daemon log ({})\n{}", self.log.display(), self.log());
-        }
-    }
-}
-
-/// A free loopback port, as `127.0.0.1:PORT`.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// A plain HTTP/1.0 GET; (0, "") when nothing answers yet.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    if s.read_to_string(&mut text).is_err() {
-        return (0, String::new());
-    }
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample `name{labels}` (exactly as exposed), 0 when absent.
-fn metric(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
-
-/// Poll `f` until it returns Some, or panic with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use daemon::*;
 
 fn volume(s: &Scratch) -> PathBuf {
     let root = s.path("data");

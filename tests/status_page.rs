@@ -10,14 +10,16 @@
 //! (`target/test-artifacts/status-page-daemon.png`).
 
 mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use daemon::*;
 use drctl::api::{Accepted, ApiState, Control, ControlError};
 use tokio_util::sync::CancellationToken;
 
@@ -230,99 +232,6 @@ fn status_page_in_headless_chromium() {
 
 // ---------------------------------------------------------------- against a running daemon
 
-/// A running `drctl daemon` (the real binary); killed if the test ends without stopping it.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-    api: String,
-}
-
-impl Daemon {
-    /// `drctl daemon --seconds-schedules` (the hidden test flag: 6-field schedules with seconds).
-    fn start(s: &Scratch, api: &str) -> Daemon {
-        let log = s.path("daemon.log");
-        let child = drctl_bare()
-            .arg("--config")
-            .arg(s.config_path())
-            .args(["daemon", "--seconds-schedules"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("drctl daemon starts");
-        Daemon { child: Some(child), log, api: api.to_string() }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A plain HTTP/1.0 GET on the daemon's API; (0, "") while nothing answers.
-    fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = std::net::TcpStream::connect(&self.api) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.api).unwrap();
-        let mut text = String::new();
-        if s.read_to_string(&mut text).is_err() {
-            return (0, String::new());
-        }
-        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-
-    /// The value of the sample `name{labels}` on `/metrics`, 0 when absent.
-    fn metric(&self, sample: &str) -> f64 {
-        self.get("/metrics")
-            .1
-            .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
-    }
-
-    /// SIGTERM, then the exit code (a drain with nothing half-done exits 0).
-    fn stop(&mut self, limit: Duration) -> i32 {
-        let mut child = self.child.take().unwrap();
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-        let started = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            if started.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the daemon did not stop within {limit:?}\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            eprintln!("--- daemon log ({})\n{}", self.log.display(), self.log());
-        }
-    }
-}
-
-/// Poll `f` until it returns Some, or panic with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn status_page_of_a_running_daemon() {
     let s = Scratch::new();
@@ -332,7 +241,7 @@ fn status_page_of_a_running_daemon() {
     std::fs::write(data.join("sub/blob.bin"), vec![42u8; 200_000]).unwrap();
     // `nowhere` lives below a regular file: nothing can ever be written there
     std::fs::write(s.path("blocker"), "not a directory").unwrap();
-    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let api = free_addr();
     s.write_config(&format!(
         "{head}[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"20s\"\n\n\
          [targets.offsite]\ntype = \"fs\"\npath = \"{offsite}\"\nmedium = \"usb\"\noffsite = true\n\n\
@@ -344,7 +253,7 @@ fn status_page_of_a_running_daemon() {
         nowhere = s.path("blocker/nowhere").display(),
         data = data.display(),
     ));
-    let mut d = Daemon::start(&s, &api);
+    let mut d = Daemon::start(&s, "daemon", &api);
     wait_for(Duration::from_secs(30), "the daemon's /healthz", || (d.get("/healthz").0 == 200).then_some(()));
 
     // the daemon backs up on its own: two committed backups of `healthy`, a failed run of `lost`
@@ -392,7 +301,7 @@ fn status_page_of_a_running_daemon() {
     }
     eprintln!("screenshot: {}", png.display());
 
-    assert_eq!(d.stop(Duration::from_secs(40)), 0, "a clean drain exits 0\n{}", d.log());
+    assert_eq!(d.stop(Duration::from_secs(40)).0, 0, "a clean drain exits 0\n{}", d.log());
 }
 
 /// Just enough of a PNG decoder (8-bit RGB/RGBA, non-interlaced: what Chromium writes) to count
