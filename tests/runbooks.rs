@@ -4,6 +4,8 @@
 //! runbook whose commands stopped working (or stopped restoring) fails CI.
 
 mod common;
+#[path = "common/openbao.rs"]
+mod openbao;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +33,32 @@ fn test_blocks(page: &str) -> Vec<String> {
     }
     assert!(current.is_none(), "{page}: unterminated block");
     blocks
+}
+
+/// Run `page`'s test blocks in order, in one `bash -euo pipefail`, in `s`'s work dir, with `s`'s
+/// config as `DRCTL_CONFIG`, drctl (and the OpenBao CLI) on PATH and `vars`; panics with the output
+/// on failure.
+fn run_blocks(page: &str, s: &Scratch, vars: &[(&str, String)]) {
+    let blocks = test_blocks(page);
+    assert!(!blocks.is_empty(), "{page} has no ```sh test blocks");
+    let work = s.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_drctl")).parent().unwrap().to_path_buf();
+    let bao_dir = PathBuf::from(common::endpoint("DRCTL_TEST_BAO_BIN")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}:{}", bin_dir.display(), bao_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = format!("set -euo pipefail\nset -x\n{}", blocks.join("\n"));
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(&script).current_dir(&work).env("PATH", path).env("DRCTL_CONFIG", s.config_path());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{page}: a runnable block failed\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A throwaway redis-server on a free port.
@@ -122,31 +150,16 @@ impl Site {
 
     /// Run a runbook's test blocks with the variables it asks for; panics with the output on failure.
     fn run_runbook(&self, page: &str) {
-        let blocks = test_blocks(page);
-        assert!(!blocks.is_empty(), "{page} has no ```sh test blocks");
-        let work = self.s.path("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_drctl")).parent().unwrap().to_path_buf();
-        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let script = format!("set -euo pipefail\nset -x\n{}", blocks.join("\n"));
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .current_dir(&work)
-            .env("PATH", path)
-            .env("DRCTL_CONFIG", self.s.config_path())
-            .env("PG_RESTORE_URL", pg_url(&self.restore_db))
-            .env("REDIS_RESTORE_URL", self.redis_dest.url())
-            .env("VOLUME_RESTORE_DIR", self.s.path("volume-restored"))
-            .env("AGE_IDENTITY", self.s.path("age.key"))
-            .env("NEW_IDENTITY", self.s.path("new-age.key"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{page}: a runnable block failed\n--- stdout\n{}\n--- stderr\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_blocks(
+            page,
+            &self.s,
+            &[
+                ("PG_RESTORE_URL", pg_url(&self.restore_db)),
+                ("REDIS_RESTORE_URL", self.redis_dest.url()),
+                ("VOLUME_RESTORE_DIR", self.s.path("volume-restored").display().to_string()),
+                ("AGE_IDENTITY", self.s.path("age.key").display().to_string()),
+                ("NEW_IDENTITY", self.s.path("new-age.key").display().to_string()),
+            ],
         );
     }
 
@@ -161,7 +174,8 @@ impl Site {
     }
 
     fn assert_volume_restored(&self) {
-        let out = Command::new("diff").arg("-r").arg(&self.volume).arg(self.s.path("volume-restored")).output().unwrap();
+        let out =
+            Command::new("diff").arg("-r").arg(&self.volume).arg(self.s.path("volume-restored")).output().unwrap();
         assert!(out.status.success(), "diff -r: {}", String::from_utf8_lossy(&out.stdout));
     }
 }
@@ -218,11 +232,49 @@ fn runbook_key_rotation() {
 }
 
 #[test]
+fn runbook_vault_same_cluster_and_another_cluster() {
+    use serde_json::json;
+    let source = openbao::OwnBao::start(false);
+    let other = openbao::OwnBao::start(false);
+    source.bao.put_secret("app/config", json!({ "password": "at-backup-time" }));
+    let s = Scratch::new();
+    std::fs::write(s.path("vault-token"), &source.bao.token).unwrap();
+    s.write_config(&format!(
+        "{}[jobs.vault]\nkind = \"vault\"\naddress = \"{}\"\ntoken_file = \"{}\"\ntargets = [\"local\"]\n",
+        s.head(),
+        source.bao.addr,
+        s.path("vault-token").display()
+    ));
+    let r = run(s.drctl().args(["run", "vault"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    source.bao.put_secret("app/config", json!({ "password": "changed-after" }));
+
+    run_blocks(
+        "vault.md",
+        &s,
+        &[
+            ("BAO_ADDR", source.bao.addr.clone()),
+            ("BAO_TOKEN", source.bao.token.clone()),
+            ("NEW_VAULT_ADDR", other.bao.addr.clone()),
+            ("NEW_VAULT_TOKEN", other.bao.token.clone()),
+            ("SOURCE_UNSEAL_KEY", source.unseal_key.clone()),
+        ],
+    );
+    // both clusters hold the value of backup time; the other one answers the source's token
+    source.bao.eventually("the rewound value", || {
+        source.bao.secret("app/config").is_some_and(|d| d["password"] == "at-backup-time")
+    });
+    let restored = openbao::Bao { addr: other.bao.addr.clone(), token: source.bao.token.clone(), ca: None };
+    assert_eq!(restored.secret("app/config").unwrap()["password"], "at-backup-time");
+}
+
+#[test]
 fn every_runbook_has_the_sections_a_reader_needs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
     for page in ["postgres.md", "redis.md", "volumes.md", "vault.md", "gitlab.md", "site-loss.md", "key-rotation.md"] {
         let text = std::fs::read_to_string(dir.join(page)).unwrap_or_else(|_| panic!("runbooks/{page} missing"));
-        for section in ["## When to use it", "## What you need at hand", "## Check the result", "## What can go wrong"] {
+        for section in ["## When to use it", "## What you need at hand", "## Check the result", "## What can go wrong"]
+        {
             assert!(text.contains(section), "runbooks/{page} lacks `{section}`");
         }
         assert!(text.contains("```sh"), "runbooks/{page} has no commands");
