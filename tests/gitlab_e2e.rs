@@ -1,9 +1,12 @@
 //! `kind = "gitlab"` end to end, against the stand-ins in tests/standins/gitlab (GitLab cannot run
 //! here): `gitlab-backup` writes and reads the real archive format and prints GitLab's own output
 //! lines, `gitlab-ctl` and `gitlab-rake` record their calls, and the `docker` stand-in runs
-//! `docker exec` here.
+//! `docker exec` here. The Helm chart's toolbox pod (`backup-utility`, `s3cmd` against a local
+//! directory that plays the backup bucket) is reached through the stand-in Kubernetes API server.
 
 mod common;
+#[path = "common/kubeapi.rs"]
+mod kubeapi;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -379,4 +382,209 @@ fn backup_and_restore_through_docker_exec() {
     let docker = std::fs::read_to_string(lab.s.path("docker.log")).unwrap();
     assert!(docker.contains("docker exec --interactive=false gitlab gitlab-ctl stop puma"), "{docker}");
     assert!(docker.contains("docker exec -i gitlab sh -c"), "{docker}");
+}
+
+const RAILS_SECRETS: &str = "production:\n  secret_key_base: abc\n  db_key_base: def\n  otp_key_base: ghi\n";
+
+/// The Helm chart's toolbox pod: `backup-utility` and `s3cmd` (tests/standins/gitlab) run through
+/// the stand-in Kubernetes API server, which runs exec'd commands in this test process's
+/// environment, so the stand-ins and their settings go there rather than to drctl's.
+#[test]
+fn helm_backup_and_restore_through_the_toolbox_pod() {
+    let s = Scratch::new();
+    for d in ["bucket", "tars", "config"] {
+        std::fs::create_dir_all(s.path(d)).unwrap();
+    }
+    std::fs::write(s.path("config/secrets.yml"), RAILS_SECRETS).unwrap();
+    std::fs::write(s.path("VERSION"), "16.5.1\n").unwrap();
+    let path = format!("{}:{}", standins().join("gitlab").display(), std::env::var("PATH").unwrap_or_default());
+    // SAFETY: set before the stand-in API server's threads start, and the only test in this binary
+    // that changes the environment; the other tests pass their own PATH to drctl, and the stand-in
+    // directory first on PATH holds nothing they run here.
+    unsafe {
+        std::env::set_var("PATH", &path);
+        std::env::set_var("GITLAB_STANDIN_BUCKET_DIR", s.path("bucket"));
+        std::env::set_var("GITLAB_STANDIN_LOG", s.path("calls.log"));
+        std::env::set_var("GITLAB_STANDIN_VERSION", "16.5.1");
+    }
+    let api = kubeapi::KubeApi::start(
+        vec![
+            kubeapi::FakePod::running("gitlab", "gitlab-webservice-0", &[("app", "webservice")], &["webservice"]),
+            kubeapi::FakePod::running("gitlab", "gitlab-toolbox-0", &[("app", "toolbox")], &["toolbox"]),
+        ],
+        kubeapi::Behaviour::default(),
+    );
+    let kubeconfig = api.write_kubeconfig(&s.path(""), "gitlab");
+    let config = |extra: &str| {
+        s.write_config(&format!(
+            "{head}[jobs.gitlab]\nkind = \"gitlab\"\ntargets = [\"local\"]\nflavor = \"helm\"\n\
+             exec = {{ kubernetes = {{ namespace = \"gitlab\", selector = \"app=toolbox\" }} }}\n\
+             backup_dir = \"{tars}\"\nsecrets_files = [\"{secrets}\"]\nversion_file = \"{vf}\"\n\
+             skip = [\"registry\", \"pages\"]\n{extra}\n",
+            head = s.head(),
+            tars = s.path("tars").display(),
+            secrets = s.path("config/secrets.yml").display(),
+            vf = s.path("VERSION").display(),
+        ))
+    };
+    let drctl = || {
+        let mut c = s.drctl();
+        c.env("KUBECONFIG", &kubeconfig);
+        c
+    };
+    let log = || -> Vec<String> {
+        std::fs::read_to_string(s.path("calls.log")).unwrap_or_default().lines().map(str::to_string).collect()
+    };
+    let ls = |d: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(s.path(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let created = || {
+        let line = log().into_iter().rfind(|l| l.starts_with("created ")).expect("an archive was created");
+        let (id, sum) = line["created ".len()..].split_once(" sha256=").unwrap();
+        (id.to_string(), sum.to_string())
+    };
+    let manifests = || -> Vec<serde_json::Value> {
+        let mut m: Vec<serde_json::Value> = s
+            .fs_files()
+            .iter()
+            .filter(|f| f.ends_with(".manifest.json"))
+            .map(|f| serde_json::from_slice(&std::fs::read(s.path("backups").join(f)).unwrap()).unwrap())
+            .collect();
+        m.sort_by_key(|m| m["facts"]["backup_id"].as_str().unwrap_or_default().to_string());
+        m
+    };
+
+    // backup: backup-utility in the pod, the archive read back from the bucket, then removed from it
+    config("");
+    let r = run(drctl().args(["run", "gitlab"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let (id, archive_sha) = created();
+    let url = format!("s3://gitlab-backups/{id}_gitlab_backup.tar");
+    assert_eq!(
+        log(),
+        [
+            "backup-utility --skip registry --skip pages".to_string(),
+            format!("created {id} sha256={archive_sha}"),
+            format!("s3cmd get {url} -"),
+            format!("s3cmd del {url}"),
+        ]
+    );
+    assert!(ls("bucket").is_empty(), "committed: removed from the bucket: {:?}", ls("bucket"));
+    let execs = api.execs();
+    assert!(execs.iter().all(|e| e.namespace == "gitlab" && e.pod == "gitlab-toolbox-0"), "{execs:?}");
+    let cmds: Vec<String> = execs.iter().map(|e| e.command.join(" ")).collect();
+    let at = |c: &str| cmds.iter().position(|x| x == c).unwrap_or_else(|| panic!("no exec `{c}` in {cmds:?}"));
+    assert!(at("backup-utility --skip registry --skip pages") < at(&format!("s3cmd get {url} -")), "{cmds:?}");
+    assert!(at(&format!("s3cmd get {url} -")) < at(&format!("s3cmd del {url}")), "{cmds:?}");
+
+    let m = &manifests()[0];
+    let f = &m["facts"];
+    assert_eq!(f["flavor"], "helm");
+    assert_eq!(f["backup_id"], id.as_str());
+    assert_eq!(f["gitlab_version"], "16.5.1");
+    assert_eq!(f["running_version"], "16.5.1");
+    assert_eq!(f["archive"], format!("{id}_gitlab_backup.tar").as_str());
+    assert_eq!(f["archive_location"], url.as_str());
+    assert_eq!(f["installation_type"], "gitlab-helm-chart");
+    assert_eq!(f["skipped"], serde_json::json!(["registry", "pages"]));
+    assert_eq!(f["place"], "pod gitlab/gitlab-toolbox-0");
+    let parts: Vec<&str> = f["parts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    for p in ["db", "repositories", "uploads.tar.gz", "builds.tar.gz", "artifacts.tar.gz", "lfs.tar.gz"] {
+        assert!(parts.contains(&p), "{p} in {parts:?}");
+    }
+    assert!(!parts.contains(&"registry.tar.gz") && !parts.contains(&"pages.tar.gz"), "{parts:?}");
+    assert_eq!(f["secrets_files"][0]["sha256"], sha(RAILS_SECRETS.as_bytes()).as_str());
+    assert!(!m.to_string().contains("secret_key_base"), "no secret content in the manifest");
+
+    // the stored archive is exactly what backup-utility uploaded
+    let out = s.path("restored.tar");
+    let r = run(drctl().args(["restore", "gitlab", "--latest", "--artifact", "archive", "--output"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sha(&std::fs::read(&out).unwrap()), archive_sha);
+
+    // keep_local: the object stays in the bucket
+    std::fs::remove_file(s.path("calls.log")).unwrap();
+    config("keep_local = true");
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new second: a new backup ID
+    let r = run(drctl().args(["run", "gitlab"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let (id, archive_sha) = created();
+    assert_eq!(ls("bucket"), [format!("{id}_gitlab_backup.tar")]);
+    assert!(!log().iter().any(|l| l.starts_with("s3cmd del")), "{:?}", log());
+    assert_eq!(manifests().len(), 2);
+    std::fs::remove_file(s.path("calls.log")).unwrap();
+    std::fs::write(s.path("config/secrets.yml"), "production: {}\n").unwrap();
+    let archive = s.path("tars").join(format!("{id}_gitlab_backup.tar"));
+
+    // --dry-run prints the steps and changes nothing
+    let r = run(drctl().args(["restore", "gitlab", "--latest", "--dry-run"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    for want in [
+        archive.display().to_string(),
+        format!("1. `backup-utility --restore -f file://{}`", archive.display()),
+        format!("drctl-secrets-{id}"),
+        "needs --force".to_string(),
+    ] {
+        assert!(all.contains(&want), "missing {want:?} in {all}");
+    }
+    assert!(log().is_empty(), "{:?}", log());
+    assert!(ls("tars").is_empty(), "{:?}", ls("tars"));
+
+    // without --force: refused, nothing changed
+    let r = run(drctl().args(["restore", "gitlab", "--latest"]));
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("--force"), "{r:?}");
+    assert!(log().is_empty() && ls("tars").is_empty(), "{:?} {:?}", log(), ls("tars"));
+
+    // restore: the archive placed in the pod, then `backup-utility --restore -f file://…`
+    let before = api.execs().len();
+    let r = run(drctl().args(["restore", "gitlab", "--latest", "--force"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let restore = format!("backup-utility --restore -f file://{}", archive.display());
+    assert_eq!(log(), [restore.clone(), format!("restored {id} sha256={archive_sha}")]);
+    assert_eq!(sha(&std::fs::read(&archive).unwrap()), archive_sha);
+    let staged = s
+        .path("tars")
+        .join(format!("drctl-secrets-{id}"))
+        .join(s.path("config/secrets.yml").to_string_lossy().trim_start_matches('/'));
+    assert_eq!(std::fs::read_to_string(&staged).unwrap(), RAILS_SECRETS, "the rails secret is staged");
+    assert_eq!(
+        std::fs::read_to_string(s.path("config/secrets.yml")).unwrap(),
+        "production: {}\n",
+        "a Kubernetes Secret: not replaced through exec"
+    );
+    assert!(r.stderr.contains("rails-secret"), "the log says how to restore the rails secret: {r:?}");
+    let execs = &api.execs()[before..];
+    assert!(execs.iter().all(|e| e.pod == "gitlab-toolbox-0"), "{execs:?}");
+    let cmds: Vec<String> = execs.iter().map(|e| e.command.join(" ")).collect();
+    let placed = cmds
+        .iter()
+        .position(|c| c.starts_with("sh -c mv -f -- ") && c.contains(&format!("{id}_gitlab_backup.tar")))
+        .unwrap_or_else(|| panic!("the archive was not renamed into place: {cmds:?}"));
+    let ran = cmds.iter().position(|c| *c == restore).unwrap_or_else(|| panic!("no `{restore}` in {cmds:?}"));
+    assert!(placed < ran, "the archive is in place before backup-utility restores it: {cmds:?}");
+    assert!(cmds.iter().any(|c| c.starts_with("sh -c umask 077") && c.contains(".partial")), "{cmds:?}");
+    assert_eq!(ls("tars"), [format!("{id}_gitlab_backup.tar"), format!("drctl-secrets-{id}")]);
+    for e in walk(&s.path("tars")) {
+        assert!(!e.contains("drctl-partial") && !e.ends_with(".partial"), "leftover {e}");
+    }
+}
+
+/// Every path under `dir`.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p.display().to_string());
+    }
+    out
 }
