@@ -387,8 +387,8 @@ fn backup_and_restore_through_docker_exec() {
 const RAILS_SECRETS: &str = "production:\n  secret_key_base: abc\n  db_key_base: def\n  otp_key_base: ghi\n";
 
 /// The Helm chart's toolbox pod: `backup-utility` and `s3cmd` (tests/standins/gitlab) run through
-/// the stand-in Kubernetes API server, which runs exec'd commands in this test process's
-/// environment, so the stand-ins and their settings go there rather than to drctl's.
+/// the stand-in Kubernetes API server, which runs exec'd commands on this host with the "pod"
+/// environment given to it (the stand-ins first on PATH, their settings).
 #[test]
 fn helm_backup_and_restore_through_the_toolbox_pod() {
     let s = Scratch::new();
@@ -398,21 +398,22 @@ fn helm_backup_and_restore_through_the_toolbox_pod() {
     std::fs::write(s.path("config/secrets.yml"), RAILS_SECRETS).unwrap();
     std::fs::write(s.path("VERSION"), "16.5.1\n").unwrap();
     let path = format!("{}:{}", standins().join("gitlab").display(), std::env::var("PATH").unwrap_or_default());
-    // SAFETY: set before the stand-in API server's threads start, and the only test in this binary
-    // that changes the environment; the other tests pass their own PATH to drctl, and the stand-in
-    // directory first on PATH holds nothing they run here.
-    unsafe {
-        std::env::set_var("PATH", &path);
-        std::env::set_var("GITLAB_STANDIN_BUCKET_DIR", s.path("bucket"));
-        std::env::set_var("GITLAB_STANDIN_LOG", s.path("calls.log"));
-        std::env::set_var("GITLAB_STANDIN_VERSION", "16.5.1");
-    }
+    // the "pod" environment: the stand-ins first on PATH, and their settings
+    let env: Vec<(String, String)> = [
+        ("PATH", path),
+        ("GITLAB_STANDIN_BUCKET_DIR", s.path("bucket").display().to_string()),
+        ("GITLAB_STANDIN_LOG", s.path("calls.log").display().to_string()),
+        ("GITLAB_STANDIN_VERSION", "16.5.1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let api = kubeapi::KubeApi::start(
         vec![
             kubeapi::FakePod::running("gitlab", "gitlab-webservice-0", &[("app", "webservice")], &["webservice"]),
             kubeapi::FakePod::running("gitlab", "gitlab-toolbox-0", &[("app", "toolbox")], &["toolbox"]),
         ],
-        kubeapi::Behaviour::default(),
+        kubeapi::Behaviour { env, ..Default::default() },
     );
     let kubeconfig = api.write_kubeconfig(&s.path(""), "gitlab");
     let config = |extra: &str| {

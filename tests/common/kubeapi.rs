@@ -64,6 +64,8 @@ pub struct Behaviour {
     pub v4_only: bool,
     /// Drop the connection after this many stdout bytes, before any status.
     pub cut_stdout_after: Option<usize>,
+    /// The "container's" environment: set on every exec'd command (on top of the test process's).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -272,6 +274,7 @@ async fn exec(mut conn: TcpStream, head: Head, ns: &str, name: &str, state: Stat
     }
     let mut child = match tokio::process::Command::new(&command[0])
         .args(&command[1..])
+        .envs(state.behaviour.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(if stdin { std::process::Stdio::piped() } else { std::process::Stdio::null() })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
