@@ -1,17 +1,7 @@
 //! The API's view of the scheduler ([`crate::api::Control`]).
 
-use super::{Refused, Scheduler, Trigger, Work};
+use super::{Scheduler, Trigger, Work};
 use crate::api::{Accepted, Control, ControlError};
-
-impl From<Refused> for ControlError {
-    fn from(r: Refused) -> ControlError {
-        match r {
-            Refused::UnknownJob => ControlError::UnknownJob,
-            Refused::AlreadyRunning => ControlError::AlreadyRunning,
-            Refused::ShuttingDown => ControlError::ShuttingDown,
-        }
-    }
-}
 
 impl Control for Scheduler {
     fn run_now(&self, job: &str) -> Result<Accepted, ControlError> {

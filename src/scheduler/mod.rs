@@ -40,6 +40,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ControlError;
 use crate::catalog::{BackupStatus, Catalog};
 use crate::engine::Engine;
 use crate::metrics::{Event, Metrics, RunOutcome, RunResult, VerifyState};
@@ -73,17 +74,6 @@ pub enum Trigger {
     Scheduled(Timestamp),
     /// Asked for through the API.
     Manual,
-}
-
-/// Why a run was not started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
-    #[error("unknown job")]
-    UnknownJob,
-    #[error("a run of the job is already in progress")]
-    AlreadyRunning,
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
 }
 
 /// How [`Scheduler::shutdown`] ended.
@@ -235,8 +225,8 @@ impl Scheduler {
                 _ = stopping.cancelled() => return,
             }
             match self.trigger(&job, work, Trigger::Scheduled(at)) {
-                Ok(()) | Err(Refused::AlreadyRunning) => {}
-                Err(Refused::ShuttingDown | Refused::UnknownJob) => return,
+                Ok(()) | Err(ControlError::AlreadyRunning) => {}
+                Err(ControlError::ShuttingDown | ControlError::UnknownJob) => return,
             }
         }
     }
@@ -256,18 +246,18 @@ impl Scheduler {
     /// that finds the job busy is counted as skipped.
     ///
     /// # Errors
-    /// [`Refused`]: unknown job, a run of the job is queued or running, or the daemon is stopping.
-    pub fn trigger(&self, job: &str, work: Work, trigger: Trigger) -> Result<(), Refused> {
-        let entry = self.inner.jobs.get(job).ok_or(Refused::UnknownJob)?;
+    /// [`ControlError`]: unknown job, a run of the job is queued or running, or the daemon is stopping.
+    pub fn trigger(&self, job: &str, work: Work, trigger: Trigger) -> Result<(), ControlError> {
+        let entry = self.inner.jobs.get(job).ok_or(ControlError::UnknownJob)?;
         let mut runs = lock(&self.inner.runs);
         if self.inner.stopping.is_cancelled() {
-            return Err(Refused::ShuttingDown);
+            return Err(ControlError::ShuttingDown);
         }
         if entry.running.swap(true, Ordering::SeqCst) {
             if matches!(trigger, Trigger::Scheduled(_)) {
                 Event::SkippedOverlap { job }.emit(Some(&self.inner.metrics));
             }
-            return Err(Refused::AlreadyRunning);
+            return Err(ControlError::AlreadyRunning);
         }
         while runs.try_join_next().is_some() {}
         let flag = RunningFlag(self.inner.clone(), job.to_string());
