@@ -436,13 +436,16 @@ fn manifest(s: &Scratch) -> serde_json::Value {
 
 /// The newest manifest of `job` (any job when empty).
 fn manifest_of(s: &Scratch, job: &str) -> serde_json::Value {
-    let files = s.fs_files();
-    let newest = files
+    // newest by the manifest's own start time: two backups in one second have ids that sort by
+    // their random suffix, not by time
+    s.fs_files()
         .iter()
         .filter(|f| f.ends_with(".manifest.json") && f.contains(&format!("{job}/")))
-        .max()
-        .expect("a manifest");
-    serde_json::from_slice(&std::fs::read(s.path("backups").join(newest)).unwrap()).unwrap()
+        .map(|f| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(s.path("backups").join(f)).unwrap()).unwrap()
+        })
+        .max_by_key(|m| m["started_at"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+        .expect("a manifest")
 }
 
 fn rdb_ok(path: &Path) {
