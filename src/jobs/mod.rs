@@ -130,6 +130,18 @@ pub struct Sink {
     pub on_failure: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
+impl Sink {
+    /// A sink whose bytes an in-process task applies once `commit` fires (see [`Consumer::Task`]).
+    pub fn task(
+        writer: impl AsyncWrite + Send + Unpin + 'static,
+        task: tokio::task::JoinHandle<Result<()>>,
+        commit: tokio::sync::oneshot::Sender<()>,
+        destination: String,
+    ) -> Sink {
+        Sink { writer: Box::new(writer), consumer: Consumer::Task { task, commit }, destination, on_failure: None }
+    }
+}
+
 /// The consumer of restored bytes. Every kind MUST apply the data only once the engine says every
 /// check passed: a process is killed otherwise (pg_restore's single transaction rolls back), a task
 /// is told through its `commit` channel (dropped = roll back).

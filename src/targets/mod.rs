@@ -244,6 +244,29 @@ fn check_key(target: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs a cleanup (deleting an upload's temporary object) when an upload's future is dropped before
+/// it finished, e.g. a cancelled run: dropped futures cannot await, so the cleanup goes to a task of
+/// its own. [`CleanupOnDrop::disarm`] once the upload has cleaned up (or committed) by itself.
+pub(crate) struct CleanupOnDrop(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl CleanupOnDrop {
+    pub(crate) fn new(cleanup: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        CleanupOnDrop(Some(Box::pin(cleanup)))
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CleanupOnDrop {
+    fn drop(&mut self) {
+        if let (Some(cleanup), Ok(handle)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            handle.spawn(cleanup);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

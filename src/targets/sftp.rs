@@ -139,7 +139,10 @@ impl SftpStore {
                 Ok((s, h))
             })
             .await?;
-        let mut guard = TmpGuard { inner: Some(inner.clone()), tmp: tmp.clone() };
+        let mut guard = super::CleanupOnDrop::new({
+            let (inner, tmp) = (inner.clone(), tmp.clone());
+            async move { inner.remove_tmp(&tmp).await }
+        });
 
         let written = match self.upload(&session, &handle, key, &mut data).await {
             Ok(n) => n,
@@ -147,7 +150,7 @@ impl SftpStore {
                 let _ = tokio::time::timeout(Duration::from_secs(10), session.close(&handle)).await;
                 drop(session);
                 inner.remove_tmp(&tmp).await;
-                guard.inner = None;
+                guard.disarm();
                 return Err(e);
             }
         };
@@ -172,7 +175,7 @@ impl SftpStore {
         if committed.is_err() {
             inner.remove_tmp(&tmp).await;
         }
-        guard.inner = None;
+        guard.disarm();
         committed.map(|()| written)
     }
 
@@ -537,23 +540,4 @@ async fn read_into(
         let _ = tx.send(Err(io::Error::other(message))).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), s.close(&h)).await;
-}
-
-/// Deletes the temporary file of an upload whose future was dropped before it finished.
-struct TmpGuard {
-    inner: Option<Arc<Inner>>,
-    tmp: String,
-}
-
-impl Drop for TmpGuard {
-    fn drop(&mut self) {
-        let Some(inner) = self.inner.take() else {
-            return;
-        };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let tmp = std::mem::take(&mut self.tmp);
-        handle.spawn(async move { inner.remove_tmp(&tmp).await });
-    }
 }

@@ -163,7 +163,10 @@ impl WebdavStore {
         let in_dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let tmp = format!("{in_dir}.{file}{PARTIAL}{}", crate::layout::random_suffix());
         let tmp_url = inner.url_of(&tmp);
-        let mut guard = TmpGuard { inner: Some(inner.clone()), tmp_url: tmp_url.clone() };
+        let mut guard = super::CleanupOnDrop::new({
+            let (inner, tmp_url) = (inner.clone(), tmp_url.clone());
+            async move { inner.remove_tmp(&tmp_url).await }
+        });
         let sent = Arc::new(AtomicU64::new(0));
         let source_failed: Arc<Mutex<Option<String>>> = Arc::default();
         let body = {
@@ -214,7 +217,7 @@ impl WebdavStore {
         if committed.is_err() {
             inner.remove_tmp(&tmp_url).await;
         }
-        guard.inner = None;
+        guard.disarm();
         committed.map(|()| written)
     }
 
@@ -705,25 +708,6 @@ fn decode_entities(s: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Deletes the temporary resource of an upload whose future was dropped before it finished.
-struct TmpGuard {
-    inner: Option<Arc<Inner>>,
-    tmp_url: String,
-}
-
-impl Drop for TmpGuard {
-    fn drop(&mut self) {
-        let Some(inner) = self.inner.take() else {
-            return;
-        };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let url = std::mem::take(&mut self.tmp_url);
-        handle.spawn(async move { inner.remove_tmp(&url).await });
-    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use super::{FORMAT_ARCHIVE, FORMAT_SECRETS, Facts, Settings, output, running_version, secrets, source_err};
 use crate::config::{GitlabFlavor, GitlabJob};
 use crate::exec::{Place, argv, sh_quote};
-use crate::jobs::{Consumer, RestoreOptions, RestoreStep, Sink};
+use crate::jobs::{RestoreOptions, RestoreStep, Sink};
 use crate::manifest::{Artifact, Manifest};
 use crate::{Error, Result};
 
@@ -266,12 +266,7 @@ async fn archive_sink(job: &str, ctx: Ctx) -> Result<Sink> {
         tracing::info!(job = %job, archive = %dest.display(), "archive placed in GitLab's backup dir");
         Ok(())
     });
-    Ok(Sink {
-        writer: Box::new(writer),
-        consumer: Consumer::Task { task, commit: commit_tx },
-        destination,
-        on_failure: None,
-    })
+    Ok(Sink::task(writer, task, commit_tx, destination))
 }
 
 async fn secrets_sink(job: &str, m: &Manifest, ctx: Ctx) -> Result<Sink> {
@@ -369,12 +364,7 @@ async fn secrets_sink(job: &str, m: &Manifest, ctx: Ctx) -> Result<Sink> {
         }
         Ok(())
     });
-    Ok(Sink {
-        writer: Box::new(writer),
-        consumer: Consumer::Task { task, commit: commit_tx },
-        destination,
-        on_failure: None,
-    })
+    Ok(Sink::task(writer, task, commit_tx, destination))
 }
 
 fn last_lines(s: &str) -> String {

@@ -10,7 +10,7 @@ use super::conn::{Auth, Conn, Dial, Endpoint, Failure, TlsFiles};
 use super::info::{Info, max_rdb_version};
 use super::{FORMAT_RDB, Facts, Settings, display_url, failed, parse_url, source_err};
 use crate::config::RedisJob;
-use crate::jobs::{Consumer, RestoreOptions, RestoreStep, Sink};
+use crate::jobs::{RestoreOptions, RestoreStep, Sink};
 use crate::manifest::{Artifact, Manifest};
 use crate::{Error, Result};
 
@@ -240,12 +240,7 @@ pub async fn open_sink(
                 expected_keys: facts.keys,
             };
             let (writer, task, commit) = feed.start();
-            Ok(Sink {
-                writer: Box::new(writer),
-                consumer: Consumer::Task { task, commit },
-                destination: d.shown,
-                on_failure: None,
-            })
+            Ok(Sink::task(writer, task, commit, d.shown))
         }
     }
 }
@@ -306,10 +301,5 @@ async fn dir_sink(job: &str, dir: &Path, size: u64, opts: &RestoreOptions) -> Re
         }
         Ok(())
     });
-    Ok(Sink {
-        writer: Box::new(writer),
-        consumer: Consumer::Task { task, commit: commit_tx },
-        destination,
-        on_failure: None,
-    })
+    Ok(Sink::task(writer, task, commit_tx, destination))
 }

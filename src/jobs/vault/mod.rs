@@ -41,7 +41,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ArtifactPlan, Consumer, RestoreOptions, RestoreStep, Sink, SourceStream};
+use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
 use crate::config::{VaultJob, read_secret_file};
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::{Secret, url_for_display};
@@ -822,12 +822,7 @@ pub async fn open_sink(
         }
         Ok(())
     });
-    Ok(Sink {
-        writer: Box::new(writer),
-        consumer: Consumer::Task { task, commit: commit_tx },
-        destination,
-        on_failure: None,
-    })
+    Ok(Sink::task(writer, task, commit_tx, destination))
 }
 
 /// The upload body: what is written to the sink, less its last [`HOLD_BACK`] bytes until `commit`

@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::jobs::Consumer;
 
 /// What the stand-in server saw of the restore upload.
 #[derive(Debug, Default, Clone)]

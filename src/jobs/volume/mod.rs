@@ -711,7 +711,7 @@ fn tar_sink(job: &str, staging: place::Staging, opts: extract::Options) -> Sink 
             Err(e) => Err(restore_err(&job, &dest, format!("the swap thread failed: {e}"))),
         }
     });
-    Sink { writer: Box::new(writer), consumer: Consumer::Task { task, commit }, destination, on_failure: None }
+    Sink::task(writer, task, commit, destination)
 }
 
 #[cfg(test)]
