@@ -35,6 +35,12 @@ pub struct Manifest {
     pub artifacts: Vec<Artifact>,
     /// Kind-specific facts about the source (server version, sizes, row counts …).
     pub facts: serde_json::Value,
+    /// Why the backup looked suspicious when it was made (empty, or much smaller than the job's
+    /// last good backup), judged before the commit; absent when it looked right or there was
+    /// nothing to compare with. Kept on the target so that prune protects the last good backup
+    /// even with an empty catalog. (Added in version 1: older readers ignore it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspicious: Option<String>,
 }
 
 /// How artifacts were encoded, in order from plaintext to stored bytes.
@@ -118,6 +124,17 @@ impl Manifest {
     }
 }
 
+/// Whether `data` is a drctl manifest of a version newer than this drctl reads (as opposed to
+/// damaged or foreign JSON): the hint differs (upgrade drctl vs inspect the file).
+pub fn is_newer_version(data: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Head {
+        format: String,
+        version: u32,
+    }
+    serde_json::from_slice::<Head>(data).is_ok_and(|h| h.format == FORMAT && h.version > VERSION)
+}
+
 #[cfg(test)]
 pub(crate) fn sample() -> Manifest {
     Manifest {
@@ -142,6 +159,7 @@ pub(crate) fn sample() -> Manifest {
             stored: Digest { size: 20, sha256: "bb".into() },
         }],
         facts: serde_json::json!({"server_version": "15.4"}),
+        suspicious: None,
     }
 }
 
@@ -161,7 +179,21 @@ mod tests {
         v["version"] = serde_json::json!(VERSION + 1);
         let e = Manifest::from_json("k", v.to_string().as_bytes()).unwrap_err();
         assert!(e.to_string().contains("newer drctl"), "{e}");
+        assert!(is_newer_version(v.to_string().as_bytes()));
+        assert!(!is_newer_version(&sample().to_json()));
+        assert!(!is_newer_version(b"{\"format\":\"x\",\"version\":9}"));
+        assert!(!is_newer_version(b"{\"format\":\"drctl-manifest\",\"vers"));
         assert!(Manifest::from_json("k", b"{\"format\":\"x\",\"version\":1}").is_err());
         assert!(Manifest::from_json("k", b"garbage").is_err());
+    }
+
+    #[test]
+    fn suspicious_is_an_optional_added_field() {
+        let m = sample();
+        assert!(!String::from_utf8(m.to_json()).unwrap().contains("suspicious"), "absent when not flagged");
+        let mut flagged = sample();
+        flagged.suspicious = Some("empty: no file".into());
+        assert_eq!(Manifest::from_json("k", &flagged.to_json()).unwrap(), flagged);
+        assert_eq!(flagged.version, VERSION, "an added field does not bump the version");
     }
 }

@@ -14,6 +14,9 @@ pub struct Args {
     pub dry_run: bool,
 }
 
+/// Exit 1 when prune could not do its work somewhere (a target down, a clock that disagrees with a
+/// target's, a failed delete); warnings alone (a backup kept because its manifest cannot be read)
+/// are exit 0: keeping it is the right outcome, and `drctl check` reports it too.
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
     let plans = prune(engine, args.job.as_deref(), args.dry_run).await?;
     let failed = plans.iter().any(|p| !p.errors.is_empty());
@@ -47,6 +50,12 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     },
                     u.key
                 );
+            }
+            for b in &p.suspicious {
+                println!("  note     {}  looks suspicious: {}", b.backup_id, b.reason);
+            }
+            for w in &p.warnings {
+                eprintln!("warning: job `{}` target `{}`: {w}", p.job, p.target);
             }
             for e in &p.errors {
                 eprintln!("error: job `{}` target `{}`: {e}", p.job, p.target);

@@ -1,11 +1,20 @@
 //! `drctl prune [JOB] [--dry-run]`: apply each target's retention policy.
 //!
-//! Plan first (pure: [`crate::retention::plan`] plus the overrides), then apply exactly that plan.
-//! Overrides: the newest committed backup of a job, and the newest one that meets 3-2-1, are kept
-//! on every target that holds them. A backup is deleted manifest first (so it stops being
-//! committed before any artifact goes), then its artifacts. Incomplete uploads (artifacts whose
-//! backup has no manifest on that target) older than [`ORPHAN_GRACE`] are removed too — younger
-//! ones may belong to a run in progress.
+//! Plan first (pure: [`crate::retention::plan_with_overrides`] and [`crate::retention::protected`]),
+//! then apply exactly that plan. Overrides, kept on every target that holds them: the newest
+//! committed backup of a job, the newest one that meets 3-2-1, the newest verified one, the newest
+//! one not flagged suspicious, and every backup dated in the future (a wrong clock: it never counts
+//! as newest). A backup is deleted manifest first (so it stops being committed before any artifact
+//! goes), then its artifacts. Incomplete uploads (artifacts whose backup has no manifest at all on
+//! that target) older than [`ORPHAN_GRACE`] are removed too — younger ones may belong to a run in
+//! progress.
+//!
+//! Never delete what drctl does not understand or cannot see: a backup whose manifest cannot be
+//! read (a newer drctl, damaged) is kept and reported as a warning; when one of the job's targets
+//! cannot be listed, no backup of the job is deleted on any target (3-2-1 cannot be judged, and the
+//! catalog's record of that target may be stale); and nothing is deleted on a target whose clock
+//! differs from this host's by more than [`crate::retention::CLOCK_TOLERANCE`] (this host's clock
+//! ages the incomplete uploads).
 //!
 //! Object Lock: before a backup is deleted, each of its objects is asked for its retention
 //! (`Target::locked_until`, a HEAD on S3); a backup with any object locked until later than now is
@@ -22,7 +31,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::Engine;
-use super::rebuild::{Found, scan};
+use super::rebuild::{Found, ProblemKind, scan};
 use crate::retention::{self, Candidate, Decision, Reason, rule321};
 use crate::targets::{PendingUpload, Target};
 use crate::{Error, Result, layout};
@@ -45,7 +54,14 @@ pub struct TargetPlan {
     pub deleted: Vec<String>,
     /// Upload ids of the stale uploads applying aborted (empty on --dry-run).
     pub aborted_uploads: Vec<String>,
+    /// Why prune could not do its work here (exit 1): a target that could not be listed, a
+    /// clock that disagrees with the target's, a failed delete.
     pub errors: Vec<String>,
+    /// What the user must know but prune handled safely (exit 0): backups kept because drctl
+    /// cannot read their manifest, nothing deleted while another target is down.
+    pub warnings: Vec<String>,
+    /// Backups held here that look suspicious (the newest one that does not is never deleted).
+    pub suspicious: Vec<SuspiciousBackup>,
 }
 
 /// An object prune may not delete yet.
@@ -68,19 +84,26 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
     for job_name in jobs {
         let job = engine.config.job(&job_name)?;
         let (found, problems) = scan(engine, Some(&job_name)).await?;
-        let mut protected = protected(engine, job, &found);
-        // the newest backup whose last restore drill passed is never deleted
-        if let Some(cat) = &catalog
-            && let Ok(drills) = cat.drill_results(&job_name).await
-        {
-            let all: Vec<Candidate> = found
-                .iter()
-                .map(|f| Candidate { id: f.manifest.backup_id.clone(), time: f.manifest.started_at })
-                .collect();
-            if let Some(id) = retention::newest_verified(&all, &drills) {
-                protected.push((id, Reason::NewestVerified));
-            }
-        }
+        let now = Timestamp::now();
+        let drills = match &catalog {
+            Some(cat) => cat.drill_results(&job_name).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let flags = match &catalog {
+            Some(cat) => cat.backup_flags(Some(&job_name)).await.unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        let suspicious = judge_suspicious(job, &found, &flags, now);
+        let protected = job_protected(engine, job, &found, &suspicious, &drills, now);
+        // 3-2-1 needs every target's state: a target that could not be listed may hold (or lack)
+        // any copy, and the catalog's record of it may be stale
+        let unlisted: Vec<String> = job
+            .common
+            .targets
+            .iter()
+            .filter(|t| problems.iter().any(|p| &p.target == *t && p.kind == ProblemKind::Unlisted))
+            .cloned()
+            .collect();
         for target_name in &job.common.targets {
             let mut plan = TargetPlan {
                 job: job_name.clone(),
@@ -92,17 +115,35 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 deleted: vec![],
                 aborted_uploads: vec![],
                 errors: vec![],
+                warnings: vec![],
+                suspicious: vec![],
             };
-            if let Some(p) = problems.iter().find(|p| &p.target == target_name) {
-                plan.errors.push(p.message.clone());
+            if let Some(p) = problems.iter().find(|p| &p.target == target_name && p.kind == ProblemKind::Unlisted) {
+                plan.errors.push(format!("{}: nothing of job `{job_name}` is deleted on any target", p.message));
+                out.push(plan);
+                continue;
             }
             let Some(tcfg) = engine.config.targets.get(target_name) else { continue };
             let held: Vec<&Found> = found.iter().filter(|f| f.targets.contains(target_name)).collect();
+            plan.suspicious = held
+                .iter()
+                .filter_map(|f| {
+                    suspicious.get(&f.manifest.backup_id).map(|r| (f.manifest.backup_id.clone(), r.clone()))
+                })
+                .map(|(backup_id, reason)| SuspiciousBackup { backup_id, reason })
+                .collect();
             let candidates: Vec<Candidate> = held
                 .iter()
                 .map(|f| Candidate { id: f.manifest.backup_id.clone(), time: f.manifest.started_at })
                 .collect();
-            let mut decisions = match retention::plan(&candidates, tcfg.common.keep.as_ref(), &tz) {
+            let mut decisions = match retention::plan_with_overrides(
+                &candidates,
+                tcfg.common.keep.as_ref(),
+                &tz,
+                &protected,
+                now,
+                retention::CLOCK_TOLERANCE,
+            ) {
                 Ok(d) => d,
                 Err(e) => {
                     plan.errors.push(e.to_string());
@@ -110,8 +151,26 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                     continue;
                 }
             };
-            for (id, reason) in &protected {
-                retention::force_keep(&mut decisions, id, reason.clone());
+            // what drctl cannot read here is kept, and said so (it is not an incomplete upload)
+            for p in problems.iter().filter(|p| &p.target == target_name && p.keeps_backup()) {
+                let Some(id) = &p.backup_id else { continue };
+                let reason = Reason::Unreadable { key: p.key.clone().unwrap_or_default(), error: p.message.clone() };
+                match decisions.iter_mut().find(|d| &d.id == id) {
+                    Some(d) => {
+                        d.keep = true;
+                        d.reasons.push(reason);
+                    }
+                    None => decisions.push(Decision { id: id.clone(), keep: true, reasons: vec![reason] }),
+                }
+                let hint = p.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+                plan.warnings.push(format!("backup `{id}` kept: {}{hint}", p.message));
+            }
+            if !unlisted.is_empty() {
+                retention::keep_all(&mut decisions, &Reason::TargetUnavailable { targets: unlisted.clone() });
+                plan.warnings.push(format!(
+                    "no backup of job `{job_name}` is deleted here: target `{}` could not be listed, so 3-2-1 cannot be judged",
+                    unlisted.join("`, `")
+                ));
             }
 
             let target = match engine.target(target_name) {
@@ -123,7 +182,6 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                     continue;
                 }
             };
-            let now = Timestamp::now();
             // Object Lock: only what the policy would delete needs asking
             let mut lock_unknown = false;
             for d in decisions.iter_mut().filter(|d| !d.keep) {
@@ -143,7 +201,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 }
             }
             plan.decisions = decisions;
-            match orphans(&target, &job_name, &held).await {
+            match orphans(&target, &job_name, now).await {
                 Ok(found) => {
                     for key in found {
                         match latest_lock(&target, std::slice::from_ref(&key), now).await {
@@ -161,6 +219,17 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
             match target.pending_uploads(&format!("{job_name}/")).await {
                 Ok(uploads) => plan.stale_uploads = stale_uploads(uploads, now, ORPHAN_GRACE),
                 Err(e) => plan.errors.push(e.to_string()),
+            }
+            // this host's clock ages incomplete uploads and dates what is "newest": before
+            // deleting anything, it must agree with the target's
+            let deletes =
+                plan.decisions.iter().any(|d| !d.keep) || !plan.orphans.is_empty() || !plan.stale_uploads.is_empty();
+            if deletes && let Some(message) = clock_refusal(&target, now).await {
+                retention::keep_all(&mut plan.decisions, &Reason::ClockSkew { message: message.clone() });
+                plan.errors
+                    .push(format!("{message}: nothing is deleted on this target; fix the clock (NTP) and prune again"));
+                plan.orphans.clear();
+                plan.stale_uploads.clear();
             }
             if !dry_run {
                 for up in &plan.stale_uploads {
@@ -205,28 +274,88 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
     Ok(out)
 }
 
-/// Backups no policy may delete: the newest committed one, and the newest one meeting 3-2-1.
-fn protected(engine: &Engine, job: &crate::config::JobConfig, found: &[Found]) -> Vec<(String, Reason)> {
-    let mut newest_first: Vec<&Found> = found.iter().collect();
-    newest_first.sort_by(|a, b| b.manifest.newer_cmp(&a.manifest));
-    let mut out = Vec::new();
-    if let Some(newest) = newest_first.first() {
-        out.push((newest.manifest.backup_id.clone(), Reason::NewestGood));
+/// Why prune must not delete on `target` at `now` (this host's clock): the target's clock differs
+/// by more than [`retention::CLOCK_TOLERANCE`], or cannot be read. `None` when they agree.
+async fn clock_refusal(target: &Target, now: Timestamp) -> Option<String> {
+    match target.clock().await {
+        Ok(theirs) => clock_skew(now, theirs, retention::CLOCK_TOLERANCE),
+        Err(e) => Some(format!("the clock of target `{}` could not be read ({e})", target.name())),
     }
-    let placements: BTreeMap<&str, rule321::Placement> = job
-        .common
-        .targets
+}
+
+/// Whether this host's clock (`ours`) and a target's (`theirs`, to the second) are too far apart;
+/// the message says by how much (pure).
+pub fn clock_skew(ours: Timestamp, theirs: Timestamp, tolerance: jiff::SignedDuration) -> Option<String> {
+    let skew = ours.duration_since(theirs);
+    if skew.abs() <= tolerance {
+        return None;
+    }
+    let span = humantime::format_duration(std::time::Duration::from_secs(skew.as_secs().unsigned_abs()));
+    let direction = if skew.is_positive() { "ahead of" } else { "behind" };
+    Some(format!("this host's clock ({ours:.0}) is {span} {direction} the target's ({theirs:.0})"))
+}
+
+/// A backup that looks suspicious (empty, or much smaller than the last good one).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SuspiciousBackup {
+    pub backup_id: String,
+    pub reason: String,
+}
+
+/// The suspicious backups of a job (id → reason): the verdict recorded at backup time (manifest,
+/// catalog), and the series on the targets judged again against the last good backup (so that a
+/// CronJob's fresh catalog, whose runs had nothing to compare with, still protects the backup
+/// from before a wipe). Future-dated backups are left out of the series: they are not in order.
+fn judge_suspicious(
+    job: &crate::config::JobConfig,
+    found: &[Found],
+    flags: &BTreeMap<String, crate::catalog::BackupFlags>,
+    now: Timestamp,
+) -> BTreeMap<String, String> {
+    let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
+    let mut oldest_first: Vec<&Found> = found
         .iter()
-        .filter_map(|t| engine.config.targets.get(t).map(|c| (t.as_str(), c.placement(t))))
+        .filter(|f| !retention::future_dated(f.manifest.started_at, now, retention::CLOCK_TOLERANCE))
         .collect();
-    for f in newest_first {
-        let holders: Vec<&rule321::Placement> = f.targets.iter().filter_map(|t| placements.get(t.as_str())).collect();
-        if rule321::evaluate(&holders).ok {
-            out.push((f.manifest.backup_id.clone(), Reason::Needed321));
-            break;
-        }
-    }
-    out
+    oldest_first.sort_by(|a, b| a.manifest.newer_cmp(&b.manifest));
+    let series: Vec<crate::verify::SeriesItem> = oldest_first
+        .iter()
+        .map(|f| crate::verify::SeriesItem {
+            id: f.manifest.backup_id.clone(),
+            kind: f.manifest.kind.clone(),
+            facts: f.manifest.facts.clone(),
+            size: f.manifest.plaintext_bytes(),
+            flagged: f
+                .manifest
+                .suspicious
+                .clone()
+                .or_else(|| flags.get(&f.manifest.backup_id).and_then(|fl| fl.suspicious.clone())),
+        })
+        .collect();
+    crate::verify::suspicious_series(&series, drop)
+}
+
+/// Backups of the job no policy may delete (see [`retention::protected`]).
+fn job_protected(
+    engine: &Engine,
+    job: &crate::config::JobConfig,
+    found: &[Found],
+    suspicious: &BTreeMap<String, String>,
+    drills: &[retention::DrillResult],
+    now: Timestamp,
+) -> Vec<(String, Reason)> {
+    let placements: Vec<rule321::Placement> =
+        job.common.targets.iter().filter_map(|t| engine.config.targets.get(t).map(|c| c.placement(t))).collect();
+    let backups: Vec<retention::JobBackup> = found
+        .iter()
+        .map(|f| retention::JobBackup {
+            id: f.manifest.backup_id.clone(),
+            time: f.manifest.started_at,
+            holders: f.targets.clone(),
+            suspicious: suspicious.contains_key(&f.manifest.backup_id),
+        })
+        .collect();
+    retention::protected(&backups, &placements, drills, now, retention::CLOCK_TOLERANCE)
 }
 
 /// The latest Object Lock retention among `keys` that has not ended at `now`.
@@ -253,30 +382,87 @@ pub fn stale_uploads(uploads: Vec<PendingUpload>, now: Timestamp, grace: jiff::S
     out
 }
 
-/// Keys under the job's prefix on `target` that belong to no committed backup there and are
-/// older than the grace period.
-async fn orphans(target: &Target, job: &str, held: &[&Found]) -> Result<Vec<String>> {
-    let committed: BTreeSet<&str> = held.iter().map(|f| f.manifest.backup_id.as_str()).collect();
-    let cutoff = Timestamp::now().checked_sub(ORPHAN_GRACE).map_err(|e| Error::Pipeline(e.to_string()))?;
-    let mut out = Vec::new();
-    for obj in target.list(&format!("{job}/")).await? {
-        let file = obj.key.rsplit('/').next().unwrap_or_default();
-        let id = file.split('.').next().unwrap_or_default();
-        let Some(t) = layout::id_time(id) else { continue };
-        if !committed.contains(id) && t < cutoff {
-            out.push(obj.key);
-        }
-    }
+/// Keys under the job's prefix on `target` whose backup has no manifest there at all (an
+/// incomplete upload) and that are older than the grace period at `now`. A backup whose manifest
+/// is there but cannot be read (a newer drctl, damaged) is not incomplete: its keys never are.
+async fn orphans(target: &Target, job: &str, now: Timestamp) -> Result<Vec<String>> {
+    let cutoff = now.checked_sub(ORPHAN_GRACE).map_err(|e| Error::Pipeline(e.to_string()))?;
+    let listed = target.list(&format!("{job}/")).await?;
+    Ok(orphan_keys(listed.iter().map(|o| o.key.as_str()), cutoff))
+}
+
+/// The keys among `keys` whose backup id has no manifest among `keys` and whose id says they
+/// started before `cutoff` (pure).
+pub fn orphan_keys<'a>(keys: impl Iterator<Item = &'a str> + Clone, cutoff: Timestamp) -> Vec<String> {
+    let id_of = |key: &'a str| key.rsplit('/').next().unwrap_or_default().split('.').next().unwrap_or_default();
+    let committed: BTreeSet<&str> = keys.clone().filter_map(layout::manifest_id).collect();
+    let mut out: Vec<String> = keys
+        .filter(|k| {
+            let id = id_of(k);
+            !committed.contains(id) && layout::id_time(id).is_some_and(|t| t < cutoff)
+        })
+        .map(str::to_string)
+        .collect();
     out.sort();
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use jiff::{SignedDuration, Timestamp};
 
-    use super::stale_uploads;
+    use super::{clock_skew, orphan_keys, stale_uploads};
+    use crate::retention::CLOCK_TOLERANCE;
     use crate::targets::PendingUpload;
+
+    #[test]
+    fn clock_skew_table() {
+        let ours: Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let cases = [
+            ("2026-12-04T12:00:00Z", None),
+            ("2026-12-04T11:55:00Z", None),
+            ("2026-12-04T12:05:00Z", None),
+            ("2026-12-04T11:54:59Z", Some("5m 1s ahead of")),
+            ("2026-12-04T12:05:01Z", Some("5m 1s behind")),
+            ("2022-01-01T00:00:00Z", Some("ahead of")),
+        ];
+        for (theirs, want) in cases {
+            let got = clock_skew(ours, theirs.parse().unwrap(), CLOCK_TOLERANCE);
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) => assert!(g.contains(w), "{theirs}: {g}"),
+                _ => panic!("{theirs}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn orphan_keys_table() {
+        let cutoff: Timestamp = "2026-12-04T06:00:00Z".parse().unwrap();
+        let keys = [
+            // committed: manifest and artifact
+            "pg/2026/12/01/20261201T020000Z-aaaaaa.manifest.json",
+            "pg/2026/12/01/20261201T020000Z-aaaaaa.app.dump.zst.age",
+            // a manifest drctl cannot read is still a manifest: never an orphan
+            "pg/2026/12/02/20261202T020000Z-bbbbbb.manifest.json",
+            "pg/2026/12/02/20261202T020000Z-bbbbbb.app.dump.zst.age",
+            // no manifest, old: an incomplete upload
+            "pg/2026/12/03/20261203T020000Z-cccccc.app.dump.zst.age",
+            // no manifest, within the grace period: a run in progress
+            "pg/2026/12/04/20261204T110000Z-dddddd.app.dump.zst.age",
+            // a drill record of a pruned backup
+            "pg/2026/11/01/20261101T020000Z-eeeeee.verify.json",
+            // not drctl's
+            "pg/README",
+        ];
+        assert_eq!(
+            orphan_keys(keys.iter().copied(), cutoff),
+            [
+                "pg/2026/11/01/20261101T020000Z-eeeeee.verify.json",
+                "pg/2026/12/03/20261203T020000Z-cccccc.app.dump.zst.age"
+            ]
+        );
+    }
 
     fn up(key: &str, initiated: Option<&str>) -> PendingUpload {
         PendingUpload {

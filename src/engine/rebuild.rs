@@ -29,6 +29,67 @@ pub struct Found {
 pub struct ScanProblem {
     pub target: String,
     pub message: String,
+    pub kind: ProblemKind,
+    /// The backup concerned (a manifest that cannot be read, an incomplete copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The object concerned (the manifest's key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// What kind of problem a [`ScanProblem`] is: it decides what prune may do (never delete what it
+/// cannot see or read) and what `drctl check` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The target could not be opened or listed: what it holds is unknown.
+    Unlisted,
+    /// A manifest written by a newer drctl (a `version` this one does not know).
+    NewerManifest,
+    /// A manifest that exists but could not be read or parsed (damaged, or the read failed).
+    UnreadableManifest,
+    /// A readable manifest whose artifacts are missing or of the wrong size on this target.
+    IncompleteCopy,
+    /// A drill record that could not be read back (`catalog rebuild`).
+    DrillRecord,
+}
+
+impl ScanProblem {
+    fn target(target: &str, message: String) -> Self {
+        ScanProblem { target: target.to_string(), message, kind: ProblemKind::Unlisted, backup_id: None, key: None }
+    }
+
+    /// A backup drctl cannot understand on this target: prune keeps it and says so.
+    pub fn keeps_backup(&self) -> bool {
+        match self.kind {
+            ProblemKind::NewerManifest | ProblemKind::UnreadableManifest | ProblemKind::IncompleteCopy => true,
+            ProblemKind::Unlisted | ProblemKind::DrillRecord => false,
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        let key = self.key.as_deref().unwrap_or_default();
+        match self.kind {
+            ProblemKind::Unlisted => Some(
+                "check that the target is reachable (`drctl check`); prune deletes no backup of its jobs meanwhile"
+                    .into(),
+            ),
+            ProblemKind::NewerManifest => Some(format!(
+                "upgrade drctl to read `{key}` (it was written by a newer version); prune keeps the backup meanwhile"
+            )),
+            ProblemKind::UnreadableManifest => Some(format!(
+                "inspect `{key}` on target `{}` (damaged, or not readable); prune keeps the backup meanwhile",
+                self.target
+            )),
+            ProblemKind::IncompleteCopy => Some(format!(
+                "this copy cannot be restored: run `drctl sync` to copy the backup again, or inspect the files of `{}`; prune keeps it meanwhile",
+                self.backup_id.as_deref().unwrap_or_default()
+            )),
+            ProblemKind::DrillRecord => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,14 +120,14 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
         let target = match engine.target(name) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
+                problems.push(ScanProblem::target(name, e.to_string()));
                 continue;
             }
         };
         let objects = match target.list(&prefix).await {
             Ok(o) => o,
             Err(e) => {
-                problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
+                problems.push(ScanProblem::target(name, e.to_string()));
                 continue;
             }
         };
@@ -77,13 +138,30 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
                 records.entry(id.to_string()).or_default().push((name.clone(), obj.key.clone()));
                 continue;
             }
-            if layout::manifest_id(&obj.key).is_none() {
-                continue;
-            }
-            let m = match target.get_bytes(&obj.key).await.and_then(|b| Manifest::from_json(&obj.key, &b)) {
+            let Some(id) = layout::manifest_id(&obj.key) else { continue };
+            let unreadable = |kind, message: String| ScanProblem {
+                target: name.clone(),
+                message,
+                kind,
+                backup_id: Some(id.to_string()),
+                key: Some(obj.key.clone()),
+            };
+            let bytes = match target.get_bytes(&obj.key).await {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(unreadable(ProblemKind::UnreadableManifest, e.to_string()));
+                    continue;
+                }
+            };
+            let m = match Manifest::from_json(&obj.key, &bytes) {
                 Ok(m) => m,
                 Err(e) => {
-                    problems.push(ScanProblem { target: name.clone(), message: e.to_string() });
+                    let kind = if crate::manifest::is_newer_version(&bytes) {
+                        ProblemKind::NewerManifest
+                    } else {
+                        ProblemKind::UnreadableManifest
+                    };
+                    problems.push(unreadable(kind, e.to_string()));
                     continue;
                 }
             };
@@ -94,14 +172,14 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
                 .map(|a| a.key.as_str())
                 .collect();
             if !missing.is_empty() {
-                problems.push(ScanProblem {
-                    target: name.clone(),
-                    message: format!(
+                problems.push(unreadable(
+                    ProblemKind::IncompleteCopy,
+                    format!(
                         "backup `{}` is damaged here: `{}` missing or of the wrong size",
                         m.backup_id,
                         missing.join("`, `")
                     ),
-                });
+                ));
                 continue;
             }
             by_id.entry(m.backup_id.clone()).or_insert_with(|| (m, Vec::new())).1.push(name.clone());
@@ -139,6 +217,12 @@ pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
     let catalog = engine.catalog().await?;
     let rows: Vec<_> = found.iter().map(|f| (f.manifest.clone(), f.targets.clone(), f.status)).collect();
     catalog.rebuild_from(&rows).await?;
+    // the verdicts recorded at backup time come back with the manifests
+    for f in &found {
+        if let Some(reason) = &f.manifest.suspicious {
+            catalog.set_suspicious(&f.manifest.backup_id, &f.manifest.job, reason).await?;
+        }
+    }
     let mut problems = problems;
     let mut drills = 0;
     for f in &found {
@@ -149,7 +233,13 @@ pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
                     catalog.record_drill(&record).await?;
                     drills += 1;
                 }
-                Err(message) => problems.push(ScanProblem { target: target.clone(), message }),
+                Err(message) => problems.push(ScanProblem {
+                    target: target.clone(),
+                    message,
+                    kind: ProblemKind::DrillRecord,
+                    backup_id: Some(f.manifest.backup_id.clone()),
+                    key: Some(key.clone()),
+                }),
             }
         }
     }

@@ -241,7 +241,7 @@ async fn store(
     }
 
     let facts = session.finish().await?;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: manifest::FORMAT.into(),
         version: manifest::VERSION,
         backup_id: backup_id.to_string(),
@@ -260,7 +260,10 @@ async fn store(
         },
         artifacts,
         facts,
+        suspicious: None,
     };
+    // judged before the commit, so that the verdict is on the targets too
+    manifest.suspicious = judge_suspicious(engine, job, &manifest).await;
 
     // commit: the manifest, written last, on every target that holds all artifacts
     let body = Bytes::from(manifest.to_json());
@@ -302,26 +305,46 @@ async fn store(
     Ok((manifest, report))
 }
 
-/// Committed, but does it look right? An empty backup, or one whose source size fell by more than
-/// `verify.suspicious_drop` against the job's recent backups, is flagged `suspicious` in the
-/// catalog (`drctl list`, the metrics, the status page) and logged as a warning; the backup stays
-/// committed. Returns the reason when it is suspicious.
+/// Does the backup about to be committed look right? An empty backup, or one whose source size
+/// (or item count: rows, keys, files) fell by more than `verify.suspicious_drop` against the job's
+/// last backup that was *not* suspicious, is suspicious (see [`crate::verify::suspicious`]: the
+/// baseline is the last good backup, so the flag stays until the source is back). The verdict goes
+/// into the manifest; with no catalog to compare with, only emptiness is judged here (prune judges
+/// the whole series again from the targets).
+async fn judge_suspicious(engine: &Engine, job: &crate::config::JobConfig, m: &Manifest) -> Option<String> {
+    let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
+    let last_good = match engine.catalog().await {
+        Ok(cat) => last_good_backup(&cat, &job.name, &m.backup_id).await,
+        Err(_) => None,
+    };
+    crate::verify::suspicious(&m.kind, &m.facts, m.plaintext_bytes(), last_good.as_ref().map(|(s, f)| (*s, f)), drop)
+}
+
+/// Size and facts of the job's newest committed backup (other than `except`) that was not flagged
+/// suspicious, from the catalog.
+async fn last_good_backup(cat: &crate::catalog::Catalog, job: &str, except: &str) -> Option<(u64, serde_json::Value)> {
+    let entries = cat.list(Some(job), None).await.ok()?;
+    let flags = cat.backup_flags(Some(job)).await.unwrap_or_default();
+    entries
+        .into_iter()
+        .filter(|b| b.id != except && b.status != BackupStatus::Failed)
+        .filter(|b| flags.get(&b.id).is_none_or(|f| f.suspicious.is_none()))
+        .filter(|b| b.manifest.as_ref().is_none_or(|m| m.suspicious.is_none()))
+        .find_map(|b| {
+            let size = b.plaintext_bytes?;
+            Some((size, b.manifest.map(|m| m.facts).unwrap_or_default()))
+        })
+}
+
+/// Committed, but does it look right? The verdict judged before the commit (in the manifest) is
+/// recorded in the catalog (`drctl list`, the metrics, the status page) and logged as a warning;
+/// the backup stays committed. Returns the reason when it is suspicious.
 async fn flag_suspicious(
     cat: &crate::catalog::Catalog,
     job: &crate::config::JobConfig,
     m: &Manifest,
 ) -> Option<String> {
-    let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
-    let recent: Vec<u64> = match cat.list(Some(&job.name), None).await {
-        Ok(entries) => entries
-            .iter()
-            .filter(|b| b.id != m.backup_id && b.status != BackupStatus::Failed)
-            .filter_map(|b| b.plaintext_bytes)
-            .take(7)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let reason = crate::verify::suspicious(&m.kind, &m.facts, m.plaintext_bytes(), &recent, drop)?;
+    let reason = m.suspicious.clone()?;
     tracing::warn!(job = %job.name, backup = %m.backup_id, reason = %reason, "backup committed but suspicious");
     if let Err(e) = cat.set_suspicious(&m.backup_id, &job.name, &reason).await {
         tracing::warn!(job = %job.name, error = %e, "could not flag the backup as suspicious in the catalog");

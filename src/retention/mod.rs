@@ -15,11 +15,23 @@
 
 pub mod rule321;
 
-use jiff::Timestamp;
+use std::collections::BTreeSet;
+
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::config::KeepPolicy;
+
+/// How far a time may lie ahead of this host's clock before it is wrong: a backup started more
+/// than this in the future is future-dated, and prune deletes nothing on a target whose clock
+/// differs from this host's by more than this.
+pub const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
+
+/// Whether `t` lies in the future beyond `tolerance` as seen at `now` (pure).
+pub fn future_dated(t: Timestamp, now: Timestamp, tolerance: SignedDuration) -> bool {
+    now.checked_add(tolerance).is_ok_and(|limit| t > limit)
+}
 
 /// A backup as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +77,31 @@ pub enum Reason {
     Locked {
         until: String,
     },
+    /// Override: the backup's manifest on this target cannot be read (written by a newer drctl,
+    /// or damaged), or its copy here is incomplete. drctl does not delete what it does not
+    /// understand (it is not an incomplete upload: those have no manifest at all).
+    Unreadable {
+        key: String,
+        error: String,
+    },
+    /// Override: the backup is dated in the future beyond [`CLOCK_TOLERANCE`] (a host with a
+    /// wrong clock made it): it never counts as the newest and is never deleted automatically.
+    FutureDated {
+        started_at: String,
+    },
+    /// Override: one of the job's targets could not be listed, so 3-2-1 cannot be judged (the
+    /// catalog's record of its copies may be stale): no backup of the job is deleted anywhere.
+    TargetUnavailable {
+        targets: Vec<String>,
+    },
+    /// Override: this host's clock and the target's differ by more than [`CLOCK_TOLERANCE`] (or the
+    /// target's clock could not be read): nothing is deleted on this target.
+    ClockSkew {
+        message: String,
+    },
+    /// Override: the newest backup of the job that was not flagged suspicious (a wiped or
+    /// truncated source makes small backups; the one from before must survive them).
+    NewestNotSuspicious,
 }
 
 impl std::fmt::Display for Reason {
@@ -82,6 +119,17 @@ impl std::fmt::Display for Reason {
             Reason::NewestVerified => f.write_str("newest verified backup of the job (its last drill passed)"),
             Reason::Needed321 => f.write_str("needed for 3-2-1"),
             Reason::Locked { until } => write!(f, "object lock until {until}"),
+            Reason::Unreadable { key, error } => write!(f, "manifest `{key}` cannot be read, kept: {error}"),
+            Reason::FutureDated { started_at } => {
+                write!(f, "dated in the future ({started_at}): a clock was wrong; never deleted automatically")
+            }
+            Reason::TargetUnavailable { targets } => write!(
+                f,
+                "target `{}` could not be listed: 3-2-1 cannot be judged, nothing of this job is deleted",
+                targets.join("`, `")
+            ),
+            Reason::ClockSkew { message } => write!(f, "{message}: nothing is deleted on this target"),
+            Reason::NewestNotSuspicious => f.write_str("newest backup of the job not flagged suspicious"),
         }
     }
 }
@@ -201,6 +249,105 @@ pub fn force_keep(decisions: &mut [Decision], id: &str, reason: Reason) {
         if !d.reasons.contains(&reason) {
             d.reasons.push(reason);
         }
+    }
+}
+
+/// A backup of a job as the job-wide overrides see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobBackup {
+    pub id: String,
+    pub time: Timestamp,
+    /// Targets holding a complete copy.
+    pub holders: Vec<String>,
+    /// Flagged suspicious (at backup time, or judged again from the series).
+    pub suspicious: bool,
+}
+
+/// The backups of a job no policy may delete, and why (pure). At `now`:
+/// - a backup dated in the future beyond `tolerance` is [`Reason::FutureDated`] and does not count
+///   for any "newest" below;
+/// - the newest backup is [`Reason::NewestGood`];
+/// - the newest one whose holders meet 3-2-1 (`placements`: the job's targets) is [`Reason::Needed321`];
+/// - the newest one whose latest drill passed is [`Reason::NewestVerified`];
+/// - the newest one not flagged suspicious is [`Reason::NewestNotSuspicious`].
+///
+/// Ids may repeat with different reasons.
+pub fn protected(
+    backups: &[JobBackup],
+    placements: &[rule321::Placement],
+    drills: &[DrillResult],
+    now: Timestamp,
+    tolerance: SignedDuration,
+) -> Vec<(String, Reason)> {
+    let mut out = Vec::new();
+    let mut newest_first: Vec<&JobBackup> = Vec::new();
+    for b in backups {
+        if future_dated(b.time, now, tolerance) {
+            out.push((b.id.clone(), Reason::FutureDated { started_at: b.time.to_string() }));
+        } else {
+            newest_first.push(b);
+        }
+    }
+    newest_first.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+    if let Some(b) = newest_first.first() {
+        out.push((b.id.clone(), Reason::NewestGood));
+    }
+    let meets_321 = |b: &&&JobBackup| {
+        let holders: Vec<&rule321::Placement> = placements.iter().filter(|p| b.holders.contains(&p.target)).collect();
+        rule321::evaluate(&holders).ok
+    };
+    if let Some(b) = newest_first.iter().find(meets_321) {
+        out.push((b.id.clone(), Reason::Needed321));
+    }
+    let candidates: Vec<Candidate> =
+        newest_first.iter().map(|b| Candidate { id: b.id.clone(), time: b.time }).collect();
+    if let Some(id) = newest_verified(&candidates, drills) {
+        out.push((id, Reason::NewestVerified));
+    }
+    if let Some(b) = newest_first.iter().find(|b| !b.suspicious) {
+        out.push((b.id.clone(), Reason::NewestNotSuspicious));
+    }
+    out
+}
+
+/// A target's plan with the job-wide overrides applied (pure): future-dated backups (at `now`)
+/// are left out of the policy (they would count as the newest) and kept; then every override in
+/// `protected` is applied. One decision per backup in `held`, newest first.
+///
+/// # Errors
+/// When the policy cannot be applied ([`PolicyError`]).
+pub fn plan_with_overrides(
+    held: &[Candidate],
+    policy: Option<&KeepPolicy>,
+    tz: &TimeZone,
+    protected: &[(String, Reason)],
+    now: Timestamp,
+    tolerance: SignedDuration,
+) -> Result<Vec<Decision>, PolicyError> {
+    let (future, present): (Vec<Candidate>, Vec<Candidate>) =
+        held.iter().cloned().partition(|c| future_dated(c.time, now, tolerance));
+    let mut future = future;
+    future.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+    let mut decisions: Vec<Decision> = future
+        .iter()
+        .map(|c| Decision {
+            id: c.id.clone(),
+            keep: true,
+            reasons: vec![Reason::FutureDated { started_at: c.time.to_string() }],
+        })
+        .collect();
+    decisions.extend(plan(&present, policy, tz)?);
+    for (id, reason) in protected {
+        force_keep(&mut decisions, id, reason.clone());
+    }
+    Ok(decisions)
+}
+
+/// Keep every decision for `reason` (a target that cannot be judged safely).
+pub fn keep_all(decisions: &mut [Decision], reason: &Reason) {
+    let ids: BTreeSet<String> = decisions.iter().map(|d| d.id.clone()).collect();
+    for id in ids {
+        force_keep(decisions, &id, reason.clone());
     }
 }
 
@@ -368,6 +515,149 @@ mod tests {
             plan(&b, Some(&policy(|p| p.within = Some("soon".into()))), &utc()).unwrap_err(),
             PolicyError::Within("soon".into())
         );
+    }
+
+    #[test]
+    fn future_dated_table() {
+        let now: Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let cases = [
+            ("2026-12-04T12:00:00Z", false),
+            ("2026-12-04T11:00:00Z", false),
+            ("2026-12-04T12:04:59Z", false),
+            ("2026-12-04T12:05:00Z", false),
+            ("2026-12-04T12:05:01Z", true),
+            ("2030-01-01T00:00:00Z", true),
+            ("2010-01-01T00:00:00Z", false),
+        ];
+        for (t, want) in cases {
+            assert_eq!(future_dated(t.parse().unwrap(), now, CLOCK_TOLERANCE), want, "{t}");
+        }
+        assert!(!future_dated(Timestamp::MAX, Timestamp::MAX, CLOCK_TOLERANCE), "no overflow");
+    }
+
+    fn jb(id: &str, holders: &[&str], suspicious: bool) -> JobBackup {
+        JobBackup {
+            id: id.into(),
+            time: id.parse().unwrap(),
+            holders: holders.iter().map(|h| h.to_string()).collect(),
+            suspicious,
+        }
+    }
+
+    #[test]
+    fn protected_table() {
+        let now: Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let place =
+            |t: &str, m: &str, off: bool| rule321::Placement { target: t.into(), medium: m.into(), offsite: off };
+        let placements = vec![place("local", "disk", false), place("s3", "object", true)];
+        let (d1, d2, d3, fut) =
+            ("2026-12-01T02:00:00Z", "2026-12-02T02:00:00Z", "2026-12-03T02:00:00Z", "2030-01-01T00:00:00Z");
+        let both = ["local", "s3"];
+        let dr = |id: &str| DrillResult { backup_id: id.into(), at: now, passed: true };
+        type Case<'a> = (&'a str, Vec<JobBackup>, Vec<DrillResult>, Vec<(&'a str, Reason)>);
+        let cases: Vec<Case> = vec![
+            ("nothing", vec![], vec![], vec![]),
+            (
+                "one good backup on both",
+                vec![jb(d1, &both, false)],
+                vec![],
+                vec![(d1, Reason::NewestGood), (d1, Reason::Needed321), (d1, Reason::NewestNotSuspicious)],
+            ),
+            (
+                "a future-dated backup never counts as newest",
+                vec![jb(d1, &both, false), jb(d2, &both, false), jb(fut, &both, false)],
+                vec![dr(fut)],
+                vec![
+                    (fut, Reason::FutureDated { started_at: "2030-01-01T00:00:00Z".into() }),
+                    (d2, Reason::NewestGood),
+                    (d2, Reason::Needed321),
+                    (d2, Reason::NewestNotSuspicious),
+                ],
+            ),
+            (
+                "a wiped source: the newest good one survives the suspicious ones",
+                vec![jb(d1, &both, false), jb(d2, &both, true), jb(d3, &both, true)],
+                vec![dr(d1)],
+                vec![
+                    (d3, Reason::NewestGood),
+                    (d3, Reason::Needed321),
+                    (d1, Reason::NewestVerified),
+                    (d1, Reason::NewestNotSuspicious),
+                ],
+            ),
+            (
+                "3-2-1 from holders",
+                vec![jb(d1, &both, false), jb(d2, &["local"], false)],
+                vec![],
+                vec![(d2, Reason::NewestGood), (d1, Reason::Needed321), (d2, Reason::NewestNotSuspicious)],
+            ),
+            (
+                "every backup suspicious: no NewestNotSuspicious",
+                vec![jb(d1, &["local"], true)],
+                vec![],
+                vec![(d1, Reason::NewestGood)],
+            ),
+        ];
+        for (name, backups, drills, want) in cases {
+            let got = protected(&backups, &placements, &drills, now, CLOCK_TOLERANCE);
+            let want: Vec<(String, Reason)> = want.into_iter().map(|(i, r)| (i.to_string(), r)).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn plan_with_overrides_table() {
+        let now: Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let held = vec![
+            at("2026-12-01T02:00:00Z"),
+            at("2026-12-02T02:00:00Z"),
+            at("2026-12-04T11:59:00Z"),
+            at("2030-01-01T00:00:00Z"),
+        ];
+        let last1 = policy(|p| p.last = Some(1));
+        // keep last=1: the real newest is kept, the future-dated one is kept on its own reason
+        let d = plan_with_overrides(&held, Some(&last1), &utc(), &[], now, CLOCK_TOLERANCE).unwrap();
+        assert_eq!(kept(&d), ["2030-01-01T00:00:00Z", "2026-12-04T11:59:00Z"]);
+        assert_eq!(d[0].reasons, [Reason::FutureDated { started_at: "2030-01-01T00:00:00Z".into() }]);
+        assert_eq!(d[1].reasons, [Reason::Last { n: 1 }]);
+        assert_eq!(d.len(), 4);
+        // `within` is measured from the newest present backup, not from 2030
+        let within = policy(|p| p.within = Some("3days".into()));
+        let d = plan_with_overrides(&held, Some(&within), &utc(), &[], now, CLOCK_TOLERANCE).unwrap();
+        assert_eq!(kept(&d), ["2030-01-01T00:00:00Z", "2026-12-04T11:59:00Z", "2026-12-02T02:00:00Z"]);
+        // overrides
+        let prot = vec![("2026-12-01T02:00:00Z".to_string(), Reason::NewestNotSuspicious)];
+        let d = plan_with_overrides(&held, Some(&last1), &utc(), &prot, now, CLOCK_TOLERANCE).unwrap();
+        assert_eq!(kept(&d), ["2030-01-01T00:00:00Z", "2026-12-04T11:59:00Z", "2026-12-01T02:00:00Z"]);
+        // an unjudgeable target keeps everything
+        let mut d = plan_with_overrides(&held, Some(&last1), &utc(), &[], now, CLOCK_TOLERANCE).unwrap();
+        keep_all(&mut d, &Reason::TargetUnavailable { targets: vec!["s3".into()] });
+        assert_eq!(kept(&d).len(), 4);
+        assert!(d[3].reasons.contains(&Reason::TargetUnavailable { targets: vec!["s3".into()] }));
+    }
+
+    #[test]
+    fn new_reasons_serialize_with_their_rule() {
+        let cases = [
+            (Reason::NewestNotSuspicious, r#"{"rule":"newest_not_suspicious"}"#),
+            (
+                Reason::FutureDated { started_at: "2030-01-01T00:00:00Z".into() },
+                r#"{"rule":"future_dated","started_at":"2030-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Reason::TargetUnavailable { targets: vec!["s3".into()] },
+                r#"{"rule":"target_unavailable","targets":["s3"]}"#,
+            ),
+            (
+                Reason::Unreadable { key: "k".into(), error: "e".into() },
+                r#"{"rule":"unreadable","key":"k","error":"e"}"#,
+            ),
+            (Reason::ClockSkew { message: "m".into() }, r#"{"rule":"clock_skew","message":"m"}"#),
+        ];
+        for (r, want) in cases {
+            assert_eq!(serde_json::to_string(&r).unwrap(), want);
+            assert!(!r.to_string().is_empty());
+        }
     }
 
     #[test]

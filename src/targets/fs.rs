@@ -193,6 +193,42 @@ impl FsStore {
     }
 }
 
+impl FsStore {
+    /// See [`super::Target::clock`]: the modification time the file system gives a new file.
+    pub async fn clock(&self) -> Result<jiff::Timestamp> {
+        let key = format!("{}-{}", super::CLOCK_PROBE, crate::layout::random_suffix());
+        let (root, path) = (self.root.clone(), self.path(&key));
+        let res = tokio::task::spawn_blocking(move || -> io::Result<std::time::SystemTime> {
+            std::fs::create_dir_all(&root)?;
+            std::fs::write(&path, b"drctl clock probe\n")?;
+            let mtime = file_mtime(&path);
+            std::fs::remove_file(&path)?;
+            mtime
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| self.err("read the clock", &key, e))?;
+        jiff::Timestamp::try_from(res)
+            .map_err(|e| target_error(&self.name, "read the clock", &key, FailureKind::Permanent, e))
+    }
+}
+
+/// The modification time of `path` as the kernel reports it: a plain `stat(2)` system call, so that
+/// nothing in this process that shifts its own idea of time (libfaketime) shifts the answer.
+fn file_mtime(path: &Path) -> io::Result<std::time::SystemTime> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a properly sized, writable stat buffer
+    let rc = unsafe { libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, c.as_ptr(), &mut st as *mut libc::stat, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(st.st_mtime).map_err(io::Error::other)?;
+    Ok(std::time::UNIX_EPOCH + std::time::Duration::new(secs, st.st_mtime_nsec.clamp(0, 999_999_999) as u32))
+}
+
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(io::Error::other)?

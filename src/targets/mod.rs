@@ -205,9 +205,31 @@ impl Target {
         deleted
     }
 
+    /// The target's own clock, now, to the second: the `Date` header of an answer (S3, WebDAV), or
+    /// the modification time of a probe object written under the root and removed again (fs,
+    /// SFTP; the file system or server sets it). Prune compares it with this host's clock before
+    /// it deletes anything, because it ages incomplete uploads by this host's clock.
+    pub async fn clock(&self) -> Result<jiff::Timestamp> {
+        match self {
+            Target::Fs(t) => t.clock().await,
+            Target::S3(t) => t.clock().await,
+            Target::Sftp(t) => t.clock().await,
+            Target::Webdav(t) => t.clock().await,
+        }
+    }
+
     fn error(&self, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
         target_error(self.name(), op, key, kind, message)
     }
+}
+
+/// Key prefix of the probe objects [`Target::clock`] writes (and removes) on fs and SFTP.
+pub(crate) const CLOCK_PROBE: &str = ".drctl-clock-probe";
+
+/// An HTTP `Date` header (RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
+pub(crate) fn parse_http_date(value: &str) -> Option<jiff::Timestamp> {
+    let dt = jiff::civil::DateTime::strptime("%a, %d %b %Y %H:%M:%S GMT", value.trim()).ok()?;
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 pub(crate) fn target_error(
@@ -275,5 +297,13 @@ mod tests {
             assert!(super::check_key("t", k).is_err(), "{k}");
         }
         assert!(super::check_key("t", "pg/2026/11/23/x.manifest.json").is_ok());
+    }
+
+    #[test]
+    fn http_dates() {
+        let t = super::parse_http_date("Fri, 04 Dec 2026 23:33:34 GMT").unwrap();
+        assert_eq!(t.to_string(), "2026-12-04T23:33:34Z");
+        assert!(super::parse_http_date("yesterday").is_none());
+        assert!(super::parse_http_date("").is_none());
     }
 }

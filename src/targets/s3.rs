@@ -459,6 +459,62 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// See [`super::Target::clock`]: the `Date` header of the store's answer to a one-key list
+    /// (any answer has one, an error too: a request signed with a skewed clock is refused with
+    /// `RequestTimeTooSkewed`, and still says what time the store has).
+    pub async fn clock(&self) -> Result<jiff::Timestamp> {
+        let seen: std::sync::Arc<std::sync::Mutex<Option<jiff::Timestamp>>> = Default::default();
+        let capture = seen.clone();
+        let res = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(super::CLOCK_PROBE))
+            .max_keys(1)
+            .customize()
+            .interceptor(DateCapture(capture))
+            .send()
+            .await;
+        let seen = *seen.lock().unwrap_or_else(|e| e.into_inner());
+        match (seen, res) {
+            (Some(t), _) => Ok(t),
+            (None, Err(e)) => Err(self.err("read the clock", "", e)),
+            (None, Ok(_)) => Err(target_error(
+                &self.name,
+                "read the clock",
+                "",
+                FailureKind::Permanent,
+                "the answer has no `Date` header",
+            )),
+        }
+    }
+}
+
+/// Keeps the `Date` header of the answers of one request.
+#[derive(Debug)]
+struct DateCapture(std::sync::Arc<std::sync::Mutex<Option<jiff::Timestamp>>>);
+
+impl aws_sdk_s3::config::Intercept for DateCapture {
+    fn name(&self) -> &'static str {
+        "DateCapture"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(t) = context.response().headers().get("date").and_then(super::parse_http_date)
+            && let Ok(mut slot) = self.0.lock()
+        {
+            *slot = Some(t);
+        }
+        Ok(())
+    }
+}
+
 /// One multipart upload in progress: completed parts, and at most one part in flight.
 struct Multipart {
     guard: AbortGuard,

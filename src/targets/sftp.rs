@@ -298,6 +298,29 @@ impl SftpStore {
     }
 }
 
+impl SftpStore {
+    /// See [`super::Target::clock`]: the modification time the server gives a new probe file.
+    pub async fn clock(&self) -> Result<jiff::Timestamp> {
+        let key = format!("{}-{}", super::CLOCK_PROBE, crate::layout::random_suffix());
+        self.put(&key, Box::pin(futures::stream::iter([Ok(bytes::Bytes::from_static(b"drctl clock probe\n"))])))
+            .await?;
+        let path = &self.inner.remote(&key);
+        let attrs = self.inner.run("read the clock", &key, move |s, _| async move { s.stat(path).await }).await;
+        let deleted = self.delete(&key).await;
+        let mtime = attrs?.mtime.ok_or_else(|| {
+            target_error(
+                &self.inner.name,
+                "read the clock",
+                &key,
+                FailureKind::Permanent,
+                "the server reports no modification time",
+            )
+        })?;
+        deleted?;
+        Ok(jiff::Timestamp::from_second(i64::from(mtime)).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+    }
+}
+
 impl Inner {
     fn remote(&self, key: &str) -> String {
         if self.root.is_empty() { key.to_string() } else { format!("{}/{key}", self.root) }

@@ -85,6 +85,32 @@ impl std::fmt::Display for DavError {
     }
 }
 
+impl WebdavStore {
+    /// See [`super::Target::clock`]: the `Date` header of the server's answer to a PROPFIND of the
+    /// root (any answer has one, an error status too).
+    pub async fn clock(&self) -> Result<jiff::Timestamp> {
+        let inner = &self.inner;
+        let url = inner.base.clone();
+        inner
+            .run("read the clock", "", |_| {
+                let url = url.clone();
+                async move {
+                    let r = inner
+                        .request(method("PROPFIND"), &url)
+                        .header("Depth", "0")
+                        .header(CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))
+                        .body(PROPFIND_BODY)
+                        .send()
+                        .await
+                        .map_err(|e| inner.request_error("PROPFIND", &url, &e))?;
+                    let date = r.headers().get("date").and_then(|v| v.to_str().ok()).and_then(super::parse_http_date);
+                    date.ok_or_else(|| DavError::new(FailureKind::Permanent, "the answer has no `Date` header"))
+                }
+            })
+            .await
+    }
+}
+
 /// What PROPFIND says about one resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct DavEntry {
