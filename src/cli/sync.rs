@@ -30,7 +30,10 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         for f in &report.failed {
             eprintln!("error: job `{}`: {} could not be copied to `{}`: {}", f.job, f.backup_id, f.to, f.error);
         }
-        if report.copied.is_empty() && report.failed.is_empty() {
+        for k in &report.skipped {
+            printer.note(&format!("job `{}`: {} not copied to `{}`: {}", k.job, k.backup_id, k.to, k.reason));
+        }
+        if report.copied.is_empty() && report.failed.is_empty() && report.skipped.is_empty() {
             printer.note("every target holds every committed backup of its jobs");
         }
         if !report.failed.is_empty() {

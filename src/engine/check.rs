@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::Engine;
+use super::rebuild::ProblemKind;
 use crate::config::Severity;
 use crate::jobs::BackupSession;
 use crate::pipeline::keys;
@@ -97,7 +98,7 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         }
     }
     for job in cfg.jobs.values() {
-        out.push(rule321_finding(engine, job).await);
+        out.extend(rule321_findings(engine, job).await);
     }
     out
 }
@@ -130,14 +131,64 @@ pub fn job_rule321(
     (holders, rule)
 }
 
-/// 3-2-1 for the job's newest committed backup, and staleness of each target against the RPO.
-async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Finding {
+/// 3-2-1 for the job's newest committed backup, and staleness of each target against the RPO;
+/// then what the scan could not understand: manifests drctl cannot read, incomplete copies, and
+/// backups dated in the future (a host with a wrong clock), which never count as the newest.
+async fn rule321_findings(engine: &Engine, job: &crate::config::JobConfig) -> Vec<Finding> {
     let subject = format!("3-2-1 {}", job.name);
     let (found, problems) = match crate::engine::rebuild::scan(engine, Some(&job.name)).await {
         Ok(r) => r,
-        Err(e) => return Finding::new(subject, Status::Failed, e.to_string(), e.hint()),
+        Err(e) => return vec![Finding::new(subject, Status::Failed, e.to_string(), e.hint())],
     };
     let now = jiff::Timestamp::now();
+    let mut extra = Vec::new();
+    for p in problems.iter().filter(|p| p.keeps_backup()) {
+        let status = match p.kind {
+            ProblemKind::UnreadableManifest => Status::Failed,
+            _ => Status::Warning,
+        };
+        let id = p.backup_id.as_deref().unwrap_or_default();
+        extra.push(Finding::new(
+            format!("backup {}", job.name),
+            status,
+            format!("target `{}`: backup `{id}`: {}", p.target, p.message),
+            p.hint(),
+        ));
+    }
+    let (future, found): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|f| crate::retention::future_dated(f.manifest.started_at, now, crate::retention::CLOCK_TOLERANCE));
+    for f in &future {
+        let ahead = f.manifest.started_at.as_second() - now.as_second();
+        extra.push(Finding::new(
+            format!("backup {}", job.name),
+            Status::Warning,
+            format!(
+                "backup `{}` is dated in the future: started {} ({}), made on host `{}`",
+                f.manifest.backup_id,
+                f.manifest.started_at,
+                age_text(-ahead),
+                f.manifest.host
+            ),
+            Some(format!(
+                "the clock of host `{}` (or of this one) is wrong: fix it (NTP); the backup never counts as the newest and prune keeps it — remove it by hand once the clocks agree if it is not needed",
+                f.manifest.host
+            )),
+        ));
+    }
+    let mut out = vec![rule321_finding(engine, job, subject, &found, &problems, now)];
+    out.extend(extra);
+    out
+}
+
+fn rule321_finding(
+    engine: &Engine,
+    job: &crate::config::JobConfig,
+    subject: String,
+    found: &[crate::engine::rebuild::Found],
+    problems: &[crate::engine::rebuild::ScanProblem],
+    now: jiff::Timestamp,
+) -> Finding {
     let rpo = job.common.rpo().as_secs() as i64;
     let newest = found.iter().max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
     let (holders, rule) = job_rule321(&engine.config, job, newest.map(|n| n.targets.as_slice()).unwrap_or_default());
@@ -148,7 +199,8 @@ async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Fin
         .map(|t| {
             let latest =
                 found.iter().filter(|f| f.targets.contains(t)).max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
-            let age = latest.map(|f| (now.as_second() - f.manifest.finished_at.as_second()).max(0));
+            // never clamped: a negative age (a clock behind, within the tolerance) says "in the future"
+            let age = latest.map(|f| now.as_second() - f.manifest.finished_at.as_second());
             TargetCopy {
                 target: t.clone(),
                 newest: latest.map(|f| f.manifest.backup_id.clone()),
@@ -169,7 +221,7 @@ async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Fin
         if rule.offsite { "yes" } else { "no" },
         copies.iter().map(describe).collect::<Vec<_>>().join(", ")
     );
-    for p in problems {
+    for p in problems.iter().filter(|p| p.kind == ProblemKind::Unlisted) {
         message.push_str(&format!("; target `{}` unreadable: {}", p.target, p.message));
     }
     let stale: Vec<&str> = copies.iter().filter(|c| c.stale).map(|c| c.target.as_str()).collect();
@@ -208,11 +260,31 @@ async fn rule321_finding(engine: &Engine, job: &crate::config::JobConfig) -> Fin
     f
 }
 
+/// An age in words; a negative age (a time ahead of this host's clock) is "in the future", never 0.
 fn age_text(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s}s ago"),
-        s if s < 7200 => format!("{}m ago", s / 60),
-        s if s < 172_800 => format!("{}h ago", s / 3600),
-        s => format!("{}d ago", s / 86400),
+    let span = |s: i64| match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    };
+    if seconds < 0 { format!("{} in the future", span(-seconds)) } else { format!("{} ago", span(seconds)) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_in_words() {
+        let cases = [
+            (0, "0s ago"),
+            (59, "59s ago"),
+            (3600, "60m ago"),
+            (200_000, "2d ago"),
+            (-30, "30s in the future"),
+            (-157_766_400, "1826d in the future"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(super::age_text(s), want, "{s}");
+        }
     }
 }

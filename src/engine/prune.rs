@@ -85,16 +85,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
         let job = engine.config.job(&job_name)?;
         let (found, problems) = scan(engine, Some(&job_name)).await?;
         let now = Timestamp::now();
-        let drills = match &catalog {
-            Some(cat) => cat.drill_results(&job_name).await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let flags = match &catalog {
-            Some(cat) => cat.backup_flags(Some(&job_name)).await.unwrap_or_default(),
-            None => BTreeMap::new(),
-        };
-        let suspicious = judge_suspicious(job, &found, &flags, now);
-        let protected = job_protected(engine, job, &found, &suspicious, &drills, now);
+        let (suspicious, protected) = overrides(engine, job, &found, catalog.as_ref(), now).await;
         // 3-2-1 needs every target's state: a target that could not be listed may hold (or lack)
         // any copy, and the catalog's record of it may be stale
         let unlisted: Vec<String> = job
@@ -293,6 +284,29 @@ pub fn clock_skew(ours: Timestamp, theirs: Timestamp, tolerance: jiff::SignedDur
     let span = humantime::format_duration(std::time::Duration::from_secs(skew.as_secs().unsigned_abs()));
     let direction = if skew.is_positive() { "ahead of" } else { "behind" };
     Some(format!("this host's clock ({ours:.0}) is {span} {direction} the target's ({theirs:.0})"))
+}
+
+/// The job-wide inputs of every target's plan at `now`: the suspicious backups (id → reason) and
+/// the overrides (see [`retention::protected`]). `drctl sync` plans with the same ones, so it
+/// never copies what prune would delete.
+pub(crate) async fn overrides(
+    engine: &Engine,
+    job: &crate::config::JobConfig,
+    found: &[Found],
+    catalog: Option<&crate::catalog::Catalog>,
+    now: Timestamp,
+) -> (BTreeMap<String, String>, Vec<(String, Reason)>) {
+    let drills = match catalog {
+        Some(cat) => cat.drill_results(&job.name).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let flags = match catalog {
+        Some(cat) => cat.backup_flags(Some(&job.name)).await.unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
+    let suspicious = judge_suspicious(job, found, &flags, now);
+    let protected = job_protected(engine, job, found, &suspicious, &drills, now);
+    (suspicious, protected)
 }
 
 /// A backup that looks suspicious (empty, or much smaller than the last good one).

@@ -5,7 +5,13 @@
 //! verifier: if the bytes do not match the manifest's stored sha256 and size, the stream ends with
 //! an error and the upload aborts, so nothing unverified is ever committed. The manifest is
 //! written last, as in a run.
+//!
+//! Only what the destination would keep is copied: the destination's own retention plan (with the
+//! same overrides as prune) is made with every backup of the job included, and a missing backup
+//! that plan would delete is skipped. Otherwise a target with a shorter `keep` gets back, every
+//! cycle, the backups prune just removed from it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,6 +25,7 @@ use super::Engine;
 use super::rebuild::scan;
 use crate::catalog::BackupStatus;
 use crate::pipeline::Digest;
+use crate::retention::Candidate;
 use crate::targets::ByteStream;
 use crate::{Result, layout};
 
@@ -39,10 +46,22 @@ pub struct SyncFailure {
     pub error: String,
 }
 
+/// A backup not copied to a target that misses it, because that target's own retention would not
+/// keep it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncSkip {
+    pub job: String,
+    pub backup_id: String,
+    pub to: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SyncReport {
     pub copied: Vec<Copy>,
     pub failed: Vec<SyncFailure>,
+    /// Missing copies left out on purpose (the target's `keep` would prune them).
+    pub skipped: Vec<SyncSkip>,
 }
 
 pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
@@ -56,10 +75,39 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
         let job = engine.config.job(&job_name)?;
         let (mut found, _) = scan(engine, Some(&job_name)).await?;
         found.sort_by(|a, b| b.manifest.newer_cmp(&a.manifest));
+        let now = jiff::Timestamp::now();
+        let (_, protected) = super::prune::overrides(engine, job, &found, catalog.as_ref(), now).await;
+        // per target: the ids its own retention keeps when it holds every backup of the job
+        let mut keeps: BTreeMap<String, std::result::Result<BTreeSet<String>, String>> = BTreeMap::new();
+        for to in &job.common.targets {
+            let policy = engine.config.targets.get(to).and_then(|t| t.common.keep.as_ref());
+            keeps.insert(to.clone(), kept_after_sync(&found, policy, &engine.config.timezone(), &protected, now));
+        }
         for f in &mut found {
             for to in &job.common.targets {
                 if f.targets.contains(to) {
                     continue;
+                }
+                match keeps.get(to) {
+                    Some(Ok(keep)) if !keep.contains(&f.manifest.backup_id) => {
+                        report.skipped.push(SyncSkip {
+                            job: job_name.clone(),
+                            backup_id: f.manifest.backup_id.clone(),
+                            to: to.clone(),
+                            reason: format!("the `keep` policy of target `{to}` would prune it"),
+                        });
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        report.failed.push(SyncFailure {
+                            job: job_name.clone(),
+                            backup_id: f.manifest.backup_id.clone(),
+                            to: to.clone(),
+                            error: e.clone(),
+                        });
+                        continue;
+                    }
+                    _ => {}
                 }
                 let fail = |error: String| SyncFailure {
                     job: job_name.clone(),
@@ -120,6 +168,23 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
         }
     }
     Ok(report)
+}
+
+/// The ids a target keeps (its `policy` with the job's overrides `protected`, at `now`) when it
+/// holds every backup in `found`: what sync may copy to it (pure).
+fn kept_after_sync(
+    found: &[super::rebuild::Found],
+    policy: Option<&crate::config::KeepPolicy>,
+    tz: &jiff::tz::TimeZone,
+    protected: &[(String, crate::retention::Reason)],
+    now: jiff::Timestamp,
+) -> std::result::Result<BTreeSet<String>, String> {
+    let all: Vec<Candidate> =
+        found.iter().map(|f| Candidate { id: f.manifest.backup_id.clone(), time: f.manifest.started_at }).collect();
+    let decisions =
+        crate::retention::plan_with_overrides(&all, policy, tz, protected, now, crate::retention::CLOCK_TOLERANCE)
+            .map_err(|e| e.to_string())?;
+    Ok(decisions.into_iter().filter(|d| d.keep).map(|d| d.id).collect())
 }
 
 async fn copy_backup(
