@@ -115,8 +115,8 @@ fn unreadable_manifests_are_kept_and_reported() {
     let src = s.path("src");
     populate(&src, 3, 1000);
     s.write_config(&format!("{}{}", head_with_keep(&s, "{ last = 1 }"), vol_job(&src, "\"local\"")));
-    let newer = backup(&mut faked(&s, "50 hours ago").args(["run", "vol"]));
-    let damaged = backup(&mut faked(&s, "49 hours ago").args(["run", "vol"]));
+    let newer = backup(faked(&s, "50 hours ago").args(["run", "vol"]));
+    let damaged = backup(faked(&s, "49 hours ago").args(["run", "vol"]));
     let newest = backup(s.drctl().args(["run", "vol"]));
 
     let m = manifest_path(&s, "backups", &newer);
@@ -166,9 +166,9 @@ fn future_dated_backups_and_a_wrong_prune_clock() {
     let src = s.path("src");
     populate(&src, 3, 1000);
     s.write_config(&format!("{}{}", head_with_keep(&s, "{ last = 1 }"), vol_job(&src, "\"local\"")));
-    let old = backup(&mut faked(&s, "3 hours ago").args(["run", "vol"]));
+    let old = backup(faked(&s, "3 hours ago").args(["run", "vol"]));
     let real = backup(s.drctl().args(["run", "vol"]));
-    let future = backup(&mut faked(&s, "2030-01-01 00:00:00").args(["run", "vol"]));
+    let future = backup(faked(&s, "2030-01-01 00:00:00").args(["run", "vol"]));
     assert!(future.starts_with("2030"), "{future}");
 
     let (code, plans, stderr) = prune_json(&s, true);
