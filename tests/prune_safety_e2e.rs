@@ -332,3 +332,48 @@ fn sync_copies_only_what_the_destination_keeps() {
     assert_eq!(v["copied"][0]["backup_id"], newest.as_str(), "{v}");
     assert_eq!(v["copied"][0]["to"], "far", "{v}");
 }
+
+/// Item 2, every target kind: prune reads each target's clock before deleting (S3 and WebDAV: the
+/// `Date` header; fs and SFTP: the modification time of a probe file). With this host's clock
+/// years ahead (faketime) it deletes nothing on fs, SFTP and WebDAV (S3 itself refuses requests
+/// signed with such a clock, so the job is not even listed there); with the clocks in agreement it
+/// deletes on all four.
+#[test]
+fn prune_compares_its_clock_with_every_target_kind() {
+    let s = Scratch::new();
+    let src = s.path("src");
+    populate(&src, 3, 1000);
+    let keep = |block: String, name: &str| {
+        block.replacen(&format!("[targets.{name}]\n"), &format!("[targets.{name}]\nkeep = {{ last = 1 }}\n"), 1)
+    };
+    let head = head_with_keep(&s, "{ last = 1 }");
+    let remote = format!(
+        "{}{}{}",
+        keep(s.sftp_target("box"), "box"),
+        keep(s.webdav_target("dav"), "dav"),
+        keep(s.s3_target("s3", None), "s3")
+    );
+    let all = format!("{head}{remote}{}", vol_job(&src, "\"local\", \"box\", \"dav\", \"s3\""));
+    s.write_config(&all);
+    let ids: Vec<String> = (0..2).map(|_| backup(s.drctl().args(["run", "vol"]))).collect();
+
+    s.write_config(&format!("{head}{remote}{}", vol_job(&src, "\"local\", \"box\", \"dav\"")));
+    let r = run(faked(&s, "2030-01-01 00:00:00").args(["--json", "prune", "vol"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    let plans: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{r:?}"));
+    for t in ["local", "box", "dav"] {
+        let p = plan_for(&plans, t);
+        assert!(p["errors"][0].as_str().unwrap_or_default().contains("ahead of the target's"), "{t}: {p}");
+        assert_eq!(p["deleted"], serde_json::json!([]), "{t}: {p}");
+        assert!(rules(p, &ids[0]).contains(&"clock_skew".to_string()), "{t}: {p}");
+    }
+
+    s.write_config(&all);
+    let (code, plans, stderr) = prune_json(&s, false);
+    assert_eq!(code, 0, "{plans:?}\n{stderr}");
+    for t in ["local", "box", "dav", "s3"] {
+        let p = plan_for(&plans, t);
+        assert!(p["deleted"].as_array().unwrap().iter().any(|k| k.as_str().unwrap().contains(&ids[0])), "{t}: {p}");
+        assert!(rules(p, &ids[1]).contains(&"last".to_string()), "{t}: {p}");
+    }
+}
