@@ -164,7 +164,8 @@ fn moto_object_lock_retains_every_object_and_prune_deletes_none() {
         volume_job(&data, "\"local\", \"vault\"")
     ));
     let b1 = backup(&s);
-    std::fs::remove_file(data.join("big.bin")).unwrap();
+    // the source keeps its size: a much smaller b2 would be suspicious, and prune would keep b1 as
+    // the newest non-suspicious backup before asking for its lock
     std::fs::write(data.join("small.txt"), "small").unwrap();
     let b2 = backup(&s);
 

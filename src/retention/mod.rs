@@ -269,7 +269,8 @@ pub struct JobBackup {
 /// - the newest backup is [`Reason::NewestGood`];
 /// - the newest one whose holders meet 3-2-1 (`placements`: the job's targets) is [`Reason::Needed321`];
 /// - the newest one whose latest drill passed is [`Reason::NewestVerified`];
-/// - the newest one not flagged suspicious is [`Reason::NewestNotSuspicious`].
+/// - the newest one not flagged suspicious is [`Reason::NewestNotSuspicious`] (named when the
+///   newest backup is suspicious; otherwise it is the newest good one anyway).
 ///
 /// Ids may repeat with different reasons.
 pub fn protected(
@@ -304,7 +305,10 @@ pub fn protected(
     if let Some(id) = newest_verified(&candidates, drills) {
         out.push((id, Reason::NewestVerified));
     }
-    if let Some(b) = newest_first.iter().find(|b| !b.suspicious) {
+    // named only when it matters: when the newest backup is itself suspicious
+    if newest_first.first().is_some_and(|b| b.suspicious)
+        && let Some(b) = newest_first.iter().find(|b| !b.suspicious)
+    {
         out.push((b.id.clone(), Reason::NewestNotSuspicious));
     }
     out
@@ -561,7 +565,7 @@ mod tests {
                 "one good backup on both",
                 vec![jb(d1, &both, false)],
                 vec![],
-                vec![(d1, Reason::NewestGood), (d1, Reason::Needed321), (d1, Reason::NewestNotSuspicious)],
+                vec![(d1, Reason::NewestGood), (d1, Reason::Needed321)],
             ),
             (
                 "a future-dated backup never counts as newest",
@@ -571,7 +575,6 @@ mod tests {
                     (fut, Reason::FutureDated { started_at: "2030-01-01T00:00:00Z".into() }),
                     (d2, Reason::NewestGood),
                     (d2, Reason::Needed321),
-                    (d2, Reason::NewestNotSuspicious),
                 ],
             ),
             (
@@ -589,7 +592,13 @@ mod tests {
                 "3-2-1 from holders",
                 vec![jb(d1, &both, false), jb(d2, &["local"], false)],
                 vec![],
-                vec![(d2, Reason::NewestGood), (d1, Reason::Needed321), (d2, Reason::NewestNotSuspicious)],
+                vec![(d2, Reason::NewestGood), (d1, Reason::Needed321)],
+            ),
+            (
+                "a suspicious newest one on a good older one",
+                vec![jb(d1, &both, false), jb(d2, &both, false), jb(d3, &["local"], true)],
+                vec![],
+                vec![(d3, Reason::NewestGood), (d2, Reason::Needed321), (d2, Reason::NewestNotSuspicious)],
             ),
             (
                 "every backup suspicious: no NewestNotSuspicious",
