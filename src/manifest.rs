@@ -41,6 +41,12 @@ pub struct Manifest {
     /// even with an empty catalog. (Added in version 1: older readers ignore it.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspicious: Option<String>,
+    /// The id of the backup this one was judged against (the job's last good backup, from the
+    /// catalog), when there was one: a verdict made with a baseline is final, one made without
+    /// (an empty catalog) is judged again by prune from the backups on the targets. (Added in
+    /// version 1: older readers ignore it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_against: Option<String>,
 }
 
 /// How artifacts were encoded, in order from plaintext to stored bytes.
@@ -160,6 +166,7 @@ pub(crate) fn sample() -> Manifest {
         }],
         facts: serde_json::json!({"server_version": "15.4"}),
         suspicious: None,
+        judged_against: None,
     }
 }
 

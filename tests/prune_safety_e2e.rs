@@ -262,6 +262,7 @@ fn a_wiped_source_keeps_the_last_good_backup() {
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(manifest_path(&s, "backups", id)).unwrap()).unwrap();
         assert!(m["suspicious"].is_string(), "the verdict is in the manifest: {m}");
+        assert_eq!(m["judged_against"], good[2].as_str(), "sticky: the last good backup is the baseline: {m}");
     }
     for id in &good {
         let b = list.as_array().unwrap().iter().find(|b| b["id"] == id.as_str()).unwrap();

@@ -344,6 +344,7 @@ fn judge_suspicious(
                 .suspicious
                 .clone()
                 .or_else(|| flags.get(&f.manifest.backup_id).and_then(|fl| fl.suspicious.clone())),
+            judged: f.manifest.judged_against.is_some(),
         })
         .collect();
     crate::verify::suspicious_series(&series, drop)

@@ -261,9 +261,10 @@ async fn store(
         artifacts,
         facts,
         suspicious: None,
+        judged_against: None,
     };
     // judged before the commit, so that the verdict is on the targets too
-    manifest.suspicious = judge_suspicious(engine, job, &manifest).await;
+    (manifest.suspicious, manifest.judged_against) = judge_suspicious(engine, job, &manifest).await;
 
     // commit: the manifest, written last, on every target that holds all artifacts
     let body = Bytes::from(manifest.to_json());
@@ -309,20 +310,35 @@ async fn store(
 /// (or item count: rows, keys, files) fell by more than `verify.suspicious_drop` against the job's
 /// last backup that was *not* suspicious, is suspicious (see [`crate::verify::suspicious`]: the
 /// baseline is the last good backup, so the flag stays until the source is back). The verdict goes
-/// into the manifest; with no catalog to compare with, only emptiness is judged here (prune judges
-/// the whole series again from the targets).
-async fn judge_suspicious(engine: &Engine, job: &crate::config::JobConfig, m: &Manifest) -> Option<String> {
+/// into the manifest with the id of the backup it was judged against; with no catalog to compare
+/// with, only emptiness is judged here (prune judges such backups again from the targets).
+async fn judge_suspicious(
+    engine: &Engine,
+    job: &crate::config::JobConfig,
+    m: &Manifest,
+) -> (Option<String>, Option<String>) {
     let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
     let last_good = match engine.catalog().await {
         Ok(cat) => last_good_backup(&cat, &job.name, &m.backup_id).await,
         Err(_) => None,
     };
-    crate::verify::suspicious(&m.kind, &m.facts, m.plaintext_bytes(), last_good.as_ref().map(|(s, f)| (*s, f)), drop)
+    let verdict = crate::verify::suspicious(
+        &m.kind,
+        &m.facts,
+        m.plaintext_bytes(),
+        last_good.as_ref().map(|(_, s, f)| (*s, f)),
+        drop,
+    );
+    (verdict, last_good.map(|(id, _, _)| id))
 }
 
-/// Size and facts of the job's newest committed backup (other than `except`) that was not flagged
+/// Id, size and facts of the job's newest committed backup (other than `except`) that was not flagged
 /// suspicious, from the catalog.
-async fn last_good_backup(cat: &crate::catalog::Catalog, job: &str, except: &str) -> Option<(u64, serde_json::Value)> {
+async fn last_good_backup(
+    cat: &crate::catalog::Catalog,
+    job: &str,
+    except: &str,
+) -> Option<(String, u64, serde_json::Value)> {
     let entries = cat.list(Some(job), None).await.ok()?;
     let flags = cat.backup_flags(Some(job)).await.unwrap_or_default();
     entries
@@ -332,7 +348,7 @@ async fn last_good_backup(cat: &crate::catalog::Catalog, job: &str, except: &str
         .filter(|b| b.manifest.as_ref().is_none_or(|m| m.suspicious.is_none()))
         .find_map(|b| {
             let size = b.plaintext_bytes?;
-            Some((size, b.manifest.map(|m| m.facts).unwrap_or_default()))
+            Some((b.id, size, b.manifest.map(|m| m.facts).unwrap_or_default()))
         })
 }
 

@@ -350,21 +350,26 @@ pub struct SeriesItem {
     pub size: u64,
     /// The verdict recorded when it was made (manifest or catalog), if it was flagged.
     pub flagged: Option<String>,
+    /// It was judged against a baseline when it was made (and not flagged): that verdict stands,
+    /// e.g. a shrink the operator accepted with `verify.suspicious_drop = 1.0` for one run.
+    pub judged: bool,
 }
 
 /// The suspicious backups of a job, judged again from what the targets hold (`backups` oldest
-/// first): a backup recorded as suspicious stays suspicious, and every other one is judged against
-/// the newest earlier backup that was not suspicious (see [`suspicious`]). This is what lets prune
+/// first): a backup recorded as suspicious stays suspicious, one judged good against a baseline
+/// when it was made stays good, and every other one (made with no catalog to compare with) is
+/// judged against the newest earlier backup that was not suspicious (see [`suspicious`]). This is what lets prune
 /// protect the last good backup even on a fresh catalog (a Kubernetes CronJob), whose runs had no
 /// baseline to judge against. Returns id → reason. Pure.
 pub fn suspicious_series(backups: &[SeriesItem], drop: f64) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
     let mut last_good: Option<&SeriesItem> = None;
     for b in backups {
-        let verdict = b
-            .flagged
-            .clone()
-            .or_else(|| suspicious(&b.kind, &b.facts, b.size, last_good.map(|g| (g.size, &g.facts)), drop));
+        let verdict = match (&b.flagged, b.judged) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, true) => None,
+            (None, false) => suspicious(&b.kind, &b.facts, b.size, last_good.map(|g| (g.size, &g.facts)), drop),
+        };
         match verdict {
             Some(reason) => {
                 out.insert(b.id.clone(), reason);
@@ -483,6 +488,7 @@ mod tests {
             facts: serde_json::json!({"file_count": files}),
             size,
             flagged: flagged.map(str::to_string),
+            judged: false,
         };
         let flagged = |items: &[SeriesItem]| -> Vec<String> { suspicious_series(items, 0.5).into_keys().collect() };
         // six days of an emptied volume after three good ones: every one stays flagged (a median
@@ -502,6 +508,12 @@ mod tests {
         let series = vec![item("1", 48 * mib, 5, None), item("2", 100_045, 5, None), item("3", 100_045, 5, None)];
         assert_eq!(flagged(&series), ["2", "3"]);
         assert!(flagged(&[]).is_empty());
+        // a shrink judged good against a baseline when it was made (the operator accepted it)
+        // stands, and is the new baseline
+        let mut accepted = item("2", 10, 1, None);
+        accepted.judged = true;
+        let series = vec![item("1", 1000, 10, None), accepted, item("3", 11, 1, None)];
+        assert!(flagged(&series).is_empty());
     }
 
     #[test]
