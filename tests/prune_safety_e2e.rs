@@ -143,7 +143,7 @@ fn unreadable_manifests_are_kept_and_reported() {
     // the human plan says so, on stdout and as a warning
     let r = run(s.drctl().args(["prune", "vol", "--dry-run"]));
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains(&format!("keep    {newer}  (manifest `")), "{r:?}");
+    assert!(r.stdout.contains(&format!("keep    {newer}  (not understood here, kept: manifest `")), "{r:?}");
     assert!(r.stderr.contains("warning: job `vol` target `local`: backup"), "{r:?}");
 
     let (code, findings) = check_json(&s);

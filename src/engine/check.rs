@@ -164,7 +164,7 @@ async fn rule321_findings(engine: &Engine, job: &crate::config::JobConfig) -> Ve
             format!("backup {}", job.name),
             Status::Warning,
             format!(
-                "backup `{}` is dated in the future: started {} ({}), made on host `{}`",
+                "backup `{}` is dated in the future: started {:.0} ({}), made on host `{}`",
                 f.manifest.backup_id,
                 f.manifest.started_at,
                 age_text(-ahead),

@@ -153,8 +153,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                     }
                     None => decisions.push(Decision { id: id.clone(), keep: true, reasons: vec![reason] }),
                 }
-                let hint = p.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-                plan.warnings.push(format!("backup `{id}` kept: {}{hint}", p.message));
+                plan.warnings.push(format!("backup `{id}` kept: {} (`drctl check` reports it)", p.message));
             }
             if !unlisted.is_empty() {
                 retention::keep_all(&mut decisions, &Reason::TargetUnavailable { targets: unlisted.clone() });

@@ -76,9 +76,9 @@ impl ScanProblem {
                 "check that the target is reachable (`drctl check`); prune deletes no backup of its jobs meanwhile"
                     .into(),
             ),
-            ProblemKind::NewerManifest => Some(format!(
-                "upgrade drctl to read `{key}` (it was written by a newer version); prune keeps the backup meanwhile"
-            )),
+            ProblemKind::NewerManifest => {
+                Some(format!("upgrade drctl to read `{key}`; prune keeps the backup meanwhile"))
+            }
             ProblemKind::UnreadableManifest => Some(format!(
                 "inspect `{key}` on target `{}` (damaged, or not readable); prune keeps the backup meanwhile",
                 self.target

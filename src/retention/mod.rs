@@ -119,7 +119,7 @@ impl std::fmt::Display for Reason {
             Reason::NewestVerified => f.write_str("newest verified backup of the job (its last drill passed)"),
             Reason::Needed321 => f.write_str("needed for 3-2-1"),
             Reason::Locked { until } => write!(f, "object lock until {until}"),
-            Reason::Unreadable { key, error } => write!(f, "manifest `{key}` cannot be read, kept: {error}"),
+            Reason::Unreadable { error, .. } => write!(f, "not understood here, kept: {error}"),
             Reason::FutureDated { started_at } => {
                 write!(f, "dated in the future ({started_at}): a clock was wrong; never deleted automatically")
             }
@@ -128,7 +128,9 @@ impl std::fmt::Display for Reason {
                 "target `{}` could not be listed: 3-2-1 cannot be judged, nothing of this job is deleted",
                 targets.join("`, `")
             ),
-            Reason::ClockSkew { message } => write!(f, "{message}: nothing is deleted on this target"),
+            Reason::ClockSkew { .. } => {
+                f.write_str("this host's clock disagrees with the target's (see the error): nothing is deleted here")
+            }
             Reason::NewestNotSuspicious => f.write_str("newest backup of the job not flagged suspicious"),
         }
     }
@@ -284,7 +286,7 @@ pub fn protected(
     let mut newest_first: Vec<&JobBackup> = Vec::new();
     for b in backups {
         if future_dated(b.time, now, tolerance) {
-            out.push((b.id.clone(), Reason::FutureDated { started_at: b.time.to_string() }));
+            out.push((b.id.clone(), Reason::FutureDated { started_at: format!("{:.0}", b.time) }));
         } else {
             newest_first.push(b);
         }
@@ -337,7 +339,7 @@ pub fn plan_with_overrides(
         .map(|c| Decision {
             id: c.id.clone(),
             keep: true,
-            reasons: vec![Reason::FutureDated { started_at: c.time.to_string() }],
+            reasons: vec![Reason::FutureDated { started_at: format!("{:.0}", c.time) }],
         })
         .collect();
     decisions.extend(plan(&present, policy, tz)?);
