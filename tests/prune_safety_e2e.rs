@@ -196,6 +196,13 @@ fn future_dated_backups_and_a_wrong_prune_clock() {
     assert!(rules(p, &old).contains(&"clock_skew".to_string()), "{p}");
     assert!(!files_of(&s, "backups", &old).is_empty());
 
+    // check says so before prune refuses
+    let r = run(faked(&s, "2030-01-01 01:00:00").args(["--json", "check"]));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{r:?}"));
+    let skew =
+        v["findings"].as_array().unwrap().iter().find(|f| f["subject"] == "target local" && f["status"] == "warning");
+    assert!(skew.is_some_and(|f| f["message"].as_str().unwrap().contains("ahead of the target's")), "{v:#}");
+
     // with the clocks in agreement, prune deletes what the plan said
     let (code, plans, stderr) = prune_json(&s, false);
     assert_eq!(code, 0, "{plans:?}\n{stderr}");

@@ -74,13 +74,31 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
 
     for name in cfg.targets.keys() {
         let subject = format!("target {name}");
-        let probe = match engine.target(name) {
-            Ok(t) => t.probe().await,
-            Err(e) => Err(e),
+        let target = match engine.target(name) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint()));
+                continue;
+            }
         };
-        match probe {
-            Ok(()) => out.push(Finding::new(subject, Status::Ok, "reachable and writable", None)),
-            Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
+        match target.probe().await {
+            Ok(()) => out.push(Finding::new(subject.clone(), Status::Ok, "reachable and writable", None)),
+            Err(e) => {
+                out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint()));
+                continue;
+            }
+        }
+        // prune refuses to delete on a target whose clock disagrees with this host's: say so now
+        if let Ok(theirs) = target.clock().await
+            && let Some(skew) =
+                crate::engine::prune::clock_skew(jiff::Timestamp::now(), theirs, crate::retention::CLOCK_TOLERANCE)
+        {
+            out.push(Finding::new(
+                subject,
+                Status::Warning,
+                skew,
+                Some("fix the clock (NTP) of this host or of the target: `drctl prune` deletes nothing there until they agree".into()),
+            ));
         }
     }
 
