@@ -20,13 +20,23 @@ pub struct Args {
     pub all: bool,
 }
 
+/// One element of `run --json`: every object has `job` (once) and `status` (`ok`, `partial` or
+/// `failed`); a committed run adds the report's fields, a failed one `error` and `hint`.
 #[derive(Serialize)]
 struct JobOutcome {
-    job: String,
     #[serde(flatten)]
     report: Option<RunReport>,
+    #[serde(flatten)]
+    failure: Option<Failure>,
     error: Option<String>,
     hint: Option<String>,
+}
+
+/// What a failed run has in place of a report.
+#[derive(Serialize)]
+struct Failure {
+    job: String,
+    status: BackupStatus,
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
@@ -61,7 +71,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     }
                     if !r.failed.is_empty() {
                         eprintln!(
-                            "hint: the backup is incomplete (exit 3); once the target is back, run `drctl run {}` again",
+                            "hint: the backup is incomplete (exit 3); once the target is back, run `drctl sync {}` to copy it there",
                             r.job
                         );
                     }
@@ -81,7 +91,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                         );
                     }
                 }
-                outcomes.push(JobOutcome { job: job.clone(), report: Some(r), error: None, hint: None });
+                outcomes.push(JobOutcome { report: Some(r), failure: None, error: None, hint: None });
             }
             Err(e) => {
                 failed = true;
@@ -92,8 +102,8 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     }
                 }
                 outcomes.push(JobOutcome {
-                    job: job.clone(),
                     report: None,
+                    failure: Some(Failure { job: job.clone(), status: BackupStatus::Failed }),
                     error: Some(e.to_string()),
                     hint: e.hint(),
                 });
