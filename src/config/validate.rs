@@ -344,6 +344,23 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 {
                     p.warn(src, &at("password_file"), format!("`{}` does not exist", f.display()), None);
                 }
+                for (field, value) in [("connect_timeout", &pg.connect_timeout), ("lock_timeout", &pg.lock_timeout)] {
+                    match value.as_deref().map(humantime::parse_duration) {
+                        Some(Err(_)) => p.error(
+                            src,
+                            &at(field),
+                            format!("`{}` is not a duration", value.as_deref().unwrap_or_default()),
+                            Some("e.g. `15s`, `2m`".into()),
+                        ),
+                        Some(Ok(d)) if d < std::time::Duration::from_secs(1) => p.error(
+                            src,
+                            &at(field),
+                            format!("{field} must be at least 1s"),
+                            Some("PostgreSQL counts these timeouts in whole seconds or milliseconds; 0 would mean wait forever".into()),
+                        ),
+                        _ => {}
+                    }
+                }
                 for (i, db) in pg.databases.iter().enumerate() {
                     if db.is_empty() {
                         p.error(

@@ -516,7 +516,19 @@ async fn restore_artifact(
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
-    if tail.is_empty() { "no error output".into() } else { tail }
+    if tail.is_empty() {
+        "no error output".into()
+    } else if s.contains("lock timeout") || s.contains("canceling statement due to user request") {
+        // pg_restore/psql under `lock_timeout` (drctl cancels a statement that waits longer for a
+        // lock, with a warning naming it): say so, and that nothing changed
+        format!(
+            "its statement was cancelled: another session holds a lock on a table being replaced and \
+             `lock_timeout` ran out (see the warning above); the restore transaction was rolled back, nothing \
+             was changed (retry once the lock is released, or raise `lock_timeout` on the job): {tail}"
+        )
+    } else {
+        tail
+    }
 }
 
 #[cfg(test)]
