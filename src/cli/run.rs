@@ -44,6 +44,17 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
     for j in &jobs {
         engine.config.job(j)?; // unknown job: usage error before anything runs
     }
+    // a secret file the jobs need is missing: a configuration error (exit 2, file:line and key),
+    // before anything runs, not a failed or partial backup with a hint about the network
+    let mut missing: Vec<crate::config::Problem> = Vec::new();
+    for p in jobs.iter().flat_map(|j| engine.config.missing_secret_files_of(j)) {
+        if !missing.contains(&p) {
+            missing.push(p);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Config(missing));
+    }
     let (mut failed, mut partial) = (false, false);
     let mut outcomes = Vec::new();
     let mut ran = Vec::new();

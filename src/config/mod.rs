@@ -77,6 +77,13 @@ pub struct Config {
     pub jobs: BTreeMap<String, JobConfig>,
     /// Warnings found while loading (errors abort loading).
     pub warnings: Vec<Problem>,
+    /// Secret `*_file`s (and key files) that do not exist, as errors with their file:line and key.
+    /// Not fatal on load (a host may lack the secrets of jobs it never runs); `drctl run` refuses a
+    /// job that needs one ([`Config::missing_secret_files_of`]) and `drctl check` fails on them.
+    pub missing_secret_files: Vec<Problem>,
+    /// Secret files others can read (warnings) and an age identity that is not private (an error),
+    /// for `drctl check`.
+    pub secret_file_modes: Vec<Problem>,
 }
 
 impl Config {
@@ -86,6 +93,14 @@ impl Config {
             job: name.to_string(),
             known: self.jobs.keys().cloned().collect(),
         })
+    }
+
+    /// The missing secret files job `name` needs: its own and its targets'.
+    pub fn missing_secret_files_of(&self, name: &str) -> Vec<Problem> {
+        let Some(job) = self.jobs.get(name) else { return Vec::new() };
+        let mut scopes = vec![format!("jobs.{name}.")];
+        scopes.extend(job.common.targets.iter().map(|t| format!("targets.{t}.")));
+        self.missing_secret_files.iter().filter(|p| scopes.iter().any(|s| p.path.starts_with(s))).cloned().collect()
     }
 
     /// The directory relative paths in the config are resolved against.
