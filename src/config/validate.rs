@@ -640,6 +640,8 @@ pub(super) fn secret_file_problems(
     let (mut missing, mut modes) = (Problems::default(), Problems::default());
     for (src, path, file) in secret_files(config, sources, origin) {
         let is_identity = path == [key("encryption"), key("identity_file")];
+        // host keys are public: required, but nobody's secret
+        let is_secret = path.last() != Some(&key("known_hosts_file"));
         match std::fs::metadata(file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.error(
                 src,
@@ -657,7 +659,7 @@ pub(super) fn secret_file_problems(
                         format!("`{}` is accessible by others (mode {mode:04o}): the age identity decrypts every backup", file.display()),
                         Some(format!("`chmod 600 {}` (as ssh requires for a private key)", file.display())),
                     );
-                } else if mode & 0o004 != 0 {
+                } else if is_secret && mode & 0o004 != 0 {
                     modes.warn(
                         src,
                         &path,
