@@ -7,6 +7,14 @@
 //!
 //! pg_dump compression is off (`--compress=0`): the pipeline compresses. The password travels in
 //! `PGPASSWORD` (child environment), never in argv.
+//!
+//! Bounded waits, each with a word: every connection (drctl's own, and the tools' through
+//! `PGCONNECT_TIMEOUT`) gives up after the job's `connect_timeout`, so a server that accepts TCP
+//! and never answers fails the run and `drctl check` instead of hanging them. Table locks held by
+//! other sessions are waited for at most `lock_timeout`: pg_dump's `--lock-wait-timeout` and the
+//! row counts' `lock_timeout` on backup; on restore a watcher enforces it on pg_restore (which sets
+//! `lock_timeout = 0` itself), logging what it waits for and cancelling the statement after the
+//! timeout, so the single restore transaction rolls back.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -108,7 +116,12 @@ impl Conn {
             opts = opts.password(p.expose());
         }
         let limit = self.connect_timeout;
-        tracing::debug!(job, server = %self.display(), timeout = %humantime::format_duration(limit), "connecting");
+        tracing::info!(
+            job,
+            "connecting to {} (gives up after {}: `connect_timeout`)",
+            self.display(),
+            humantime::format_duration(limit)
+        );
         match tokio::time::timeout(limit, PgConnection::connect_with(&opts)).await {
             Ok(r) => r.map_err(|e| connect_err(job, &self.display(), e)),
             Err(_) => Err(source_err(
