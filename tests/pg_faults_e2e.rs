@@ -235,3 +235,22 @@ fn restore_force_into_a_locked_table_fails_after_the_lock_timeout_and_changes_no
     assert_eq!(count(&db, "orders"), 300);
     drop_db(&db);
 }
+
+#[test]
+fn a_drill_into_a_stalled_scratch_server_fails_within_the_connect_timeout() {
+    let db = unique("drillhole");
+    create_sample_db(&db, 50);
+    let hole = Blackhole::start();
+    let s = Scratch::new();
+    let extra = format!("connect_timeout = \"2s\"\nverify = {{ scratch_url = \"{}\" }}", hole.postgres_url("postgres"));
+    s.write_config(&format!("{}{}", s.head(), job(&db, "\"local\"", &extra)));
+    let r = run(s.drctl().args(["run", "pg"]));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let (r, took) = run_within(s.drctl().args(["verify", "pg"]), Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}: {r:?}");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("scratch server") && all.contains("no answer within 2s"), "{r:?}");
+    drop_db(&db);
+}
