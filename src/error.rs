@@ -97,6 +97,15 @@ pub enum Error {
     #[error("job `{job}`: no target accepted the backup: {}", .failures.join("; "))]
     AllTargetsFailed { job: String, failures: Vec<String> },
 
+    /// A command-line value drctl cannot read (`--before yesterday-ish`): a usage error (exit 2),
+    /// not a problem in the configuration.
+    #[error("{flag} `{value}`: {message}")]
+    Usage { flag: String, value: String, message: String, hint: String },
+
+    /// `--id` matched the end of several backup ids: the user has to say which one.
+    #[error("job `{job}`: `--id {id}` matches {} backups: {}", .candidates.len(), .candidates.join(", "))]
+    AmbiguousId { job: String, id: String, candidates: Vec<String> },
+
     #[error("interrupted")]
     Interrupted,
 }
@@ -115,7 +124,7 @@ impl Error {
     /// Exit code documented in the CLI contract: 2 for configuration/usage, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::UnknownJob { .. } => 2,
+            Error::Config(_) | Error::UnknownJob { .. } | Error::Usage { .. } | Error::AmbiguousId { .. } => 2,
             _ => 1,
         }
     }
@@ -157,10 +166,39 @@ impl Error {
             Error::DestinationNotEmpty { .. } => Some(
                 "pass `--force` to replace the existing data, or restore elsewhere with `--to`".into(),
             ),
-            Error::AllTargetsFailed { .. } => Some("run `drctl check` to see which targets are reachable".into()),
+            Error::AllTargetsFailed { failures, .. } => Some(if failures.iter().any(|f| is_disk_full(f)) {
+                "a target's disk is full (ENOSPC): free space there or keep fewer backups (`keep`, `drctl prune`), then run the job again".into()
+            } else {
+                "run `drctl check` to see which targets are reachable".into()
+            }),
+            Error::Catalog { source, .. } if catalog_file_damaged(source) => Some(
+                "the catalog file is damaged: `drctl catalog rebuild` moves it aside and rebuilds it from the manifests on the targets".into(),
+            ),
             Error::Catalog { .. } => Some("check `[catalog] url`; the catalog can be rebuilt with `drctl catalog rebuild`".into()),
+            Error::Usage { hint, .. } => Some(hint.clone()),
+            Error::AmbiguousId { job, .. } => {
+                Some(format!("give more of the id (`drctl list {job}` shows them); a unique end of an id is enough"))
+            }
             _ => None,
         }
+    }
+}
+
+/// Whether a target failure's text says the disk is full (`ENOSPC`, `EDQUOT`).
+fn is_disk_full(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("no space left on device") || m.contains("disk quota exceeded")
+}
+
+/// A SQLite catalog file that is not a database (garbage, truncated) or is corrupt: sqlite's
+/// `SQLITE_NOTADB` (26) and `SQLITE_CORRUPT` (11), also in their extended forms.
+pub fn catalog_file_damaged(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+            matches!(code & 0xff, 11 | 26)
+        }
+        _ => false,
     }
 }
 

@@ -583,7 +583,7 @@ fn a_non_empty_destination_is_refused_without_force() {
 
     let dry = run(s.drctl().args(["restore", "cache", "--latest", "--force", "--dry-run", "--to", &dest.url()]));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("REPLICAOF") && dry.stderr.contains("replacing all 1 keys"), "{dry:?}");
+    assert!(dry.stdout.contains("REPLICAOF") && dry.stdout.contains("replacing all 1 keys"), "{dry:?}");
     assert_eq!(dest.cli(&["-n", "3", "GET", "precious"]), "data", "a dry run changes nothing");
 
     let r = run(s.drctl().args(["restore", "cache", "--latest", "--force", "--to", &dest.url()]));

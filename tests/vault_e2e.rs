@@ -87,7 +87,7 @@ fn backup_change_restore_reads_the_old_secrets_back_over_tls() {
 
     let dry = run(s.drctl().args(["restore", "vault", "--latest", "--dry-run"]).env_remove("VAULT_TOKEN"));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("POST /v1/sys/storage/raft/snapshot:"), "{dry:?}");
+    assert!(dry.stdout.contains("POST /v1/sys/storage/raft/snapshot:"), "{dry:?}");
     assert_eq!(bao.secret("app/db").unwrap()["password"], "new-password-2", "a dry run changes nothing");
 
     let r = run(s.drctl().args(["restore", "vault", "--latest"]).env_remove("VAULT_TOKEN").env_remove("BAO_TOKEN"));
@@ -387,7 +387,7 @@ fn a_different_cluster_needs_force_and_then_the_source_unseal_keys() {
 
     let dry = restore(&["--dry-run"], Some(&b.bao.token));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("another cluster"), "{dry:?}");
+    assert!(dry.stdout.contains("another cluster"), "{dry:?}");
 
     // the normal restore is refused by the server, with the way out
     let r = restore(&[], Some(&b.bao.token));
@@ -399,7 +399,7 @@ fn a_different_cluster_needs_force_and_then_the_source_unseal_keys() {
 
     let dry = restore(&["--force", "--dry-run"], Some(&b.bao.token));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("POST /v1/sys/storage/raft/snapshot-force"), "{dry:?}");
+    assert!(dry.stdout.contains("POST /v1/sys/storage/raft/snapshot-force"), "{dry:?}");
 
     let r = restore(&["--force"], Some(&b.bao.token));
     assert_eq!(r.code, 0, "{r:?}");

@@ -221,7 +221,7 @@ fn a_non_empty_destination_needs_force_and_is_replaced_whole() {
 
     let dry = run(s.drctl().args(["restore", "vol", "--latest", "--force", "--dry-run", "--to"]).arg(&dst));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("replace what it holds (1 top-level entry)"), "{dry:?}");
+    assert!(dry.stdout.contains("replace what it holds (1 top-level entry)"), "{dry:?}");
     assert_eq!(entries_of(&dst), ["keep-me"], "a dry run changes nothing");
 
     let r = run(s.drctl().args(["restore", "vol", "--latest", "--force", "--to"]).arg(&dst));

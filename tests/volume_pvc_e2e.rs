@@ -228,7 +228,7 @@ fn a_non_empty_pod_destination_needs_force_and_is_replaced_whole() {
         .args(["restore", "vol", "--latest", "--force", "--dry-run", "--to"])
         .arg(&dst));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stderr.contains("replace what it holds (1 top-level entry)"), "{dry:?}");
+    assert!(dry.stdout.contains("replace what it holds (1 top-level entry)"), "{dry:?}");
     assert_eq!(entries_of(&dst), ["keep-me", "lost+found"], "a dry run changes nothing");
 
     let r = run(s.drctl().env("KUBECONFIG", &kc).args(["restore", "vol", "--latest", "--force", "--to"]).arg(&dst));

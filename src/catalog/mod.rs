@@ -218,6 +218,36 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// Open the catalog for `drctl catalog rebuild`: a SQLite file that is not a database (garbage,
+    /// truncated) or is corrupt is moved aside to `<file>.corrupt-<UTC time>` (with its `-wal` and
+    /// `-shm` files) and a new, empty catalog is created in its place. Nothing is deleted: the
+    /// damaged file stays for inspection. Returns the path it was moved to, if it was.
+    ///
+    /// # Errors
+    /// As [`Catalog::open`], and [`Error::WriteFile`] when the damaged file cannot be moved.
+    pub async fn open_replacing_damaged(url: &str) -> Result<(Catalog, Option<PathBuf>)> {
+        let source = match Catalog::open(url).await {
+            Ok(cat) => return Ok((cat, None)),
+            Err(Error::Catalog { source, .. }) if crate::error::catalog_file_damaged(&source) => source,
+            Err(e) => return Err(e),
+        };
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Catalog { url: crate::redact::url_for_display(url), source: e })?;
+        let file = opts.get_filename().to_path_buf();
+        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let aside = PathBuf::from(format!("{}.corrupt-{stamp}", file.display()));
+        tracing::warn!(file = %file.display(), error = %source, "the catalog file is damaged: moving it aside");
+        std::fs::rename(&file, &aside).map_err(|e| Error::WriteFile { path: aside.clone(), source: e })?;
+        for side in ["-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{side}", file.display()));
+            if from.exists() {
+                let to = PathBuf::from(format!("{}{side}", aside.display()));
+                std::fs::rename(&from, &to).map_err(|e| Error::WriteFile { path: to.clone(), source: e })?;
+            }
+        }
+        Ok((Catalog::open(url).await?, Some(aside)))
+    }
+
     /// Whether this catalog is on PostgreSQL (several runners may share it).
     pub fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))

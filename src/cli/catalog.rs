@@ -18,6 +18,12 @@ pub async fn run(engine: &Engine, command: &Command, printer: &Printer) -> Resul
             if printer.json {
                 printer.json(&report);
             } else {
+                if let Some(aside) = &report.moved_aside {
+                    eprintln!(
+                        "warning: the catalog file was damaged (not a database): moved aside to `{}`; a new one was built from the targets",
+                        aside.display()
+                    );
+                }
                 for p in &report.problems {
                     eprintln!("warning: target `{}`: {}", p.target, p.message);
                 }

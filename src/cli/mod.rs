@@ -79,6 +79,7 @@ pub enum Command {
 
 /// Entry point used by `main`: never panics on user errors, always returns a documented code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Daemon(_)) {
         logging::init_daemon(cli.json, cli.verbose, cli.quiet);
@@ -108,6 +109,30 @@ pub fn main() -> ExitCode {
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     ExitCode::from(code as u8)
+}
+
+/// `drctl list | head`: once the reader has what it wanted and closed the pipe, the next
+/// `println!` fails with `EPIPE` (Rust ignores `SIGPIPE`) and panics. That is no error of drctl's
+/// or the user's: exit quietly with status 0, like `ls | head`. Every other panic still reports.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_closed_stdout(info) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic is std's "failed printing to stdout" on a broken pipe.
+fn is_closed_stdout(info: &std::panic::PanicHookInfo<'_>) -> bool {
+    let payload = info
+        .payload()
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| info.payload().downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    payload.starts_with("failed printing to stdout") && payload.contains("Broken pipe")
 }
 
 async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {

@@ -6,12 +6,11 @@ use jiff::Timestamp;
 
 use super::Printer;
 use super::output::bytes;
+use crate::Error;
 use crate::catalog::Selector;
-use crate::config::Problem;
 use crate::engine::Engine;
 use crate::engine::restore::{Output, RestoreRequest, restore};
 use crate::jobs::RestoreOptions;
-use crate::{Error, config};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["latest", "id", "before"])))]
@@ -21,11 +20,12 @@ pub struct Args {
     /// The newest committed backup
     #[arg(long)]
     pub latest: bool,
-    /// A backup id (see `drctl list`)
+    /// A backup id (see `drctl list`), or a unique end of one
     #[arg(long)]
     pub id: Option<String>,
-    /// The newest backup started at or before TIME: RFC 3339 (`2026-11-20T03:00:00Z`), a date
-    /// (`2026-11-20`, midnight UTC) or an age (`36h`, `2days`)
+    /// The newest backup started at or before TIME: RFC 3339 (`2026-11-20T03:00:00Z`), a local
+    /// time `YYYY-MM-DD HH:MM[:SS]` or a date (`2026-11-20`, midnight) in `[daemon] timezone`
+    /// (default UTC), or an age (`36h`, `2days`)
     #[arg(long, value_name = "TIME")]
     pub before: Option<String>,
     /// Restore into this server/database instead of the job's own (`postgres://user@host/db`)
@@ -58,36 +58,65 @@ pub struct Args {
     pub no_owner: bool,
 }
 
-fn usage(message: String) -> Error {
-    Error::Config(vec![Problem {
-        severity: config::Severity::Error,
-        file: PathBuf::from("<command line>"),
-        line: None,
-        path: "--before".into(),
-        message,
-        hint: Some("use RFC 3339 (`2026-11-20T03:00:00Z`), a date (`2026-11-20`) or an age (`36h`)".into()),
-    }])
+/// What `--before` accepts, said in every error about it.
+const BEFORE_FORMATS: &str = "use RFC 3339 (`2026-11-20T03:00:00Z`, `2026-11-20T03:00:00+01:00`), a local time \
+`YYYY-MM-DD HH:MM[:SS]` or a date `YYYY-MM-DD` (midnight) in `[daemon] timezone`, or an age (`36h`, `2days`, `90m ago`)";
+
+fn before_error(value: &str, message: impl Into<String>) -> Error {
+    Error::Usage { flag: "--before".into(), value: value.into(), message: message.into(), hint: BEFORE_FORMATS.into() }
 }
 
-pub fn parse_before(s: &str) -> Result<Timestamp, Error> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
+/// `--before TIME` as an instant. Pure: the zone (the configured `[daemon] timezone`) and the
+/// present are arguments, so the table of cases below pins every format.
+///
+/// Accepted, tried in this order:
+/// 1. RFC 3339 with an offset or `Z` (`2026-11-20T03:00:00Z`; a space instead of `T` is fine);
+/// 2. a civil date and time without an offset, `YYYY-MM-DD HH:MM[:SS]` (or with `T`), in `tz`;
+/// 3. a date `YYYY-MM-DD`: midnight at its start in `tz`;
+/// 4. an age before `now`: a humantime duration (`36h`, `2days`, `1h 30m`), optionally followed
+///    by `ago`.
+///
+/// A date with a time is never read as a bare date (that dropped the time of day before).
+///
+/// # Errors
+/// [`Error::Usage`] (exit 2) naming the value and the accepted formats.
+pub fn parse_before(s: &str, tz: &jiff::tz::TimeZone, now: Timestamp) -> Result<Timestamp, Error> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(before_error(s, "empty time"));
     }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        return d.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).map_err(|e| usage(format!("`{s}`: {e}")));
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        return Ok(ts);
     }
-    if let Ok(d) = humantime::parse_duration(s.trim_end_matches(" ago")) {
-        let span = jiff::SignedDuration::try_from(d).map_err(|e| usage(format!("`{s}`: {e}")))?;
-        return Timestamp::now().checked_sub(span).map_err(|e| usage(format!("`{s}`: {e}")));
+    let starts_with_date = t.len() >= 10 && t.as_bytes()[4] == b'-' && t.as_bytes()[7] == b'-';
+    if starts_with_date {
+        if t.len() == 10 {
+            let d: jiff::civil::Date = t.parse().map_err(|e| before_error(s, format!("not a date: {e}")))?;
+            return d.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| before_error(s, e.to_string()));
+        }
+        let dt: jiff::civil::DateTime = t.parse().map_err(|e| before_error(s, format!("not a date and time: {e}")))?;
+        // a time in a DST gap moves forward, one in an overlap takes the earlier instant
+        return tz
+            .to_ambiguous_zoned(dt)
+            .compatible()
+            .map(|z| z.timestamp())
+            .map_err(|e| before_error(s, e.to_string()));
     }
-    Err(usage(format!("cannot read `{s}` as a time")))
+    let age = t.strip_suffix("ago").map(str::trim_end).unwrap_or(t);
+    match humantime::parse_duration(age) {
+        Ok(d) => {
+            let span = jiff::SignedDuration::try_from(d).map_err(|e| before_error(s, e.to_string()))?;
+            now.checked_sub(span).map_err(|e| before_error(s, format!("too far in the past: {e}")))
+        }
+        Err(_) => Err(before_error(s, "cannot read this as a time")),
+    }
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
     engine.config.job(&args.job)?;
     let selector = match (&args.id, &args.before) {
         (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::Before(parse_before(t)?),
+        (None, Some(t)) => Selector::Before(parse_before(t, &engine.config.timezone(), Timestamp::now())?),
         (None, None) => Selector::Latest,
     };
     let output = args.output.as_ref().map(|o| if o == "-" { Output::Stdout } else { Output::File(PathBuf::from(o)) });
@@ -116,12 +145,21 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         eprintln!("warning: skipped {s}");
     }
     if report.dry_run {
-        printer.note(&format!(
+        // the plan is what a dry run produces: stdout, like `prune --dry-run`; but with
+        // `--output -` stdout is reserved for the data (a pipe into pg_restore must never
+        // receive a plan), so it goes to stderr there
+        let mut plan = vec![format!(
             "dry run: would restore backup {} of job `{}` from target `{}`:",
             report.backup_id, report.job, report.target
-        ));
-        for s in &report.steps {
-            printer.note(&format!("  {} -> {}: {}", s.artifact, s.destination, s.action));
+        )];
+        plan.extend(report.steps.iter().map(|s| format!("  {} -> {}: {}", s.artifact, s.destination, s.action)));
+        for line in plan {
+            let line = crate::redact::scrub(&line);
+            if to_stdout {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
     } else {
         for s in &report.steps {
@@ -141,11 +179,57 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
+    use jiff::tz::TimeZone;
+
+    use super::parse_before;
+
     #[test]
     fn before_formats() {
-        assert_eq!(super::parse_before("2026-11-20T03:00:00Z").unwrap().to_string(), "2026-11-20T03:00:00Z");
-        assert_eq!(super::parse_before("2026-11-20").unwrap().to_string(), "2026-11-20T00:00:00Z");
-        assert!(super::parse_before("36h").unwrap() < jiff::Timestamp::now());
-        assert!(super::parse_before("yesterday-ish").is_err());
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let utc = TimeZone::UTC;
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // (input, zone, expected instant)
+        let cases: &[(&str, &TimeZone, &str)] = &[
+            ("2026-11-20T03:00:00Z", &utc, "2026-11-20T03:00:00Z"),
+            ("2026-11-20T03:00:00Z", &berlin, "2026-11-20T03:00:00Z"),
+            ("2026-11-20T03:00:00+01:00", &utc, "2026-11-20T02:00:00Z"),
+            ("2026-11-20 03:00:00Z", &utc, "2026-11-20T03:00:00Z"),
+            ("2026-11-20T03:00:00.5Z", &utc, "2026-11-20T03:00:00.5Z"),
+            // the time of day is kept (it was dropped: midnight)
+            ("2026-11-20 03:00", &utc, "2026-11-20T03:00:00Z"),
+            ("2026-11-20 03:00:30", &utc, "2026-11-20T03:00:30Z"),
+            ("2026-11-20T03:00", &utc, "2026-11-20T03:00:00Z"),
+            // local times are in the configured zone (CET = UTC+1 in November, CEST in July)
+            ("2026-11-20 03:00", &berlin, "2026-11-20T02:00:00Z"),
+            ("2026-07-20 03:00", &berlin, "2026-07-20T01:00:00Z"),
+            // dates: midnight at their start, in the zone
+            ("2026-11-20", &utc, "2026-11-20T00:00:00Z"),
+            ("2026-11-20", &berlin, "2026-11-19T23:00:00Z"),
+            // DST gap (02:30 does not exist on 2026-03-29 in Berlin): moves forward
+            ("2026-03-29 02:30", &berlin, "2026-03-29T01:30:00Z"),
+            // ages, before `now`
+            ("36h", &utc, "2026-11-20T00:00:00Z"),
+            ("2days", &utc, "2026-11-19T12:00:00Z"),
+            ("90m ago", &utc, "2026-11-21T10:30:00Z"),
+            ("1h 30m", &berlin, "2026-11-21T10:30:00Z"),
+            (" 36h ", &utc, "2026-11-20T00:00:00Z"),
+        ];
+        for (input, tz, want) in cases {
+            let got = parse_before(input, tz, now).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(got.to_string(), *want, "{input:?} in {tz:?}");
+        }
+    }
+
+    #[test]
+    fn bad_before_values_are_usage_errors_naming_the_formats() {
+        let now = Timestamp::now();
+        for bad in ["yesterday-ish", "", "2026-13-40", "2026-11-20 25:00", "2026-11-20 3pm", "36 parsecs", "-5h"] {
+            let e = parse_before(bad, &jiff::tz::TimeZone::UTC, now).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+            assert!(e.to_string().starts_with("--before `"), "{bad:?}: {e}");
+            let hint = e.hint().unwrap();
+            assert!(hint.contains("RFC 3339") && hint.contains("YYYY-MM-DD HH:MM") && hint.contains("36h"), "{hint}");
+        }
     }
 }

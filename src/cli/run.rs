@@ -20,19 +20,40 @@ pub struct Args {
     pub all: bool,
 }
 
+/// One element of `run --json`: every object has `job` (once) and `status` (`ok`, `partial` or
+/// `failed`); a committed run adds the report's fields, a failed one `error` and `hint`.
 #[derive(Serialize)]
 struct JobOutcome {
-    job: String,
     #[serde(flatten)]
     report: Option<RunReport>,
+    #[serde(flatten)]
+    failure: Option<Failure>,
     error: Option<String>,
     hint: Option<String>,
+}
+
+/// What a failed run has in place of a report.
+#[derive(Serialize)]
+struct Failure {
+    job: String,
+    status: BackupStatus,
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
     let jobs: Vec<String> = if args.all { engine.config.jobs.keys().cloned().collect() } else { args.jobs.clone() };
     for j in &jobs {
         engine.config.job(j)?; // unknown job: usage error before anything runs
+    }
+    // a secret file the jobs need is missing: a configuration error (exit 2, file:line and key),
+    // before anything runs, not a failed or partial backup with a hint about the network
+    let mut missing: Vec<crate::config::Problem> = Vec::new();
+    for p in jobs.iter().flat_map(|j| engine.config.missing_secret_files_of(j)) {
+        if !missing.contains(&p) {
+            missing.push(p);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Config(missing));
     }
     let (mut failed, mut partial) = (false, false);
     let mut outcomes = Vec::new();
@@ -61,7 +82,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     }
                     if !r.failed.is_empty() {
                         eprintln!(
-                            "hint: the backup is incomplete (exit 3); once the target is back, run `drctl run {}` again",
+                            "hint: the backup is incomplete (exit 3); once the target is back, run `drctl sync {}` to copy it there",
                             r.job
                         );
                     }
@@ -81,7 +102,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                         );
                     }
                 }
-                outcomes.push(JobOutcome { job: job.clone(), report: Some(r), error: None, hint: None });
+                outcomes.push(JobOutcome { report: Some(r), failure: None, error: None, hint: None });
             }
             Err(e) => {
                 failed = true;
@@ -92,8 +113,8 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     }
                 }
                 outcomes.push(JobOutcome {
-                    job: job.clone(),
                     report: None,
+                    failure: Some(Failure { job: job.clone(), status: BackupStatus::Failed }),
                     error: Some(e.to_string()),
                     hint: e.hint(),
                 });

@@ -189,9 +189,13 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
         targets,
         jobs,
         warnings: vec![],
+        missing_secret_files: vec![],
+        secret_file_modes: vec![],
     };
     resolve_paths(&mut config, &base_dir);
     super::validate::validate(&config, &sources, &origin, &mut problems);
+    (config.missing_secret_files, config.secret_file_modes) =
+        super::validate::secret_file_problems(&config, &sources, &origin);
 
     if problems.has_errors() {
         problems.0.sort_by_key(|p| std::cmp::Reverse(p.severity));

@@ -77,6 +77,13 @@ pub struct Config {
     pub jobs: BTreeMap<String, JobConfig>,
     /// Warnings found while loading (errors abort loading).
     pub warnings: Vec<Problem>,
+    /// Secret `*_file`s (and key files) that do not exist, as errors with their file:line and key.
+    /// Not fatal on load (a host may lack the secrets of jobs it never runs); `drctl run` refuses a
+    /// job that needs one ([`Config::missing_secret_files_of`]) and `drctl check` fails on them.
+    pub missing_secret_files: Vec<Problem>,
+    /// Secret files others can read (warnings) and an age identity that is not private (an error),
+    /// for `drctl check`.
+    pub secret_file_modes: Vec<Problem>,
 }
 
 impl Config {
@@ -86,6 +93,14 @@ impl Config {
             job: name.to_string(),
             known: self.jobs.keys().cloned().collect(),
         })
+    }
+
+    /// The missing secret files job `name` needs: its own and its targets'.
+    pub fn missing_secret_files_of(&self, name: &str) -> Vec<Problem> {
+        let Some(job) = self.jobs.get(name) else { return Vec::new() };
+        let mut scopes = vec![format!("jobs.{name}.")];
+        scopes.extend(job.common.targets.iter().map(|t| format!("targets.{t}.")));
+        self.missing_secret_files.iter().filter(|p| scopes.iter().any(|s| p.path.starts_with(s))).cloned().collect()
     }
 
     /// The directory relative paths in the config are resolved against.
@@ -726,6 +741,38 @@ pub struct PostgresJob {
     /// `estimate` reads the planner's statistics (free, approximate).
     #[serde(default)]
     pub row_counts: RowCounts,
+    /// How long to wait for the server to answer a new connection (drctl's own connections and,
+    /// as `PGCONNECT_TIMEOUT`, pg_dump's, pg_restore's and psql's), e.g. `15s` (the default). A
+    /// server that accepts TCP and never answers fails the run and `drctl check` after this long
+    /// instead of hanging.
+    pub connect_timeout: Option<String>,
+    /// How long a backup or restore waits for a table lock held by another session, e.g. `60s`
+    /// (the default): `pg_dump --lock-wait-timeout` (an `ACCESS EXCLUSIVE` lock from `ALTER
+    /// TABLE`, `TRUNCATE` or `VACUUM FULL` fails the backup with a message naming it) and
+    /// `lock_timeout` for `pg_restore`/`psql` (`restore --force` does not wait silently on an
+    /// application's lock; its single transaction rolls back).
+    pub lock_timeout: Option<String>,
+}
+
+impl PostgresJob {
+    /// Default of [`PostgresJob::connect_timeout`].
+    pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+    /// Default of [`PostgresJob::lock_timeout`].
+    pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `connect_timeout`, or its default (validation rejects an unreadable value).
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        duration_or(self.connect_timeout.as_deref(), Self::DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// `lock_timeout`, or its default (validation rejects an unreadable value).
+    pub fn lock_timeout(&self) -> std::time::Duration {
+        duration_or(self.lock_timeout.as_deref(), Self::DEFAULT_LOCK_TIMEOUT)
+    }
+}
+
+fn duration_or(value: Option<&str>, default: std::time::Duration) -> std::time::Duration {
+    value.and_then(|v| humantime::parse_duration(v).ok()).unwrap_or(default)
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

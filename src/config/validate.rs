@@ -344,6 +344,23 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 {
                     p.warn(src, &at("password_file"), format!("`{}` does not exist", f.display()), None);
                 }
+                for (field, value) in [("connect_timeout", &pg.connect_timeout), ("lock_timeout", &pg.lock_timeout)] {
+                    match value.as_deref().map(humantime::parse_duration) {
+                        Some(Err(_)) => p.error(
+                            src,
+                            &at(field),
+                            format!("`{}` is not a duration", value.as_deref().unwrap_or_default()),
+                            Some("e.g. `15s`, `2m`".into()),
+                        ),
+                        Some(Ok(d)) if d < std::time::Duration::from_secs(1) => p.error(
+                            src,
+                            &at(field),
+                            format!("{field} must be at least 1s"),
+                            Some("PostgreSQL counts these timeouts in whole seconds or milliseconds; 0 would mean wait forever".into()),
+                        ),
+                        _ => {}
+                    }
+                }
                 for (i, db) in pg.databases.iter().enumerate() {
                     if db.is_empty() {
                         p.error(
@@ -550,4 +567,108 @@ fn known(config: &Config) -> String {
     } else {
         config.targets.keys().cloned().collect::<Vec<_>>().join(", ")
     }
+}
+
+/// The secret (and key) files the configuration names, with where each is configured: the path of
+/// its key and the source file that holds it.
+fn secret_files<'a>(
+    config: &'a Config,
+    sources: &'a [Source],
+    origin: &BTreeMap<String, usize>,
+) -> Vec<(&'a Source, Vec<Step>, &'a std::path::Path)> {
+    let main = &sources[0];
+    let mut out: Vec<(&Source, Vec<Step>, &std::path::Path)> = Vec::new();
+    if let Some(f) = &config.encryption.identity_file {
+        out.push((main, vec![key("encryption"), key("identity_file")], f));
+    }
+    if let Some(f) = config.api.as_ref().and_then(|a| a.token_file.as_ref()) {
+        out.push((main, vec![key("api"), key("token_file")], f));
+    }
+    for (name, t) in &config.targets {
+        let at = |k: &str| vec![key("targets"), key(name), key(k)];
+        let files: Vec<(&str, &std::path::Path)> = match &t.kind {
+            TargetKind::Fs(_) => vec![],
+            TargetKind::S3(s3) => {
+                [("access_key_id_file", &s3.access_key_id_file), ("secret_access_key_file", &s3.secret_access_key_file)]
+                    .into_iter()
+                    .filter_map(|(k, f)| f.as_deref().map(|f| (k, f)))
+                    .collect()
+            }
+            TargetKind::Sftp(sftp) => {
+                vec![("key_file", sftp.key_file.as_path()), ("known_hosts_file", sftp.known_hosts_file.as_path())]
+            }
+            TargetKind::Webdav(dav) => {
+                dav.password_file.as_deref().map(|f| vec![("password_file", f)]).unwrap_or_default()
+            }
+        };
+        out.extend(files.into_iter().map(|(k, f)| (main, at(k), f)));
+    }
+    for (name, j) in &config.jobs {
+        let src = &sources[*origin.get(name).unwrap_or(&0)];
+        let at = |k: &str| vec![key("jobs"), key(name), key(k)];
+        let files: Vec<(&str, Option<&std::path::Path>)> = match &j.spec {
+            JobSpec::Postgres(pg) => vec![("password_file", pg.password_file.as_deref())],
+            JobSpec::Redis(r) => vec![
+                ("password_file", r.password_file.as_deref()),
+                ("sentinel_password_file", r.sentinel_password_file.as_deref()),
+            ],
+            JobSpec::Vault(v) => {
+                vec![("token_file", v.token_file.as_deref()), ("secret_id_file", v.secret_id_file.as_deref())]
+            }
+            JobSpec::Volume(_) | JobSpec::Gitlab(_) => vec![],
+        };
+        out.extend(files.into_iter().filter_map(|(k, f)| f.map(|f| (src, at(k), f))));
+    }
+    out
+}
+
+/// Secret files that are missing, and secret files others can read, each located (file:line,
+/// key) like every other configuration problem.
+///
+/// * `missing`: errors. Loading keeps them as warnings (a host may legitimately lack the secrets
+///   of jobs it never runs, e.g. a restore-only machine), but `drctl run` refuses to start a job
+///   whose own or whose targets' secret file is missing (exit 2) and `drctl check` reports them
+///   as configuration errors (exit 2).
+/// * `modes`: for `drctl check`. A secret file readable by every user is a warning; an age
+///   identity readable by anyone but its owner is an error, as ssh refuses such a private key.
+pub(super) fn secret_file_problems(
+    config: &Config,
+    sources: &[Source],
+    origin: &BTreeMap<String, usize>,
+) -> (Vec<super::Problem>, Vec<super::Problem>) {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut missing, mut modes) = (Problems::default(), Problems::default());
+    for (src, path, file) in secret_files(config, sources, origin) {
+        let is_identity = path == [key("encryption"), key("identity_file")];
+        // host keys are public: required, but nobody's secret
+        let is_secret = path.last() != Some(&key("known_hosts_file"));
+        match std::fs::metadata(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.error(
+                src,
+                &path,
+                format!("`{}` does not exist", file.display()),
+                Some("create the file (its first line is the secret), or fix the path; relative paths are resolved against the config's directory".into()),
+            ),
+            Err(e) => missing.error(src, &path, format!("`{}` cannot be read: {e}", file.display()), None),
+            Ok(m) => {
+                let mode = m.permissions().mode() & 0o777;
+                if is_identity && mode & 0o077 != 0 {
+                    modes.error(
+                        src,
+                        &path,
+                        format!("`{}` is accessible by others (mode {mode:04o}): the age identity decrypts every backup", file.display()),
+                        Some(format!("`chmod 600 {}` (as ssh requires for a private key)", file.display())),
+                    );
+                } else if is_secret && mode & 0o004 != 0 {
+                    modes.warn(
+                        src,
+                        &path,
+                        format!("`{}` is readable by every user (mode {mode:04o})", file.display()),
+                        Some(format!("`chmod 600 {}` (or 640 with a group only drctl is in)", file.display())),
+                    );
+                }
+            }
+        }
+    }
+    (missing.0, modes.0)
 }

@@ -27,6 +27,10 @@ pub struct FanoutResult {
     pub summary: Result<EncodeSummary>,
     /// Per target (same order as given): bytes stored, or why that upload failed.
     pub per_target: Vec<(String, Result<u64>)>,
+    /// Every target failed before the source was done, so the source was stopped (pg_dump dies
+    /// of SIGPIPE, a reader sees a closed pipe): the source's failure in `summary` is then a
+    /// consequence, and the targets' errors are the cause to report.
+    pub targets_gave_up: bool,
 }
 
 pub async fn fanout(
@@ -46,6 +50,7 @@ pub async fn fanout(
 
     let mut senders = Vec::new();
     let mut puts = Vec::new();
+    let mut targets_gave_up = false;
     for t in targets {
         let (ttx, trx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         senders.push(Some(ttx));
@@ -65,6 +70,7 @@ pub async fn fanout(
             }
         }
         if alive == 0 {
+            targets_gave_up = true;
             break;
         }
     }
@@ -99,7 +105,7 @@ pub async fn fanout(
         };
         per_target.push((t.name().to_string(), r));
     }
-    FanoutResult { summary, per_target }
+    FanoutResult { summary, per_target, targets_gave_up }
 }
 
 /// A minimal `Stream` over an mpsc receiver (what tokio-stream's wrapper does, without the crate).

@@ -99,6 +99,8 @@ pub struct RebuildReport {
     /// Drill records read back from the targets into the catalog.
     pub drills: usize,
     pub problems: Vec<ScanProblem>,
+    /// Where a damaged catalog file (not a database, corrupt) was moved before rebuilding.
+    pub moved_aside: Option<std::path::PathBuf>,
 }
 
 /// Scan every configured target (or those of `job`) for committed backups.
@@ -214,7 +216,7 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
 /// `drctl catalog rebuild`: replace the catalog's knowledge with what the targets hold.
 pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
     let (found, problems) = scan(engine, None).await?;
-    let catalog = engine.catalog().await?;
+    let (catalog, moved_aside) = crate::catalog::Catalog::open_replacing_damaged(&engine.catalog_url()).await?;
     let rows: Vec<_> = found.iter().map(|f| (f.manifest.clone(), f.targets.clone(), f.status)).collect();
     catalog.rebuild_from(&rows).await?;
     // the verdicts recorded at backup time come back with the manifests
@@ -243,7 +245,13 @@ pub async fn rebuild(engine: &Engine) -> Result<RebuildReport> {
             }
         }
     }
-    Ok(RebuildReport { backups: found.len(), copies: found.iter().map(|f| f.targets.len()).sum(), drills, problems })
+    Ok(RebuildReport {
+        backups: found.len(),
+        copies: found.iter().map(|f| f.targets.len()).sum(),
+        drills,
+        problems,
+        moved_aside,
+    })
 }
 
 /// The drill record at `key` on `target`, if it is one about backup `m`.

@@ -64,21 +64,51 @@ pub struct RestoreReport {
 }
 
 /// Find the backup to restore: the catalog first, the targets themselves when the catalog does
-/// not know the job (a fresh machine).
+/// not know it (a fresh machine).
+///
+/// `--id` takes a full backup id or a unique end of one (`…3f9a`): an exact id wins; a suffix
+/// shared by several backups is an [`Error::AmbiguousId`] listing them (exit 2).
 pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<(Manifest, Vec<String>)> {
-    if let Ok(cat) = engine.catalog().await
-        && let Some(entry) = cat.find(job, selector).await?
-        && let Some(m) = entry.manifest
-    {
-        return Ok((m, entry.targets));
+    if let Ok(cat) = engine.catalog().await {
+        // newest first; failed runs have no manifest
+        let known: Vec<(Manifest, Vec<String>)> = cat
+            .list(Some(job), None)
+            .await?
+            .into_iter()
+            .filter(|b| b.status != crate::catalog::BackupStatus::Failed)
+            .filter_map(|b| b.manifest.map(|m| (m, b.targets)))
+            .collect();
+        if let Some(found) = pick(job, known, selector)? {
+            return Ok(found);
+        }
     }
     let (found, _) = super::rebuild::scan(engine, Some(job)).await?;
-    found
-        .into_iter()
-        .filter(|f| selector.matches(&f.manifest))
-        .max_by(|a, b| a.manifest.newer_cmp(&b.manifest))
-        .map(|f| (f.manifest, f.targets))
-        .ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
+    let mut found: Vec<(Manifest, Vec<String>)> = found.into_iter().map(|f| (f.manifest, f.targets)).collect();
+    found.sort_by(|a, b| b.0.newer_cmp(&a.0));
+    pick(job, found, selector)?.ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
+}
+
+/// The backup `selector` picks from `backups` (newest first). Pure.
+fn pick<T>(job: &str, backups: Vec<(Manifest, T)>, selector: &Selector) -> Result<Option<(Manifest, T)>> {
+    let Selector::Id(id) = selector else {
+        return Ok(backups.into_iter().find(|(m, _)| selector.matches(m)));
+    };
+    if id.is_empty() {
+        return Ok(None);
+    }
+    let mut matching: Vec<(Manifest, T)> =
+        backups.into_iter().filter(|(m, _)| m.backup_id.ends_with(id.as_str())).collect();
+    if let Some(i) = matching.iter().position(|(m, _)| &m.backup_id == id) {
+        return Ok(Some(matching.swap_remove(i)));
+    }
+    match matching.len() {
+        0 | 1 => Ok(matching.pop()),
+        _ => Err(Error::AmbiguousId {
+            job: job.to_string(),
+            id: id.clone(),
+            candidates: matching.into_iter().map(|(m, _)| m.backup_id).collect(),
+        }),
+    }
 }
 
 pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> Result<RestoreReport> {
@@ -486,5 +516,58 @@ async fn restore_artifact(
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
-    if tail.is_empty() { "no error output".into() } else { tail }
+    if tail.is_empty() {
+        "no error output".into()
+    } else if s.contains("lock timeout") || s.contains("canceling statement due to user request") {
+        // pg_restore/psql under `lock_timeout` (drctl cancels a statement that waits longer for a
+        // lock, with a warning naming it): say so, and that nothing changed
+        format!(
+            "its statement was cancelled: another session holds a lock on a table being replaced and \
+             `lock_timeout` ran out (see the warning above); the restore transaction was rolled back, nothing \
+             was changed (retry once the lock is released, or raise `lock_timeout` on the job): {tail}"
+        )
+    } else {
+        tail
+    }
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::pick;
+    use crate::Error;
+    use crate::catalog::Selector;
+
+    fn backups(ids: &[&str]) -> Vec<(crate::manifest::Manifest, ())> {
+        ids.iter()
+            .map(|id| {
+                let mut m = crate::manifest::sample();
+                m.backup_id = id.to_string();
+                (m, ())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn id_suffixes() {
+        let all = backups(&["20261120T030000Z-a3f9", "20261119T030000Z-b3f9", "20261118T030000Z-77aa"]);
+        let id = |s: &str| pick("pg", all.clone(), &Selector::Id(s.into()));
+        // exact, unique suffix
+        assert_eq!(id("20261119T030000Z-b3f9").unwrap().unwrap().0.backup_id, "20261119T030000Z-b3f9");
+        assert_eq!(id("77aa").unwrap().unwrap().0.backup_id, "20261118T030000Z-77aa");
+        assert_eq!(id("7aa").unwrap().unwrap().0.backup_id, "20261118T030000Z-77aa");
+        // none: not found (the caller's NoBackup), an empty id matches nothing
+        assert!(id("zz").unwrap().is_none());
+        assert!(id("").unwrap().is_none());
+        // ambiguous: exit 2, every candidate named
+        assert_eq!(id("a3f9").unwrap().unwrap().0.backup_id, "20261120T030000Z-a3f9");
+        let e = id("3f9").map(|_| ()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let Error::AmbiguousId { candidates, .. } = &e else { panic!("{e}") };
+        assert!(candidates.len() == 2, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("20261120T030000Z-a3f9") && text.contains("20261119T030000Z-b3f9"), "{text}");
+        // an exact id wins over being the suffix of another
+        let nested = backups(&["x-ab", "ab"]);
+        assert_eq!(pick("pg", nested, &Selector::Id("ab".into())).unwrap().unwrap().0.backup_id, "ab");
+    }
 }

@@ -200,6 +200,23 @@ async fn store(
         progress.finish();
         let summary = match result.summary {
             Ok(s) => s,
+            Err(e) if result.targets_gave_up => {
+                // every target failed first (a full disk, a cut connection): the source was
+                // stopped because nobody was left to take its bytes, so its error (pg_dump
+                // "killed by signal 13") is a consequence; lead with the targets' errors
+                cleanup(&live, &written).await;
+                tracing::info!(job = %job.name, error = %e, "source stopped: no target left to write to");
+                for (name, r) in result.per_target {
+                    if let Err(te) = r {
+                        failed.push(TargetFailure { target: name, error: te.to_string() });
+                    }
+                }
+                let mut err = all_failed(&job.name, &failed);
+                if let Error::AllTargetsFailed { failures, .. } = &mut err {
+                    failures.push(format!("so the source was stopped: {e}"));
+                }
+                return Err(err);
+            }
             Err(e) => {
                 cleanup(&live, &written).await;
                 // uploads were aborted; a target that had already failed keeps its own error

@@ -7,11 +7,20 @@
 //!
 //! pg_dump compression is off (`--compress=0`): the pipeline compresses. The password travels in
 //! `PGPASSWORD` (child environment), never in argv.
+//!
+//! Bounded waits, each with a word: every connection (drctl's own, and the tools' through
+//! `PGCONNECT_TIMEOUT`) gives up after the job's `connect_timeout`, so a server that accepts TCP
+//! and never answers fails the run and `drctl check` instead of hanging them. Table locks held by
+//! other sessions are waited for at most `lock_timeout`: pg_dump's `--lock-wait-timeout` and the
+//! row counts' `lock_timeout` on backup; on restore a watcher enforces it on pg_restore (which sets
+//! `lock_timeout = 0` itself), logging what it waits for and cancelling the statement after the
+//! timeout, so the single restore transaction rolls back.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -57,11 +66,15 @@ pub struct TableFacts {
     pub rows: u64,
 }
 
-/// A server to talk to: URL without password, plus the password.
+/// A server to talk to: URL without password, plus the password, and how long to wait for it.
 #[derive(Clone)]
 struct Conn {
     url: url::Url,
     password: Option<Secret>,
+    /// For a connection to be answered (`connect_timeout`): a stalled server fails, it does not hang.
+    connect_timeout: Duration,
+    /// For a table lock held by another session (`lock_timeout`).
+    lock_timeout: Duration,
 }
 
 impl Conn {
@@ -75,7 +88,7 @@ impl Conn {
             password = Some(read_secret_file(f)?);
         }
         let _ = url.set_password(None);
-        Ok(Conn { url, password })
+        Ok(Conn { url, password, connect_timeout: pg.connect_timeout(), lock_timeout: pg.lock_timeout() })
     }
 
     fn database(&self) -> String {
@@ -102,16 +115,52 @@ impl Conn {
         if let Some(p) = &self.password {
             opts = opts.password(p.expose());
         }
-        PgConnection::connect_with(&opts).await.map_err(|e| connect_err(job, &self.display(), e))
+        let limit = self.connect_timeout;
+        tracing::info!(
+            job,
+            "connecting to {} (gives up after {}: `connect_timeout`)",
+            self.display(),
+            humantime::format_duration(limit)
+        );
+        match tokio::time::timeout(limit, PgConnection::connect_with(&opts)).await {
+            Ok(r) => r.map_err(|e| connect_err(job, &self.display(), e)),
+            Err(_) => Err(source_err(
+                job,
+                format!(
+                    "cannot connect to {}: no answer within {} (`connect_timeout`)",
+                    self.display(),
+                    humantime::format_duration(limit)
+                ),
+                Some(format!(
+                    "the server accepts connections but does not answer: is PostgreSQL at {} stalled or overloaded? \
+                     `drctl check` tests it; raise `connect_timeout` on the job if it is only slow",
+                    self.display()
+                )),
+            )),
+        }
     }
 
-    /// Apply to a tool invocation: connection string in argv (no password), password in env.
+    /// Apply to a tool invocation: connection string in argv (no password), password in env, and
+    /// the connect timeout as `PGCONNECT_TIMEOUT` (whole seconds; libpq uses at least 2).
     fn apply(&self, cmd: Cmd) -> Cmd {
-        let cmd = cmd.arg(format!("--dbname={}", self.url.as_str())).env("PGCONNECT_TIMEOUT", "15");
+        let secs = self.connect_timeout.as_secs_f64().ceil().max(2.0) as u64;
+        let cmd = cmd.arg(format!("--dbname={}", self.url.as_str())).env("PGCONNECT_TIMEOUT", &secs.to_string());
         match &self.password {
             Some(p) => cmd.env("PGPASSWORD", p.expose()),
             None => cmd,
         }
+    }
+
+    /// `lock_timeout` in milliseconds, as PostgreSQL settings take it.
+    fn lock_timeout_ms(&self) -> u128 {
+        self.lock_timeout.as_millis().max(1)
+    }
+
+    /// Apply to a restore tool (`pg_restore`, `psql`): its session gives up on a table lock held
+    /// by another session after `lock_timeout` (`PGOPTIONS=-c lock_timeout=…`), so the single
+    /// restore transaction fails and rolls back instead of waiting without a word.
+    fn apply_restore(&self, cmd: Cmd) -> Cmd {
+        self.apply(cmd).env("PGOPTIONS", &format!("-c lock_timeout={}", self.lock_timeout_ms()))
     }
 }
 
@@ -320,6 +369,11 @@ impl BackupSession {
             .execute(&mut c)
             .await
             .map_err(|e| source_err(&job, format!("database `{db}`: cannot start snapshot transaction: {e}"), None))?;
+        // the row counts take ACCESS SHARE locks like pg_dump: the same bound on waiting
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = {}", conn.lock_timeout_ms())))
+            .execute(&mut c)
+            .await
+            .map_err(|e| source_err(&job, format!("database `{db}`: cannot set lock_timeout: {e}"), None))?;
         let snapshot: String = sqlx::query("SELECT pg_export_snapshot()")
             .fetch_one(&mut c)
             .await
@@ -331,7 +385,14 @@ impl BackupSession {
                 .arg("--format=custom")
                 .arg("--compress=0")
                 .arg("--no-password")
+                .arg(format!("--lock-wait-timeout={}", conn.lock_timeout_ms()))
                 .arg(format!("--snapshot={snapshot}")),
+        );
+        tracing::info!(
+            job = %job,
+            database = %db,
+            "pg_dump: locking the tables to dump (ACCESS SHARE); waits up to {} for a session holding an ACCESS EXCLUSIVE lock (`lock_timeout`)",
+            humantime::format_duration(conn.lock_timeout)
         );
         let mut running = cmd
             .spawn(Stdio::null(), Stdio::piped())
@@ -350,6 +411,7 @@ impl BackupSession {
             (c, facts)
         });
         let facts_out = self.facts.clone();
+        let lock_timeout = conn.lock_timeout;
         let completion = Box::pin(async move {
             let (status, stderr) = running
                 .wait()
@@ -359,6 +421,9 @@ impl BackupSession {
                 counts.await.map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
             let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
             let _ = c.close().await;
+            if !status.success() && is_lock_timeout(&stderr) {
+                return Err(lock_timeout_err(&job, &db, "pg_dump", lock_timeout, &stderr));
+            }
             if !status.success() {
                 return Err(source_err(
                     &job,
@@ -445,6 +510,33 @@ impl BackupSession {
     }
 }
 
+/// A PostgreSQL tool gave up waiting for a lock: `lock_timeout`, or pg_dump's
+/// `--lock-wait-timeout` (a statement timeout on its `LOCK TABLE`).
+fn is_lock_timeout(stderr: &str) -> bool {
+    stderr.contains("lock timeout")
+        || stderr.contains("could not obtain lock")
+        || (stderr.contains("statement timeout") && stderr.contains("LOCK TABLE"))
+}
+
+/// The error for a tool that gave up on a lock another session holds: names the lock and the
+/// timeout, and how to find the holder.
+fn lock_timeout_err(job: &str, db: &str, tool: &str, limit: Duration, stderr: &str) -> Error {
+    source_err(
+        job,
+        format!(
+            "{tool} on database `{db}` gave up after {} (`lock_timeout`): another session holds a conflicting lock \
+             on a table (an ACCESS EXCLUSIVE lock: ALTER TABLE, TRUNCATE, VACUUM FULL, LOCK TABLE …): {}",
+            humantime::format_duration(limit),
+            tail(stderr)
+        ),
+        Some(format!(
+            "nothing was changed or committed; find the holder with `SELECT pid, mode, relation::regclass, query FROM pg_locks \
+             JOIN pg_stat_activity USING (pid) WHERE database = (SELECT oid FROM pg_database WHERE datname = '{db}')`, \
+             retry once it is released, or raise `lock_timeout` on the job"
+        )),
+    )
+}
+
 fn tail(stderr: &str) -> String {
     if stderr.is_empty() {
         return "no error output".into();
@@ -524,7 +616,7 @@ fn destination(job: &str, pg: &PostgresJob, artifact: &Artifact, opts: &RestoreO
     }
     let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
     let _ = url.set_password(None);
-    let dest = Conn { url, password: None };
+    let dest = Conn { url, password: None, connect_timeout: source.connect_timeout, lock_timeout: source.lock_timeout };
     // reuse the job's password only for the job's own server, never send it elsewhere
     if password.is_none() && dest.host_port() == source.host_port() {
         password = source.password.clone();
@@ -625,7 +717,7 @@ pub async fn open_sink(
 
     let mut on_failure: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = None;
     let cmd = if artifact.format == FORMAT_GLOBALS {
-        dest.apply(
+        dest.apply_restore(
             Cmd::new(tools.path("psql")).arg("-X").arg("-q").arg("--no-password").arg("-v").arg("ON_ERROR_STOP=0"),
         )
     } else {
@@ -650,8 +742,22 @@ pub async fn open_sink(
         if opts.no_owner {
             cmd = cmd.arg("--no-owner").arg("--no-acl");
         }
-        dest.apply(cmd)
+        if state.relations > 0 {
+            tracing::info!(
+                job,
+                destination = %dest.display(),
+                "pg_restore: replacing {} relations in one transaction; waits up to {} for locks other sessions hold on them (`lock_timeout`)",
+                state.relations,
+                humantime::format_duration(dest.lock_timeout)
+            );
+        }
+        dest.apply_restore(cmd)
     };
+    // pg_restore starts its session with `SET lock_timeout = 0` (whatever PGOPTIONS says): a
+    // watcher enforces `lock_timeout` on it from outside, by its application name
+    let app = format!("drctl-restore-{}", crate::layout::random_suffix());
+    let cmd = cmd.env("PGAPPNAME", &app);
+    watch_restore_locks(job.to_string(), dest.clone(), app);
     let mut running = cmd
         .spawn(Stdio::piped(), Stdio::null())
         .map_err(|e| source_err(job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
@@ -662,6 +768,65 @@ pub async fn open_sink(
         destination: dest.display(),
         on_failure,
     })
+}
+
+/// Enforce `lock_timeout` on a restore session (found by its `application_name`) from a second
+/// connection: say at `-v` what it waits for (which table, which sessions hold it), and when it has
+/// waited longer than `lock_timeout` cancel the waiting statement (`pg_cancel_backend`) with a
+/// warning naming the lock, so the restore's single transaction fails and rolls back instead of
+/// waiting without a word. Ends when the session is gone (or never showed up).
+fn watch_restore_locks(job: String, dest: Conn, app: String) {
+    tokio::spawn(async move {
+        let Ok(mut c) = dest.connect(&job).await else { return };
+        let limit = dest.lock_timeout;
+        let appear_by = std::time::Instant::now() + dest.connect_timeout + Duration::from_secs(5);
+        let mut seen = false;
+        let mut told: Option<String> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let row = sqlx::query(
+                "SELECT a.pid, COALESCE(a.wait_event_type = 'Lock', false),
+                        COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - a.query_start), 0)::float8,
+                        COALESCE((SELECT string_agg(DISTINCT l.relation::regclass::text, ', ') FROM pg_locks l
+                                  WHERE l.pid = a.pid AND NOT l.granted AND l.relation IS NOT NULL), ''),
+                        array_to_string(pg_blocking_pids(a.pid), ', ')
+                 FROM pg_stat_activity a WHERE a.application_name = $1 LIMIT 1",
+            )
+            .bind(&app)
+            .fetch_optional(&mut c)
+            .await;
+            let row = match row {
+                Ok(Some(r)) => r,
+                Ok(None) if !seen && std::time::Instant::now() < appear_by => continue,
+                _ => break,
+            };
+            seen = true;
+            let (pid, waiting, waited, relation, holders): (i32, bool, f64, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            if !waiting {
+                continue;
+            }
+            let what = if relation.is_empty() { "a lock".to_string() } else { format!("a lock on `{relation}`") };
+            if told.as_deref() != Some(what.as_str()) {
+                tracing::info!(
+                    job = %job,
+                    "pg_restore waits for {what}, held by session(s) {holders}; gives up after {} (`lock_timeout`)",
+                    humantime::format_duration(limit)
+                );
+                told = Some(what.clone());
+            }
+            if waited >= limit.as_secs_f64() {
+                tracing::warn!(
+                    job = %job,
+                    "pg_restore waited {} for {what}, held by session(s) {holders}: cancelling it (`lock_timeout`); its transaction rolls back",
+                    humantime::format_duration(limit)
+                );
+                let _ = sqlx::query("SELECT pg_cancel_backend($1)").bind(pid).execute(&mut c).await;
+                break;
+            }
+        }
+        let _ = c.close().await;
+    });
 }
 
 async fn drop_database(job: &str, dest: &Conn) {

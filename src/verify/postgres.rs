@@ -179,9 +179,23 @@ fn cluster_user(configured: Option<&str>) -> Option<String> {
     root.then(|| configured.unwrap_or("postgres").to_string())
 }
 
-async fn connect(url: &str) -> Result<PgConnection, String> {
+/// Connect to the scratch server, giving up after `limit`: a scratch server that accepts TCP and
+/// never answers fails the drill with a finding instead of hanging it.
+async fn connect(url: &str, limit: std::time::Duration) -> Result<PgConnection, String> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
-    PgConnection::connect_with(&opts).await.map_err(|e| e.to_string())
+    match tokio::time::timeout(limit, PgConnection::connect_with(&opts)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} (`connect_timeout`)", humantime::format_duration(limit))),
+    }
+}
+
+/// How long the drill waits for a scratch connection: the job's `connect_timeout` (postgres
+/// jobs), else its default.
+fn connect_timeout(d: &Drill<'_>) -> std::time::Duration {
+    match &d.job.spec {
+        crate::config::JobSpec::Postgres(pg) => pg.connect_timeout(),
+        _ => crate::config::PostgresJob::DEFAULT_CONNECT_TIMEOUT,
+    }
 }
 
 fn quote_ident(s: &str) -> String {
@@ -344,7 +358,7 @@ async fn drill_scratch_url(d: &mut Drill<'_>, url: &str, dbs: &[String], facts: 
             return;
         }
     };
-    let mut admin_conn = match connect(admin.as_str()).await {
+    let mut admin_conn = match connect(admin.as_str(), connect_timeout(d)).await {
         Ok(c) => c,
         Err(e) => {
             d.error("scratch server", format!("cannot connect to {}: {e}", crate::redact::url_for_display(url)));
@@ -373,7 +387,7 @@ async fn check_one(d: &mut Drill<'_>, db: &str, to: &str, facts: &Facts, dbs: &[
     if d.restore(db, opts, None).await.is_none() {
         return;
     }
-    let mut c = match connect(to).await {
+    let mut c = match connect(to, connect_timeout(d)).await {
         Ok(c) => c,
         Err(e) => {
             d.error(format!("database `{db}`"), format!("cannot connect to the restored database: {e}"));
@@ -448,7 +462,7 @@ impl ScratchPg {
                 }
             }
         };
-        let mut admin = match connect(admin_url.as_str()).await {
+        let mut admin = match connect(admin_url.as_str(), connect_timeout(d)).await {
             Ok(c) => c,
             Err(e) => {
                 d.error(
@@ -485,7 +499,7 @@ impl ScratchPg {
 
     /// Every ordinary table of the database with its row count.
     pub(crate) async fn tables(&self) -> Result<Vec<(String, u64)>, String> {
-        let mut c = connect(&self.connect_url()).await?;
+        let mut c = connect(&self.connect_url(), crate::config::PostgresJob::DEFAULT_CONNECT_TIMEOUT).await?;
         let rows = table_rows(&mut c).await;
         let _ = c.close().await;
         rows
