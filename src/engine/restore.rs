@@ -78,20 +78,46 @@ pub async fn resolve(engine: &Engine, job: &str, selector: &Selector) -> Result<
             .filter(|b| b.status != crate::catalog::BackupStatus::Failed)
             .filter_map(|b| b.manifest.map(|m| (m, b.targets)))
             .collect();
-        if let Some(found) = pick(job, known, selector)? {
+        if let Some(found) = pick(job, known, selector, jiff::Timestamp::now())? {
             return Ok(found);
         }
     }
     let (found, _) = super::rebuild::scan(engine, Some(job)).await?;
     let mut found: Vec<(Manifest, Vec<String>)> = found.into_iter().map(|f| (f.manifest, f.targets)).collect();
     found.sort_by(|a, b| b.0.newer_cmp(&a.0));
-    pick(job, found, selector)?.ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
+    pick(job, found, selector, jiff::Timestamp::now())?
+        .ok_or_else(|| Error::NoBackup { job: job.to_string(), selector: selector.to_string() })
 }
 
 /// The backup `selector` picks from `backups` (newest first). Pure.
-fn pick<T>(job: &str, backups: Vec<(Manifest, T)>, selector: &Selector) -> Result<Option<(Manifest, T)>> {
+///
+/// `--latest` never picks a backup dated more than [`crate::retention::CLOCK_TOLERANCE`] after
+/// `now` (a host with a wrong clock wrote it; retention and `check` do not count it as the newest
+/// either) while a correctly dated one exists: the restore says so, and `--id` still picks it.
+fn pick<T>(
+    job: &str,
+    backups: Vec<(Manifest, T)>,
+    selector: &Selector,
+    now: jiff::Timestamp,
+) -> Result<Option<(Manifest, T)>> {
     let Selector::Id(id) = selector else {
-        return Ok(backups.into_iter().find(|(m, _)| selector.matches(m)));
+        let future =
+            |m: &Manifest| crate::retention::future_dated(m.started_at, now, crate::retention::CLOCK_TOLERANCE);
+        let (ahead, dated): (Vec<_>, Vec<_>) = backups.into_iter().partition(|(m, _)| future(m));
+        let ahead_ids: Vec<String> = ahead.iter().map(|(m, _)| m.backup_id.clone()).collect();
+        let picked = dated.into_iter().find(|(m, _)| selector.matches(m));
+        if let Some((m, _)) = &picked
+            && !ahead_ids.is_empty()
+            && matches!(selector, Selector::Latest)
+        {
+            tracing::warn!(
+                job,
+                backup = %m.backup_id,
+                future = %ahead_ids.join(", "),
+                "--latest skips backups dated in the future (a host with a wrong clock); restore one with --id"
+            );
+        }
+        return Ok(picked.or_else(|| ahead.into_iter().find(|(m, _)| selector.matches(m))));
     };
     if id.is_empty() {
         return Ok(None);
@@ -550,7 +576,7 @@ mod pick_tests {
     #[test]
     fn id_suffixes() {
         let all = backups(&["20261120T030000Z-a3f9", "20261119T030000Z-b3f9", "20261118T030000Z-77aa"]);
-        let id = |s: &str| pick("pg", all.clone(), &Selector::Id(s.into()));
+        let id = |s: &str| pick("pg", all.clone(), &Selector::Id(s.into()), jiff::Timestamp::now());
         // exact, unique suffix
         assert_eq!(id("20261119T030000Z-b3f9").unwrap().unwrap().0.backup_id, "20261119T030000Z-b3f9");
         assert_eq!(id("77aa").unwrap().unwrap().0.backup_id, "20261118T030000Z-77aa");
@@ -568,6 +594,44 @@ mod pick_tests {
         assert!(text.contains("20261120T030000Z-a3f9") && text.contains("20261119T030000Z-b3f9"), "{text}");
         // an exact id wins over being the suffix of another
         let nested = backups(&["x-ab", "ab"]);
-        assert_eq!(pick("pg", nested, &Selector::Id("ab".into())).unwrap().unwrap().0.backup_id, "ab");
+        assert_eq!(
+            pick("pg", nested, &Selector::Id("ab".into()), jiff::Timestamp::now()).unwrap().unwrap().0.backup_id,
+            "ab"
+        );
+    }
+
+    fn dated(items: &[(&str, &str)]) -> Vec<(crate::manifest::Manifest, ())> {
+        items
+            .iter()
+            .map(|(id, at)| {
+                let mut m = crate::manifest::sample();
+                m.backup_id = id.to_string();
+                m.started_at = at.parse().unwrap();
+                (m, ())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn latest_skips_future_dated_backups() {
+        let now: jiff::Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let picked = |items: &[(&str, &str)], sel: Selector| {
+            pick("pg", dated(items), &sel, now).unwrap().map(|(m, _)| m.backup_id)
+        };
+        // newest first, as the callers sort them: a 2030 backup never counts as the latest
+        let series =
+            [("future", "2030-01-01T00:00:00Z"), ("real", "2026-12-04T11:59:00Z"), ("old", "2026-12-03T12:00:00Z")];
+        assert_eq!(picked(&series, Selector::Latest).as_deref(), Some("real"));
+        // within the tolerance (5 min) it is not in the future
+        let close = [("close", "2026-12-04T12:04:00Z"), ("real", "2026-12-04T11:59:00Z")];
+        assert_eq!(picked(&close, Selector::Latest).as_deref(), Some("close"));
+        // only future-dated backups: the newest of them, rather than nothing
+        let only = [("future", "2030-01-01T00:00:00Z")];
+        assert_eq!(picked(&only, Selector::Latest).as_deref(), Some("future"));
+        // --id still reaches it
+        assert_eq!(picked(&series, Selector::Id("future".into())).as_deref(), Some("future"));
+        // --before a time in the past never sees it
+        let before = Selector::Before("2026-12-04T00:00:00Z".parse().unwrap());
+        assert_eq!(picked(&series, before).as_deref(), Some("old"));
     }
 }

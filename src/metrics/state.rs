@@ -166,11 +166,16 @@ pub fn job_state(
     match entries {
         Some(entries) => {
             s.complete = true;
+            // a backup dated in the future (a host with a wrong clock) is not the newest: counted,
+            // it would hold the last-success time in the future and silence BackupMissing
+            let now = outcome.finished_at;
+            let tolerance = crate::retention::CLOCK_TOLERANCE;
             let committed = || {
                 entries
                     .iter()
                     .filter(|b| b.status != BackupStatus::Failed)
                     .filter_map(|b| b.manifest.as_ref().map(|m| (b, m)))
+                    .filter(move |(_, m)| !crate::retention::future_dated(m.started_at, now, tolerance))
             };
             s.last_success = committed()
                 .filter(|(b, _)| b.status == BackupStatus::Ok)

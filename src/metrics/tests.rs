@@ -319,3 +319,20 @@ fn the_newest_committed_backup_says_whether_the_job_is_suspicious() {
     m.set_job(&s);
     assert!(!m.encode_state().contains("drctl_backup_suspicious{"));
 }
+
+#[test]
+fn a_future_dated_backup_is_not_the_last_success() {
+    // a host with a wrong clock committed a backup dated 2030: counted, it would hold the last
+    // success in the future and BackupMissing would never fire again
+    let cfg = config(Some("2h"));
+    let mut future = entry("z", 24, BackupStatus::Ok, &["local", "far"], 900);
+    if let Some(m) = future.manifest.as_mut() {
+        m.started_at = "2030-01-01T02:00:00Z".parse().unwrap();
+        m.finished_at = "2030-01-01T02:00:30Z".parse().unwrap();
+    }
+    let entries = vec![future, entry("b", 24, BackupStatus::Ok, &["local"], 500)];
+    let s = state::job_state(&cfg, &outcome(RunResult::Ok), Some(&entries), &BTreeMap::new());
+    assert_eq!(s.last_success, Some(unix("2026-11-24T02:00:30Z")));
+    assert_eq!(s.newest.map(|n| n.stored_bytes), Some(500));
+    assert_eq!(s.copies, Some(2));
+}
