@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::FsTarget;
+use crate::config::{Deadlines, FsTarget};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 
@@ -21,6 +21,7 @@ const PARTIAL: &str = ".partial-";
 pub struct FsStore {
     name: String,
     root: PathBuf,
+    pub(super) deadlines: Deadlines,
 }
 
 /// The key names no object: it, or a directory above it, is missing, or a "directory" above it
@@ -40,8 +41,8 @@ fn kind_of(e: &io::Error) -> FailureKind {
 }
 
 impl FsStore {
-    pub fn new(name: &str, config: &FsTarget) -> Self {
-        FsStore { name: name.to_string(), root: config.path.clone() }
+    pub fn new(name: &str, config: &FsTarget, deadlines: Deadlines) -> Self {
+        FsStore { name: name.to_string(), root: config.path.clone(), deadlines }
     }
 
     pub fn name(&self) -> &str {

@@ -30,7 +30,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::config::{TargetConfig, TargetKind};
+use crate::config::{Deadlines, TargetConfig, TargetKind};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 
@@ -74,10 +74,10 @@ impl Target {
     /// When a credential file cannot be read.
     pub fn open(name: &str, config: &TargetConfig) -> Result<Target> {
         Ok(match &config.kind {
-            TargetKind::Fs(c) => Target::Fs(FsStore::new(name, c)),
-            TargetKind::S3(c) => Target::S3(S3Store::new(name, c)?),
-            TargetKind::Sftp(c) => Target::Sftp(SftpStore::new(name, c)),
-            TargetKind::Webdav(c) => Target::Webdav(WebdavStore::new(name, c)?),
+            TargetKind::Fs(c) => Target::Fs(FsStore::new(name, c, config.deadlines())),
+            TargetKind::S3(c) => Target::S3(S3Store::new(name, c, config.deadlines())?),
+            TargetKind::Sftp(c) => Target::Sftp(SftpStore::new(name, c, config.deadlines())),
+            TargetKind::Webdav(c) => Target::Webdav(WebdavStore::new(name, c, config.deadlines())?),
         })
     }
 
@@ -87,6 +87,17 @@ impl Target {
             Target::S3(t) => t.name(),
             Target::Sftp(t) => t.name(),
             Target::Webdav(t) => t.name(),
+        }
+    }
+
+    /// The target's deadlines (`timeouts` in its config): the fan-out drops a target that
+    /// accepts no data for `idle`.
+    pub fn deadlines(&self) -> Deadlines {
+        match self {
+            Target::Fs(t) => t.deadlines,
+            Target::S3(t) => t.deadlines,
+            Target::Sftp(t) => t.deadlines(),
+            Target::Webdav(t) => t.deadlines(),
         }
     }
 
@@ -193,7 +204,31 @@ impl Target {
     }
 
     /// Prove the target is reachable and writable: write, read back and delete a probe object.
+    /// Bounded: a target that does not finish within [`Target::probe_deadline`] fails the probe
+    /// (a stalled endpoint must not keep `drctl check` waiting).
     pub async fn probe(&self) -> Result<()> {
+        let limit = self.probe_deadline();
+        match tokio::time::timeout(limit, self.probe_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.error(
+                "probe",
+                ".drctl-probe/",
+                FailureKind::Transient,
+                format!(
+                    "no answer within {} (the target accepts connections but does not answer)",
+                    humantime::format_duration(limit)
+                ),
+            )),
+        }
+    }
+
+    /// How long [`Target::probe`] may take: connecting plus three requests.
+    pub fn probe_deadline(&self) -> std::time::Duration {
+        let d = self.deadlines();
+        d.connect + d.request.min(d.idle.saturating_mul(2)).saturating_mul(3)
+    }
+
+    async fn probe_unbounded(&self) -> Result<()> {
         let key = format!(".drctl-probe/{}", crate::layout::random_suffix());
         let body = Bytes::from_static(b"drctl write probe\n");
         self.put_bytes(&key, body.clone()).await?;
@@ -207,6 +242,45 @@ impl Target {
 
     fn error(&self, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
         target_error(self.name(), op, key, kind, message)
+    }
+}
+
+/// The next step after a failed target operation, from what failed: wrong credentials are not
+/// "retry once the target is back". `message` is the error's text (S3 errors carry the HTTP status
+/// and the S3 error code, see `s3::describe`).
+pub fn hint(target: &str, kind: FailureKind, message: &str) -> String {
+    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
+    if has(&["`InvalidAccessKeyId`", "`SignatureDoesNotMatch`", "HTTP 401", "`InvalidToken`", "`ExpiredToken`"]) {
+        return format!(
+            "the store refused the credentials of target `{target}`: check `access_key_id` and `secret_access_key` \
+             (or their `_file`s); `drctl check` tests them"
+        );
+    }
+    if has(&["`AccessDenied`", "HTTP 403"]) {
+        return format!(
+            "target `{target}` refused access: check its key's permissions on the bucket (and the key pair itself); \
+             `drctl check` tests them"
+        );
+    }
+    if has(&["`NoSuchBucket`"]) {
+        return format!(
+            "the bucket of target `{target}` does not exist: create it, or fix `bucket` (and `endpoint`, `region`)"
+        );
+    }
+    if has(&["timed out", "no answer within", "accepted no data for"]) {
+        return format!(
+            "target `{target}` stopped answering (stalled or overloaded): retry once the target is back (`drctl sync` \
+             copies missing backups); `timeouts` on the target sets how long drctl waits"
+        );
+    }
+    match kind {
+        FailureKind::Transient => format!("target `{target}` may be down or overloaded: retry, and run `drctl check`"),
+        FailureKind::Permanent => {
+            format!("check the credentials and permissions of target `{target}`; `drctl check` tests them")
+        }
+        FailureKind::NotFound => {
+            format!("the object is missing on target `{target}`: try another target or `drctl catalog rebuild`")
+        }
     }
 }
 

@@ -32,7 +32,17 @@ pub(crate) trait Classified {
 
 /// Run `op` up to [`ATTEMPTS`] times while it fails with a transient error. `op` gets the attempt
 /// number (0 for the first try), e.g. to tell a repeated rename from a first one.
-pub(crate) async fn retry<T, E, F, Fut>(mut op: F) -> Result<T, E>
+pub(crate) async fn retry<T, E, F, Fut>(op: F) -> Result<T, E>
+where
+    E: Classified + std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_in("", "", "", op).await
+}
+
+/// [`retry`], logging each retry at `info` (`-v`) with the target, operation, key and attempt.
+pub(crate) async fn retry_in<T, E, F, Fut>(target: &str, what: &str, key: &str, mut op: F) -> Result<T, E>
 where
     E: Classified + std::fmt::Display,
     F: FnMut(u32) -> Fut,
@@ -44,7 +54,7 @@ where
             Err(e) if e.kind() == FailureKind::Transient && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
                 let pause = backoff(attempt);
-                tracing::debug!(error = %e, attempt, ?pause, "transient target error, retrying");
+                tracing::info!(target = %target, op = what, key = %key, error = %e, attempt, ?pause, "transient target error, retrying");
                 tokio::time::sleep(pause).await;
             }
             other => return other,

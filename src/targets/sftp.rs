@@ -40,7 +40,7 @@ use self::protocol::{
 };
 use super::retry;
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::SftpTarget;
+use crate::config::{Deadlines, SftpTarget};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 
@@ -91,7 +91,7 @@ fn no_such_file(message: &str) -> SftpError {
 }
 
 impl SftpStore {
-    pub fn new(name: &str, c: &SftpTarget) -> Self {
+    pub fn new(name: &str, c: &SftpTarget, deadlines: Deadlines) -> Self {
         let root = c.root.as_deref().unwrap_or("").trim_end_matches('/');
         let root = if root == "." { "" } else { root };
         SftpStore {
@@ -103,6 +103,7 @@ impl SftpStore {
                     user: c.user.clone(),
                     key_file: c.key_file.clone(),
                     known_hosts_file: c.known_hosts_file.clone(),
+                    deadlines,
                 },
                 root: root.to_string(),
                 max_connections: c.max_connections.max(1) as usize,
@@ -113,6 +114,10 @@ impl SftpStore {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.inner.params.deadlines
     }
 
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
@@ -353,7 +358,7 @@ impl Inner {
         Fut: Future<Output = Result<T, SftpError>>,
     {
         let op = &op;
-        retry::retry(|attempt| async move {
+        retry::retry_in(&self.name, what, key, |attempt| async move {
             let s = self.lease().await?;
             op(s, attempt).await
         })

@@ -20,7 +20,6 @@ use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -30,7 +29,7 @@ use reqwest::{Method, StatusCode};
 
 use super::retry::{self, Classified};
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::WebdavTarget;
+use crate::config::{Deadlines, WebdavTarget};
 use crate::error::FailureKind;
 use crate::redact::Secret;
 use crate::redact::percent_decode;
@@ -47,6 +46,7 @@ pub struct WebdavStore {
 
 struct Inner {
     name: String,
+    deadlines: Deadlines,
     client: reqwest::Client,
     /// The configured URL, without credentials, ending in `/`.
     url: String,
@@ -100,7 +100,7 @@ fn method(name: &'static str) -> Method {
 impl WebdavStore {
     /// # Errors
     /// When `password_file` cannot be read, no password is set, or `url` is not an http(s) URL.
-    pub fn new(name: &str, c: &WebdavTarget) -> Result<Self> {
+    pub fn new(name: &str, c: &WebdavTarget, deadlines: Deadlines) -> Result<Self> {
         let configure = |message: String| target_error(name, "configure", "", FailureKind::Permanent, message);
         let password = match (&c.password, &c.password_file) {
             (Some(p), _) => p.clone(),
@@ -128,8 +128,10 @@ impl WebdavStore {
         // says one is installed already)
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
+            // connect; no byte of an answer for `idle` (also while a body streams in); requests
+            // without a streamed body get `request` each (see `Inner::request`)
+            .connect_timeout(deadlines.connect)
+            .read_timeout(deadlines.idle)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("drctl/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -137,6 +139,7 @@ impl WebdavStore {
         Ok(WebdavStore {
             inner: Arc::new(Inner {
                 name: name.to_string(),
+                deadlines,
                 client,
                 url,
                 root_segments,
@@ -150,6 +153,10 @@ impl WebdavStore {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.inner.deadlines
     }
 
     pub async fn put(&self, key: &str, data: ByteStream) -> Result<u64> {
@@ -181,7 +188,7 @@ impl WebdavStore {
             })
         };
         let response = inner
-            .request(Method::PUT, &tmp_url)
+            .streaming(Method::PUT, &tmp_url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             .body(reqwest::Body::wrap_stream(body))
             .send()
@@ -244,7 +251,7 @@ impl WebdavStore {
         let whole = start == 0 && end == size;
         let response = inner
             .run("get", key, move |_| async move {
-                let mut rb = inner.request(Method::GET, url);
+                let mut rb = inner.streaming(Method::GET, url);
                 if !whole {
                     rb = rb.header(RANGE, format!("bytes={start}-{}", end - 1));
                 }
@@ -331,7 +338,15 @@ impl Inner {
         crate::redact::url_for_display(&self.base)
     }
 
+    /// A request without a streamed body: it must be done within the `request` deadline.
     fn request(&self, m: Method, url: &str) -> reqwest::RequestBuilder {
+        self.streaming(m, url).timeout(self.deadlines.request)
+    }
+
+    /// A request whose body streams (a GET's answer, an artifact's PUT): no overall deadline,
+    /// only the `idle` one (reqwest's read timeout; the fan-out drops an upload that accepts
+    /// nothing for `idle`).
+    fn streaming(&self, m: Method, url: &str) -> reqwest::RequestBuilder {
         self.client.request(m, url).basic_auth(&self.user, Some(self.password.expose()))
     }
 
@@ -344,7 +359,7 @@ impl Inner {
         F: FnMut(u32) -> Fut,
         Fut: std::future::Future<Output = Result<T, DavError>>,
     {
-        retry::retry(op).await.map_err(|e| self.err(what, key, e))
+        retry::retry_in(&self.name, what, key, op).await.map_err(|e| self.err(what, key, e))
     }
 
     fn request_error(&self, m: &str, url: &str, e: &reqwest::Error) -> DavError {
@@ -749,7 +764,7 @@ mod tests {
             password_file: None,
             root: Some("drctl/".into()),
         };
-        let s = WebdavStore::new("dav", &c).unwrap();
+        let s = WebdavStore::new("dav", &c, Deadlines::default()).unwrap();
         assert_eq!(s.inner.base, "https://u1.example.de/sub%20dir/drctl/");
         assert_eq!(s.inner.url_of("pg/a b.bin"), "https://u1.example.de/sub%20dir/drctl/pg/a%20b.bin");
         assert_eq!(s.inner.key_of("/sub%20dir/drctl/pg/a%20b.bin").as_deref(), Some("pg/a b.bin"));
