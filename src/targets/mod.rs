@@ -112,9 +112,18 @@ impl Target {
         }
     }
 
-    /// Store a small in-memory object (manifests, records).
+    /// Store a small in-memory object (manifests, records). Unlike a streamed `put`, its body can
+    /// be sent again: on SFTP a transient failure of the whole upload (the WRITEs themselves, not
+    /// only the rename) is retried, each try with a fresh temporary name. (WebDAV does the same
+    /// for any small body in `put`; S3's client retries its requests itself; fs has nothing to
+    /// retry.)
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
-        self.put(key, Box::pin(futures::stream::iter([Ok(data)]))).await
+        let once = |data: Bytes| self.put(key, Box::pin(futures::stream::iter([Ok(data)])));
+        match self {
+            // WebDAV retries small bodies in `put` itself
+            Target::Fs(_) | Target::S3(_) | Target::Webdav(_) => once(data).await,
+            Target::Sftp(_) => retry::retry_in(self.name(), "put", key, |_| once(data.clone())).await,
+        }
     }
 
     /// Read an object, or the byte `range` of it.
@@ -249,29 +258,8 @@ impl Target {
 /// "retry once the target is back". `message` is the error's text (S3 errors carry the HTTP status
 /// and the S3 error code, see `s3::describe`).
 pub fn hint(target: &str, kind: FailureKind, message: &str) -> String {
-    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
-    if has(&["`InvalidAccessKeyId`", "`SignatureDoesNotMatch`", "HTTP 401", "`InvalidToken`", "`ExpiredToken`"]) {
-        return format!(
-            "the store refused the credentials of target `{target}`: check `access_key_id` and `secret_access_key` \
-             (or their `_file`s); `drctl check` tests them"
-        );
-    }
-    if has(&["`AccessDenied`", "HTTP 403"]) {
-        return format!(
-            "target `{target}` refused access: check its key's permissions on the bucket (and the key pair itself); \
-             `drctl check` tests them"
-        );
-    }
-    if has(&["`NoSuchBucket`"]) {
-        return format!(
-            "the bucket of target `{target}` does not exist: create it, or fix `bucket` (and `endpoint`, `region`)"
-        );
-    }
-    if has(&["timed out", "no answer within", "accepted no data for"]) {
-        return format!(
-            "target `{target}` stopped answering (stalled or overloaded): retry once the target is back (`drctl sync` \
-             copies missing backups); `timeouts` on the target sets how long drctl waits"
-        );
+    if let Some(h) = cause_hint(target, message) {
+        return h;
     }
     match kind {
         FailureKind::Transient => format!("target `{target}` may be down or overloaded: retry, and run `drctl check`"),
@@ -282,6 +270,40 @@ pub fn hint(target: &str, kind: FailureKind, message: &str) -> String {
             format!("the object is missing on target `{target}`: try another target or `drctl catalog rebuild`")
         }
     }
+}
+
+/// The hint for a target failure whose cause the text names (refused credentials, no access,
+/// no bucket, a stalled target), `None` when it names none of these. `drctl run` prints it under
+/// each target that got no copy.
+pub fn cause_hint(target: &str, message: &str) -> Option<String> {
+    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
+    let low = message.to_ascii_lowercase();
+    if has(&["`InvalidAccessKeyId`", "`SignatureDoesNotMatch`", "HTTP 401", "`InvalidToken`", "`ExpiredToken`"])
+        || (has(&["HTTP 403"]) && low.contains("signature"))
+    {
+        return Some(format!(
+            "the store refused the credentials of target `{target}`: check `access_key_id` and `secret_access_key` \
+             (or their `_file`s); `drctl check` tests them"
+        ));
+    }
+    if has(&["`AccessDenied`", "HTTP 403"]) {
+        return Some(format!(
+            "target `{target}` refused access: check its key's permissions on the bucket (and the key pair itself); \
+             `drctl check` tests them"
+        ));
+    }
+    if has(&["`NoSuchBucket`"]) {
+        return Some(format!(
+            "the bucket of target `{target}` does not exist: create it, or fix `bucket` (and `endpoint`, `region`)"
+        ));
+    }
+    if has(&["timed out", "no answer within", "accepted no data for"]) {
+        return Some(format!(
+            "target `{target}` stopped answering (stalled or overloaded): retry once the target is back (`drctl sync` \
+             copies missing backups); `timeouts` on the target sets how long drctl waits"
+        ));
+    }
+    None
 }
 
 pub(crate) fn target_error(

@@ -2,8 +2,11 @@
 //! exponential backoff and full jitter, permanent ones and "not found" are returned at once.
 //!
 //! Only operations that can be repeated safely go through here: connecting, `stat`, `list`,
-//! `delete`, opening a read, creating directories, the final rename of an upload. The streamed
-//! body of a `put` is never replayed (the stream is consumed once): a failure there fails the put.
+//! `delete`, opening a read, creating directories, the final rename of an upload, and the whole
+//! upload of a small in-memory object (`Target::put_bytes`: manifests, records). The streamed
+//! body of an artifact's `put` is never replayed (the stream is consumed once, and is never
+//! staged whole): a failure there fails that target's upload, which the run reports as partial
+//! (`drctl sync` repairs it), while the other targets' copies commit.
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +31,16 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 /// An error that knows whether it is worth retrying.
 pub(crate) trait Classified {
     fn kind(&self) -> FailureKind;
+}
+
+/// A whole target operation (e.g. a small `put`) retried as one.
+impl Classified for crate::Error {
+    fn kind(&self) -> FailureKind {
+        match self {
+            crate::Error::Target { kind, .. } => *kind,
+            _ => FailureKind::Permanent,
+        }
+    }
 }
 
 /// Run `op` up to [`ATTEMPTS`] times while it fails with a transient error. `op` gets the attempt

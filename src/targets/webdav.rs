@@ -7,9 +7,12 @@
 //!   `.NAME.partial-XXXXXX` in the final collection, which `MOVE` (with `Overwrite: T`) then
 //!   puts in place. A failed or aborted upload deletes its temporary resource; if the future is
 //!   dropped mid-way a guard deletes it in the background. `list` never shows `.partial-` names.
-//! * **Retries.** `PROPFIND`, `MKCOL`, opening a `GET`, `DELETE` and the final `MOVE` are retried
-//!   on transient errors (connection failures, timeouts, 408/429/5xx) with backoff and jitter
-//!   ([`super::retry`]); the streamed `PUT` body is not (it can be read only once).
+//! * **Retries.** `PROPFIND`, `MKCOL` (each on its own), opening a `GET`, `DELETE` and the final
+//!   `MOVE` are retried on transient errors (connection failures, timeouts, 408/429/5xx) with
+//!   backoff and jitter ([`super::retry`]). A `PUT` of an object up to [`REPLAYABLE`] bytes
+//!   (manifests, records, small artifacts) is held in memory and retried whole under a fresh
+//!   temporary name; a longer streamed body is not (it can be read only once, and is never
+//!   staged whole): its failure fails this target's copy of the backup (partial, `drctl sync`).
 //! * **Collections.** `delete` never deletes a collection (a WebDAV `DELETE` of a collection is
 //!   recursive) and, unlike fs and sftp, does not remove emptied collections: WebDAV has no
 //!   "remove if empty", and checking first would race with a concurrent upload into it.
@@ -36,6 +39,8 @@ use crate::redact::percent_decode;
 use crate::{Error, Result};
 
 const PARTIAL: &str = ".partial-";
+/// Objects up to this size are held in memory for their upload and retried whole.
+const REPLAYABLE: usize = 8 << 20;
 /// Collections read at once by `list`.
 const LIST_PARALLEL: usize = 4;
 const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>"#;
@@ -159,13 +164,48 @@ impl WebdavStore {
         self.inner.deadlines
     }
 
-    pub async fn put(&self, key: &str, data: ByteStream) -> Result<u64> {
+    /// Up to [`REPLAYABLE`] bytes are read before the upload starts: an object that ends within
+    /// them (a manifest, a record, a small artifact) is sent from memory, so a failed PUT is
+    /// retried whole (a fresh temporary name each try). A longer stream is sent once (it is never
+    /// staged whole): a failure fails this target's copy, and the run reports it as partial.
+    pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        while len < REPLAYABLE {
+            match data.next().await {
+                Some(Ok(b)) => {
+                    len += b.len();
+                    head.push(b);
+                }
+                Some(Err(e)) => {
+                    return Err(target_error(
+                        &self.inner.name,
+                        "put",
+                        key,
+                        FailureKind::Transient,
+                        format!("upload aborted: {e}"),
+                    ));
+                }
+                None => {
+                    let head = &head;
+                    return retry::retry_in(&self.inner.name, "put", key, |_| {
+                        self.put_once(key, Box::pin(futures::stream::iter(head.clone().into_iter().map(Ok))))
+                    })
+                    .await;
+                }
+            }
+        }
+        self.put_once(key, Box::pin(futures::stream::iter(head.into_iter().map(Ok)).chain(data))).await
+    }
+
+    async fn put_once(&self, key: &str, data: ByteStream) -> Result<u64> {
         let inner = &self.inner;
         let (dir, file) = match key.rsplit_once('/') {
             Some((d, f)) => (d, f),
             None => ("", key),
         };
-        inner.run("put", key, |_| inner.ensure_collection(dir)).await?;
+        // retried request by request inside (a dozen MKCOLs must not all succeed in one go)
+        inner.ensure_collection(dir).await.map_err(|e| inner.err("put", key, e))?;
 
         let in_dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let tmp = format!("{in_dir}.{file}{PARTIAL}{}", crate::layout::random_suffix());
@@ -424,7 +464,8 @@ impl Inner {
 
     /// Make the collection `dir` (relative to the base, and the root's collections) exist.
     async fn ensure_collection(&self, dir: &str) -> Result<(), DavError> {
-        match self.props(&self.collection_url(dir)).await? {
+        let top = &self.collection_url(dir);
+        match retry::retry_in(&self.name, "PROPFIND", dir, |_| self.props(top)).await? {
             Some(p) if p.collection => return Ok(()),
             Some(_) => {
                 return Err(DavError::new(
@@ -439,13 +480,20 @@ impl Inner {
         for seg in self.root_segments.iter().cloned().chain(dir_segments) {
             url.push_str(&seg);
             url.push('/');
-            let r =
-                self.request(method("MKCOL"), &url).send().await.map_err(|e| self.request_error("MKCOL", &url, &e))?;
-            match r.status().as_u16() {
-                // 405: it exists already
-                200..=299 | 405 => {}
-                _ => return Err(self.status_error("MKCOL", &url, r).await),
-            }
+            let url = &url;
+            retry::retry_in(&self.name, "MKCOL", dir, |_| async move {
+                let r = self
+                    .request(method("MKCOL"), url)
+                    .send()
+                    .await
+                    .map_err(|e| self.request_error("MKCOL", url, &e))?;
+                match r.status().as_u16() {
+                    // 405: it exists already
+                    200..=299 | 405 => Ok(()),
+                    _ => Err(self.status_error("MKCOL", url, r).await),
+                }
+            })
+            .await?;
         }
         Ok(())
     }

@@ -1,0 +1,262 @@
+//! End to end: targets that fail the way production ones do (issue 11), with the real binary
+//! and the real services behind the fault injectors of `tests/common/faults.rs`:
+//!
+//! * a stalled endpoint (accepts TCP, never answers; or stalls after a few MB of a multipart
+//!   upload) on S3, WebDAV and SFTP next to a healthy fs target: the run finishes within a few
+//!   deadlines, exits 3 with the fs copy committed, and `-v` names the stalled target;
+//!   `drctl check` returns with a finding naming it;
+//! * WebDAV behind a proxy that answers 500 to 30 % of the requests: uploaded data is never lost,
+//!   small objects (the manifest) are retried;
+//! * a wrong S3 secret: one line with the S3 error code and the right hint, no debug structs.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::faults::{ErrorProxy, Rule, StallProxy};
+use common::*;
+
+/// Short deadlines for every faulty target of these tests.
+const TIMEOUTS: &str = "timeouts = { connect = \"2s\", idle = \"2s\", request = \"3s\" }\n";
+
+/// A volume job `vol` on `targets` whose source holds `mib` MiB of incompressible data.
+fn volume_job(s: &Scratch, targets: &[&str], mib: usize) -> String {
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; mib << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    std::fs::write(src.join("small.txt"), b"hello\n").unwrap();
+    let list = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    format!("[jobs.vol]\nkind = \"volume\"\ntargets = [{list}]\npath = \"{}\"\n", src.display())
+}
+
+/// `text` with `timeouts` added to the end of the table of target `name` (a test config string).
+fn with_timeouts(target_toml: String) -> String {
+    format!("{}\n{TIMEOUTS}\n", target_toml.trim_end())
+}
+
+fn committed_on_fs(s: &Scratch) -> bool {
+    s.fs_files().iter().any(|f| f.starts_with("vol/") && f.ends_with(".manifest.json"))
+}
+
+/// The run with a stalled `stalled` target next to the healthy `local`: bounded, partial, named.
+fn assert_stall_handled(s: &Scratch, stalled: &str) {
+    let t = Instant::now();
+    let r = run(s.drctl().args(["-v", "run", "vol"]));
+    let took = t.elapsed();
+    assert_eq!(r.code, 3, "a stalled target makes the run partial: {r:?}");
+    assert!(took < Duration::from_secs(45), "the run took {took:?} with short deadlines: {r:?}");
+    assert!(committed_on_fs(s), "the healthy fs copy is committed: {:?}", s.fs_files());
+    assert!(r.stderr.contains(&format!("`{stalled}`")) || r.stderr.contains(&format!("target={stalled}")), "{r:?}");
+    assert!(
+        ["timed out", "no answer", "accepted no data"].iter().any(|w| r.stderr.to_lowercase().contains(w)),
+        "the log says the target stopped answering: {r:?}"
+    );
+
+    let t = Instant::now();
+    let c = run(s.drctl().args(["check"]));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(60), "check took {took:?}: {c:?}");
+    assert_eq!(c.code, 1, "{c:?}");
+    let line = c.stdout.lines().find(|l| l.contains(&format!("target {stalled}:"))).unwrap_or_default();
+    assert!(line.starts_with("FAIL"), "check names the stalled target: {c:?}");
+    assert!(c.stdout.lines().any(|l| l.starts_with("ok") && l.contains("target local:")), "{c:?}");
+}
+
+#[test]
+fn s3_that_accepts_and_never_answers_is_dropped_in_bounded_time() {
+    let s = Scratch::new();
+    let proxy = StallProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"), 0);
+    let cfg = format!(
+        "{}{}{}",
+        s.head(),
+        with_timeouts(s.s3_target("s3", Some(&proxy.url()))),
+        volume_job(&s, &["local", "s3"], 1)
+    );
+    s.write_config(&cfg);
+    assert_stall_handled(&s, "s3");
+}
+
+#[test]
+fn s3_that_stalls_in_the_middle_of_a_multipart_upload_is_dropped_in_bounded_time() {
+    let s = Scratch::new();
+    // the parts are 5 MiB: the first passes, the second stalls
+    let proxy = StallProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"), 7 << 20);
+    let cfg = format!(
+        "{}{}{}",
+        s.head(),
+        with_timeouts(s.s3_target("s3", Some(&proxy.url()))),
+        volume_job(&s, &["local", "s3"], 24)
+    );
+    s.write_config(&cfg);
+    let t = Instant::now();
+    let r = run(s.drctl().args(["-v", "run", "vol"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(45), "took {:?}: {r:?}", t.elapsed());
+    assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 5 << 20, "a part went through first");
+    assert!(committed_on_fs(&s), "{:?}", s.fs_files());
+    assert!(r.stderr.contains("s3"), "{r:?}");
+}
+
+#[test]
+fn webdav_that_accepts_and_never_answers_is_dropped_in_bounded_time() {
+    let s = Scratch::new();
+    let proxy = StallProxy::start(&endpoint("DRCTL_TEST_WEBDAV_URL"), 0);
+    let dav = s.webdav_target("dav").replace(&endpoint("DRCTL_TEST_WEBDAV_URL"), &proxy.url());
+    let cfg = format!("{}{}{}", s.head(), with_timeouts(dav), volume_job(&s, &["local", "dav"], 1));
+    s.write_config(&cfg);
+    assert_stall_handled(&s, "dav");
+}
+
+#[test]
+fn webdav_that_stalls_mid_upload_is_dropped_in_bounded_time() {
+    let s = Scratch::new();
+    let proxy = StallProxy::start(&endpoint("DRCTL_TEST_WEBDAV_URL"), 3 << 20);
+    let dav = s.webdav_target("dav").replace(&endpoint("DRCTL_TEST_WEBDAV_URL"), &proxy.url());
+    let cfg = format!("{}{}{}", s.head(), with_timeouts(dav), volume_job(&s, &["local", "dav"], 16));
+    s.write_config(&cfg);
+    let t = Instant::now();
+    let r = run(s.drctl().args(["-v", "run", "vol"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(45), "took {:?}: {r:?}", t.elapsed());
+    assert!(committed_on_fs(&s), "{:?}", s.fs_files());
+    assert!(r.stderr.contains("dav"), "{r:?}");
+}
+
+/// An SFTP target through `proxy` (a known_hosts file for the proxy's port).
+fn sftp_via(s: &Scratch, proxy: &StallProxy) -> String {
+    let port = endpoint("DRCTL_TEST_SFTP_PORT");
+    let kh = std::fs::read_to_string(endpoint("DRCTL_TEST_SFTP_KNOWN_HOSTS")).unwrap();
+    let kh = kh.replace(&format!("]:{port}"), &format!("]:{}", proxy.addr.port()));
+    let kh_path = s.path("known_hosts_proxy");
+    std::fs::write(&kh_path, kh).unwrap();
+    let t = s
+        .sftp_target("sftp")
+        .replace(&format!("port = {port}\n"), &format!("port = {}\n", proxy.addr.port()))
+        .replace(&endpoint("DRCTL_TEST_SFTP_KNOWN_HOSTS"), &kh_path.display().to_string());
+    with_timeouts(t)
+}
+
+#[test]
+fn sftp_that_accepts_and_never_answers_is_dropped_in_bounded_time() {
+    let s = Scratch::new();
+    let proxy = StallProxy::start(&format!("127.0.0.1:{}", endpoint("DRCTL_TEST_SFTP_PORT")), 0);
+    let cfg = format!("{}{}{}", s.head(), sftp_via(&s, &proxy), volume_job(&s, &["local", "sftp"], 1));
+    s.write_config(&cfg);
+    assert_stall_handled(&s, "sftp");
+}
+
+#[test]
+fn sftp_that_stalls_mid_upload_is_dropped_in_bounded_time() {
+    let s = Scratch::new();
+    let proxy = StallProxy::start(&format!("127.0.0.1:{}", endpoint("DRCTL_TEST_SFTP_PORT")), 3 << 20);
+    let cfg = format!("{}{}{}", s.head(), sftp_via(&s, &proxy), volume_job(&s, &["local", "sftp"], 16));
+    s.write_config(&cfg);
+    let t = Instant::now();
+    let r = run(s.drctl().args(["-v", "run", "vol"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(45), "took {:?}: {r:?}", t.elapsed());
+    assert!(committed_on_fs(&s), "{:?}", s.fs_files());
+    assert!(r.stderr.contains("sftp"), "{r:?}");
+}
+
+/// WebDAV behind the 500 proxy: with `rule`, run the job `runs` times; every run either commits
+/// on `dav`, or (its streamed artifact PUT got the 500: that body cannot be replayed) is partial
+/// with the fs copy committed and nothing of it left on `dav`. Returns the runs committed on dav.
+fn webdav_runs_under_errors(s: &Scratch, proxy: &ErrorProxy, runs: usize) -> usize {
+    let mut on_dav = 0;
+    for i in 0..runs {
+        let r = run(s.drctl().args(["run", "vol"]));
+        match r.code {
+            0 => on_dav += 1,
+            3 => {
+                // only a streamed artifact's PUT may fail the target, never a small object
+                // (the manifest of an uploaded artifact) that could have been sent again
+                let why = r.stderr.lines().find(|l| l.contains("target `dav` has no copy")).unwrap_or_default();
+                assert!(!why.contains("manifest.json"), "run {i}: a manifest PUT failure dropped the target: {r:?}");
+                assert!(why.contains("PUT") || why.contains("put"), "run {i}: {r:?}");
+            }
+            _ => panic!("run {i}: {r:?}"),
+        }
+        assert!(committed_on_fs(s), "run {i}: {r:?}");
+    }
+    let _ = proxy;
+    on_dav
+}
+
+#[test]
+fn webdav_manifest_put_that_gets_a_500_is_retried_and_the_backup_commits() {
+    let s = Scratch::new();
+    let proxy = ErrorProxy::start(
+        &endpoint("DRCTL_TEST_WEBDAV_URL"),
+        Rule::First { method: "PUT", path_contains: "manifest.json", n: 2 },
+    );
+    let dav = s.webdav_target("dav").replace(&endpoint("DRCTL_TEST_WEBDAV_URL"), &proxy.url());
+    s.write_config(&format!("{}{}{}", s.head(), dav, volume_job(&s, &["local", "dav"], 1)));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 0, "two 500s on the manifest PUT are retried: {r:?}");
+    assert_eq!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let out = s.path("restored");
+    let r = run(s.drctl().args(["restore", "vol", "--latest", "--target", "dav", "--to"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(out.join("small.txt")).unwrap(), b"hello\n");
+}
+
+#[test]
+fn webdav_at_30_percent_errors_never_loses_uploaded_data() {
+    let s = Scratch::new();
+    let proxy = ErrorProxy::start(&endpoint("DRCTL_TEST_WEBDAV_URL"), Rule::Seeded { percent: 30, seed: 11 });
+    let dav = s.webdav_target("dav").replace(&endpoint("DRCTL_TEST_WEBDAV_URL"), &proxy.url());
+    s.write_config(&format!("{}{}{}", s.head(), dav, volume_job(&s, &["local", "dav"], 1)));
+    let runs = 6;
+    let on_dav = webdav_runs_under_errors(&s, &proxy, runs);
+    assert!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst) > 10, "the proxy injected faults");
+    // the artifact (1 MiB) is small enough to be retried whole: every run commits on dav
+    assert_eq!(on_dav, runs, "every run commits on dav");
+    let r = run(s.drctl().args(["check"]));
+    assert!(r.stdout.lines().any(|l| l.contains("target dav:")), "{r:?}");
+    let out = s.path("restored");
+    let r = run(s.drctl().args(["restore", "vol", "--latest", "--to"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn s3_wrong_secret_is_one_line_with_the_code_and_a_credentials_hint() {
+    let s = Scratch::new();
+    let secret = endpoint("DRCTL_TEST_S3_SECRET_KEY");
+    let wrong = format!("{}00", &secret[..secret.len() - 2]);
+    let t = s.s3_target("s3", None).replace(&secret, &wrong);
+    s.write_config(&format!("{}{}{}", s.head(), t, volume_job(&s, &["local", "s3"], 1)));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(!all.contains(&wrong) && !all.contains(&secret), "no secret in the output: {r:?}");
+    for debug in ["ErrorMetadata", "Error {", "extras:", "HeaderMap", "SdkBody", "raw:"] {
+        assert!(!all.contains(debug), "no debug structs ({debug}): {r:?}");
+    }
+    assert!(
+        all.contains("SignatureDoesNotMatch") || all.contains("InvalidAccessKeyId") || all.contains("HTTP 403"),
+        "{r:?}"
+    );
+    assert!(all.len() < 2000, "short output ({} bytes): {r:?}", all.len());
+    assert!(all.contains("secret_access_key"), "the hint names the keys to check: {r:?}");
+    assert!(!all.contains("once the target is back"), "not the network hint: {r:?}");
+
+    let c = run(s.drctl().args(["check"]));
+    let line = c.stdout.lines().find(|l| l.contains("target s3:")).unwrap_or_default().to_string();
+    assert!(line.starts_with("FAIL") && line.len() < 400, "{c:?}");
+    assert!(c.stdout.contains("secret_access_key"), "{c:?}");
+}
+
+#[allow(dead_code)]
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
