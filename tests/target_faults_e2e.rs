@@ -260,3 +260,148 @@ fn s3_wrong_secret_is_one_line_with_the_code_and_a_credentials_hint() {
 fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Where the data of target `name` in `cfg` lies on this machine's disk (the test services keep
+/// the SFTP home and the WebDAV root in local directories).
+fn target_dir(s: &Scratch, kind: &str, target_toml: &str) -> std::path::PathBuf {
+    let root = || {
+        target_toml
+            .lines()
+            .find_map(|l| l.strip_prefix("root = \""))
+            .map(|r| r.trim_end_matches('"').to_string())
+            .unwrap()
+    };
+    let services = std::env::var("DRCTL_SERVICES_DIR").unwrap_or_else(|_| "/tmp/drctl-services".into());
+    match kind {
+        "fs" => s.path("backups"),
+        "sftp" => Path::new(&endpoint("DRCTL_TEST_SFTP_ROOT")).join(root()),
+        "webdav" => {
+            let d = Path::new(&services).join("webdav/data");
+            assert!(d.is_dir(), "the WebDAV server's directory {} is missing", d.display());
+            d.join(root())
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn touch(path: &Path, when: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, vec![7u8; 4096]).unwrap();
+    let st = std::process::Command::new("touch").arg("-d").arg(when).arg(path).status().unwrap();
+    assert!(st.success());
+}
+
+/// Stale temporaries on a `kind` target are removed by prune after the grace period; fresh ones
+/// and foreign files that only look similar stay.
+fn leaked_temporaries_are_pruned(kind: &str) {
+    let s = Scratch::new();
+    let t = match kind {
+        "fs" => String::new(),
+        "sftp" => s.sftp_target("remote"),
+        "webdav" => s.webdav_target("remote"),
+        _ => unreachable!(),
+    };
+    let name = if kind == "fs" { "local" } else { "remote" };
+    s.write_config(&format!("{}{}{}", s.head(), t, volume_job(&s, &[name], 1)));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let dir = target_dir(&s, kind, &t).join("vol/2026/01/01");
+    let stale = dir.join(".20260101T000000Z-abcdef.data.tar.zst.age.partial-0a1b2c");
+    let older = dir.join(".20260101T000000Z-abcdef.manifest.json.partial-00ff99");
+    let recent = dir.join(".20260101T000000Z-abcdef.data.tar.zst.age.partial-0d0e0f");
+    let fresh = dir.join(".20260101T000000Z-abcdef.data.tar.zst.age.partial-123456");
+    let foreign = [
+        dir.join("notes.partial.txt"),
+        dir.join("x/.partial"),
+        dir.join(".foo.partial-xyz123"),
+        dir.join(".foo.partial-0a1b2c.bak"),
+    ];
+    touch(&stale, "7 hours ago");
+    touch(&older, "3 days ago");
+    touch(&recent, "2 hours ago");
+    touch(&fresh, "now");
+    for f in &foreign {
+        touch(f, "3 days ago");
+    }
+
+    let dry = run(s.drctl().args(["prune", "--dry-run"]));
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stdout.contains(".partial-0a1b2c  (temporary file"), "{dry:?}");
+    assert!(stale.exists(), "a dry run removes nothing");
+
+    let r = run(s.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!stale.exists() && !older.exists(), "temporaries older than 6 h are removed: {r:?}");
+    assert!(recent.exists() && fresh.exists(), "younger ones may be a running upload: {r:?}");
+    for f in &foreign {
+        assert!(f.exists(), "a foreign file survives: {}", f.display());
+    }
+    assert!(
+        r.stdout.contains("deleted  vol/2026/01/01/.20260101T000000Z-abcdef.data.tar.zst.age.partial-0a1b2c"),
+        "{r:?}"
+    );
+
+    // the grace period for tests: 1 h takes the 2-hour-old one too, never the fresh one
+    let r = run(s.drctl().env("DRCTL_TEMP_GRACE", "1h").args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!recent.exists() && fresh.exists(), "{r:?}");
+    for f in &foreign {
+        assert!(f.exists(), "a foreign file survives: {}", f.display());
+    }
+    // the committed backup is untouched
+    let r = run(s.drctl().args(["restore", "vol", "--latest", "--to"]).arg(s.path("restored")));
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn fs_leaked_temporaries_are_pruned_after_the_grace_period() {
+    leaked_temporaries_are_pruned("fs");
+}
+
+#[test]
+fn sftp_leaked_temporaries_are_pruned_after_the_grace_period() {
+    leaked_temporaries_are_pruned("sftp");
+}
+
+#[test]
+fn webdav_leaked_temporaries_are_pruned_after_the_grace_period() {
+    leaked_temporaries_are_pruned("webdav");
+}
+
+/// An interrupted run (SIGINT while the artifact streams) stores nothing under a final name: no
+/// truncated or empty artifact on fs or S3 (before, every upload saw the dropped stream as its
+/// end and committed what it had).
+#[test]
+fn an_interrupted_run_leaves_no_artifact_under_its_final_name() {
+    let s = Scratch::new();
+    // S3 stalls (long deadlines), so the run is still streaming when it is interrupted
+    let proxy = StallProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"), 0);
+    let s3 = format!(
+        "{}\ntimeouts = {{ connect = \"60s\", idle = \"60s\", request = \"60s\" }}\n",
+        s.s3_target("s3", Some(&proxy.url())).trim_end()
+    );
+    let real_s3 = s.s3_target("s3real", None);
+    s.write_config(&format!("{}{}{}{}", s.head(), s3, real_s3, volume_job(&s, &["local", "s3", "s3real"], 24)));
+    let mut child = s.drctl().args(["run", "vol"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // wait (bounded) until the fs upload has started: its temporary file exists
+    let t = Instant::now();
+    while !s.fs_files().iter().any(|f| f.contains(".partial-")) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the upload never started: {:?}", s.fs_files());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let finals: Vec<String> = s.fs_files().into_iter().filter(|f| !f.contains(".partial-")).collect();
+    assert!(finals.is_empty(), "nothing under a final name on fs: {finals:?}");
+    // nothing on the real S3 target either (the root is this test's own prefix)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let objects = rt.block_on(async {
+        let config = drctl::config::load(&s.config_path()).unwrap();
+        let t = drctl::targets::Target::open("s3real", &config.targets["s3real"]).unwrap();
+        t.list("vol/").await.unwrap()
+    });
+    assert!(objects.is_empty(), "nothing under a final name on S3: {objects:?}");
+}

@@ -43,6 +43,10 @@ pub struct TargetPlan {
     pub stale_uploads: Vec<PendingUpload>,
     /// What applying removed (empty on --dry-run).
     pub deleted: Vec<String>,
+    /// Temporary files of uploads that never finished, older than the grace period (see
+    /// [`super::leaks`]), and those of them applying removed (empty on --dry-run).
+    pub temporaries: Vec<crate::targets::Temporary>,
+    pub removed_temporaries: Vec<String>,
     /// Upload ids of the stale uploads applying aborted (empty on --dry-run).
     pub aborted_uploads: Vec<String>,
     pub errors: Vec<String>,
@@ -90,6 +94,8 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 locked: vec![],
                 stale_uploads: vec![],
                 deleted: vec![],
+                temporaries: vec![],
+                removed_temporaries: vec![],
                 aborted_uploads: vec![],
                 errors: vec![],
             };
@@ -162,6 +168,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 Ok(uploads) => plan.stale_uploads = stale_uploads(uploads, now, ORPHAN_GRACE),
                 Err(e) => plan.errors.push(e.to_string()),
             }
+            super::leaks::sweep(&target, &job_name, now, dry_run, &mut plan).await;
             if !dry_run {
                 for up in &plan.stale_uploads {
                     match target.abort_upload(up).await {

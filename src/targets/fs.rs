@@ -115,6 +115,25 @@ impl FsStore {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let found = self.walk(prefix, |name| !name.contains(PARTIAL)).await?;
+        Ok(found.into_iter().map(|(key, m)| ObjectMeta { key, size: m.len() }).collect())
+    }
+
+    /// See [`super::Target::temporaries`].
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
+        let found = self.walk(prefix, super::is_temporary_name).await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, m)| super::Temporary {
+                key,
+                size: m.len(),
+                modified: m.modified().ok().and_then(|t| jiff::Timestamp::try_from(t).ok()),
+            })
+            .collect())
+    }
+
+    /// Every file whose key starts with `prefix` and whose file name `want`s, with its metadata.
+    async fn walk(&self, prefix: &str, want: fn(&str) -> bool) -> Result<Vec<(String, std::fs::Metadata)>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         let name = self.name.clone();
@@ -146,16 +165,17 @@ impl FsStore {
                         continue;
                     }
                     let file_name = entry.file_name().to_string_lossy().into_owned();
-                    if file_name.contains(PARTIAL) {
+                    if !want(&file_name) {
                         continue;
                     }
                     let Ok(rel) = path.strip_prefix(&root) else {
                         continue;
                     };
                     let key = rel.to_string_lossy().replace('\\', "/");
-                    if key.starts_with(&prefix) {
-                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                        out.push(ObjectMeta { key, size });
+                    if key.starts_with(&prefix)
+                        && let Ok(m) = entry.metadata()
+                    {
+                        out.push((key, m));
                     }
                 }
             }

@@ -59,6 +59,29 @@ pub struct PendingUpload {
     pub initiated: Option<jiff::Timestamp>,
 }
 
+/// A temporary object of an upload that never finished (`.NAME.partial-XXXXXX` next to the key
+/// it was for): what a killed run or a cut connection leaves on fs, SFTP and WebDAV.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Temporary {
+    /// Its own key (with the temporary name), relative to the target's root.
+    pub key: String,
+    pub size: u64,
+    /// Its modification time as the store reports it (`None` if it does not say).
+    pub modified: Option<jiff::Timestamp>,
+}
+
+/// Whether `name` (a file name, no `/`) is exactly a temporary name drctl's uploads use:
+/// `.` + the final file name + `.partial-` + six lowercase hex digits. Nothing else under the
+/// root ever is (`notes.partial.txt`, `.partial`, `.x.partial-tmp` are not).
+pub fn is_temporary_name(name: &str) -> bool {
+    let Some((head, suffix)) = name.rsplit_once(".partial-") else { return false };
+    head.len() > 1
+        && head.starts_with('.')
+        && !name.contains('/')
+        && suffix.len() == 6
+        && suffix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A configured target, connected.
 pub enum Target {
     Fs(FsStore),
@@ -198,6 +221,18 @@ impl Target {
             Target::S3(t) => t.pending_uploads(prefix).await,
             Target::Sftp(_) => Ok(vec![]),
             Target::Webdav(_) => Ok(vec![]),
+        }
+    }
+
+    /// The temporaries of unfinished uploads whose key starts with `prefix` (see [`Temporary`];
+    /// `list` never shows them). S3 has none: its unfinished uploads are
+    /// [`Target::pending_uploads`]. Remove one with [`Target::delete`] of its key.
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        match self {
+            Target::Fs(t) => t.temporaries(prefix).await,
+            Target::S3(_) => Ok(vec![]),
+            Target::Sftp(t) => t.temporaries(prefix).await,
+            Target::Webdav(t) => t.temporaries(prefix).await,
         }
     }
 
@@ -365,6 +400,27 @@ impl Drop for CleanupOnDrop {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temporary_names_are_exactly_drctls() {
+        let tmp = format!(".20261205T001002Z-3bf6b9.data.tar.zst.age.partial-{}", crate::layout::random_suffix());
+        assert!(super::is_temporary_name(&tmp), "{tmp}");
+        assert!(super::is_temporary_name(".m.manifest.json.partial-0a9f3c"));
+        for foreign in [
+            "notes.partial.txt",
+            ".partial",
+            ".partial-abcdef",
+            "x.partial-abcdef",
+            ".x.partial-abcde",
+            ".x.partial-abcdefa",
+            ".x.partial-ABCDEF",
+            ".x.partial-tmp123",
+            ".x.partial-abcdef.bak",
+            "20261205T001002Z-3bf6b9.data.tar.zst.age",
+        ] {
+            assert!(!super::is_temporary_name(foreign), "{foreign}");
+        }
+    }
+
     #[test]
     fn rejects_escaping_keys() {
         for k in ["", "/abs", "a/../b", "a//b", "..", "a/./b"] {

@@ -43,7 +43,7 @@ const PARTIAL: &str = ".partial-";
 const REPLAYABLE: usize = 8 << 20;
 /// Collections read at once by `list`.
 const LIST_PARALLEL: usize = 4;
-const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>"#;
+const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"#;
 
 pub struct WebdavStore {
     inner: Arc<Inner>,
@@ -96,6 +96,8 @@ struct DavEntry {
     href: String,
     collection: bool,
     size: Option<u64>,
+    /// `getlastmodified` (an HTTP date), when the server sends it.
+    modified: Option<String>,
 }
 
 fn method(name: &'static str) -> Method {
@@ -323,7 +325,35 @@ impl WebdavStore {
             return Ok(Vec::new());
         }
         let inner = &self.inner;
-        inner.run("list", prefix, move |_| async move { inner.walk(start, prefix).await }).await
+        let found = inner
+            .run("list", prefix, move |_| async move { inner.walk(start, prefix, |n| !n.contains(PARTIAL)).await })
+            .await?;
+        Ok(found.into_iter().map(|(key, e)| ObjectMeta { key, size: e.size.unwrap_or(0) }).collect())
+    }
+
+    /// See [`super::Target::temporaries`].
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
+        let start = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let found = inner
+            .run("list temporaries", prefix, move |_| async move {
+                inner.walk(start, prefix, super::is_temporary_name).await
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, e)| super::Temporary {
+                key,
+                size: e.size.unwrap_or(0),
+                modified: e.modified.as_deref().and_then(http_date),
+            })
+            .collect())
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -560,7 +590,12 @@ impl Inner {
     }
 
     /// Every object below collection `start` whose key starts with `prefix`.
-    async fn walk(&self, start: &str, prefix: &str) -> Result<Vec<ObjectMeta>, DavError> {
+    async fn walk(
+        &self,
+        start: &str,
+        prefix: &str,
+        want: fn(&str) -> bool,
+    ) -> Result<Vec<(String, DavEntry)>, DavError> {
         let mut out = Vec::new();
         let mut queue = vec![start.to_string()];
         let mut running = FuturesUnordered::new();
@@ -589,8 +624,8 @@ impl Inner {
                     if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
                         queue.push(child);
                     }
-                } else if !name.contains(PARTIAL) && child.starts_with(prefix) {
-                    out.push(ObjectMeta { size: e.size.unwrap_or(0), key: child });
+                } else if want(name) && child.starts_with(prefix) {
+                    out.push((child, e));
                 }
             }
         }
@@ -606,6 +641,12 @@ fn status_kind(s: StatusCode) -> FailureKind {
         500..=599 => FailureKind::Transient,
         _ => FailureKind::Permanent,
     }
+}
+
+/// An HTTP date (`getlastmodified`, RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(value: &str) -> Option<jiff::Timestamp> {
+    let dt = jiff::civil::DateTime::strptime("%a, %d %b %Y %H:%M:%S GMT", value.trim()).ok()?;
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// `s` and its sources, `: `-separated.
@@ -701,6 +742,11 @@ fn parse_multistatus(xml: &str) -> Vec<DavEntry> {
                         c.href = value;
                     }
                 }
+                "getlastmodified" => {
+                    if let Some(c) = cur.as_mut() {
+                        c.modified = Some(value);
+                    }
+                }
                 "getcontentlength" => {
                     if let (Some(c), Ok(n)) = (cur.as_mut(), value.parse::<u64>()) {
                         c.size = Some(n);
@@ -785,22 +831,27 @@ mod tests {
 <lp1:resourcetype><D:collection/></lp1:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
 <D:propstat><D:prop><D:getcontentlength/></D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat></D:response>
 <D:response><D:href>https://u1.example.de/drctl/pg/a%20b&amp;c.bin</D:href><D:propstat><D:prop>
-<lp1:resourcetype/><lp1:getcontentlength>1234</lp1:getcontentlength></D:prop></D:propstat></D:response>
+<lp1:resourcetype/><lp1:getcontentlength>1234</lp1:getcontentlength>
+<lp1:getlastmodified>Sat, 05 Dec 2026 00:10:02 GMT</lp1:getlastmodified></D:prop></D:propstat></D:response>
 </D:multistatus>"#;
         let v = parse_multistatus(apache);
         assert_eq!(
             v,
             vec![
-                DavEntry { href: "/drctl/pg/".into(), collection: true, size: None },
+                DavEntry { href: "/drctl/pg/".into(), collection: true, size: None, modified: None },
                 DavEntry {
                     href: "https://u1.example.de/drctl/pg/a%20b&c.bin".into(),
                     collection: false,
-                    size: Some(1234)
+                    size: Some(1234),
+                    modified: Some("Sat, 05 Dec 2026 00:10:02 GMT".into()),
                 },
             ]
         );
         let plain = r#"<multistatus xmlns="DAV:"><response><href>/x</href><propstat><prop><resourcetype><collection /></resourcetype></prop></propstat></response></multistatus>"#;
-        assert_eq!(parse_multistatus(plain), vec![DavEntry { href: "/x".into(), collection: true, size: None }]);
+        assert_eq!(
+            parse_multistatus(plain),
+            vec![DavEntry { href: "/x".into(), collection: true, size: None, modified: None }]
+        );
     }
 
     #[test]
@@ -825,6 +876,11 @@ mod tests {
     #[test]
     fn entities_and_statuses() {
         assert_eq!(decode_entities("a&amp;b&#x41;&#66;&bogus;"), "a&bAB&bogus;");
+        assert_eq!(
+            http_date("Sat, 05 Dec 2026 00:10:02 GMT").map(|t| t.to_string()).as_deref(),
+            Some("2026-12-05T00:10:02Z")
+        );
+        assert_eq!(http_date("yesterday"), None);
         assert_eq!(status_kind(StatusCode::UNAUTHORIZED), FailureKind::Permanent);
         assert_eq!(status_kind(StatusCode::NOT_FOUND), FailureKind::NotFound);
         assert_eq!(status_kind(StatusCode::SERVICE_UNAVAILABLE), FailureKind::Transient);

@@ -306,6 +306,8 @@ pub(super) struct Handle(Bytes);
 pub(super) struct Attrs {
     pub size: Option<u64>,
     pub permissions: Option<u32>,
+    /// Modification time, seconds since the epoch (the server's clock for a new file).
+    pub mtime: Option<u32>,
 }
 
 impl Attrs {
@@ -762,7 +764,8 @@ fn get_attrs(c: &mut Bytes) -> Result<Attrs, SftpError> {
         a.permissions = Some(get_u32(c)?);
     }
     if flags & ATTR_ACMODTIME != 0 {
-        get_u64(c)?;
+        let _atime = get_u32(c)?;
+        a.mtime = Some(get_u32(c)?);
     }
     if flags & ATTR_EXTENDED != 0 {
         for _ in 0..get_u32(c)? {
