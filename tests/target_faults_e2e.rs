@@ -10,6 +10,8 @@
 //! * a wrong S3 secret: one line with the S3 error code and the right hint, no debug structs.
 
 mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -369,39 +371,41 @@ fn webdav_leaked_temporaries_are_pruned_after_the_grace_period() {
     leaked_temporaries_are_pruned("webdav");
 }
 
-/// An interrupted run (SIGINT while the artifact streams) stores nothing under a final name: no
-/// truncated or empty artifact on fs or S3 (before, every upload saw the dropped stream as its
-/// end and committed what it had).
+/// A daemon run aborted mid-stream (SIGTERM, grace spent) stores nothing under a final name: no
+/// truncated or 0-byte artifact on fs or S3. Before, the daemon's runtime kept the uploads going
+/// after the run was aborted (while the after-hooks of the aborted run finish: a slow hook,
+/// think `docker unpause`, is simulated by `sleep 2`), each upload took the dropped stream for
+/// its end and committed what it had under the artifact's final name.
 #[test]
-fn an_interrupted_run_leaves_no_artifact_under_its_final_name() {
+fn an_aborted_daemon_run_leaves_no_artifact_under_its_final_name() {
     let s = Scratch::new();
-    // S3 stalls (long deadlines), so the run is still streaming when it is interrupted
-    let proxy = StallProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"), 0);
-    let s3 = format!(
-        "{}\ntimeouts = {{ connect = \"60s\", idle = \"60s\", request = \"60s\" }}\n",
-        s.s3_target("s3", Some(&proxy.url())).trim_end()
-    );
-    let real_s3 = s.s3_target("s3real", None);
-    s.write_config(&format!("{}{}{}{}", s.head(), s3, real_s3, volume_job(&s, &["local", "s3", "s3real"], 24)));
-    let mut child = s.drctl().args(["run", "vol"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // wait (bounded) until the fs upload has started: its temporary file exists
-    let t = Instant::now();
-    while !s.fs_files().iter().any(|f| f.contains(".partial-")) {
-        assert!(t.elapsed() < Duration::from_secs(30), "the upload never started: {:?}", s.fs_files());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let st = std::process::Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
-    assert!(st.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // a sparse 200 GB file: reading it through the pipeline takes far longer than the test
+    std::fs::File::create(src.join("big.img")).unwrap().set_len(200 << 30).unwrap();
+    let api = daemon::free_addr();
+    s.write_config(&format!(
+        "{}{}[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"1s\"\n\n[jobs.vol]\nkind = \"volume\"\n\
+         targets = [\"local\", \"s3\"]\npath = \"{}\"\nschedule = \"* * * * * *\"\nafter = [\"sleep 2\"]\n",
+        s.head(),
+        s.s3_target("s3", None),
+        src.display()
+    ));
+    let mut d = daemon::Daemon::start(&s, "daemon", &api);
+    daemon::wait_for(Duration::from_secs(30), "an upload in progress", || {
+        s.fs_files().iter().any(|f| f.contains(".partial-")).then_some(())
+    });
+    let (code, _) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, 1, "an aborted run: {}", d.log());
     let finals: Vec<String> = s.fs_files().into_iter().filter(|f| !f.contains(".partial-")).collect();
-    assert!(finals.is_empty(), "nothing under a final name on fs: {finals:?}");
-    // nothing on the real S3 target either (the root is this test's own prefix)
+    assert!(finals.is_empty(), "nothing under a final name on fs: {finals:?}\n{}", d.log());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let objects = rt.block_on(async {
-        let config = drctl::config::load(&s.config_path()).unwrap();
-        let t = drctl::targets::Target::open("s3real", &config.targets["s3real"]).unwrap();
+        let text = std::fs::read_to_string(s.config_path()).unwrap().replace("schedule = \"* * * * * *\"\n", "");
+        std::fs::write(s.path("cli.toml"), text).unwrap();
+        let config = drctl::config::load(&s.path("cli.toml")).unwrap();
+        let t = drctl::targets::Target::open("s3", &config.targets["s3"]).unwrap();
         t.list("vol/").await.unwrap()
     });
-    assert!(objects.is_empty(), "nothing under a final name on S3: {objects:?}");
+    assert!(objects.is_empty(), "nothing under a final name on S3: {objects:?}\n{}", d.log());
 }
