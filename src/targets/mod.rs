@@ -14,6 +14,12 @@
 //! * `list(prefix)` returns every committed object whose key starts with `prefix`, in no order.
 //! * `delete` of a missing key succeeds (idempotent).
 //! * Errors are classified (not found, transient, permanent) so callers know if a retry can help.
+//! * Every network operation is bounded by the target's deadlines (`timeouts`: connect, idle,
+//!   request; see [`crate::config::TargetTimeouts`]): a target that accepts TCP and never
+//!   answers fails the operation (transient) instead of hanging; [`Target::probe`] is bounded as
+//!   a whole. A streamed `put` that accepts nothing for `idle` is dropped by the fan-out.
+//! * `temporaries(prefix)` lists what unfinished uploads left (fs, SFTP, WebDAV: only names that
+//!   are exactly drctl's `.NAME.partial-XXXXXX`), with their modification time, for prune.
 //!
 //! Keys are `/`-separated relative paths; `..` and absolute keys are rejected.
 
