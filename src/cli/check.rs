@@ -22,7 +22,7 @@ fn overall_deadline(engine: &Engine) -> Duration {
         .values()
         .map(|t| {
             let d = t.deadlines();
-            (d.connect + d.request.min(d.idle.saturating_mul(2)).saturating_mul(3)).saturating_mul(2)
+            (d.connect + d.request.min(d.idle.saturating_mul(2))).saturating_mul(2)
         })
         .sum();
     Duration::from_secs(60) + targets

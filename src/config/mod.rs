@@ -208,7 +208,7 @@ pub struct TargetCommon {
     /// GFS retention for this target (applied by `drctl prune`).
     pub keep: Option<KeepPolicy>,
     /// Deadlines for this target's network operations, e.g.
-    /// `timeouts = { connect = "10s", idle = "30s", request = "120s" }` (each optional; these are
+    /// `timeouts = { connect = "10s", idle = "30s", request = "60s" }` (each optional; these are
     /// the defaults). A target that misses one fails that operation (retried like any network
     /// fault); during a backup, a target that accepts no data for `idle` is dropped from it so
     /// that it never holds the others back.
@@ -225,8 +225,9 @@ pub struct TargetTimeouts {
     /// e.g. `30s` (default). Also the SSH keepalive window of `sftp` targets.
     pub idle: Option<String>,
     /// One whole request that carries no streamed body (a listing page, a HEAD, a manifest
-    /// upload, one S3 part), e.g. `120s` (default). Streamed uploads and downloads are bounded by
-    /// `idle` instead, so a large backup on a slow line is not cut off.
+    /// upload, one S3 part), retries included, e.g. `60s` (default; an S3 part of `part_size_mib`
+    /// must go up within it). Streamed uploads and downloads are bounded by `idle` instead, so a
+    /// large backup on a slow line is not cut off.
     pub request: Option<String>,
 }
 
@@ -243,7 +244,7 @@ impl Default for Deadlines {
         Deadlines {
             connect: std::time::Duration::from_secs(10),
             idle: std::time::Duration::from_secs(30),
-            request: std::time::Duration::from_secs(120),
+            request: std::time::Duration::from_secs(60),
         }
     }
 }

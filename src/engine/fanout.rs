@@ -14,7 +14,7 @@
 //! Stalls: backpressure is kept, but a target that accepts nothing for its `idle` deadline
 //! (`timeouts.idle`) is dropped from the backup and its upload aborted, so one silent endpoint
 //! holds the others back for at most that long; after the end of the stream each upload gets
-//! `idle + 2 × request` to finish (the last part, the rename, the manifest is written later).
+//! `idle + request` to finish (the last part, the rename; the manifest is written later).
 
 use std::io;
 use std::sync::Arc;
@@ -146,7 +146,7 @@ pub async fn fanout(
             continue;
         }
         let d = t.deadlines();
-        let finish = d.idle + d.request.saturating_mul(2);
+        let finish = d.idle + d.request;
         let r = match tokio::time::timeout(finish, &mut put).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(Error::Pipeline(format!("upload task for target `{}` failed: {e}", t.name()))),

@@ -272,10 +272,11 @@ impl Target {
         }
     }
 
-    /// How long [`Target::probe`] may take: connecting plus three requests.
+    /// How long [`Target::probe`] may take: connecting, plus `idle` twice for its three tiny
+    /// requests (a healthy target answers each well within `idle`), at most `request` in all.
     pub fn probe_deadline(&self) -> std::time::Duration {
         let d = self.deadlines();
-        d.connect + d.request.min(d.idle.saturating_mul(2)).saturating_mul(3)
+        d.connect + d.request.min(d.idle.saturating_mul(2))
     }
 
     async fn probe_unbounded(&self) -> Result<()> {

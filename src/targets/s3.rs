@@ -154,15 +154,15 @@ impl S3Store {
             .request_checksum_calculation(checksums.0)
             .response_checksum_validation(checksums.1)
             .retry_config(RetryConfig::standard().with_max_attempts(5))
-            // connect; first answer byte within `idle`; one attempt within `request`; the whole
-            // operation (retries included) within twice that. Streamed bodies (GET) are not under
-            // the request deadlines, only under stalled-stream protection (no byte for `idle`).
+            // connect; first answer byte within `idle`; one attempt, and the whole operation
+            // (retries included), within `request`. Streamed bodies (GET) are not under the
+            // request deadlines, only under stalled-stream protection (no byte for `idle`).
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(deadlines.connect)
                     .read_timeout(deadlines.idle)
                     .operation_attempt_timeout(deadlines.request)
-                    .operation_timeout(deadlines.request.saturating_mul(2))
+                    .operation_timeout(deadlines.request)
                     .build(),
             )
             .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(deadlines.idle).build())
@@ -671,6 +671,14 @@ struct RetryLog {
     target: String,
 }
 
+/// The path (`/bucket/key`) of the current request, for the log.
+#[derive(Debug, Clone)]
+struct RequestPath(String);
+
+impl aws_smithy_types::config_bag::Storable for RequestPath {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<RequestPath>;
+}
+
 /// Attempts of the current operation so far (kept in the operation's config bag).
 #[derive(Debug, Clone, Copy)]
 struct Attempts(u32);
@@ -684,6 +692,19 @@ impl Intercept for RetryLog {
         "drctl::RetryLog"
     }
 
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let path = context.request().uri().split('?').next().unwrap_or_default();
+        // the path part of the URL: bucket and key (never the query with its signature)
+        let path = path.find("://").and_then(|i| path[i + 3..].find('/').map(|j| &path[i + 3 + j..])).unwrap_or(path);
+        cfg.interceptor_state().store_put(RequestPath(path.to_string()));
+        Ok(())
+    }
+
     fn read_after_attempt(
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
@@ -692,7 +713,7 @@ impl Intercept for RetryLog {
     ) -> Result<(), aws_sdk_s3::error::BoxError> {
         let attempt = cfg.load::<Attempts>().map_or(1, |a| a.0 + 1);
         cfg.interceptor_state().store_put(Attempts(attempt));
-        let path = context.request().map(|r| r.uri().split('?').next().unwrap_or_default().to_string());
+        let path = cfg.load::<RequestPath>().map(|p| p.0.clone());
         let status = context.response().map(|r| r.status().as_u16());
         let failed = match (status, context.output_or_error()) {
             (Some(s), _) if s >= 500 || s == 429 || s == 408 => true,
