@@ -409,3 +409,29 @@ fn an_aborted_daemon_run_leaves_no_artifact_under_its_final_name() {
     });
     assert!(objects.is_empty(), "nothing under a final name on S3: {objects:?}\n{}", d.log());
 }
+
+/// `timeouts` on a target: durations, each optional; a bad value or an unknown key is a
+/// configuration error (exit 2) naming the key.
+#[test]
+fn target_timeouts_are_validated() {
+    let s = Scratch::new();
+    let base = s.head().replace("medium = \"disk\"\n", "medium = \"disk\"\ntimeouts = TIMEOUTS\n");
+    let job = "[jobs.vol]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"/tmp\"\n";
+    for (value, problem) in [
+        ("{ connect = \"5s\", idle = \"1m\", request = \"90s\" }", None),
+        ("{ idle = \"45s\" }", None),
+        ("{ idle = \"soon\" }", Some("`targets.local.timeouts.idle`: `soon` is not a positive duration")),
+        ("{ request = \"0s\" }", Some("`targets.local.timeouts.request`: `0s` is not a positive duration")),
+        ("{ read = \"5s\" }", Some("unknown field `read`")),
+    ] {
+        s.write_config(&format!("{}{job}", base.replace("TIMEOUTS", value)));
+        let r = run(s.drctl().args(["list"]));
+        match problem {
+            None => assert_eq!(r.code, 0, "{value}: {r:?}"),
+            Some(p) => {
+                assert_eq!(r.code, 2, "{value}: {r:?}");
+                assert!(r.stderr.contains(p), "{value}: missing `{p}`: {r:?}");
+            }
+        }
+    }
+}

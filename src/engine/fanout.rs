@@ -12,8 +12,9 @@
 //! truncated or empty object is ever stored under its final name.
 //!
 //! Stalls: backpressure is kept, but a target that accepts nothing for its `idle` deadline
-//! (`timeouts.idle`) is dropped from the backup and its upload aborted, so one silent endpoint
-//! holds the others back for at most that long; after the end of the stream each upload gets
+//! (`timeouts.idle`; S3, which stops reading while a part is in flight: `idle + request`, see
+//! `Target::accept_deadline`) is dropped from the backup and its upload aborted, so one silent
+//! endpoint holds the others back for at most that long; after the end of the stream each upload gets
 //! `idle + request` to finish (the last part, the rename; the manifest is written later).
 
 use std::io;
@@ -78,7 +79,7 @@ pub async fn fanout(
         let mut alive = 0;
         for (i, slot) in senders.iter_mut().enumerate() {
             if let Some(s) = slot {
-                let idle = targets[i].deadlines().idle;
+                let idle = targets[i].accept_deadline();
                 match tokio::time::timeout(idle, s.send(Ok(chunk.clone()))).await {
                     Ok(Ok(())) => alive += 1,
                     Ok(Err(_)) => *slot = None, // that upload failed; its task holds the error

@@ -272,6 +272,18 @@ impl Target {
         }
     }
 
+    /// How long a `put` may accept nothing before the fan-out drops it as stalled: `idle`; for
+    /// S3 `idle + request`, because it stops reading while a whole part is in flight (a part
+    /// on a slow but working line may take longer than `idle`; a stalled part fails by itself
+    /// within `request`).
+    pub fn accept_deadline(&self) -> std::time::Duration {
+        let d = self.deadlines();
+        match self {
+            Target::S3(_) => d.idle + d.request,
+            Target::Fs(_) | Target::Sftp(_) | Target::Webdav(_) => d.idle,
+        }
+    }
+
     /// How long [`Target::probe`] may take: connecting, plus `idle` twice for its three tiny
     /// requests (a healthy target answers each well within `idle`), at most `request` in all.
     pub fn probe_deadline(&self) -> std::time::Duration {
