@@ -435,3 +435,48 @@ fn target_timeouts_are_validated() {
         }
     }
 }
+
+/// A streamed artifact (larger than what WebDAV holds in memory for a retry) whose PUT gets a 500
+/// cannot be sent again: that target's copy fails, the run is partial (exit 3) with the fs copy
+/// committed and nothing half-stored on WebDAV, and `drctl sync` completes it.
+#[test]
+fn webdav_streamed_put_that_gets_a_500_is_partial_and_sync_repairs_it() {
+    let s = Scratch::new();
+    let proxy = ErrorProxy::start(
+        &endpoint("DRCTL_TEST_WEBDAV_URL"),
+        Rule::First { method: "PUT", path_contains: ".data.tar.zst.age.partial-", n: 1 },
+    );
+    let dav = s.webdav_target("dav").replace(&endpoint("DRCTL_TEST_WEBDAV_URL"), &proxy.url());
+    let dir = target_dir(&s, "webdav", &dav);
+    s.write_config(&format!("{}{}{}", s.head(), dav, volume_job(&s, &["local", "dav"], 12)));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(committed_on_fs(&s), "{:?}", s.fs_files());
+    assert!(r.stderr.contains("target `dav` has no copy") && r.stderr.contains("500"), "{r:?}");
+    let on_dav: Vec<String> = walk_files(&dir);
+    assert!(on_dav.is_empty(), "nothing half-stored on dav: {on_dav:?}");
+    let r = run(s.drctl().args(["sync", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = s.path("restored");
+    let r = run(s.drctl().args(["restore", "vol", "--latest", "--target", "dav", "--to"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(out.join("small.txt")).unwrap(), b"hello\n");
+}
+
+/// Every file below `dir` (relative), none if it does not exist.
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
