@@ -54,8 +54,9 @@ fn assert_stall_handled(s: &Scratch, stalled: &str) {
     let t = Instant::now();
     let r = run(s.drctl().args(["-v", "run", "vol"]));
     let took = t.elapsed();
+    eprintln!("run with `{stalled}` stalled took {took:?}");
     assert_eq!(r.code, 3, "a stalled target makes the run partial: {r:?}");
-    assert!(took < Duration::from_secs(45), "the run took {took:?} with short deadlines: {r:?}");
+    assert!(took < Duration::from_secs(20), "the run took {took:?} with short deadlines: {r:?}");
     assert!(committed_on_fs(s), "the healthy fs copy is committed: {:?}", s.fs_files());
     assert!(r.stderr.contains(&format!("`{stalled}`")) || r.stderr.contains(&format!("target={stalled}")), "{r:?}");
     assert!(
@@ -66,7 +67,8 @@ fn assert_stall_handled(s: &Scratch, stalled: &str) {
     let t = Instant::now();
     let c = run(s.drctl().args(["check"]));
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(60), "check took {took:?}: {c:?}");
+    eprintln!("check with `{stalled}` stalled took {took:?}");
+    assert!(took < Duration::from_secs(40), "check took {took:?}: {c:?}");
     assert_eq!(c.code, 1, "{c:?}");
     let line = c.stdout.lines().find(|l| l.contains(&format!("target {stalled}:"))).unwrap_or_default();
     assert!(line.starts_with("FAIL"), "check names the stalled target: {c:?}");
@@ -101,6 +103,7 @@ fn s3_that_stalls_in_the_middle_of_a_multipart_upload_is_dropped_in_bounded_time
     s.write_config(&cfg);
     let t = Instant::now();
     let r = run(s.drctl().args(["-v", "run", "vol"]));
+    eprintln!("run stalled mid-upload took {:?}", t.elapsed());
     assert_eq!(r.code, 3, "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(45), "took {:?}: {r:?}", t.elapsed());
     assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 5 << 20, "a part went through first");
@@ -127,8 +130,11 @@ fn webdav_that_stalls_mid_upload_is_dropped_in_bounded_time() {
     s.write_config(&cfg);
     let t = Instant::now();
     let r = run(s.drctl().args(["-v", "run", "vol"]));
+    eprintln!("run stalled mid-upload took {:?}", t.elapsed());
     assert_eq!(r.code, 3, "{r:?}");
-    assert!(t.elapsed() < Duration::from_secs(45), "took {:?}: {r:?}", t.elapsed());
+    // the fan-out drops the target after `idle` (2 s) without data accepted; without that it
+    // took 12 s (sftp) and 30 s (webdav) here
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {r:?}", t.elapsed());
     assert!(committed_on_fs(&s), "{:?}", s.fs_files());
     assert!(r.stderr.contains("dav"), "{r:?}");
 }
@@ -164,8 +170,11 @@ fn sftp_that_stalls_mid_upload_is_dropped_in_bounded_time() {
     s.write_config(&cfg);
     let t = Instant::now();
     let r = run(s.drctl().args(["-v", "run", "vol"]));
+    eprintln!("run stalled mid-upload took {:?}", t.elapsed());
     assert_eq!(r.code, 3, "{r:?}");
-    assert!(t.elapsed() < Duration::from_secs(45), "took {:?}: {r:?}", t.elapsed());
+    // the fan-out drops the target after `idle` (2 s) without data accepted; without that it
+    // took 12 s (sftp) and 30 s (webdav) here
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {r:?}", t.elapsed());
     assert!(committed_on_fs(&s), "{:?}", s.fs_files());
     assert!(r.stderr.contains("sftp"), "{r:?}");
 }
