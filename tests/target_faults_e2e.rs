@@ -489,3 +489,34 @@ fn walk_files(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A 0-byte artifact under its final name without a manifest (what an aborted daemon run left
+/// before the fan-out fix) is an incomplete upload: prune removes it on fs and S3 once its
+/// backup id is older than the grace period, and leaves a foreign object alone.
+#[test]
+fn zero_byte_artifacts_without_a_manifest_are_pruned_on_fs_and_s3() {
+    let s = Scratch::new();
+    s.write_config(&format!("{}{}{}", s.head(), s.s3_target("s3", None), volume_job(&s, &["local", "s3"], 1)));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let stale = "vol/2026/01/01/20260101T000000Z-abcdef.data.tar.zst.age";
+    let foreign = "vol/2026/01/01/notes.txt";
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = drctl::config::load(&s.config_path()).unwrap();
+    let targets: Vec<drctl::targets::Target> =
+        ["local", "s3"].iter().map(|t| drctl::targets::Target::open(t, &config.targets[*t]).unwrap()).collect();
+    rt.block_on(async {
+        for t in &targets {
+            t.put_bytes(stale, bytes::Bytes::new()).await.unwrap();
+            t.put_bytes(foreign, bytes::Bytes::from_static(b"mine\n")).await.unwrap();
+        }
+    });
+    let r = run(s.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    rt.block_on(async {
+        for t in &targets {
+            assert_eq!(t.stat(stale).await.unwrap(), None, "{}: the 0-byte artifact is gone: {r:?}", t.name());
+            assert!(t.stat(foreign).await.unwrap().is_some(), "{}: a foreign object stays", t.name());
+        }
+    });
+}
