@@ -39,8 +39,12 @@ pub fn stale(temps: Vec<Temporary>, now: Timestamp, grace: SignedDuration) -> Ve
 }
 
 /// Find the stale temporaries of `job` on `target` and (unless `dry_run`) remove them, recording
-/// both in `plan` (`temporaries`, `removed_temporaries`; failures in `errors`).
+/// both in `plan` (`temporaries`, `removed_temporaries`; failures in `errors`). Called last for a
+/// target: when prune already ran into an error there (a lock it could not read, a failed delete,
+/// a clock that disagrees with the target's), the temporaries are reported but not removed —
+/// their age is judged by this host's clock against the target's modification times.
 pub async fn sweep(target: &Target, job: &str, now: Timestamp, dry_run: bool, plan: &mut TargetPlan) {
+    let remove = !dry_run && plan.errors.is_empty();
     let found = match target.temporaries(&format!("{job}/")).await {
         Ok(t) => stale(t, now, grace()),
         Err(e) => {
@@ -49,7 +53,7 @@ pub async fn sweep(target: &Target, job: &str, now: Timestamp, dry_run: bool, pl
         }
     };
     for t in found {
-        if !dry_run {
+        if remove {
             match target.delete(&t.key).await {
                 Ok(()) => {
                     tracing::info!(target = %target.name(), key = %t.key, bytes = t.size, "removed a leaked temporary file");

@@ -168,7 +168,6 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 Ok(uploads) => plan.stale_uploads = stale_uploads(uploads, now, ORPHAN_GRACE),
                 Err(e) => plan.errors.push(e.to_string()),
             }
-            super::leaks::sweep(&target, &job_name, now, dry_run, &mut plan).await;
             if !dry_run {
                 for up in &plan.stale_uploads {
                     match target.abort_upload(up).await {
@@ -206,6 +205,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                     }
                 }
             }
+            super::leaks::sweep(&target, &job_name, now, dry_run, &mut plan).await;
             out.push(plan);
         }
     }

@@ -24,6 +24,7 @@
 //! Keys are `/`-separated relative paths; `..` and absolute keys are rejected.
 
 mod fs;
+mod hints;
 mod retry;
 mod s3;
 mod sftp;
@@ -41,6 +42,7 @@ use crate::error::FailureKind;
 use crate::{Error, Result};
 
 pub use fs::FsStore;
+pub use hints::{cause_hint, hint};
 pub use s3::S3Store;
 pub use sftp::SftpStore;
 pub use webdav::WebdavStore;
@@ -306,58 +308,6 @@ impl Target {
     fn error(&self, op: &'static str, key: &str, kind: FailureKind, message: impl std::fmt::Display) -> Error {
         target_error(self.name(), op, key, kind, message)
     }
-}
-
-/// The next step after a failed target operation, from what failed: wrong credentials are not
-/// "retry once the target is back". `message` is the error's text (S3 errors carry the HTTP status
-/// and the S3 error code, see `s3::describe`).
-pub fn hint(target: &str, kind: FailureKind, message: &str) -> String {
-    if let Some(h) = cause_hint(target, message) {
-        return h;
-    }
-    match kind {
-        FailureKind::Transient => format!("target `{target}` may be down or overloaded: retry, and run `drctl check`"),
-        FailureKind::Permanent => {
-            format!("check the credentials and permissions of target `{target}`; `drctl check` tests them")
-        }
-        FailureKind::NotFound => {
-            format!("the object is missing on target `{target}`: try another target or `drctl catalog rebuild`")
-        }
-    }
-}
-
-/// The hint for a target failure whose cause the text names (refused credentials, no access,
-/// no bucket, a stalled target), `None` when it names none of these. `drctl run` prints it under
-/// each target that got no copy.
-pub fn cause_hint(target: &str, message: &str) -> Option<String> {
-    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
-    let low = message.to_ascii_lowercase();
-    if has(&["`InvalidAccessKeyId`", "`SignatureDoesNotMatch`", "HTTP 401", "`InvalidToken`", "`ExpiredToken`"])
-        || (has(&["HTTP 403"]) && low.contains("signature"))
-    {
-        return Some(format!(
-            "the store refused the credentials of target `{target}`: check `access_key_id` and `secret_access_key` \
-             (or their `_file`s); `drctl check` tests them"
-        ));
-    }
-    if has(&["`AccessDenied`", "HTTP 403"]) {
-        return Some(format!(
-            "target `{target}` refused access: check its key's permissions on the bucket (and the key pair itself); \
-             `drctl check` tests them"
-        ));
-    }
-    if has(&["`NoSuchBucket`"]) {
-        return Some(format!(
-            "the bucket of target `{target}` does not exist: create it, or fix `bucket` (and `endpoint`, `region`)"
-        ));
-    }
-    if has(&["timed out", "no answer within", "accepted no data for"]) {
-        return Some(format!(
-            "target `{target}` stopped answering (stalled or overloaded): retry once the target is back (`drctl sync` \
-             copies missing backups); `timeouts` on the target sets how long drctl waits"
-        ));
-    }
-    None
 }
 
 pub(crate) fn target_error(
