@@ -60,12 +60,12 @@ pub async fn fanout(
         encode_blocking(bridge, &params, tx, &progress)
     });
 
-    let mut senders = Vec::new();
-    let mut puts = Vec::new();
     // set once the stream ended well: only then may an upload see the end as a commit
     let complete = Arc::new(AtomicBool::new(false));
     // per target: why the fan-out dropped it (a stall), which overrides its task's outcome
     let mut stalled: Vec<Option<Error>> = targets.iter().map(|_| None).collect();
+    let mut senders = Vec::new();
+    let mut puts = Vec::new();
     for t in targets {
         let (ttx, trx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         senders.push(Some(ttx));
