@@ -143,11 +143,7 @@ impl Error {
             } else {
                 format!("configured jobs: {}", known.join(", "))
             }),
-            Error::Target { target, kind, .. } => Some(match kind {
-                FailureKind::Transient => format!("target `{target}` may be down or overloaded: retry, and run `drctl check`"),
-                FailureKind::Permanent => format!("check the credentials and permissions of target `{target}`; `drctl check` tests them"),
-                FailureKind::NotFound => format!("the object is missing on target `{target}`: try another target or `drctl catalog rebuild`"),
-            }),
+            Error::Target { target, kind, message, .. } => Some(crate::targets::hint(target, *kind, message)),
             Error::Source { hint, .. } => hint.clone(),
             Error::ToolTooOld { tool, server_version, .. } => Some(format!(
                 "install a `{tool}` of major version {} or newer (for Debian: postgresql-client-{}), or set `bin_dir` on the job",

@@ -582,6 +582,38 @@ async fn interrupted_put(f: &Fixture) {
 
 /// While a put is running (its stream not finished yet), readers see nothing of it; its
 /// temporary state exists; an abort removes it, a commit makes the whole object visible.
+/// `temporaries` lists the temporary object of an unfinished put (fs, SFTP, WebDAV; S3 has
+/// multipart uploads instead) under its exact temporary name with a recent modification time,
+/// and nothing once the put ended; `list` never does.
+async fn temporaries_listed(f: &Fixture) {
+    let t = &f.target;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<io::Result<Bytes>>(0);
+    let put = t.put("tl/dir/obj", Box::pin(rx));
+    let driver = async move {
+        for c in generated(12, 11 * MIB, MIB) {
+            tx.send(Ok(c)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let temps = t.temporaries("tl/").await.unwrap();
+        if matches!(f.kind, Kind::S3 { .. }) {
+            assert_eq!(temps, vec![], "S3 has no temporary objects");
+        } else {
+            assert_eq!(temps.len(), 1, "{temps:?}");
+            let (dir, name) = temps[0].key.rsplit_once('/').unwrap();
+            assert_eq!(dir, "tl/dir");
+            assert!(drctl::targets::is_temporary_name(name) && name.starts_with(".obj.partial-"), "{name}");
+            let age = jiff::Timestamp::now().duration_since(temps[0].modified.expect("a modification time"));
+            assert!(age.abs() < jiff::SignedDuration::from_secs(120), "modified {age:?} ago");
+            assert_eq!(t.temporaries("other/").await.unwrap(), vec![], "only under the prefix");
+        }
+        assert_eq!(listed(t, "tl/").await, vec![], "list never shows temporaries");
+        tx.send(Err(io::Error::other("cancelled"))).await.unwrap();
+    };
+    let (result, ()) = futures::join!(put, driver);
+    assert!(result.is_err());
+    assert_eq!(t.temporaries("tl/").await.unwrap(), vec![], "an aborted put removed its temporary");
+}
+
 async fn uncommitted_invisible(f: &Fixture) {
     let t = &f.target;
     for commit in [false, true] {
@@ -725,6 +757,7 @@ conformance! {
     large_streamed => fs_large_streamed, s3_large_streamed, sftp_large_streamed, webdav_large_streamed;
     interrupted_put => fs_interrupted_put, s3_interrupted_put, sftp_interrupted_put, webdav_interrupted_put;
     uncommitted_invisible => fs_uncommitted_invisible, s3_uncommitted_invisible, sftp_uncommitted_invisible, webdav_uncommitted_invisible;
+    temporaries_listed => fs_temporaries_listed, s3_temporaries_listed, sftp_temporaries_listed, webdav_temporaries_listed;
     escaping_keys => fs_escaping_keys, s3_escaping_keys, sftp_escaping_keys, webdav_escaping_keys;
     empty_object => fs_empty_object, s3_empty_object, sftp_empty_object, webdav_empty_object;
     probe => fs_probe, s3_probe, sftp_probe, webdav_probe;

@@ -6,6 +6,7 @@
 
 mod catalog;
 mod check;
+mod check_deadline;
 mod daemon;
 mod generate;
 mod keygen;
@@ -150,7 +151,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Run(args) => run::run(&engine, args, printer).await,
                 Command::List(args) => list::run(&engine, args, printer).await,
                 Command::Restore(args) => restore::run(&engine, args, printer).await,
-                Command::Check => check::run(&engine, printer).await,
+                Command::Check => check_deadline::run(&engine, printer).await,
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
                 Command::Prune(args) => prune::run(&engine, args, printer).await,
                 Command::Sync(args) => sync::run(&engine, args, printer).await,

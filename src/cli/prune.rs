@@ -39,6 +39,16 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             for l in &p.locked {
                 println!("  keep    {}  (incomplete upload, object lock until {})", l.key, l.until);
             }
+            for t in &p.temporaries {
+                let done = args.dry_run || p.removed_temporaries.contains(&t.key);
+                let verb = match (args.dry_run, done) {
+                    (true, _) => "delete ",
+                    (false, true) => "deleted",
+                    (false, false) => "failed ",
+                };
+                let since = t.modified.map(|m| format!(", last written {m}")).unwrap_or_default();
+                println!("  {verb}  {}  (temporary file of an unfinished upload, {} bytes{since})", t.key, t.size);
+            }
             for u in &p.stale_uploads {
                 let since = u.initiated.map(|t| format!(", started {t}")).unwrap_or_default();
                 println!(

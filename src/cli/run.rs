@@ -79,8 +79,12 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     ));
                     for f in &r.failed {
                         eprintln!("warning: job `{}`: target `{}` has no copy: {}", r.job, f.target, f.error);
+                        if let Some(h) = crate::targets::cause_hint(&f.target, &f.error) {
+                            eprintln!("hint: {h}");
+                        }
                     }
-                    if !r.failed.is_empty() {
+                    // the general hint only where no cause-specific one was given
+                    if r.failed.iter().any(|f| crate::targets::cause_hint(&f.target, &f.error).is_none()) {
                         eprintln!(
                             "hint: the backup is incomplete (exit 3); once the target is back, run `drctl sync {}` to copy it there",
                             r.job

@@ -60,6 +60,6 @@ mod tests {
     #[test]
     fn reads_common_fields() {
         let f = super::struct_fields::<super::super::TargetCommon>();
-        assert_eq!(f, &["medium", "offsite", "keep"]);
+        assert_eq!(f, &["medium", "offsite", "keep", "timeouts"]);
     }
 }

@@ -222,6 +222,63 @@ pub struct TargetCommon {
     pub offsite: bool,
     /// GFS retention for this target (applied by `drctl prune`).
     pub keep: Option<KeepPolicy>,
+    /// Deadlines for this target's network operations, e.g.
+    /// `timeouts = { connect = "10s", idle = "30s", request = "60s" }` (each optional; these are
+    /// the defaults). A target that misses one fails that operation (retried like any network
+    /// fault); during a backup, a target that accepts no data for `idle` is dropped from it so
+    /// that it never holds the others back.
+    pub timeouts: Option<TargetTimeouts>,
+}
+
+/// `timeouts = { … }` on a target: how long drctl waits before it gives up on a silent target.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTimeouts {
+    /// Establishing a connection (TCP, TLS, the SSH handshake), e.g. `10s` (default).
+    pub connect: Option<String>,
+    /// Silence on an open connection: no answer byte, or (during a backup) no data accepted,
+    /// e.g. `30s` (default). Also the SSH keepalive window of `sftp` targets.
+    pub idle: Option<String>,
+    /// One whole request that carries no streamed body (a listing page, a HEAD, a manifest
+    /// upload, one S3 part), retries included, e.g. `60s` (default; an S3 part of `part_size_mib`
+    /// must go up within it). Streamed uploads and downloads are bounded by `idle` instead, so a
+    /// large backup on a slow line is not cut off.
+    pub request: Option<String>,
+}
+
+/// The deadlines of one target, parsed (see [`TargetTimeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub connect: std::time::Duration,
+    pub idle: std::time::Duration,
+    pub request: std::time::Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            connect: std::time::Duration::from_secs(10),
+            idle: std::time::Duration::from_secs(30),
+            request: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl TargetTimeouts {
+    /// The deadlines, each field's default where it is unset or not a duration (validation
+    /// reports the latter).
+    pub fn deadlines(t: Option<&TargetTimeouts>) -> Deadlines {
+        let d = Deadlines::default();
+        let Some(t) = t else { return d };
+        let parse = |v: &Option<String>, default| {
+            v.as_deref().and_then(|s| humantime::parse_duration(s).ok()).filter(|d| !d.is_zero()).unwrap_or(default)
+        };
+        Deadlines {
+            connect: parse(&t.connect, d.connect),
+            idle: parse(&t.idle, d.idle),
+            request: parse(&t.request, d.request),
+        }
+    }
 }
 
 /// GFS retention, with the semantics of `restic forget`: a backup kept by any rule is kept.
@@ -447,6 +504,11 @@ impl JobCommon {
 
 impl TargetConfig {
     /// The target as 3-2-1 sees it.
+    /// This target's deadlines (`timeouts`, else the defaults).
+    pub fn deadlines(&self) -> Deadlines {
+        TargetTimeouts::deadlines(self.common.timeouts.as_ref())
+    }
+
     pub fn placement(&self, name: &str) -> crate::retention::rule321::Placement {
         crate::retention::rule321::Placement {
             target: name.to_string(),

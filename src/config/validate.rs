@@ -106,6 +106,20 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 Some("e.g. `7d`, `36h`, `2weeks`".into()),
             );
         }
+        if let Some(t) = &t.common.timeouts {
+            for (field, value) in [("connect", &t.connect), ("idle", &t.idle), ("request", &t.request)] {
+                if let Some(v) = value
+                    && humantime::parse_duration(v).map_or(true, |d| d.is_zero())
+                {
+                    p.error(
+                        main,
+                        &[key("targets"), key(name), key("timeouts"), key(field)],
+                        format!("`{v}` is not a positive duration"),
+                        Some("e.g. `10s`, `2m`".into()),
+                    );
+                }
+            }
+        }
         if !valid_name(name) {
             p.error(main, &path, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
         }

@@ -3,6 +3,7 @@
 
 pub mod check;
 mod fanout;
+pub mod leaks;
 pub mod prune;
 pub mod rebuild;
 pub mod restore;

@@ -52,6 +52,10 @@ pub struct TargetPlan {
     pub stale_uploads: Vec<PendingUpload>,
     /// What applying removed (empty on --dry-run).
     pub deleted: Vec<String>,
+    /// Temporary files of uploads that never finished, older than the grace period (see
+    /// [`super::leaks`]), and those of them applying removed (empty on --dry-run).
+    pub temporaries: Vec<crate::targets::Temporary>,
+    pub removed_temporaries: Vec<String>,
     /// Upload ids of the stale uploads applying aborted (empty on --dry-run).
     pub aborted_uploads: Vec<String>,
     /// Why prune could not do its work here (exit 1): a target that could not be listed, a
@@ -104,6 +108,8 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 locked: vec![],
                 stale_uploads: vec![],
                 deleted: vec![],
+                temporaries: vec![],
+                removed_temporaries: vec![],
                 aborted_uploads: vec![],
                 errors: vec![],
                 warnings: vec![],
@@ -258,6 +264,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                     }
                 }
             }
+            super::leaks::sweep(&target, &job_name, now, dry_run, &mut plan).await;
             out.push(plan);
         }
     }

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::FsTarget;
+use crate::config::{Deadlines, FsTarget};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 
@@ -21,6 +21,7 @@ const PARTIAL: &str = ".partial-";
 pub struct FsStore {
     name: String,
     root: PathBuf,
+    pub(super) deadlines: Deadlines,
 }
 
 /// The key names no object: it, or a directory above it, is missing, or a "directory" above it
@@ -40,8 +41,8 @@ fn kind_of(e: &io::Error) -> FailureKind {
 }
 
 impl FsStore {
-    pub fn new(name: &str, config: &FsTarget) -> Self {
-        FsStore { name: name.to_string(), root: config.path.clone() }
+    pub fn new(name: &str, config: &FsTarget, deadlines: Deadlines) -> Self {
+        FsStore { name: name.to_string(), root: config.path.clone(), deadlines }
     }
 
     pub fn name(&self) -> &str {
@@ -114,6 +115,25 @@ impl FsStore {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let found = self.walk(prefix, |name| !name.contains(PARTIAL)).await?;
+        Ok(found.into_iter().map(|(key, m)| ObjectMeta { key, size: m.len() }).collect())
+    }
+
+    /// See [`super::Target::temporaries`].
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
+        let found = self.walk(prefix, super::is_temporary_name).await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, m)| super::Temporary {
+                key,
+                size: m.len(),
+                modified: m.modified().ok().and_then(|t| jiff::Timestamp::try_from(t).ok()),
+            })
+            .collect())
+    }
+
+    /// Every file whose key starts with `prefix` and whose file name `want`s, with its metadata.
+    async fn walk(&self, prefix: &str, want: fn(&str) -> bool) -> Result<Vec<(String, std::fs::Metadata)>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         let name = self.name.clone();
@@ -145,16 +165,17 @@ impl FsStore {
                         continue;
                     }
                     let file_name = entry.file_name().to_string_lossy().into_owned();
-                    if file_name.contains(PARTIAL) {
+                    if !want(&file_name) {
                         continue;
                     }
                     let Ok(rel) = path.strip_prefix(&root) else {
                         continue;
                     };
                     let key = rel.to_string_lossy().replace('\\', "/");
-                    if key.starts_with(&prefix) {
-                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                        out.push(ObjectMeta { key, size });
+                    if key.starts_with(&prefix)
+                        && let Ok(m) = entry.metadata()
+                    {
+                        out.push((key, m));
                     }
                 }
             }

@@ -14,10 +14,17 @@
 //! * `list(prefix)` returns every committed object whose key starts with `prefix`, in no order.
 //! * `delete` of a missing key succeeds (idempotent).
 //! * Errors are classified (not found, transient, permanent) so callers know if a retry can help.
+//! * Every network operation is bounded by the target's deadlines (`timeouts`: connect, idle,
+//!   request; see [`crate::config::TargetTimeouts`]): a target that accepts TCP and never
+//!   answers fails the operation (transient) instead of hanging; [`Target::probe`] is bounded as
+//!   a whole. A streamed `put` that accepts nothing for `idle` is dropped by the fan-out.
+//! * `temporaries(prefix)` lists what unfinished uploads left (fs, SFTP, WebDAV: only names that
+//!   are exactly drctl's `.NAME.partial-XXXXXX`), with their modification time, for prune.
 //!
 //! Keys are `/`-separated relative paths; `..` and absolute keys are rejected.
 
 mod fs;
+mod hints;
 mod retry;
 mod s3;
 mod sftp;
@@ -30,11 +37,12 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::config::{TargetConfig, TargetKind};
+use crate::config::{Deadlines, TargetConfig, TargetKind};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 
 pub use fs::FsStore;
+pub use hints::{cause_hint, hint};
 pub use s3::S3Store;
 pub use sftp::SftpStore;
 pub use webdav::WebdavStore;
@@ -59,6 +67,29 @@ pub struct PendingUpload {
     pub initiated: Option<jiff::Timestamp>,
 }
 
+/// A temporary object of an upload that never finished (`.NAME.partial-XXXXXX` next to the key
+/// it was for): what a killed run or a cut connection leaves on fs, SFTP and WebDAV.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Temporary {
+    /// Its own key (with the temporary name), relative to the target's root.
+    pub key: String,
+    pub size: u64,
+    /// Its modification time as the store reports it (`None` if it does not say).
+    pub modified: Option<jiff::Timestamp>,
+}
+
+/// Whether `name` (a file name, no `/`) is exactly a temporary name drctl's uploads use:
+/// `.` + the final file name + `.partial-` + six lowercase hex digits. Nothing else under the
+/// root ever is (`notes.partial.txt`, `.partial`, `.x.partial-tmp` are not).
+pub fn is_temporary_name(name: &str) -> bool {
+    let Some((head, suffix)) = name.rsplit_once(".partial-") else { return false };
+    head.len() > 1
+        && head.starts_with('.')
+        && !name.contains('/')
+        && suffix.len() == 6
+        && suffix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A configured target, connected.
 pub enum Target {
     Fs(FsStore),
@@ -74,10 +105,10 @@ impl Target {
     /// When a credential file cannot be read.
     pub fn open(name: &str, config: &TargetConfig) -> Result<Target> {
         Ok(match &config.kind {
-            TargetKind::Fs(c) => Target::Fs(FsStore::new(name, c)),
-            TargetKind::S3(c) => Target::S3(S3Store::new(name, c)?),
-            TargetKind::Sftp(c) => Target::Sftp(SftpStore::new(name, c)),
-            TargetKind::Webdav(c) => Target::Webdav(WebdavStore::new(name, c)?),
+            TargetKind::Fs(c) => Target::Fs(FsStore::new(name, c, config.deadlines())),
+            TargetKind::S3(c) => Target::S3(S3Store::new(name, c, config.deadlines())?),
+            TargetKind::Sftp(c) => Target::Sftp(SftpStore::new(name, c, config.deadlines())),
+            TargetKind::Webdav(c) => Target::Webdav(WebdavStore::new(name, c, config.deadlines())?),
         })
     }
 
@@ -87,6 +118,17 @@ impl Target {
             Target::S3(t) => t.name(),
             Target::Sftp(t) => t.name(),
             Target::Webdav(t) => t.name(),
+        }
+    }
+
+    /// The target's deadlines (`timeouts` in its config): the fan-out drops a target that
+    /// accepts no data for `idle`.
+    pub fn deadlines(&self) -> Deadlines {
+        match self {
+            Target::Fs(t) => t.deadlines,
+            Target::S3(t) => t.deadlines,
+            Target::Sftp(t) => t.deadlines(),
+            Target::Webdav(t) => t.deadlines(),
         }
     }
 
@@ -101,9 +143,18 @@ impl Target {
         }
     }
 
-    /// Store a small in-memory object (manifests, records).
+    /// Store a small in-memory object (manifests, records). Unlike a streamed `put`, its body can
+    /// be sent again: on SFTP a transient failure of the whole upload (the WRITEs themselves, not
+    /// only the rename) is retried, each try with a fresh temporary name. (WebDAV does the same
+    /// for any small body in `put`; S3's client retries its requests itself; fs has nothing to
+    /// retry.)
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
-        self.put(key, Box::pin(futures::stream::iter([Ok(data)]))).await
+        let once = |data: Bytes| self.put(key, Box::pin(futures::stream::iter([Ok(data)])));
+        match self {
+            // WebDAV retries small bodies in `put` itself
+            Target::Fs(_) | Target::S3(_) | Target::Webdav(_) => once(data).await,
+            Target::Sftp(_) => retry::retry_in(self.name(), "put", key, |_| once(data.clone())).await,
+        }
     }
 
     /// Read an object, or the byte `range` of it.
@@ -181,6 +232,18 @@ impl Target {
         }
     }
 
+    /// The temporaries of unfinished uploads whose key starts with `prefix` (see [`Temporary`];
+    /// `list` never shows them). S3 has none: its unfinished uploads are
+    /// [`Target::pending_uploads`]. Remove one with [`Target::delete`] of its key.
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<Temporary>> {
+        match self {
+            Target::Fs(t) => t.temporaries(prefix).await,
+            Target::S3(_) => Ok(vec![]),
+            Target::Sftp(t) => t.temporaries(prefix).await,
+            Target::Webdav(t) => t.temporaries(prefix).await,
+        }
+    }
+
     /// Abort an unfinished upload found by [`Target::pending_uploads`], freeing its storage.
     /// Aborting one that is already gone succeeds.
     pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
@@ -193,7 +256,44 @@ impl Target {
     }
 
     /// Prove the target is reachable and writable: write, read back and delete a probe object.
+    /// Bounded: a target that does not finish within [`Target::probe_deadline`] fails the probe
+    /// (a stalled endpoint must not keep `drctl check` waiting).
     pub async fn probe(&self) -> Result<()> {
+        let limit = self.probe_deadline();
+        match tokio::time::timeout(limit, self.probe_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.error(
+                "probe",
+                ".drctl-probe/",
+                FailureKind::Transient,
+                format!(
+                    "no answer within {} (the target accepts connections but does not answer)",
+                    humantime::format_duration(limit)
+                ),
+            )),
+        }
+    }
+
+    /// How long a `put` may accept nothing before the fan-out drops it as stalled: `idle`; for
+    /// S3 `idle + request`, because it stops reading while a whole part is in flight (a part
+    /// on a slow but working line may take longer than `idle`; a stalled part fails by itself
+    /// within `request`).
+    pub fn accept_deadline(&self) -> std::time::Duration {
+        let d = self.deadlines();
+        match self {
+            Target::S3(_) => d.idle + d.request,
+            Target::Fs(_) | Target::Sftp(_) | Target::Webdav(_) => d.idle,
+        }
+    }
+
+    /// How long [`Target::probe`] may take: connecting, plus `idle` twice for its three tiny
+    /// requests (a healthy target answers each well within `idle`), at most `request` in all.
+    pub fn probe_deadline(&self) -> std::time::Duration {
+        let d = self.deadlines();
+        d.connect + d.request.min(d.idle.saturating_mul(2))
+    }
+
+    async fn probe_unbounded(&self) -> Result<()> {
         let key = format!(".drctl-probe/{}", crate::layout::random_suffix());
         let body = Bytes::from_static(b"drctl write probe\n");
         self.put_bytes(&key, body.clone()).await?;
@@ -291,6 +391,27 @@ impl Drop for CleanupOnDrop {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temporary_names_are_exactly_drctls() {
+        let tmp = format!(".20261205T001002Z-3bf6b9.data.tar.zst.age.partial-{}", crate::layout::random_suffix());
+        assert!(super::is_temporary_name(&tmp), "{tmp}");
+        assert!(super::is_temporary_name(".m.manifest.json.partial-0a9f3c"));
+        for foreign in [
+            "notes.partial.txt",
+            ".partial",
+            ".partial-abcdef",
+            "x.partial-abcdef",
+            ".x.partial-abcde",
+            ".x.partial-abcdefa",
+            ".x.partial-ABCDEF",
+            ".x.partial-tmp123",
+            ".x.partial-abcdef.bak",
+            "20261205T001002Z-3bf6b9.data.tar.zst.age",
+        ] {
+            assert!(!super::is_temporary_name(foreign), "{foreign}");
+        }
+    }
+
     #[test]
     fn rejects_escaping_keys() {
         for k in ["", "/abs", "a/../b", "a//b", "..", "a/./b"] {

@@ -2,8 +2,11 @@
 //! exponential backoff and full jitter, permanent ones and "not found" are returned at once.
 //!
 //! Only operations that can be repeated safely go through here: connecting, `stat`, `list`,
-//! `delete`, opening a read, creating directories, the final rename of an upload. The streamed
-//! body of a `put` is never replayed (the stream is consumed once): a failure there fails the put.
+//! `delete`, opening a read, creating directories, the final rename of an upload, and the whole
+//! upload of a small in-memory object (`Target::put_bytes`: manifests, records). The streamed
+//! body of an artifact's `put` is never replayed (the stream is consumed once, and is never
+//! staged whole): a failure there fails that target's upload, which the run reports as partial
+//! (`drctl sync` repairs it), while the other targets' copies commit.
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,9 +33,29 @@ pub(crate) trait Classified {
     fn kind(&self) -> FailureKind;
 }
 
+/// A whole target operation (e.g. a small `put`) retried as one.
+impl Classified for crate::Error {
+    fn kind(&self) -> FailureKind {
+        match self {
+            crate::Error::Target { kind, .. } => *kind,
+            _ => FailureKind::Permanent,
+        }
+    }
+}
+
 /// Run `op` up to [`ATTEMPTS`] times while it fails with a transient error. `op` gets the attempt
 /// number (0 for the first try), e.g. to tell a repeated rename from a first one.
-pub(crate) async fn retry<T, E, F, Fut>(mut op: F) -> Result<T, E>
+pub(crate) async fn retry<T, E, F, Fut>(op: F) -> Result<T, E>
+where
+    E: Classified + std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_in("", "", "", op).await
+}
+
+/// [`retry`], logging each retry at `info` (`-v`) with the target, operation, key and attempt.
+pub(crate) async fn retry_in<T, E, F, Fut>(target: &str, what: &str, key: &str, mut op: F) -> Result<T, E>
 where
     E: Classified + std::fmt::Display,
     F: FnMut(u32) -> Fut,
@@ -44,7 +67,7 @@ where
             Err(e) if e.kind() == FailureKind::Transient && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
                 let pause = backoff(attempt);
-                tracing::debug!(error = %e, attempt, ?pause, "transient target error, retrying");
+                tracing::info!(target = %target, op = what, key = %key, error = %e, attempt, ?pause, "transient target error, retrying");
                 tokio::time::sleep(pause).await;
             }
             other => return other,

@@ -18,16 +18,17 @@
 //! encryption are passed through on every upload.
 
 use std::ops::Range;
-use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    RuntimeComponents, StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as Body;
 use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{
@@ -39,7 +40,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{ByteStream, ObjectMeta, PendingUpload, target_error};
-use crate::config::{ChecksumMode, S3ObjectLock, S3ObjectLockMode, S3Sse, S3Target};
+use crate::config::{ChecksumMode, Deadlines, S3ObjectLock, S3ObjectLockMode, S3Sse, S3Target};
 use crate::error::FailureKind;
 use crate::redact::Secret;
 use crate::{Error, Result};
@@ -49,6 +50,7 @@ const MAX_PARTS: i32 = 10_000;
 
 pub struct S3Store {
     name: String,
+    pub(super) deadlines: Deadlines,
     client: Client,
     bucket: String,
     root: String,
@@ -117,7 +119,7 @@ fn read_secret(
 impl S3Store {
     /// # Errors
     /// When credentials are missing or a credential file cannot be read.
-    pub fn new(name: &str, c: &S3Target) -> Result<Self> {
+    pub fn new(name: &str, c: &S3Target, deadlines: Deadlines) -> Result<Self> {
         let ak = read_secret(&c.access_key_id, &c.access_key_id_file, "AWS_ACCESS_KEY_ID", name, "access_key_id")?;
         let sk = read_secret(
             &c.secret_access_key,
@@ -152,18 +154,26 @@ impl S3Store {
             .request_checksum_calculation(checksums.0)
             .response_checksum_validation(checksums.1)
             .retry_config(RetryConfig::standard().with_max_attempts(5))
+            // connect; first answer byte within `idle`; one attempt, and the whole operation
+            // (retries included), within `request`. Streamed bodies (GET) are not under the
+            // request deadlines, only under stalled-stream protection (no byte for `idle`).
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .connect_timeout(deadlines.connect)
+                    .read_timeout(deadlines.idle)
+                    .operation_attempt_timeout(deadlines.request)
+                    .operation_timeout(deadlines.request)
                     .build(),
-            );
+            )
+            .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(deadlines.idle).build())
+            .interceptor(RetryLog { target: name.to_string() });
         if let Some(ep) = &c.endpoint {
             builder = builder.endpoint_url(ep);
         }
         let root = c.root.as_deref().unwrap_or("").trim_matches('/').to_string();
         Ok(S3Store {
             name: name.to_string(),
+            deadlines,
             client: Client::from_conf(builder.build()),
             bucket: c.bucket.clone(),
             root,
@@ -191,7 +201,7 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let kind = classify(&e);
-        target_error(&self.name, op, key, kind, format!("bucket `{}`: {}", self.bucket, DisplayErrorContext(&e)))
+        target_error(&self.name, op, key, kind, format!("bucket `{}`: {}", self.bucket, describe(&e)))
     }
 
     /// The lock a new upload of `key` gets, retained `days` from now.
@@ -234,7 +244,7 @@ impl S3Store {
                         "bucket `{}` stored the object without the Object Lock retention `object_lock` asks for, \
                          and setting it afterwards failed: is Object Lock enabled on the bucket? ({})",
                         self.bucket,
-                        DisplayErrorContext(&e)
+                        describe(&e)
                     ),
                 )
             })?;
@@ -550,6 +560,7 @@ impl Multipart {
         self.next += 1;
         let client = store.client.clone();
         let (bucket, full, upload_id) = (store.bucket.clone(), self.guard.key.clone(), self.guard.upload_id.clone());
+        let bucket_name = bucket.clone();
         let (target, key) = (store.name.clone(), key.to_string());
         self.in_flight = Some(tokio::spawn(async move {
             let len = data.len() as i64;
@@ -565,7 +576,13 @@ impl Multipart {
                 .await
                 .map_err(|e| {
                     let kind = classify(&e);
-                    target_error(&target, "put (upload part)", &key, kind, DisplayErrorContext(&e))
+                    target_error(
+                        &target,
+                        "put (upload part)",
+                        &key,
+                        kind,
+                        format!("bucket `{bucket_name}`: {}", describe(&e)),
+                    )
                 })?;
             Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build())
         }));
@@ -603,7 +620,7 @@ impl Multipart {
                 .send()
                 .await;
             if let Err(e) = res {
-                tracing::warn!(target = %store.name, key = %self.guard.key, error = %DisplayErrorContext(&e), "could not abort multipart upload; prune will clean it up");
+                tracing::warn!(target = %store.name, key = %self.guard.key, error = %describe(&e), "could not abort multipart upload; prune will clean it up");
             }
         }
     }
@@ -648,5 +665,124 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> FailureKi
         }
         SdkError::ConstructionFailure(_) => FailureKind::Permanent,
         _ => FailureKind::Transient,
+    }
+}
+
+/// One line for an SDK error: `HTTP 403 `InvalidAccessKeyId`: The access key … does not exist`,
+/// `no answer within the deadline (timed out)`, `connection failed: …`. Never the SDK's debug
+/// structures (kilobytes of request ids and headers).
+fn describe<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            let t = s.to_string();
+            if !out.contains(&t) {
+                out.push_str(": ");
+                out.push_str(&t);
+            }
+            cur = s.source();
+        }
+        let mut out: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        if out.len() > 300 {
+            let mut end = 300;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push('…');
+        }
+        out
+    }
+    match e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().map(|c| format!(" `{c}`")).unwrap_or_default();
+            let message = se.err().message().map(|m| format!(": {}", m.trim())).unwrap_or_default();
+            format!("HTTP {status}{code}{message}")
+        }
+        SdkError::TimeoutError(_) => "no answer within the deadline (timed out; see `timeouts` on the target)".into(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            "no answer within the deadline (timed out; see `timeouts` on the target)".into()
+        }
+        SdkError::DispatchFailure(d) => match d.as_connector_error() {
+            Some(c) => format!("connection failed: {}", chain(c)),
+            None => "connection failed".into(),
+        },
+        SdkError::ResponseError(r) => {
+            format!("unreadable answer (HTTP {}): {}", r.raw().status().as_u16(), chain(e as &dyn std::error::Error))
+        }
+        SdkError::ConstructionFailure(_) => format!("invalid request: {}", chain(e as &dyn std::error::Error)),
+        _ => chain(e as &dyn std::error::Error),
+    }
+}
+
+/// Logs every failed attempt of an S3 request at `info` (`-v`), with the attempt number: the SDK
+/// retries by itself, and a stalled or flaky store must not be silent.
+#[derive(Debug)]
+struct RetryLog {
+    target: String,
+}
+
+/// The path (`/bucket/key`) of the current request, for the log.
+#[derive(Debug, Clone)]
+struct RequestPath(String);
+
+impl aws_smithy_types::config_bag::Storable for RequestPath {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<RequestPath>;
+}
+
+/// Attempts of the current operation so far (kept in the operation's config bag).
+#[derive(Debug, Clone, Copy)]
+struct Attempts(u32);
+
+impl aws_smithy_types::config_bag::Storable for Attempts {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Attempts>;
+}
+
+impl Intercept for RetryLog {
+    fn name(&self) -> &'static str {
+        "drctl::RetryLog"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let path = context.request().uri().split('?').next().unwrap_or_default();
+        // the path part of the URL: bucket and key (never the query with its signature)
+        let path = path.find("://").and_then(|i| path[i + 3..].find('/').map(|j| &path[i + 3 + j..])).unwrap_or(path);
+        cfg.interceptor_state().store_put(RequestPath(path.to_string()));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let attempt = cfg.load::<Attempts>().map_or(1, |a| a.0 + 1);
+        cfg.interceptor_state().store_put(Attempts(attempt));
+        let path = cfg.load::<RequestPath>().map(|p| p.0.clone());
+        let status = context.response().map(|r| r.status().as_u16());
+        let failed = match (status, context.output_or_error()) {
+            (Some(s), _) if s >= 500 || s == 429 || s == 408 => true,
+            (_, Some(Err(_))) if status.is_none() => true,
+            _ => false,
+        };
+        if failed {
+            let error = context.output_or_error().and_then(|r| r.err()).map(|e| e.to_string());
+            tracing::info!(target = %self.target, key = path.as_deref().unwrap_or(""), attempt, status, error = error.as_deref().unwrap_or(""),
+                "S3 request attempt failed (the client retries transient failures)");
+        } else {
+            tracing::debug!(target = %self.target, key = path.as_deref().unwrap_or(""), attempt, status, "S3 request attempt done");
+        }
+        Ok(())
     }
 }

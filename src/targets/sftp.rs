@@ -40,7 +40,7 @@ use self::protocol::{
 };
 use super::retry;
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::SftpTarget;
+use crate::config::{Deadlines, SftpTarget};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 
@@ -91,7 +91,7 @@ fn no_such_file(message: &str) -> SftpError {
 }
 
 impl SftpStore {
-    pub fn new(name: &str, c: &SftpTarget) -> Self {
+    pub fn new(name: &str, c: &SftpTarget, deadlines: Deadlines) -> Self {
         let root = c.root.as_deref().unwrap_or("").trim_end_matches('/');
         let root = if root == "." { "" } else { root };
         SftpStore {
@@ -103,6 +103,7 @@ impl SftpStore {
                     user: c.user.clone(),
                     key_file: c.key_file.clone(),
                     known_hosts_file: c.known_hosts_file.clone(),
+                    deadlines,
                 },
                 root: root.to_string(),
                 max_connections: c.max_connections.max(1) as usize,
@@ -113,6 +114,10 @@ impl SftpStore {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.inner.params.deadlines
     }
 
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
@@ -258,7 +263,38 @@ impl SftpStore {
             return Ok(Vec::new());
         }
         let inner = &self.inner;
-        inner.run("list", prefix, move |s, _| async move { inner.walk(&s, start, prefix).await }).await
+        let found =
+            inner
+                .run("list", prefix, move |s, _| async move {
+                    inner.walk(&s, start, prefix, |n| !n.contains(PARTIAL)).await
+                })
+                .await?;
+        Ok(found.into_iter().map(|(key, a)| ObjectMeta { key, size: a.size.unwrap_or(0) }).collect())
+    }
+
+    /// See [`super::Target::temporaries`].
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
+        let start = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let found = inner
+            .run("list temporaries", prefix, move |s, _| async move {
+                inner.walk(&s, start, prefix, super::is_temporary_name).await
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, a)| super::Temporary {
+                key,
+                size: a.size.unwrap_or(0),
+                modified: a.mtime.and_then(|t| jiff::Timestamp::from_second(i64::from(t)).ok()),
+            })
+            .collect())
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -376,7 +412,7 @@ impl Inner {
         Fut: Future<Output = Result<T, SftpError>>,
     {
         let op = &op;
-        retry::retry(|attempt| async move {
+        retry::retry_in(&self.name, what, key, |attempt| async move {
             let s = self.lease().await?;
             op(s, attempt).await
         })
@@ -412,8 +448,15 @@ impl Inner {
         }
     }
 
-    /// Every object below directory `start` (relative) whose key starts with `prefix`.
-    async fn walk(&self, s: &Session, start: &str, prefix: &str) -> Result<Vec<ObjectMeta>, SftpError> {
+    /// Every file below directory `start` (relative) whose key starts with `prefix` and whose
+    /// name `want`s, with its attributes.
+    async fn walk(
+        &self,
+        s: &Session,
+        start: &str,
+        prefix: &str,
+        want: fn(&str) -> bool,
+    ) -> Result<Vec<(String, Attrs)>, SftpError> {
         let mut out = Vec::new();
         let mut queue = vec![start.to_string()];
         let mut running = FuturesUnordered::new();
@@ -442,8 +485,8 @@ impl Inner {
                     if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
                         queue.push(child);
                     }
-                } else if attrs.is_file() && !name.contains(PARTIAL) && child.starts_with(prefix) {
-                    out.push(ObjectMeta { key: child, size: attrs.size.unwrap_or(0) });
+                } else if attrs.is_file() && want(&name) && child.starts_with(prefix) {
+                    out.push((child, attrs));
                 }
             }
         }

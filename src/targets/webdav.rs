@@ -7,9 +7,12 @@
 //!   `.NAME.partial-XXXXXX` in the final collection, which `MOVE` (with `Overwrite: T`) then
 //!   puts in place. A failed or aborted upload deletes its temporary resource; if the future is
 //!   dropped mid-way a guard deletes it in the background. `list` never shows `.partial-` names.
-//! * **Retries.** `PROPFIND`, `MKCOL`, opening a `GET`, `DELETE` and the final `MOVE` are retried
-//!   on transient errors (connection failures, timeouts, 408/429/5xx) with backoff and jitter
-//!   ([`super::retry`]); the streamed `PUT` body is not (it can be read only once).
+//! * **Retries.** `PROPFIND`, `MKCOL` (each on its own), opening a `GET`, `DELETE` and the final
+//!   `MOVE` are retried on transient errors (connection failures, timeouts, 408/429/5xx) with
+//!   backoff and jitter ([`super::retry`]). A `PUT` of an object up to [`REPLAYABLE`] bytes
+//!   (manifests, records, small artifacts) is held in memory and retried whole under a fresh
+//!   temporary name; a longer streamed body is not (it can be read only once, and is never
+//!   staged whole): its failure fails this target's copy of the backup (partial, `drctl sync`).
 //! * **Collections.** `delete` never deletes a collection (a WebDAV `DELETE` of a collection is
 //!   recursive) and, unlike fs and sftp, does not remove emptied collections: WebDAV has no
 //!   "remove if empty", and checking first would race with a concurrent upload into it.
@@ -20,7 +23,6 @@ use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -30,16 +32,18 @@ use reqwest::{Method, StatusCode};
 
 use super::retry::{self, Classified};
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::WebdavTarget;
+use crate::config::{Deadlines, WebdavTarget};
 use crate::error::FailureKind;
 use crate::redact::Secret;
 use crate::redact::percent_decode;
 use crate::{Error, Result};
 
 const PARTIAL: &str = ".partial-";
+/// Objects up to this size are held in memory for their upload and retried whole.
+const REPLAYABLE: usize = 8 << 20;
 /// Collections read at once by `list`.
 const LIST_PARALLEL: usize = 4;
-const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>"#;
+const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"#;
 
 pub struct WebdavStore {
     inner: Arc<Inner>,
@@ -47,6 +51,7 @@ pub struct WebdavStore {
 
 struct Inner {
     name: String,
+    deadlines: Deadlines,
     client: reqwest::Client,
     /// The configured URL, without credentials, ending in `/`.
     url: String,
@@ -117,6 +122,8 @@ struct DavEntry {
     href: String,
     collection: bool,
     size: Option<u64>,
+    /// `getlastmodified` (an HTTP date), when the server sends it.
+    modified: Option<String>,
 }
 
 fn method(name: &'static str) -> Method {
@@ -126,7 +133,7 @@ fn method(name: &'static str) -> Method {
 impl WebdavStore {
     /// # Errors
     /// When `password_file` cannot be read, no password is set, or `url` is not an http(s) URL.
-    pub fn new(name: &str, c: &WebdavTarget) -> Result<Self> {
+    pub fn new(name: &str, c: &WebdavTarget, deadlines: Deadlines) -> Result<Self> {
         let configure = |message: String| target_error(name, "configure", "", FailureKind::Permanent, message);
         let password = match (&c.password, &c.password_file) {
             (Some(p), _) => p.clone(),
@@ -154,8 +161,10 @@ impl WebdavStore {
         // says one is installed already)
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
+            // connect; no byte of an answer for `idle` (also while a body streams in); requests
+            // without a streamed body get `request` each (see `Inner::request`)
+            .connect_timeout(deadlines.connect)
+            .read_timeout(deadlines.idle)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("drctl/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -163,6 +172,7 @@ impl WebdavStore {
         Ok(WebdavStore {
             inner: Arc::new(Inner {
                 name: name.to_string(),
+                deadlines,
                 client,
                 url,
                 root_segments,
@@ -178,13 +188,52 @@ impl WebdavStore {
         &self.inner.name
     }
 
-    pub async fn put(&self, key: &str, data: ByteStream) -> Result<u64> {
+    pub fn deadlines(&self) -> Deadlines {
+        self.inner.deadlines
+    }
+
+    /// Up to [`REPLAYABLE`] bytes are read before the upload starts: an object that ends within
+    /// them (a manifest, a record, a small artifact) is sent from memory, so a failed PUT is
+    /// retried whole (a fresh temporary name each try). A longer stream is sent once (it is never
+    /// staged whole): a failure fails this target's copy, and the run reports it as partial.
+    pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        while len < REPLAYABLE {
+            match data.next().await {
+                Some(Ok(b)) => {
+                    len += b.len();
+                    head.push(b);
+                }
+                Some(Err(e)) => {
+                    return Err(target_error(
+                        &self.inner.name,
+                        "put",
+                        key,
+                        FailureKind::Transient,
+                        format!("upload aborted: {e}"),
+                    ));
+                }
+                None => {
+                    let head = &head;
+                    return retry::retry_in(&self.inner.name, "put", key, |_| {
+                        self.put_once(key, Box::pin(futures::stream::iter(head.clone().into_iter().map(Ok))))
+                    })
+                    .await;
+                }
+            }
+        }
+        self.put_once(key, Box::pin(futures::stream::iter(head.into_iter().map(Ok)).chain(data))).await
+    }
+
+    async fn put_once(&self, key: &str, data: ByteStream) -> Result<u64> {
         let inner = &self.inner;
         let (dir, file) = match key.rsplit_once('/') {
             Some((d, f)) => (d, f),
             None => ("", key),
         };
-        inner.run("put", key, |_| inner.ensure_collection(dir)).await?;
+        // retried request by request inside (a dozen MKCOLs must not all succeed in one go)
+        inner.ensure_collection(dir).await.map_err(|e| inner.err("put", key, e))?;
 
         let in_dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let tmp = format!("{in_dir}.{file}{PARTIAL}{}", crate::layout::random_suffix());
@@ -207,7 +256,7 @@ impl WebdavStore {
             })
         };
         let response = inner
-            .request(Method::PUT, &tmp_url)
+            .streaming(Method::PUT, &tmp_url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             .body(reqwest::Body::wrap_stream(body))
             .send()
@@ -270,7 +319,7 @@ impl WebdavStore {
         let whole = start == 0 && end == size;
         let response = inner
             .run("get", key, move |_| async move {
-                let mut rb = inner.request(Method::GET, url);
+                let mut rb = inner.streaming(Method::GET, url);
                 if !whole {
                     rb = rb.header(RANGE, format!("bytes={start}-{}", end - 1));
                 }
@@ -302,7 +351,35 @@ impl WebdavStore {
             return Ok(Vec::new());
         }
         let inner = &self.inner;
-        inner.run("list", prefix, move |_| async move { inner.walk(start, prefix).await }).await
+        let found = inner
+            .run("list", prefix, move |_| async move { inner.walk(start, prefix, |n| !n.contains(PARTIAL)).await })
+            .await?;
+        Ok(found.into_iter().map(|(key, e)| ObjectMeta { key, size: e.size.unwrap_or(0) }).collect())
+    }
+
+    /// See [`super::Target::temporaries`].
+    pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
+        let start = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let found = inner
+            .run("list temporaries", prefix, move |_| async move {
+                inner.walk(start, prefix, super::is_temporary_name).await
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(key, e)| super::Temporary {
+                key,
+                size: e.size.unwrap_or(0),
+                modified: e.modified.as_deref().and_then(http_date),
+            })
+            .collect())
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -357,7 +434,15 @@ impl Inner {
         crate::redact::url_for_display(&self.base)
     }
 
+    /// A request without a streamed body: it must be done within the `request` deadline.
     fn request(&self, m: Method, url: &str) -> reqwest::RequestBuilder {
+        self.streaming(m, url).timeout(self.deadlines.request)
+    }
+
+    /// A request whose body streams (a GET's answer, an artifact's PUT): no overall deadline,
+    /// only the `idle` one (reqwest's read timeout; the fan-out drops an upload that accepts
+    /// nothing for `idle`).
+    fn streaming(&self, m: Method, url: &str) -> reqwest::RequestBuilder {
         self.client.request(m, url).basic_auth(&self.user, Some(self.password.expose()))
     }
 
@@ -370,7 +455,7 @@ impl Inner {
         F: FnMut(u32) -> Fut,
         Fut: std::future::Future<Output = Result<T, DavError>>,
     {
-        retry::retry(op).await.map_err(|e| self.err(what, key, e))
+        retry::retry_in(&self.name, what, key, op).await.map_err(|e| self.err(what, key, e))
     }
 
     fn request_error(&self, m: &str, url: &str, e: &reqwest::Error) -> DavError {
@@ -435,7 +520,8 @@ impl Inner {
 
     /// Make the collection `dir` (relative to the base, and the root's collections) exist.
     async fn ensure_collection(&self, dir: &str) -> Result<(), DavError> {
-        match self.props(&self.collection_url(dir)).await? {
+        let top = &self.collection_url(dir);
+        match retry::retry_in(&self.name, "PROPFIND", dir, |_| self.props(top)).await? {
             Some(p) if p.collection => return Ok(()),
             Some(_) => {
                 return Err(DavError::new(
@@ -450,13 +536,20 @@ impl Inner {
         for seg in self.root_segments.iter().cloned().chain(dir_segments) {
             url.push_str(&seg);
             url.push('/');
-            let r =
-                self.request(method("MKCOL"), &url).send().await.map_err(|e| self.request_error("MKCOL", &url, &e))?;
-            match r.status().as_u16() {
-                // 405: it exists already
-                200..=299 | 405 => {}
-                _ => return Err(self.status_error("MKCOL", &url, r).await),
-            }
+            let url = &url;
+            retry::retry_in(&self.name, "MKCOL", dir, |_| async move {
+                let r = self
+                    .request(method("MKCOL"), url)
+                    .send()
+                    .await
+                    .map_err(|e| self.request_error("MKCOL", url, &e))?;
+                match r.status().as_u16() {
+                    // 405: it exists already
+                    200..=299 | 405 => Ok(()),
+                    _ => Err(self.status_error("MKCOL", url, r).await),
+                }
+            })
+            .await?;
         }
         Ok(())
     }
@@ -523,7 +616,12 @@ impl Inner {
     }
 
     /// Every object below collection `start` whose key starts with `prefix`.
-    async fn walk(&self, start: &str, prefix: &str) -> Result<Vec<ObjectMeta>, DavError> {
+    async fn walk(
+        &self,
+        start: &str,
+        prefix: &str,
+        want: fn(&str) -> bool,
+    ) -> Result<Vec<(String, DavEntry)>, DavError> {
         let mut out = Vec::new();
         let mut queue = vec![start.to_string()];
         let mut running = FuturesUnordered::new();
@@ -552,8 +650,8 @@ impl Inner {
                     if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
                         queue.push(child);
                     }
-                } else if !name.contains(PARTIAL) && child.starts_with(prefix) {
-                    out.push(ObjectMeta { size: e.size.unwrap_or(0), key: child });
+                } else if want(name) && child.starts_with(prefix) {
+                    out.push((child, e));
                 }
             }
         }
@@ -569,6 +667,12 @@ fn status_kind(s: StatusCode) -> FailureKind {
         500..=599 => FailureKind::Transient,
         _ => FailureKind::Permanent,
     }
+}
+
+/// An HTTP date (`getlastmodified`, RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(value: &str) -> Option<jiff::Timestamp> {
+    let dt = jiff::civil::DateTime::strptime("%a, %d %b %Y %H:%M:%S GMT", value.trim()).ok()?;
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// `s` and its sources, `: `-separated.
@@ -664,6 +768,11 @@ fn parse_multistatus(xml: &str) -> Vec<DavEntry> {
                         c.href = value;
                     }
                 }
+                "getlastmodified" => {
+                    if let Some(c) = cur.as_mut() {
+                        c.modified = Some(value);
+                    }
+                }
                 "getcontentlength" => {
                     if let (Some(c), Ok(n)) = (cur.as_mut(), value.parse::<u64>()) {
                         c.size = Some(n);
@@ -748,22 +857,27 @@ mod tests {
 <lp1:resourcetype><D:collection/></lp1:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
 <D:propstat><D:prop><D:getcontentlength/></D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat></D:response>
 <D:response><D:href>https://u1.example.de/drctl/pg/a%20b&amp;c.bin</D:href><D:propstat><D:prop>
-<lp1:resourcetype/><lp1:getcontentlength>1234</lp1:getcontentlength></D:prop></D:propstat></D:response>
+<lp1:resourcetype/><lp1:getcontentlength>1234</lp1:getcontentlength>
+<lp1:getlastmodified>Sat, 05 Dec 2026 00:10:02 GMT</lp1:getlastmodified></D:prop></D:propstat></D:response>
 </D:multistatus>"#;
         let v = parse_multistatus(apache);
         assert_eq!(
             v,
             vec![
-                DavEntry { href: "/drctl/pg/".into(), collection: true, size: None },
+                DavEntry { href: "/drctl/pg/".into(), collection: true, size: None, modified: None },
                 DavEntry {
                     href: "https://u1.example.de/drctl/pg/a%20b&c.bin".into(),
                     collection: false,
-                    size: Some(1234)
+                    size: Some(1234),
+                    modified: Some("Sat, 05 Dec 2026 00:10:02 GMT".into()),
                 },
             ]
         );
         let plain = r#"<multistatus xmlns="DAV:"><response><href>/x</href><propstat><prop><resourcetype><collection /></resourcetype></prop></propstat></response></multistatus>"#;
-        assert_eq!(parse_multistatus(plain), vec![DavEntry { href: "/x".into(), collection: true, size: None }]);
+        assert_eq!(
+            parse_multistatus(plain),
+            vec![DavEntry { href: "/x".into(), collection: true, size: None, modified: None }]
+        );
     }
 
     #[test]
@@ -775,7 +889,7 @@ mod tests {
             password_file: None,
             root: Some("drctl/".into()),
         };
-        let s = WebdavStore::new("dav", &c).unwrap();
+        let s = WebdavStore::new("dav", &c, Deadlines::default()).unwrap();
         assert_eq!(s.inner.base, "https://u1.example.de/sub%20dir/drctl/");
         assert_eq!(s.inner.url_of("pg/a b.bin"), "https://u1.example.de/sub%20dir/drctl/pg/a%20b.bin");
         assert_eq!(s.inner.key_of("/sub%20dir/drctl/pg/a%20b.bin").as_deref(), Some("pg/a b.bin"));
@@ -788,6 +902,11 @@ mod tests {
     #[test]
     fn entities_and_statuses() {
         assert_eq!(decode_entities("a&amp;b&#x41;&#66;&bogus;"), "a&bAB&bogus;");
+        assert_eq!(
+            http_date("Sat, 05 Dec 2026 00:10:02 GMT").map(|t| t.to_string()).as_deref(),
+            Some("2026-12-05T00:10:02Z")
+        );
+        assert_eq!(http_date("yesterday"), None);
         assert_eq!(status_kind(StatusCode::UNAUTHORIZED), FailureKind::Permanent);
         assert_eq!(status_kind(StatusCode::NOT_FOUND), FailureKind::NotFound);
         assert_eq!(status_kind(StatusCode::SERVICE_UNAVAILABLE), FailureKind::Transient);

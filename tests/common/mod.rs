@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: endpoints of the real services started by
 //! `scripts/services.sh`, scratch directories with a config, the drctl binary, a fault-injecting
-//! TCP proxy.
+//! TCP proxy (in `faults`).
 //!
 //! A missing service is a loud failure, never a skip: every endpoint comes from the environment
 //! (or `$DRCTL_SERVICES_DIR/endpoints.env`, written by `scripts/services.sh start`).
@@ -218,63 +218,6 @@ impl std::fmt::Debug for Ran {
     }
 }
 
-/// A TCP proxy on 127.0.0.1 in front of `upstream` that passes `budget` bytes client→server and
-/// then cuts every connection (and refuses new ones): a network fault in the middle of an upload.
-pub struct CuttingProxy {
-    pub addr: std::net::SocketAddr,
-    _thread: std::thread::JoinHandle<()>,
-}
-
-impl CuttingProxy {
-    pub fn start(upstream: &str, budget: u64) -> CuttingProxy {
-        use std::io::{Read, Write};
-        use std::net::{Shutdown, TcpListener, TcpStream};
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicI64, Ordering};
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let left = Arc::new(AtomicI64::new(budget as i64));
-        let thread = std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                if left.load(Ordering::SeqCst) <= 0 {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut s_read, mut c_write) = (server, client);
-                let left_up = left.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        let n = match c_read.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if left_up.fetch_sub(n as i64, Ordering::SeqCst) <= n as i64 {
-                            break; // budget spent: cut the connection
-                        }
-                        if s_write.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = s_write.shutdown(Shutdown::Both);
-                    let _ = c_read.shutdown(Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s_read, &mut c_write);
-                    let _ = c_write.shutdown(Shutdown::Both);
-                });
-            }
-        });
-        CuttingProxy { addr, _thread: thread }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
+pub mod faults;
+#[allow(unused_imports)]
+pub use faults::CuttingProxy;

@@ -72,8 +72,6 @@ const DEFAULT_IO: u32 = 32 * 1024;
 const MAX_IO: u32 = 255 * 1024;
 /// Longest reply accepted (OpenSSH's own limit is 256 KiB).
 const MAX_PACKET: usize = 4 << 20;
-/// From starting ssh to the server's VERSION: TCP connect, key exchange, authentication.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What went wrong with one request.
 #[derive(Debug, Clone)]
@@ -151,6 +149,9 @@ pub(super) struct SshParams {
     pub user: String,
     pub key_file: PathBuf,
     pub known_hosts_file: PathBuf,
+    /// Connect (and handshake) deadline; `idle`: no answer to a request (or no keepalive reply)
+    /// for that long kills the connection.
+    pub deadlines: crate::config::Deadlines,
 }
 
 impl SshParams {
@@ -185,9 +186,6 @@ impl SshParams {
             "PreferredAuthentications=publickey",
             "PasswordAuthentication=no",
             "KbdInteractiveAuthentication=no",
-            "ConnectTimeout=20",
-            "ServerAliveInterval=15",
-            "ServerAliveCountMax=4",
             "ControlMaster=no",
             "ControlPath=none",
             "ForwardAgent=no",
@@ -198,6 +196,12 @@ impl SshParams {
         ] {
             c.arg("-o").arg(o);
         }
+        // ssh gives up on the TCP connect and the SSH handshake after ConnectTimeout, and on a
+        // server that stops answering keepalives after ServerAliveInterval × ServerAliveCountMax
+        let d = self.deadlines;
+        c.arg("-o").arg(format!("ConnectTimeout={}", d.connect.as_secs().max(1)));
+        c.arg("-o").arg(format!("ServerAliveInterval={}", (d.idle.as_secs() / 3).max(1)));
+        c.arg("-o").arg("ServerAliveCountMax=3");
         c.arg("-o").arg(format!("UserKnownHostsFile=\"{}\"", escape(&self.known_hosts_file)?));
         c.arg("-i").arg(escape(&self.key_file)?);
         c.arg("-l").arg(&self.user).arg("-p").arg(self.port.to_string());
@@ -366,6 +370,8 @@ pub(super) struct Session {
     pub active: AtomicUsize,
     /// Owns the ssh process: aborting it kills ssh (kill_on_drop).
     reader: tokio::task::JoinHandle<()>,
+    /// How long a request may go unanswered (the target's `idle` deadline).
+    idle: Duration,
 }
 
 impl Drop for Session {
@@ -422,7 +428,8 @@ impl Session {
             writer.flush().await?;
             read_packet(&mut reader).await
         };
-        let version = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await {
+        let handshake = p.deadlines.connect + p.deadlines.idle;
+        let version = match tokio::time::timeout(handshake, hello).await {
             Ok(Ok(packet)) => packet,
             Ok(Err(_)) => return Err(finish(child, stderr_task, &shared, p).await),
             Err(_) => {
@@ -430,7 +437,7 @@ impl Session {
                 let e = finish(child, stderr_task, &shared, p).await;
                 return Err(SftpError::Connection {
                     kind: FailureKind::Transient,
-                    message: format!("no SFTP session after {}s ({e})", HANDSHAKE_TIMEOUT.as_secs()),
+                    message: format!("no SFTP session after {}s: timed out ({e})", handshake.as_secs()),
                 });
             }
         };
@@ -466,6 +473,7 @@ impl Session {
             next_id: AtomicU32::new(1),
             ext,
             active: AtomicUsize::new(0),
+            idle: p.deadlines.idle,
             reader: tokio::spawn(read_loop(reader, child, stderr_task, shared, p.clone())),
         };
         let session = if limits { session.fetch_limits().await? } else { session };
@@ -513,14 +521,21 @@ impl Session {
             return Err(self.shared.dead_error());
         };
         let mut guard = WriteGuard { shared: &self.shared, done: false };
-        let written = async {
+        let idle = self.idle;
+        let written = tokio::time::timeout(idle, async {
             out.write_all(&head).await?;
             for p in parts {
                 out.write_all(p).await?;
             }
             out.flush().await
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the server accepted nothing for {}s (timed out)", idle.as_secs()),
+            ))
+        });
         guard.done = true;
         if let Err(e) = written {
             *w = None; // close ssh's stdin: it exits, and the reader task records why
@@ -530,8 +545,20 @@ impl Session {
         Ok(rx)
     }
 
+    /// The reply to a request; no answer within the `idle` deadline kills the connection (a
+    /// stalled server must not hold an operation for ever) and fails every request on it.
     pub(super) async fn wait(&self, pending: Pending) -> Result<Reply, SftpError> {
-        pending.await.map_err(|_| self.shared.dead_error())
+        match tokio::time::timeout(self.idle, pending).await {
+            Ok(r) => r.map_err(|_| self.shared.dead_error()),
+            Err(_) => {
+                self.shared.kill(SftpError::lost(format!(
+                    "no answer within {}s (timed out): the connection was dropped",
+                    self.idle.as_secs()
+                )));
+                self.reader.abort(); // ends ssh (kill_on_drop)
+                Err(self.shared.dead_error())
+            }
+        }
     }
 
     async fn request(&self, typ: u8, parts: &[&[u8]]) -> Result<Reply, SftpError> {
@@ -837,6 +864,7 @@ mod tests {
             user: "u1".into(),
             key_file: "/s/key".into(),
             known_hosts_file: "/s/known_hosts".into(),
+            deadlines: crate::config::Deadlines::default(),
         }
     }
 

@@ -1,0 +1,100 @@
+//! Leaked temporaries: what a killed run or a cut connection leaves behind on fs, SFTP and
+//! WebDAV (`.NAME.partial-XXXXXX` next to the key an upload was for). A finishing upload removes
+//! its own temporary, and a failed one tries to; a `kill -9`, a crash or a connection that never
+//! came back leaves it, invisible to `list` and never restored, but holding space. `drctl prune`
+//! removes those older than the grace period ([`grace`]) — younger ones may belong to a run in
+//! progress — and nothing else: only names that are exactly drctl's temporary names
+//! ([`crate::targets::is_temporary_name`]), only under the job's prefix.
+//!
+//! (Artifacts under their final name without a manifest — a run aborted between artifact and
+//! manifest — are prune's "incomplete uploads"; S3's unfinished multipart uploads are aborted by
+//! prune too. A cancelled fan-out no longer commits a truncated object: see `engine::fanout`.)
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::prune::{ORPHAN_GRACE, TargetPlan};
+use crate::targets::{Target, Temporary};
+
+/// Hidden knob for tests: the grace period for temporaries as a duration (`DRCTL_TEMP_GRACE=2s`).
+/// Not documented for users: a short grace deletes the temporaries of running uploads.
+pub const GRACE_ENV: &str = "DRCTL_TEMP_GRACE";
+
+/// How old a temporary must be before prune removes it: [`ORPHAN_GRACE`] (6 h), or
+/// `$DRCTL_TEMP_GRACE` when set to a duration.
+pub fn grace() -> SignedDuration {
+    std::env::var(GRACE_ENV)
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .and_then(|d| SignedDuration::try_from(d).ok())
+        .unwrap_or(ORPHAN_GRACE)
+}
+
+/// The temporaries last modified more than `grace` before `now` (pure). One whose time the store
+/// does not report is never stale: it might be an upload in progress.
+pub fn stale(temps: Vec<Temporary>, now: Timestamp, grace: SignedDuration) -> Vec<Temporary> {
+    let cutoff = now.checked_sub(grace).unwrap_or(Timestamp::MIN);
+    let mut out: Vec<Temporary> = temps.into_iter().filter(|t| t.modified.is_some_and(|m| m <= cutoff)).collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// Find the stale temporaries of `job` on `target` and (unless `dry_run`) remove them, recording
+/// both in `plan` (`temporaries`, `removed_temporaries`; failures in `errors`). Called last for a
+/// target: when prune already ran into an error there (a lock it could not read, a failed delete,
+/// a clock that disagrees with the target's), the temporaries are reported but not removed —
+/// their age is judged by this host's clock against the target's modification times.
+pub async fn sweep(target: &Target, job: &str, now: Timestamp, dry_run: bool, plan: &mut TargetPlan) {
+    let remove = !dry_run && plan.errors.is_empty();
+    let found = match target.temporaries(&format!("{job}/")).await {
+        Ok(t) => stale(t, now, grace()),
+        Err(e) => {
+            plan.errors.push(e.to_string());
+            return;
+        }
+    };
+    for t in found {
+        if remove {
+            match target.delete(&t.key).await {
+                Ok(()) => {
+                    tracing::info!(target = %target.name(), key = %t.key, bytes = t.size, "removed a leaked temporary file");
+                    plan.removed_temporaries.push(t.key.clone());
+                }
+                Err(e) => plan.errors.push(e.to_string()),
+            }
+        }
+        plan.temporaries.push(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(key: &str, modified: Option<&str>) -> Temporary {
+        Temporary { key: key.into(), size: 1, modified: modified.map(|m| m.parse().unwrap()) }
+    }
+
+    #[test]
+    fn stale_table() {
+        let now: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+        let temps = vec![
+            t("a", Some("2026-03-01T11:59:59Z")), // 1 s old
+            t("b", Some("2026-03-01T06:00:00Z")), // exactly 6 h
+            t("c", Some("2026-03-01T05:59:59Z")), // 6 h 1 s
+            t("d", None),                         // age unknown
+            t("e", Some("2026-03-01T12:00:05Z")), // in the future
+        ];
+        let keys =
+            |g: SignedDuration| -> Vec<String> { stale(temps.clone(), now, g).into_iter().map(|t| t.key).collect() };
+        assert_eq!(keys(ORPHAN_GRACE), ["b", "c"]);
+        assert_eq!(keys(SignedDuration::ZERO), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn grace_defaults_to_the_orphan_grace() {
+        // the variable is not set in unit tests
+        if std::env::var(GRACE_ENV).is_err() {
+            assert_eq!(grace(), ORPHAN_GRACE);
+        }
+    }
+}
