@@ -385,3 +385,32 @@ fn prune_compares_its_clock_with_every_target_kind() {
         assert!(rules(p, &ids[1]).contains(&"last".to_string()), "{t}: {p}");
     }
 }
+
+/// Leaked temporaries are aged by this host's clock against the target's modification times: a
+/// prune host whose clock is days ahead removes none of them, even when nothing else is to be
+/// deleted (the clock was checked only before other deletions), and says why (exit 1).
+#[test]
+fn a_wrong_prune_clock_removes_no_temporary_file() {
+    let s = Scratch::new();
+    let src = s.path("src");
+    populate(&src, 3, 1024);
+    s.write_config(&format!("{}{}", s.head(), vol_job(&src, "\"local\"")));
+    backup(s.drctl().args(["run", "vol"]));
+    let dir = s.path("backups").join("vol/2026/01/01");
+    std::fs::create_dir_all(&dir).unwrap();
+    // a temporary written one hour ago (by the target's clock): a run may still be writing it
+    let temp = dir.join(".20260101T000000Z-abcdef.data.tar.zst.age.partial-0a1b2c");
+    std::fs::write(&temp, b"upload in progress").unwrap();
+    let st = Command::new("touch").arg("-d").arg("1 hour ago").arg(&temp).status().unwrap();
+    assert!(st.success());
+
+    let r = run(faked(&s, "2 days").args(["prune", "vol"]));
+    assert_eq!(r.code, 1, "a clock two days ahead must refuse: {r:?}");
+    assert!(temp.exists(), "the temporary of a possibly running upload survives a wrong clock: {r:?}");
+    assert!(r.stderr.contains("clock"), "the refusal names the clock: {r:?}");
+
+    // with the right clock it is young and stays too; nothing is refused
+    let r = run(s.drctl().args(["prune", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(temp.exists(), "{r:?}");
+}

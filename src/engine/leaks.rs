@@ -52,6 +52,19 @@ pub async fn sweep(target: &Target, job: &str, now: Timestamp, dry_run: bool, pl
             return;
         }
     };
+    // their age is judged by this host's clock against the target's: the clock must agree with
+    // the target's before anything goes (prune checked it only if it had other things to delete)
+    let remove = remove
+        && (found.is_empty()
+            || match super::prune::clock_refusal(target, now).await {
+                None => true,
+                Some(message) => {
+                    plan.errors.push(format!(
+                        "{message}: no temporary file is removed on this target; fix the clock (NTP) and prune again"
+                    ));
+                    false
+                }
+            });
     for t in found {
         if remove {
             match target.delete(&t.key).await {

@@ -273,7 +273,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
 
 /// Why prune must not delete on `target` at `now` (this host's clock): the target's clock differs
 /// by more than [`retention::CLOCK_TOLERANCE`], or cannot be read. `None` when they agree.
-async fn clock_refusal(target: &Target, now: Timestamp) -> Option<String> {
+pub(super) async fn clock_refusal(target: &Target, now: Timestamp) -> Option<String> {
     match target.clock().await {
         Ok(theirs) => clock_skew(now, theirs, retention::CLOCK_TOLERANCE),
         Err(e) => Some(format!("the clock of target `{}` could not be read ({e})", target.name())),
