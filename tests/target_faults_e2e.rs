@@ -68,7 +68,9 @@ fn assert_stall_handled(s: &Scratch, stalled: &str) {
     let c = run(s.drctl().args(["check"]));
     let took = t.elapsed();
     eprintln!("check with `{stalled}` stalled took {took:?}");
-    assert!(took < Duration::from_secs(40), "check took {took:?}: {c:?}");
+    // one probe deadline (connect 2 s + request 3 s) and some slack: the 3-2-1 listing does not
+    // wait out the stalled target's deadlines a second time
+    assert!(took < Duration::from_secs(9), "check took {took:?}: {c:?}");
     assert_eq!(c.code, 1, "{c:?}");
     let line = c.stdout.lines().find(|l| l.contains(&format!("target {stalled}:"))).unwrap_or_default();
     assert!(line.starts_with("FAIL"), "check names the stalled target: {c:?}");

@@ -108,6 +108,19 @@ pub struct RebuildReport {
 /// # Errors
 /// Only when no target could be listed at all.
 pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec<ScanProblem>)> {
+    scan_except(engine, job, &BTreeMap::new()).await
+}
+
+/// [`scan`], without asking the targets in `known_down` (name → why): `drctl check` already
+/// probed them and waited out their deadlines once; each is reported unlisted with that reason.
+///
+/// # Errors
+/// Only when no target could be listed at all.
+pub async fn scan_except(
+    engine: &Engine,
+    job: Option<&str>,
+    known_down: &BTreeMap<String, String>,
+) -> Result<(Vec<Found>, Vec<ScanProblem>)> {
     let names: Vec<String> = match job {
         Some(j) => engine.config.job(j)?.common.targets.clone(),
         None => engine.config.targets.keys().cloned().collect(),
@@ -119,6 +132,10 @@ pub async fn scan(engine: &Engine, job: Option<&str>) -> Result<(Vec<Found>, Vec
     let mut problems = Vec::new();
     let mut listed = 0;
     for name in &names {
+        if let Some(why) = known_down.get(name) {
+            problems.push(ScanProblem::target(name, why.clone()));
+            continue;
+        }
         let target = match engine.target(name) {
             Ok(t) => t,
             Err(e) => {
