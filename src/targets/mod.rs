@@ -389,8 +389,33 @@ impl Drop for CleanupOnDrop {
     }
 }
 
+/// Where a listing of `prefix` starts: the deepest directory the prefix names (`a/b/c` → `a/b`,
+/// `abc` → the root). `None` for a prefix that would escape the root (`..`, `.`, absolute, `//`):
+/// such a listing finds nothing.
+pub(crate) fn walk_start(prefix: &str) -> Option<&str> {
+    let start = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+    let escapes = start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//");
+    (!escapes).then_some(start)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn walk_start_table() {
+        for (prefix, start) in [
+            ("", Some("")),
+            ("pg", Some("")),
+            ("pg/", Some("pg")),
+            ("pg/2026/11/2", Some("pg/2026/11")),
+            ("../x/", None),
+            ("pg/./", None),
+            ("/abs/", None),
+            ("pg//x/", None),
+        ] {
+            assert_eq!(super::walk_start(prefix), start, "{prefix}");
+        }
+    }
+
     #[test]
     fn temporary_names_are_exactly_drctls() {
         let tmp = format!(".20261205T001002Z-3bf6b9.data.tar.zst.age.partial-{}", crate::layout::random_suffix());

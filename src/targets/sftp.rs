@@ -254,14 +254,7 @@ impl SftpStore {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        // start at the deepest directory the prefix names; an escaping prefix finds nothing
-        let start = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
-            return Ok(Vec::new());
-        }
+        let Some(start) = super::walk_start(prefix) else { return Ok(Vec::new()) };
         let inner = &self.inner;
         let found =
             inner
@@ -274,13 +267,7 @@ impl SftpStore {
 
     /// See [`super::Target::temporaries`].
     pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
-        let start = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
-            return Ok(Vec::new());
-        }
+        let Some(start) = super::walk_start(prefix) else { return Ok(Vec::new()) };
         let inner = &self.inner;
         let found = inner
             .run("list temporaries", prefix, move |s, _| async move {

@@ -343,13 +343,7 @@ impl WebdavStore {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let start = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
-            return Ok(Vec::new());
-        }
+        let Some(start) = super::walk_start(prefix) else { return Ok(Vec::new()) };
         let inner = &self.inner;
         let found = inner
             .run("list", prefix, move |_| async move { inner.walk(start, prefix, |n| !n.contains(PARTIAL)).await })
@@ -359,13 +353,7 @@ impl WebdavStore {
 
     /// See [`super::Target::temporaries`].
     pub async fn temporaries(&self, prefix: &str) -> Result<Vec<super::Temporary>> {
-        let start = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if start.split('/').any(|c| c == ".." || c == ".") || start.starts_with('/') || start.contains("//") {
-            return Ok(Vec::new());
-        }
+        let Some(start) = super::walk_start(prefix) else { return Ok(Vec::new()) };
         let inner = &self.inner;
         let found = inner
             .run("list temporaries", prefix, move |_| async move {
