@@ -77,6 +77,19 @@ fn assert_stall_handled(s: &Scratch, stalled: &str) {
     assert!(c.stdout.lines().any(|l| l.starts_with("ok") && l.contains("target local:")), "{c:?}");
 }
 
+/// A run whose target `stalled` stops accepting data mid-upload: dropped after `idle`, partial.
+fn assert_mid_upload_stall_dropped(s: &Scratch, stalled: &str) {
+    let t = Instant::now();
+    let r = run(s.drctl().args(["-v", "run", "vol"]));
+    eprintln!("run with `{stalled}` stalled mid-upload took {:?}", t.elapsed());
+    assert_eq!(r.code, 3, "{r:?}");
+    // the fan-out drops the target after `idle` (2 s) without data accepted; without that it
+    // took 12 s (sftp) and 30 s (webdav) here
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {r:?}", t.elapsed());
+    assert!(committed_on_fs(s), "{:?}", s.fs_files());
+    assert!(r.stderr.contains(stalled), "{r:?}");
+}
+
 #[test]
 fn s3_that_accepts_and_never_answers_is_dropped_in_bounded_time() {
     let s = Scratch::new();
@@ -130,15 +143,7 @@ fn webdav_that_stalls_mid_upload_is_dropped_in_bounded_time() {
     let dav = s.webdav_target("dav").replace(&endpoint("DRCTL_TEST_WEBDAV_URL"), &proxy.url());
     let cfg = format!("{}{}{}", s.head(), with_timeouts(dav), volume_job(&s, &["local", "dav"], 16));
     s.write_config(&cfg);
-    let t = Instant::now();
-    let r = run(s.drctl().args(["-v", "run", "vol"]));
-    eprintln!("run stalled mid-upload took {:?}", t.elapsed());
-    assert_eq!(r.code, 3, "{r:?}");
-    // the fan-out drops the target after `idle` (2 s) without data accepted; without that it
-    // took 12 s (sftp) and 30 s (webdav) here
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {r:?}", t.elapsed());
-    assert!(committed_on_fs(&s), "{:?}", s.fs_files());
-    assert!(r.stderr.contains("dav"), "{r:?}");
+    assert_mid_upload_stall_dropped(&s, "dav");
 }
 
 /// An SFTP target through `proxy` (a known_hosts file for the proxy's port).
@@ -170,15 +175,7 @@ fn sftp_that_stalls_mid_upload_is_dropped_in_bounded_time() {
     let proxy = StallProxy::start(&format!("127.0.0.1:{}", endpoint("DRCTL_TEST_SFTP_PORT")), 3 << 20);
     let cfg = format!("{}{}{}", s.head(), sftp_via(&s, &proxy), volume_job(&s, &["local", "sftp"], 16));
     s.write_config(&cfg);
-    let t = Instant::now();
-    let r = run(s.drctl().args(["-v", "run", "vol"]));
-    eprintln!("run stalled mid-upload took {:?}", t.elapsed());
-    assert_eq!(r.code, 3, "{r:?}");
-    // the fan-out drops the target after `idle` (2 s) without data accepted; without that it
-    // took 12 s (sftp) and 30 s (webdav) here
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {r:?}", t.elapsed());
-    assert!(committed_on_fs(&s), "{:?}", s.fs_files());
-    assert!(r.stderr.contains("sftp"), "{r:?}");
+    assert_mid_upload_stall_dropped(&s, "sftp");
 }
 
 /// WebDAV behind the 500 proxy: with `rule`, run the job `runs` times; every run either commits
