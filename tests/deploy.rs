@@ -38,6 +38,10 @@ fn k8s_opts() -> Options {
     Options { namespace: "drctl".into(), image: "ghcr.io/drctl/drctl:0.1.0".into(), daemon: true }
 }
 
+fn cron_opts() -> Options {
+    Options { daemon: false, ..k8s_opts() }
+}
+
 fn tools_dir() -> PathBuf {
     PathBuf::from(std::env::var("DRCTL_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/drctl-tools".into()))
 }
@@ -55,9 +59,14 @@ fn tool(name: &str) -> PathBuf {
 #[test]
 fn committed_examples_are_what_generate_renders() {
     let (config, sources) = example();
-    let (k8s, _) = kubernetes::render(&config, &sources, &k8s_opts());
-    let (stack, _) = swarm::render(&config, &sources, &k8s_opts());
-    for (path, text) in [("deploy/kubernetes/drctl.yaml", &k8s), ("deploy/swarm/drctl-stack.yml", &stack)] {
+    let (k8s, _) = kubernetes::render(&config, &sources, &cron_opts()).unwrap();
+    let (k8s_daemon, _) = kubernetes::render(&config, &sources, &k8s_opts()).unwrap();
+    let (stack, _) = swarm::render(&config, &sources, &k8s_opts()).unwrap();
+    for (path, text) in [
+        ("deploy/kubernetes/drctl.yaml", &k8s),
+        ("deploy/kubernetes/drctl-daemon.yaml", &k8s_daemon),
+        ("deploy/swarm/drctl-stack.yml", &stack),
+    ] {
         let committed = std::fs::read_to_string(root().join(path)).unwrap_or_default();
         if committed != *text {
             let out = std::env::temp_dir().join(path.replace('/', "_"));
@@ -72,9 +81,15 @@ fn committed_examples_are_what_generate_renders() {
 
 #[test]
 fn kubernetes_manifests_validate_strictly_and_read_back() {
+    for opts in [cron_opts(), k8s_opts()] {
+        validate_and_read_back(&opts);
+    }
+}
+
+fn validate_and_read_back(opts: &Options) {
     let (config, sources) = example();
-    let (text, _) = kubernetes::render(&config, &sources, &k8s_opts());
-    let (docs, _) = kubernetes::documents(&config, &sources, &k8s_opts());
+    let (text, _) = kubernetes::render(&config, &sources, opts).unwrap();
+    let (docs, _) = kubernetes::documents(&config, &sources, opts).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drctl.yaml");
     std::fs::write(&file, &text).unwrap();
@@ -101,7 +116,7 @@ fn kubernetes_manifests_validate_strictly_and_read_back() {
 #[test]
 fn what_schemas_cannot_see() {
     let (config, sources) = example();
-    let (docs, skipped) = kubernetes::documents(&config, &sources, &k8s_opts());
+    let (docs, skipped) = kubernetes::documents(&config, &sources, &cron_opts()).unwrap();
     let cronjobs: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "CronJob").collect();
     assert!(!cronjobs.is_empty());
     for cj in &cronjobs {
@@ -165,6 +180,7 @@ fn what_schemas_cannot_see() {
         grants.sort();
         assert_eq!(grants, ["pods/exec:create", "pods:get", "pods:list"]);
     }
+    let (docs, _) = kubernetes::documents(&config, &sources, &k8s_opts()).unwrap();
     let daemon = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let probe = &daemon["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"];
     assert_eq!(probe, "/readyz");
@@ -173,7 +189,7 @@ fn what_schemas_cannot_see() {
 #[test]
 fn swarm_stack_validates_with_docker_compose() {
     let (config, sources) = example();
-    let (text, _) = swarm::render(&config, &sources, &k8s_opts());
+    let (text, _) = swarm::render(&config, &sources, &k8s_opts()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("drctl-stack.yml"), &text).unwrap();
     std::fs::write(dir.path().join("drctl.toml"), &sources.main).unwrap();
@@ -192,7 +208,7 @@ fn swarm_stack_validates_with_docker_compose() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let (stack, _, _) = swarm::document(&config, &sources, &k8s_opts());
+    let (stack, _, _) = swarm::document(&config, &sources, &k8s_opts()).unwrap();
     let svc = &stack["services"]["drctl"];
     assert_eq!(svc["deploy"]["replicas"], 1);
     assert!(svc["healthcheck"]["test"].to_string().contains("/healthz"));
@@ -247,4 +263,146 @@ fn dockerfile_lint() {
             assert!(run.contains("--no-install-recommends"), "{run}");
         }
     }
+}
+
+/// Mount of `path` in a pod spec: the volume it comes from and whether it is read-only.
+fn mount_at<'a>(pod: &'a Value, path: &str) -> Option<(&'a Value, bool)> {
+    let c = &pod["containers"][0];
+    let m = c["volumeMounts"].as_array()?.iter().find(|m| m["mountPath"] == path)?;
+    let v = pod["volumes"].as_array()?.iter().find(|v| v["name"] == m["name"])?;
+    Some((v, m["readOnly"] == true))
+}
+
+fn durable(v: &Value) -> bool {
+    v["persistentVolumeClaim"].is_object() || v["hostPath"].is_object()
+}
+
+/// Issue 12: every fs target path and the SQLite catalog come from a claim or a node directory in
+/// every workload; no two workloads share a catalog claim; volume sources are mounted read-only
+/// in backups, drills and the daemon; backups prune; `--daemon` renders no CronJob.
+#[test]
+fn every_persistent_path_is_durable() {
+    let (config, sources) = example();
+    let (docs, _) = kubernetes::documents(&config, &sources, &cron_opts()).unwrap();
+    let claims: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "PersistentVolumeClaim")
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let mut catalog_claims = Vec::new();
+    let mut checked_volume = false;
+    for cj in docs.iter().filter(|d| d["kind"] == "CronJob") {
+        let name = cj["metadata"]["name"].as_str().unwrap();
+        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        let args: Vec<&str> =
+            pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let job = config.job(args[3]).unwrap();
+        if args[2] == "run" {
+            assert_eq!(args.last(), Some(&"--prune"), "{name}: a scheduled backup prunes after it commits");
+        }
+        for t in &job.common.targets {
+            if let drctl::config::TargetKind::Fs(fs) = &config.targets[t].kind {
+                let path = fs.path.display().to_string();
+                let (v, ro) = mount_at(pod, &path).unwrap_or_else(|| panic!("{name}: fs target `{t}` not mounted"));
+                assert!(durable(v) && !ro, "{name}: `{path}` from {v}");
+                if let Some(c) = v["persistentVolumeClaim"]["claimName"].as_str() {
+                    assert!(claims.contains(&c), "{name}: claim {c} not rendered");
+                }
+            }
+        }
+        let (v, _) = mount_at(pod, "/var/lib/drctl").unwrap_or_else(|| panic!("{name}: catalog not mounted"));
+        assert!(durable(v), "{name}: catalog from {v}");
+        let claim = v["persistentVolumeClaim"]["claimName"].as_str().unwrap();
+        assert!(claims.contains(&claim), "{name}: claim {claim} not rendered");
+        catalog_claims.push(claim.to_string());
+        if let Some(src) = drctl::generate::host_path(job) {
+            let (v, ro) = mount_at(pod, &src).unwrap_or_else(|| panic!("{name}: source `{src}` not mounted"));
+            assert!(v["hostPath"].is_object() && ro, "{name}: source {v} read-only {ro}");
+            checked_volume = true;
+        }
+    }
+    assert!(checked_volume, "the example has a volume job with a host path");
+    let n = catalog_claims.len();
+    catalog_claims.sort();
+    catalog_claims.dedup();
+    assert_eq!(catalog_claims.len(), n, "two CronJobs share one SQLite catalog");
+
+    // daemon mode: the Deployment instead of the CronJobs, with every path
+    let (docs, _) = kubernetes::documents(&config, &sources, &k8s_opts()).unwrap();
+    assert!(!docs.iter().any(|d| d["kind"] == "CronJob"), "--daemon renders CronJobs too: every job would run twice");
+    let d = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    assert!(durable(mount_at(pod, "/var/lib/drctl").unwrap().0));
+    assert!(durable(mount_at(pod, "/var/backups/drctl").unwrap().0));
+    for job in config.jobs.values().filter(|j| drctl::generate::kubernetes_obstacle(j).is_none()) {
+        if let Some(src) = drctl::generate::host_path(job) {
+            let (v, ro) = mount_at(pod, &src).unwrap_or_else(|| panic!("daemon: source `{src}` not mounted"));
+            assert!(v["hostPath"].is_object() && ro);
+        }
+    }
+
+    // swarm: the fs target and the catalog are volumes, never tmpfs, and the task is pinned
+    let (stack, _, _) = swarm::document(&config, &sources, &k8s_opts()).unwrap();
+    let svc = &stack["services"]["drctl"];
+    for path in ["/var/backups/drctl", "/var/lib/drctl"] {
+        let v = svc["volumes"].as_array().unwrap().iter().find(|v| v["target"] == path).unwrap();
+        assert!(v["type"] == "volume" || v["type"] == "bind", "{path}: {v}");
+    }
+    assert!(svc["deploy"]["placement"]["constraints"].to_string().contains("node.labels.drctl.storage == true"));
+}
+
+fn generate_with(extra: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+    let text = format!(
+        "[encryption]\nrecipients = [\"{recipient}\"]\n{extra}\n\
+         [targets.local]\ntype = \"fs\"\npath = \"/var/backups/drctl\"\n\n\
+         [jobs.files]\nkind = \"volume\"\npath = \"/srv/data\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n"
+    );
+    std::fs::write(dir.path().join("drctl.toml"), text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .arg("--config")
+        .arg(dir.path().join("drctl.toml"))
+        .arg("generate")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Issue 12: an fs target without deploy storage is refused (exit 2) with the target, its path
+/// and the option to set; the same for a daemon listening on loopback.
+#[test]
+fn generate_refuses_what_would_lose_data() {
+    for args in [&["kubernetes"][..], &["kubernetes", "--daemon"], &["swarm"]] {
+        let out = generate_with("", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for want in ["`local`", "/var/backups/drctl", "deploy.targets.local", "size", "host_path"] {
+            assert!(err.contains(want), "{args:?}: `{want}` not in:\n{err}");
+        }
+        assert!(out.stdout.is_empty(), "nothing rendered");
+    }
+    let storage = "[deploy.targets.local]\nsize = \"10Gi\"\n";
+    assert_eq!(generate_with(storage, &["kubernetes"]).status.code(), Some(0));
+    let loopback = format!("{storage}\n[api]\nlisten = \"127.0.0.1:8080\"\n");
+    for args in [&["kubernetes", "--daemon"][..], &["swarm"]] {
+        let out = generate_with(&loopback, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("127.0.0.1:8080") && err.contains("0.0.0.0:8080") && err.contains("api.listen"), "{err}");
+    }
+    // CronJobs serve no HTTP: loopback is fine there
+    assert_eq!(generate_with(&loopback, &["kubernetes"]).status.code(), Some(0));
+    // a host path instead of a claim pins the pods to the labelled nodes
+    let out = generate_with("[deploy.targets.local]\nhost_path = \"/srv/drctl/local\"\n", &["kubernetes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("path: \"/srv/drctl/local\"") && text.contains("drctl.storage"), "{text}");
+    // bad deploy settings are config errors with the key
+    let out = generate_with("[deploy.targets.local]\nsize = \"lots\"\nhost_path = \"rel\"\n", &["kubernetes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("both `size` and `host_path`") && err.contains("`lots`") && err.contains("not absolute"),
+        "{err}"
+    );
 }

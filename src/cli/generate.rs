@@ -21,12 +21,12 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Platform {
-    /// ConfigMap, a CronJob per backup and drill schedule, RBAC for pod exec (and the daemon)
+    /// ConfigMap, claims, a CronJob per backup and drill schedule (or the daemon), RBAC for pod exec
     Kubernetes {
         /// Namespace drctl runs in
         #[arg(long, default_value = "drctl")]
         namespace: String,
-        /// Also render the daemon as a Deployment with a Service and probes
+        /// Render the daemon as a Deployment with a Service and probes, instead of the CronJobs
         #[arg(long)]
         daemon: bool,
     },
@@ -39,11 +39,11 @@ pub fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error
     let (text, notes) = match &args.platform {
         Platform::Kubernetes { namespace, daemon } => {
             let opts = Options { namespace: namespace.clone(), image: args.image.clone(), daemon: *daemon };
-            generate::kubernetes::render(&engine.config, &sources, &opts)
+            generate::kubernetes::render(&engine.config, &sources, &opts)?
         }
         Platform::Swarm => {
             let opts = Options { namespace: String::new(), image: args.image.clone(), daemon: true };
-            generate::swarm::render(&engine.config, &sources, &opts)
+            generate::swarm::render(&engine.config, &sources, &opts)?
         }
     };
     for n in &notes {

@@ -18,6 +18,11 @@ pub struct Args {
     /// Every configured job
     #[arg(long, conflicts_with = "jobs")]
     pub all: bool,
+    /// After a run committed on every target, apply retention for that job (as `drctl prune JOB`
+    /// and as the daemon does after each backup): what a scheduled CronJob runs. A partial or
+    /// failed run prunes nothing; a failed prune is a warning and does not change the exit code
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// One element of `run --json`: every object has `job` (once) and `status` (`ok`, `partial` or
@@ -62,6 +67,9 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         let result = run_job(engine, job).await;
         let outcome = RunOutcome::new(job, &result);
         Event::BackupFinished { job, result: outcome.result }.emit(None);
+        if args.prune && matches!(&result, Ok(r) if r.status == BackupStatus::Ok) {
+            crate::scheduler::prune_after_backup(engine, job).await;
+        }
         ran.push(outcome);
         match result {
             Ok(r) => {

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use super::fields::struct_fields;
 use super::locate::{self, Step};
 use super::{
-    CatalogConfig, CompressionConfig, Config, DaemonConfig, EncryptionConfig, JobCommon, JobConfig, JobSpec, Problem,
-    Severity, TargetCommon, TargetConfig, TargetKind,
+    CatalogConfig, CompressionConfig, Config, DaemonConfig, DeployConfig, EncryptionConfig, JobCommon, JobConfig,
+    JobSpec, Problem, Severity, TargetCommon, TargetConfig, TargetKind,
 };
 use crate::{Error, Result};
 
@@ -100,8 +100,8 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     };
     expand_env(&main, &mut vec![], &mut root, &mut problems);
 
-    const SECTIONS: [&str; 8] =
-        ["catalog", "encryption", "compression", "pushgateway", "api", "daemon", "targets", "jobs"];
+    const SECTIONS: [&str; 9] =
+        ["catalog", "encryption", "compression", "pushgateway", "api", "daemon", "deploy", "targets", "jobs"];
     for k in root.keys() {
         if !SECTIONS.contains(&k.as_str()) {
             problems.error(
@@ -119,6 +119,7 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     let pushgateway = section(&main, &mut root, "pushgateway", &mut problems);
     let api = section(&main, &mut root, "api", &mut problems);
     let daemon: DaemonConfig = section(&main, &mut root, "daemon", &mut problems).unwrap_or_default();
+    let deploy: DeployConfig = section(&main, &mut root, "deploy", &mut problems).unwrap_or_default();
 
     // targets
     let mut targets = BTreeMap::new();
@@ -186,6 +187,7 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
         pushgateway,
         api,
         daemon,
+        deploy,
         targets,
         jobs,
         warnings: vec![],

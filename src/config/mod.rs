@@ -73,6 +73,7 @@ pub struct Config {
     pub pushgateway: Option<PushgatewayConfig>,
     pub api: Option<ApiConfig>,
     pub daemon: DaemonConfig,
+    pub deploy: DeployConfig,
     pub targets: BTreeMap<String, TargetConfig>,
     pub jobs: BTreeMap<String, JobConfig>,
     /// Warnings found while loading (errors abort loading).
@@ -201,6 +202,45 @@ impl DaemonConfig {
             .and_then(|g| humantime::parse_duration(g).ok())
             .unwrap_or(std::time::Duration::from_secs(300))
     }
+}
+
+/// `[deploy]`: where `drctl generate kubernetes|swarm` keeps what must outlive a pod or a
+/// container: every `fs` target's `path` and the SQLite catalog. A generated workload writes only
+/// to storage named here (or to scratch space that is thrown away on purpose), so a backup that is
+/// reported committed is on storage that survives the pod. Nothing here changes `drctl run` or the
+/// daemon on a host.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Storage of each `fs` target's `path`, by target name, e.g.
+    /// `[deploy.targets.local] size = "200Gi"` (a rendered PersistentVolumeClaim) or
+    /// `host_path = "/srv/backups"` (a directory on the node). Required for every `fs` target a
+    /// rendered job writes to: `drctl generate` refuses (exit 2) rather than writing backups into
+    /// the container, where they vanish with it.
+    #[serde(default)]
+    pub targets: BTreeMap<String, DeployStorage>,
+    /// Storage of the SQLite catalog directory (`/var/lib/drctl` or the `[catalog] url` path).
+    /// Default: a rendered PersistentVolumeClaim of `1Gi` in the default storage class, one per
+    /// workload (each CronJob, the daemon), so that no two pods ever open one SQLite file. Not
+    /// used with a PostgreSQL catalog.
+    pub catalog: Option<DeployStorage>,
+}
+
+/// Durable storage for one path of a generated workload: exactly one of `size` (a rendered
+/// PersistentVolumeClaim, Swarm: a named volume) or `host_path` (a node directory: the workloads
+/// are pinned to the nodes labelled `drctl.storage=true`, Swarm: a bind mount with the same
+/// placement).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeployStorage {
+    /// PersistentVolumeClaim size, a Kubernetes quantity such as `50Gi` or `1Ti`.
+    pub size: Option<String>,
+    /// Storage class of the claim (default: the cluster's default class). Target claims are
+    /// `ReadWriteMany` (backup, drill and restore pods of several jobs use them), so the class
+    /// must offer that (NFS, CephFS, Longhorn RWX …); otherwise use `host_path`.
+    pub storage_class: Option<String>,
+    /// A directory on the node instead of a claim, e.g. `/srv/drctl/local`. Absolute.
+    pub host_path: Option<PathBuf>,
 }
 
 /// One `[targets.NAME]` table.

@@ -94,6 +94,28 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
     if config.daemon.max_concurrent == Some(0) {
         p.error(main, &[key("daemon"), key("max_concurrent")], "max_concurrent must be at least 1", None);
     }
+    for (name, storage) in &config.deploy.targets {
+        let path = [key("deploy"), key("targets"), key(name)];
+        match config.targets.get(name).map(|t| &t.kind) {
+            Some(TargetKind::Fs(_)) => {}
+            Some(_) => p.error(
+                main,
+                &path,
+                format!("target `{name}` is not an `fs` target: only `fs` targets need deploy storage"),
+                Some(format!("remove `[deploy.targets.{name}]`")),
+            ),
+            None => p.error(
+                main,
+                &path,
+                format!("unknown target `{name}`"),
+                Some(format!("known targets: {}", config.targets.keys().cloned().collect::<Vec<_>>().join(", "))),
+            ),
+        }
+        deploy_storage(main, &path, storage, true, p);
+    }
+    if let Some(storage) = &config.deploy.catalog {
+        deploy_storage(main, &[key("deploy"), key("catalog")], storage, false, p);
+    }
     for (name, t) in &config.targets {
         let path = [key("targets"), key(name)];
         if let Some(w) = t.common.keep.as_ref().and_then(|k| k.within.as_ref())
@@ -685,4 +707,50 @@ pub(super) fn secret_file_problems(
         }
     }
     (missing.0, modes.0)
+}
+
+/// `[deploy.targets.NAME]` / `[deploy.catalog]`: exactly one of `size` and `host_path` (for the
+/// catalog, neither means the default claim), a Kubernetes quantity, an absolute host path.
+fn deploy_storage(src: &Source, path: &[Step], s: &super::DeployStorage, required: bool, p: &mut Problems) {
+    match (&s.size, &s.host_path) {
+        (Some(_), Some(_)) => p.error(
+            src,
+            path,
+            "both `size` and `host_path` are set",
+            Some("choose one: `size` renders a PersistentVolumeClaim, `host_path` mounts a node directory".into()),
+        ),
+        (None, None) if required => p.error(
+            src,
+            path,
+            "neither `size` nor `host_path` is set",
+            Some("set `size = \"50Gi\"` (a PersistentVolumeClaim) or `host_path = \"/srv/drctl\"`".into()),
+        ),
+        _ => {}
+    }
+    if s.host_path.is_some() && s.storage_class.is_some() {
+        p.error(src, path, "`storage_class` is for claims: it does nothing with `host_path`", None);
+    }
+    if let Some(size) = &s.size
+        && !is_quantity(size)
+    {
+        let mut at = path.to_vec();
+        at.push(key("size"));
+        p.error(src, &at, format!("`{size}` is not a storage size"), Some("e.g. `1Gi`, `50Gi`, `1Ti`".into()));
+    }
+    if let Some(h) = &s.host_path
+        && !h.is_absolute()
+    {
+        let mut at = path.to_vec();
+        at.push(key("host_path"));
+        p.error(src, &at, format!("host_path `{}` is not absolute", h.display()), None);
+    }
+}
+
+/// A Kubernetes storage quantity with a binary or decimal suffix: `512Mi`, `50Gi`, `1T`.
+fn is_quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && ["Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&suffix)
 }

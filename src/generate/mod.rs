@@ -6,6 +6,16 @@
 //! job and targets name (`*_file` settings) and never the age identity; only drill (verify)
 //! workloads and the daemon get the identity. The Kubernetes Role grants exactly `get`/`list` on
 //! pods and `create` on `pods/exec`, and only in namespaces a job execs into.
+//!
+//! Durability is derived too, and refused when it cannot be: every `fs` target's `path` and the
+//! SQLite catalog are mounted from the storage `[deploy]` names ([`DurablePaths`]); a target with
+//! none configured stops the render (exit 2) instead of rendering a workload whose committed backups
+//! would vanish with its container. With SQLite each workload (each CronJob, the daemon) gets its
+//! own catalog, so no two pods ever open one SQLite file (a `ReadWriteOnce` claim shared by
+//! CronJobs with `concurrencyPolicy: Forbid` each still lets two different jobs overlap, and
+//! SQLite's locks do not hold over network filesystems). The targets stay the source of truth:
+//! prune and drills judge what the targets hold, so a fresh catalog loses no backup; for one
+//! shared history (suspicious baselines, drill records seen by prune) use a PostgreSQL catalog.
 
 pub mod kubernetes;
 pub mod swarm;
@@ -16,7 +26,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{Config, ExecConfig, JobConfig, JobSpec};
+use crate::config::{Config, DeployStorage, ExecConfig, JobConfig, JobSpec, Problem, Severity, TargetKind};
 
 /// The config files as written, for the ConfigMap / swarm configs.
 #[derive(Debug, Clone)]
@@ -40,6 +50,120 @@ impl Sources {
     }
 }
 
+/// Where durable data of a generated workload lives, from `[deploy]` and `[catalog]`: checked
+/// once, before anything is rendered.
+#[derive(Debug, Clone)]
+pub struct DurablePaths {
+    /// `fs` target name -> (its `path` in the container, its storage).
+    pub targets: BTreeMap<String, (String, DeployStorage)>,
+    /// The SQLite catalog's directory in the container and its storage; `None` with PostgreSQL.
+    pub catalog: Option<(String, DeployStorage)>,
+}
+
+/// The default catalog claim: small, the default storage class.
+pub const CATALOG_SIZE: &str = "1Gi";
+
+impl DurablePaths {
+    /// The storage of every `fs` target `jobs` write to and of the catalog, or a configuration
+    /// error (exit 2) per target without storage, naming the target, its path and the option.
+    pub fn plan<'a>(config: &Config, jobs: impl IntoIterator<Item = &'a JobConfig>) -> crate::Result<DurablePaths> {
+        let mut targets = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut refused = std::collections::BTreeSet::new();
+        for job in jobs {
+            for name in &job.common.targets {
+                let Some(t) = config.targets.get(name) else { continue };
+                let TargetKind::Fs(fs) = &t.kind else { continue };
+                let path = fs.path.display().to_string();
+                match config.deploy.targets.get(name) {
+                    Some(s) if s.size.is_some() || s.host_path.is_some() => {
+                        targets.insert(name.clone(), (path, s.clone()));
+                    }
+                    _ if !refused.insert(name.clone()) => {}
+                    _ => problems.push(Problem {
+                        severity: Severity::Error,
+                        file: config.path.clone(),
+                        line: None,
+                        path: format!("deploy.targets.{name}"),
+                        message: format!(
+                            "fs target `{name}` writes to `{path}`, which would be inside the container: its backups would vanish with the pod"
+                        ),
+                        hint: Some(format!(
+                            "say where `{path}` is kept: `[deploy.targets.{name}]` with `size = \"50Gi\"` (a PersistentVolumeClaim, add `storage_class = \"…\"` for a ReadWriteMany class) or `host_path = \"/srv/drctl/{name}\"` (a node directory)"
+                        )),
+                    }),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(crate::Error::Config(problems));
+        }
+        let catalog = catalog_dir(config).map(|dir| {
+            let storage = config.deploy.catalog.clone().unwrap_or_default();
+            let storage = if storage.size.is_none() && storage.host_path.is_none() {
+                DeployStorage { size: Some(CATALOG_SIZE.into()), ..storage }
+            } else {
+                storage
+            };
+            (dir, storage)
+        });
+        Ok(DurablePaths { targets, catalog })
+    }
+
+    /// Whether some storage is a node directory (the workloads must be pinned to its node).
+    pub fn host_local(&self) -> bool {
+        self.targets
+            .values()
+            .map(|(_, s)| s)
+            .chain(self.catalog.as_ref().map(|(_, s)| s))
+            .any(|s| s.host_path.is_some())
+    }
+}
+
+/// The directory of the SQLite catalog in a container (`None`: a PostgreSQL catalog).
+pub fn catalog_dir(config: &Config) -> Option<String> {
+    match config.catalog.url.as_deref() {
+        None => Some(STATE_DIR.to_string()),
+        Some(u) if u.starts_with("postgres:") || u.starts_with("postgresql:") => None,
+        Some(u) => {
+            let file = u.trim_start_matches("sqlite:").trim_start_matches("//");
+            let file = file.split('?').next().unwrap_or(file);
+            Some(
+                Path::new(file)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| STATE_DIR.into()),
+            )
+        }
+    }
+}
+
+/// Refuse a loopback `[api] listen` for a rendered daemon: the kubelet's probes, the Service and
+/// Swarm's published port reach the pod's own address, never its loopback, so the daemon would
+/// be restarted forever by its liveness probe and unreachable from the Service.
+pub fn check_listen(config: &Config) -> crate::Result<()> {
+    let listen = crate::api::listen_addr(config);
+    let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or(&listen).trim_matches(['[', ']']);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Ok(());
+    }
+    Err(crate::Error::Config(vec![Problem {
+        severity: Severity::Error,
+        file: config.path.clone(),
+        line: None,
+        path: "api.listen".into(),
+        message: format!(
+            "`{listen}` is a loopback address: in a pod or a Swarm task the health probes, the Service and the published port cannot reach it"
+        ),
+        hint: Some(format!(
+            "set `listen = \"0.0.0.0:{}\"` in `[api]` (the container network is the boundary; POST endpoints need the `token_file` token), or render without the daemon",
+            api_port(config)
+        )),
+    }]))
+}
+
 /// Options of `drctl generate`.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -47,7 +171,8 @@ pub struct Options {
     pub namespace: String,
     /// Container image.
     pub image: String,
-    /// Also render the daemon (Kubernetes: a Deployment + Service; swarm always runs the daemon).
+    /// Render the daemon (Kubernetes: a Deployment + Service *instead of* the CronJobs, so that no
+    /// job runs twice; swarm always runs the daemon).
     pub daemon: bool,
 }
 

@@ -1,17 +1,22 @@
 //! A Docker Swarm stack file: the daemon as one service (it schedules every job itself), the config
 //! as swarm configs, secret files as external swarm secrets, the engine socket where jobs use
-//! `docker exec` or Docker volumes.
+//! `docker exec` or Docker volumes. Every `fs` target and the SQLite catalog are a named volume or
+//! a bind mount (never the container's tmpfs), and since both are node-local the service is
+//! placed on the node labelled `drctl.storage=true`, where they stay.
 
 use serde_json::{Value, json};
 
 use super::{
-    CONFIG_DIR, Options, STATE_DIR, Sources, UID, all_secrets, dns_name, host_path, identity_path, needs_docker, stream,
+    CONFIG_DIR, DurablePaths, Options, STATE_DIR, Sources, UID, all_secrets, dns_name, host_path, identity_path,
+    needs_docker, stream,
 };
 use crate::config::Config;
 
-/// Render the stack file; the second value lists notes for the operator.
-pub fn render(config: &Config, sources: &Sources, opts: &Options) -> (String, Vec<String>) {
-    let (stack, files, notes) = document(config, sources, opts);
+/// Render the stack file; the second value lists notes for the operator. A configuration error
+/// (exit 2) when an `fs` target has no durable storage in `[deploy]` or the daemon would listen
+/// on loopback.
+pub fn render(config: &Config, sources: &Sources, opts: &Options) -> crate::Result<(String, Vec<String>)> {
+    let (stack, files, notes) = document(config, sources, opts)?;
     let mut header = String::from(
         "# Rendered by `drctl generate swarm` from drctl.toml: edit the config and render again.\n\
          # Deploy beside drctl.toml and jobs/: docker stack deploy -c drctl-stack.yml drctl\n\
@@ -27,11 +32,17 @@ pub fn render(config: &Config, sources: &Sources, opts: &Options) -> (String, Ve
     for n in &notes {
         header.push_str(&format!("# Note: {n}\n"));
     }
-    (stream(&header, &[stack]), notes)
+    Ok((stream(&header, &[stack]), notes))
 }
 
 /// The stack as a JSON value, the secret files it references, and notes.
-pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, Vec<super::SecretFile>, Vec<String>) {
+pub fn document(
+    config: &Config,
+    sources: &Sources,
+    opts: &Options,
+) -> crate::Result<(Value, Vec<super::SecretFile>, Vec<String>)> {
+    super::check_listen(config)?;
+    let durable = DurablePaths::plan(config, config.jobs.values())?;
     let mut notes = Vec::new();
     let docker = config.jobs.values().any(needs_docker);
     let port = super::api_port(config);
@@ -59,11 +70,47 @@ pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, V
         secrets.insert(name, json!({"external": true}));
     }
 
-    let mut volumes = vec![json!({"type": "volume", "source": "drctl_state", "target": STATE_DIR})];
-    for job in config.jobs.values() {
-        if let Some(p) = host_path(job) {
-            volumes.push(json!({"type": "bind", "source": p, "target": p, "read_only": true}));
+    let mut volumes = Vec::new();
+    let mut named = serde_json::Map::new();
+    match &durable.catalog {
+        Some((dir, s)) => {
+            match &s.host_path {
+                Some(hp) => {
+                    volumes.push(json!({"type": "bind", "source": format!("{}/daemon", hp.display()), "target": dir}))
+                }
+                None => {
+                    volumes.push(json!({"type": "volume", "source": "drctl_state", "target": dir}));
+                    named.insert("drctl_state".into(), json!({}));
+                }
+            }
+            if dir != STATE_DIR {
+                volumes.push(json!({"type": "tmpfs", "target": STATE_DIR}));
+            }
         }
+        None => volumes.push(json!({"type": "tmpfs", "target": STATE_DIR})),
+    }
+    for (name, (path, s)) in &durable.targets {
+        match &s.host_path {
+            Some(hp) => volumes.push(json!({"type": "bind", "source": hp.display().to_string(), "target": path})),
+            None => {
+                let vol = format!("drctl_target_{}", dns_name(name).replace('-', "_"));
+                volumes.push(json!({"type": "volume", "source": vol, "target": path}));
+                named.insert(vol, json!({}));
+            }
+        }
+        notes.push(format!(
+            "fs target `{name}` (`{path}`) is {} on the node labelled `drctl.storage=true`: back that node's disk up elsewhere too (3-2-1)",
+            match &s.host_path {
+                Some(hp) => format!("bind mount `{}`", hp.display()),
+                None => "a named volume".to_string(),
+            }
+        ));
+    }
+    let mut hosts: Vec<String> = config.jobs.values().filter_map(host_path).collect();
+    hosts.sort();
+    hosts.dedup();
+    for p in hosts {
+        volumes.push(json!({"type": "bind", "source": p, "target": p, "read_only": true}));
     }
     if docker {
         volumes.push(json!({"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}));
@@ -78,6 +125,8 @@ pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, V
     if docker {
         constraints.push("node.labels.drctl.docker == true".into());
     }
+    // named volumes and bind mounts are node-local: the task must come back where its data is
+    constraints.push("node.labels.drctl.storage == true".into());
     let service = json!({
         "image": opts.image,
         "command": ["--config", format!("{CONFIG_DIR}/drctl.toml"), "daemon"],
@@ -108,7 +157,7 @@ pub fn document(config: &Config, sources: &Sources, opts: &Options) -> (Value, V
         "services": {"drctl": service},
         "configs": configs,
         "secrets": secrets,
-        "volumes": {"drctl_state": {}},
+        "volumes": named,
     });
-    (stack, files, notes)
+    Ok((stack, files, notes))
 }

@@ -407,7 +407,7 @@ async fn backup(inner: &Inner, job: &str) {
     }
     finished(inner, job, Work::Backup, outcome.result);
     if matches!(&result, Ok(r) if r.status == BackupStatus::Ok) {
-        prune(engine, job).await;
+        prune_after_backup(engine, job).await;
     }
     for mut state in crate::metrics::job_states(engine, &[outcome]).await {
         if state.verify == VerifyState::default()
@@ -419,8 +419,9 @@ async fn backup(inner: &Inner, job: &str) {
     }
 }
 
-/// Retention for `job` after a backup committed on every target (as `drctl prune JOB`).
-async fn prune(engine: &Engine, job: &str) {
+/// Retention for `job` after a backup committed on every target (as `drctl prune JOB`); problems
+/// are logged as warnings. Also `drctl run JOB --prune`, the CronJob's step.
+pub async fn prune_after_backup(engine: &Engine, job: &str) {
     match crate::engine::prune::prune(engine, Some(job), false).await {
         Ok(plans) => {
             for p in plans {
