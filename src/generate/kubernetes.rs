@@ -274,7 +274,9 @@ fn container(opts: &Options, args: &[&str], mounts: Value) -> Value {
         "name": "drctl",
         "image": opts.image,
         "args": full,
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        // the default catalog is `$DRCTL_STATE_DIR/catalog.db`: without it a non-root drctl
+        // keeps it under $HOME (/tmp, thrown away with the pod) instead of the durable STATE_DIR
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "DRCTL_STATE_DIR", "value": STATE_DIR}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": {
             "allowPrivilegeEscalation": false,

@@ -131,7 +131,7 @@ pub fn document(
         "image": opts.image,
         "command": ["--config", format!("{CONFIG_DIR}/drctl.toml"), "daemon"],
         "user": if docker { "0:0".to_string() } else { format!("{UID}:{UID}") },
-        "environment": {"HOME": "/tmp"},
+        "environment": {"HOME": "/tmp", "DRCTL_STATE_DIR": STATE_DIR},
         "configs": service_configs,
         "secrets": service_secrets,
         "volumes": volumes,
