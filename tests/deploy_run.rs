@@ -151,9 +151,8 @@ impl Cluster {
             cmd.args(["--unshare-user", "--uid", &uid.to_string(), "--gid", &gid.to_string()]);
         }
         cmd.arg("--").arg(env!("CARGO_BIN_EXE_drctl"));
-        let args = args.unwrap_or_else(|| {
-            c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
-        });
+        let args = args
+            .unwrap_or_else(|| c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect());
         cmd.args(&args);
         cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
         for e in c["env"].as_array().into_iter().flatten() {
@@ -244,12 +243,8 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
         .args(["generate", "kubernetes", "--output"])
         .arg(&manifest));
     assert_eq!(code, 0, "generate: {err}");
-    let mut cluster = Cluster {
-        root: tempfile::tempdir().unwrap(),
-        docs: read_yaml(&manifest),
-        secrets: BTreeMap::new(),
-        pods: 0,
-    };
+    let mut cluster =
+        Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
     cluster.secrets.insert(
         ("drctl-age-identity".into(), "age.key".into()),
         age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
@@ -277,10 +272,15 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     }
     assert!(!r.stdout.contains(ids[0].as_str()), "prune did not run in CronJob mode:\n{}", r.stdout);
 
+    // the catalog outlived the pods, on the backup CronJob's own claim (no other pod opens it)
+    let catalog = cluster.claim_dir("drctl-catalog-files-backup").join("catalog.db");
+    assert!(catalog.is_file(), "the catalog is not on the claim: every run starts from an empty one");
+
     // the drill CronJob restores the latest backup and checks it
     let drill = cluster.cronjob_pod("drctl-files-verify");
     let r = cluster.run_pod(&drill, None);
     assert_eq!(r.code, 0, "drill: {}{}", r.stdout, r.stderr);
+    assert!(cluster.claim_dir("drctl-catalog-files-verify").join("catalog.db").is_file(), "drill records lost");
 
     // restore from a fresh pod (the drill's template: it has the identity) into its scratch space
     let mut restore_args: Vec<String> =
