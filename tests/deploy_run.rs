@@ -11,8 +11,10 @@
 //! manifests as written), both installed by `scripts/services.sh install`; a missing tool fails.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -75,9 +77,12 @@ impl Cluster {
     /// Run a pod spec's first container to completion, as a kubelet would; `args` replaces the
     /// container's args when given (`kubectl create job --from=cronjob/… -- ARGS`).
     fn run_pod(&mut self, pod: &Value, args: Option<Vec<String>>) -> Ran {
-        self.pods += 1;
-        let pod_dir = self.root.path().join(format!("pod-{}", self.pods));
-        std::fs::create_dir_all(&pod_dir).unwrap();
+        let spec = self.pod_spec(pod, args);
+        self.run(spec)
+    }
+
+    /// The container of a Kubernetes pod spec as a [`Spec`].
+    fn pod_spec(&self, pod: &Value, args: Option<Vec<String>>) -> Spec {
         let c = &pod["containers"][0];
         let volumes: BTreeMap<String, Value> = pod["volumes"]
             .as_array()
@@ -85,56 +90,98 @@ impl Cluster {
             .iter()
             .map(|v| (v["name"].as_str().unwrap().to_string(), v.clone()))
             .collect();
-        let mut binds: Vec<(PathBuf, String, bool)> = Vec::new(); // (host source, mount path, read-only)
-        let mut empty_dirs = BTreeMap::new();
-        let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for (name, v) in &volumes {
-            let dir = if v["emptyDir"].is_object() {
-                let d = pod_dir.join("empty").join(name);
-                std::fs::create_dir_all(&d).unwrap();
-                empty_dirs.insert(name.clone(), d.clone());
-                d
+        let mut mounts = Vec::new();
+        for m in c["volumeMounts"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let v = &volumes[name];
+            let sub = m["subPath"].as_str().map(String::from);
+            let source = if v["emptyDir"].is_object() {
+                Source::Fresh(name.to_string())
             } else if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
                 self.object("PersistentVolumeClaim", claim);
-                self.claim_dir(claim)
+                Source::Kept(claim.to_string())
             } else if let Some(p) = v["hostPath"]["path"].as_str() {
-                let p = PathBuf::from(p);
-                assert!(p.is_dir(), "hostPath `{}` (type Directory) does not exist", p.display());
-                p
+                Source::Host(PathBuf::from(p))
             } else if let Some(cm) = v["configMap"]["name"].as_str() {
-                let data = self.object("ConfigMap", cm)["data"].clone();
-                let d = pod_dir.join("cm").join(name);
-                for item in v["configMap"]["items"].as_array().unwrap() {
-                    let f = d.join(item["path"].as_str().unwrap());
-                    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-                    std::fs::write(&f, data[item["key"].as_str().unwrap()].as_str().unwrap()).unwrap();
-                }
-                d
+                let data = &self.object("ConfigMap", cm)["data"];
+                let files = v["configMap"]["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| {
+                        let text = data[i["key"].as_str().unwrap()].as_str().unwrap();
+                        (i["path"].as_str().unwrap().to_string(), text.as_bytes().to_vec())
+                    })
+                    .collect();
+                Source::Files(files)
             } else if let Some(secret) = v["secret"]["secretName"].as_str() {
-                let d = pod_dir.join("secret").join(name);
-                std::fs::create_dir_all(&d).unwrap();
-                for ((s, key), bytes) in &self.secrets {
-                    if s == secret {
-                        std::fs::write(d.join(key), bytes).unwrap();
-                    }
-                }
-                d
+                let files = self
+                    .secrets
+                    .iter()
+                    .filter(|((s, _), _)| s == secret)
+                    .map(|((_, k), b)| (k.clone(), b.clone()))
+                    .collect();
+                Source::Files(files)
             } else {
                 panic!("volume kind not simulated: {v}");
             };
-            sources.insert(name.clone(), dir);
+            mounts.push(Mount { source, sub, path: m["mountPath"].as_str().unwrap().into(), read_only: m["readOnly"] == true });
         }
-        for m in c["volumeMounts"].as_array().unwrap() {
-            let mut src = sources[m["name"].as_str().unwrap()].clone();
-            if let Some(sub) = m["subPath"].as_str() {
-                src = src.join(sub);
-                assert!(src.exists(), "subPath `{sub}` of volume {} does not exist", m["name"]);
-            }
-            binds.push((src, m["mountPath"].as_str().unwrap().to_string(), m["readOnly"] == true));
+        let sc = &pod["securityContext"];
+        Spec {
+            args: args.unwrap_or_else(|| {
+                c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+            }),
+            env: c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+                .collect(),
+            mounts,
+            user: sc["runAsUser"].as_u64().map(|u| (u, sc["runAsGroup"].as_u64().unwrap_or(u))),
+            read_only_root: c["securityContext"]["readOnlyRootFilesystem"] == true,
         }
+    }
 
+    /// The bubblewrap command of one container start: fresh directories for `Fresh` volumes,
+    /// kept ones for `Kept`, files written for `Files`.
+    fn command(&mut self, spec: &Spec) -> (Command, BTreeMap<String, PathBuf>) {
+        self.pods += 1;
+        let pod_dir = self.root.path().join(format!("pod-{}", self.pods));
+        let mut empty_dirs = BTreeMap::new();
+        let mut binds: Vec<(PathBuf, String, bool)> = Vec::new();
+        for (i, m) in spec.mounts.iter().enumerate() {
+            let mut src = match &m.source {
+                Source::Fresh(name) => {
+                    let d = pod_dir.join("empty").join(name);
+                    std::fs::create_dir_all(&d).unwrap();
+                    empty_dirs.insert(name.clone(), d.clone());
+                    d
+                }
+                Source::Kept(name) => self.claim_dir(name),
+                Source::Host(p) => {
+                    assert!(p.is_dir(), "host path `{}` (type Directory) does not exist", p.display());
+                    p.clone()
+                }
+                Source::Files(files) => {
+                    let d = pod_dir.join("files").join(i.to_string());
+                    std::fs::create_dir_all(&d).unwrap();
+                    for (rel, bytes) in files {
+                        let f = d.join(rel);
+                        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                        std::fs::write(&f, bytes).unwrap();
+                    }
+                    d
+                }
+            };
+            if let Some(sub) = &m.sub {
+                src = src.join(sub);
+                assert!(src.exists(), "subPath `{sub}` of the mount at {} does not exist", m.path);
+            }
+            binds.push((src, m.path.clone(), m.read_only));
+        }
         let mut cmd = Command::new("bwrap");
-        let read_only_root = c["securityContext"]["readOnlyRootFilesystem"] == true;
         cmd.args(["--die-with-parent", "--tmpfs", "/"]);
         let needed: Vec<&str> = binds.iter().map(|(_, p, _)| p.as_str()).collect();
         ro_tree(Path::new("/"), &needed, &mut cmd);
@@ -142,22 +189,23 @@ impl Cluster {
         for (src, path, ro) in &binds {
             cmd.arg(if *ro { "--ro-bind" } else { "--bind" }).arg(src).arg(path);
         }
-        if read_only_root {
+        if spec.read_only_root {
             cmd.args(["--remount-ro", "/"]);
         }
-        let sc = &pod["securityContext"];
-        if let Some(uid) = sc["runAsUser"].as_u64() {
-            let gid = sc["runAsGroup"].as_u64().unwrap_or(uid);
+        if let Some((uid, gid)) = spec.user {
             cmd.args(["--unshare-user", "--uid", &uid.to_string(), "--gid", &gid.to_string()]);
         }
-        cmd.arg("--").arg(env!("CARGO_BIN_EXE_drctl"));
-        let args = args
-            .unwrap_or_else(|| c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect());
-        cmd.args(&args);
+        cmd.arg("--").arg(env!("CARGO_BIN_EXE_drctl")).args(&spec.args);
         cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
-        for e in c["env"].as_array().into_iter().flatten() {
-            cmd.env(e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
         }
+        (cmd, empty_dirs)
+    }
+
+    /// Run a container to completion.
+    fn run(&mut self, spec: Spec) -> Ran {
+        let (mut cmd, empty_dirs) = self.command(&spec);
         let out = cmd.output().expect("bwrap missing: run `scripts/services.sh install` (package bubblewrap)");
         Ran {
             code: out.status.code().unwrap_or(-1),
@@ -166,6 +214,37 @@ impl Cluster {
             empty_dirs,
         }
     }
+}
+
+/// Where a mount's content comes from.
+#[derive(Clone)]
+enum Source {
+    /// emptyDir / tmpfs: a new empty directory per container start.
+    Fresh(String),
+    /// A claim or named volume: one directory kept across starts.
+    Kept(String),
+    /// hostPath / bind mount: the host's directory.
+    Host(PathBuf),
+    /// ConfigMap / Secret / swarm config: these files (relative path, bytes).
+    Files(Vec<(String, Vec<u8>)>),
+}
+
+#[derive(Clone)]
+struct Mount {
+    source: Source,
+    sub: Option<String>,
+    path: String,
+    read_only: bool,
+}
+
+/// One container start, whatever rendered it.
+#[derive(Clone)]
+struct Spec {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<Mount>,
+    user: Option<(u64, u64)>,
+    read_only_root: bool,
 }
 
 /// Bind the host tree read-only into a tmpfs root, leaving out (as tmpfs directories, to hold
@@ -291,4 +370,210 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     let restored = r.empty_dirs["tmp"].join("restored");
     assert_eq!(std::fs::read_to_string(restored.join("a.txt")).unwrap(), "generation 3\n");
     assert_eq!(std::fs::read(restored.join("sub/b.bin")).unwrap(), vec![3u8; 4096]);
+}
+
+// ---- the daemon: the Kubernetes Deployment (`--daemon`) and the Swarm service
+
+const TOKEN: &str = "deploy-run-token";
+
+/// A config for a daemon on `port`, its source directory, and the identity.
+fn daemon_setup(host: &Path, port: u16) -> (PathBuf, PathBuf, age::x25519::Identity) {
+    let source = host.join("source");
+    write_source(&source, 1);
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let config_dir = host.join("config");
+    std::fs::create_dir_all(config_dir.join("jobs")).unwrap();
+    std::fs::write(
+        config_dir.join("drctl.toml"),
+        format!(
+            "[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"/secrets/age.key\"\n\n\
+             [api]\nlisten = \"0.0.0.0:{port}\"\ntoken_file = \"/secrets/api-token\"\n\n\
+             [deploy.targets.local]\nsize = \"1Gi\"\n\n\
+             [targets.local]\ntype = \"fs\"\npath = \"/var/backups/drctl\"\nkeep = {{ last = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        config_dir.join("jobs/files.toml"),
+        format!("kind = \"volume\"\npath = \"{}\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n", source.display()),
+    )
+    .unwrap();
+    (config_dir.join("drctl.toml"), source, identity)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.0 request; (0, "") while nothing answers.
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    if s.read_to_string(&mut text).is_err() {
+        return (0, String::new());
+    }
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// Poll `f` every 100 ms until it returns Some, or panic with `what` after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ok_runs(port: u16) -> f64 {
+    let text = http(port, "GET", "/metrics").1;
+    let sample = "drctl_backup_runs_total{drctl_job=\"files\",result=\"ok\"} ";
+    text.lines().find_map(|l| l.strip_prefix(sample)).map(|v| v.trim().parse().unwrap()).unwrap_or(0.0)
+}
+
+/// Start the daemon container, have it back up three times (through its API), kill the pod
+/// (SIGKILL, a node failure), then from fresh containers with the same storage: the two backups
+/// `keep.last = 2` leaves are listed, and the newest restores.
+fn daemon_keeps_backups(cluster: &mut Cluster, daemon: Spec, port: u16, source: &Path) {
+    let (mut cmd, _) = cluster.command(&daemon);
+    let log = cluster.root.path().join(format!("daemon-{}.log", cluster.pods));
+    let mut child = cmd
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()))
+        .spawn()
+        .expect("bwrap missing: run `scripts/services.sh install` (package bubblewrap)");
+    let logs = || std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+    let ready = Instant::now();
+    while http(port, "GET", "/readyz").0 != 200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the daemon pod exited ({status}):\n{}", logs());
+        }
+        assert!(ready.elapsed() < Duration::from_secs(30), "daemon not ready:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for generation in 1..=3 {
+        write_source(source, generation);
+        let (code, body) = http(port, "POST", "/api/v1/jobs/files/run");
+        assert_eq!(code, 202, "{body}\n{}", logs());
+        wait_for(Duration::from_secs(30), "a committed run", || (ok_runs(port) >= generation as f64).then_some(()));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let cli = |args: &[&str]| {
+        let mut spec = daemon.clone();
+        spec.args.truncate(2); // --config FILE
+        spec.args.extend(args.iter().map(|a| a.to_string()));
+        spec
+    };
+    let r = cluster.run(cli(&["list", "files", "--json"]));
+    assert_eq!(r.code, 0, "list: {}{}", r.stdout, r.stderr);
+    let listed: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(listed.len(), 2, "three committed, `last = 2` kept (prune after each run):\n{}\n{}", r.stdout, logs());
+    let r = cluster.run(cli(&["restore", "files", "--latest", "--to", "/tmp/restored"]));
+    assert_eq!(r.code, 0, "restore: {}{}", r.stdout, r.stderr);
+    let restored = r.empty_dirs.values().map(|d| d.join("restored")).find(|d| d.exists()).expect("restored tree");
+    assert_eq!(std::fs::read_to_string(restored.join("a.txt")).unwrap(), "generation 3\n");
+}
+
+#[test]
+fn rendered_daemon_deployment_keeps_backups_across_pods() {
+    let host = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (config, source, identity) = daemon_setup(host.path(), port);
+    let manifest = host.path().join("drctl.yaml");
+    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .env_remove("DRCTL_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .args(["generate", "kubernetes", "--daemon", "--output"])
+        .arg(&manifest));
+    assert_eq!(code, 0, "generate: {err}");
+    let mut cluster =
+        Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
+    assert!(!cluster.docs.iter().any(|d| d["kind"] == "CronJob"), "the daemon and CronJobs would both run the job");
+    cluster.secrets.insert(
+        ("drctl-age-identity".into(), "age.key".into()),
+        age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
+    );
+    cluster.secrets.insert(("drctl-secrets".into(), "api-token".into()), TOKEN.as_bytes().to_vec());
+    let pod = cluster.object("Deployment", "drctl")["spec"]["template"]["spec"].clone();
+    let spec = cluster.pod_spec(&pod, None);
+    daemon_keeps_backups(&mut cluster, spec, port, &source);
+}
+
+#[test]
+fn rendered_swarm_service_keeps_backups_across_tasks() {
+    let host = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (config, source, identity) = daemon_setup(host.path(), port);
+    let stack_file = host.path().join("config/drctl-stack.yml");
+    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .env_remove("DRCTL_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .args(["generate", "swarm", "--output"])
+        .arg(&stack_file));
+    assert_eq!(code, 0, "generate: {err}");
+    let stack = read_yaml(&stack_file).remove(0);
+    let svc = &stack["services"]["drctl"];
+    // the swarm secrets, as `docker secret create` would hold them
+    let by_target: BTreeMap<&str, Vec<u8>> = BTreeMap::from([
+        ("/secrets/age.key", age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec()),
+        ("/secrets/api-token", TOKEN.as_bytes().to_vec()),
+    ]);
+    let file = |bytes: Vec<u8>, target: &str| Mount {
+        source: Source::Files(vec![("f".into(), bytes)]),
+        sub: Some("f".into()),
+        path: target.into(),
+        read_only: true,
+    };
+    let mut mounts = Vec::new();
+    for c in svc["configs"].as_array().unwrap() {
+        let rel = stack["configs"][c["source"].as_str().unwrap()]["file"].as_str().unwrap();
+        mounts.push(file(std::fs::read(host.path().join("config").join(rel)).unwrap(), c["target"].as_str().unwrap()));
+    }
+    for sec in svc["secrets"].as_array().unwrap() {
+        let target = sec["target"].as_str().unwrap();
+        mounts.push(file(by_target.get(target).unwrap_or_else(|| panic!("secret {target}")).clone(), target));
+    }
+    for v in svc["volumes"].as_array().unwrap() {
+        let target = v["target"].as_str().unwrap().to_string();
+        let source = match v["type"].as_str().unwrap() {
+            "volume" => Source::Kept(v["source"].as_str().unwrap().into()),
+            "bind" => Source::Host(v["source"].as_str().unwrap().into()),
+            "tmpfs" => Source::Fresh(target.clone()),
+            other => panic!("volume type {other}"),
+        };
+        mounts.push(Mount { source, sub: None, path: target, read_only: v["read_only"] == true });
+    }
+    for t in svc["tmpfs"].as_array().into_iter().flatten() {
+        let t = t.as_str().unwrap();
+        mounts.push(Mount { source: Source::Fresh(t.into()), sub: None, path: t.into(), read_only: false });
+    }
+    let user = svc["user"].as_str().unwrap().split_once(':').map(|(u, g)| (u.parse().unwrap(), g.parse().unwrap()));
+    let spec = Spec {
+        args: svc["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+        env: svc["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect(),
+        mounts,
+        user,
+        read_only_root: svc["read_only"] == true,
+    };
+    let mut cluster = Cluster { root: tempfile::tempdir().unwrap(), docs: vec![], secrets: BTreeMap::new(), pods: 0 };
+    daemon_keeps_backups(&mut cluster, spec, port, &source);
 }
