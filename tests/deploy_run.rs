@@ -125,7 +125,12 @@ impl Cluster {
             } else {
                 panic!("volume kind not simulated: {v}");
             };
-            mounts.push(Mount { source, sub, path: m["mountPath"].as_str().unwrap().into(), read_only: m["readOnly"] == true });
+            mounts.push(Mount {
+                source,
+                sub,
+                path: m["mountPath"].as_str().unwrap().into(),
+                read_only: m["readOnly"] == true,
+            });
         }
         let sc = &pod["securityContext"];
         Spec {
@@ -396,7 +401,10 @@ fn daemon_setup(host: &Path, port: u16) -> (PathBuf, PathBuf, age::x25519::Ident
     .unwrap();
     std::fs::write(
         config_dir.join("jobs/files.toml"),
-        format!("kind = \"volume\"\npath = \"{}\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n", source.display()),
+        format!(
+            "kind = \"volume\"\npath = \"{}\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n",
+            source.display()
+        ),
     )
     .unwrap();
     (config_dir.join("drctl.toml"), source, identity)
