@@ -159,7 +159,8 @@ impl Cluster {
         for (i, m) in spec.mounts.iter().enumerate() {
             let mut src = match &m.source {
                 Source::Fresh(name) => {
-                    let d = pod_dir.join("empty").join(name);
+                    // a name may be a mount path (swarm tmpfs): never join an absolute path
+                    let d = pod_dir.join("empty").join(name.trim_matches('/').replace('/', "_"));
                     std::fs::create_dir_all(&d).unwrap();
                     empty_dirs.insert(name.clone(), d.clone());
                     d
@@ -186,6 +187,8 @@ impl Cluster {
             }
             binds.push((src, m.path.clone(), m.read_only));
         }
+        // parents before children, as container runtimes order mounts (runc sorts by destination)
+        binds.sort_by_key(|(_, path, _)| Path::new(path).components().count());
         let mut cmd = Command::new("bwrap");
         cmd.args(["--die-with-parent", "--tmpfs", "/"]);
         let needed: Vec<&str> = binds.iter().map(|(_, p, _)| p.as_str()).collect();
@@ -431,22 +434,20 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
-/// Poll `f` every 100 ms until it returns Some, or panic with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn ok_runs(port: u16) -> f64 {
     let text = http(port, "GET", "/metrics").1;
     let sample = "drctl_backup_runs_total{drctl_job=\"files\",result=\"ok\"} ";
     text.lines().find_map(|l| l.strip_prefix(sample)).map(|v| v.trim().parse().unwrap()).unwrap_or(0.0)
+}
+
+/// A running container, killed (SIGKILL) when dropped, also when an assertion fails.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Start the daemon container, have it back up three times (through its API), kill the pod
@@ -455,15 +456,16 @@ fn ok_runs(port: u16) -> f64 {
 fn daemon_keeps_backups(cluster: &mut Cluster, daemon: Spec, port: u16, source: &Path) {
     let (mut cmd, _) = cluster.command(&daemon);
     let log = cluster.root.path().join(format!("daemon-{}.log", cluster.pods));
-    let mut child = cmd
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()))
-        .spawn()
-        .expect("bwrap missing: run `scripts/services.sh install` (package bubblewrap)");
+    let mut child = Running(
+        cmd.stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()))
+            .spawn()
+            .expect("bwrap missing: run `scripts/services.sh install` (package bubblewrap)"),
+    );
     let logs = || std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
     let ready = Instant::now();
     while http(port, "GET", "/readyz").0 != 200 {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             panic!("the daemon pod exited ({status}):\n{}", logs());
         }
         assert!(ready.elapsed() < Duration::from_secs(30), "daemon not ready:\n{}", logs());
@@ -473,10 +475,13 @@ fn daemon_keeps_backups(cluster: &mut Cluster, daemon: Spec, port: u16, source: 
         write_source(source, generation);
         let (code, body) = http(port, "POST", "/api/v1/jobs/files/run");
         assert_eq!(code, 202, "{body}\n{}", logs());
-        wait_for(Duration::from_secs(30), "a committed run", || (ok_runs(port) >= generation as f64).then_some(()));
+        let started = Instant::now();
+        while ok_runs(port) < generation as f64 {
+            assert!(started.elapsed() < Duration::from_secs(30), "run {generation} not committed:\n{}", logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child); // the pod is killed (SIGKILL): a node failure, not a graceful stop
 
     let cli = |args: &[&str]| {
         let mut spec = daemon.clone();
