@@ -590,3 +590,69 @@ fn rendered_swarm_service_keeps_backups_across_tasks() {
     let mut cluster = Cluster { root: tempfile::tempdir().unwrap(), docs: vec![], secrets: BTreeMap::new(), pods: 0 };
     daemon_keeps_backups(&mut cluster, spec, port, &source);
 }
+
+// ---- `drctl run JOB --prune`, the backup CronJob's command, on its own
+
+fn manifests_in(dir: &Path) -> usize {
+    fn walk(d: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p.to_string_lossy().ends_with(".manifest.json") {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(dir, &mut n);
+    n
+}
+
+/// `--prune` applies retention only after a run committed on every target: a partial run (one
+/// target down) prunes nothing, the next complete one prunes by policy.
+#[test]
+fn run_prune_prunes_only_after_a_fully_committed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let source = d.join("source");
+    write_source(&source, 1);
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    std::fs::write(
+        d.join("drctl.toml"),
+        format!(
+            "[catalog]\nurl = \"sqlite://{d}/catalog.db\"\n\n[encryption]\nrecipients = [\"{recipient}\"]\n\n\
+             [targets.local]\ntype = \"fs\"\npath = \"{d}/local\"\nkeep = {{ last = 1 }}\n\n\
+             [targets.other]\ntype = \"fs\"\npath = \"{d}/other/store\"\nkeep = {{ last = 1 }}\n\n\
+             [jobs.files]\nkind = \"volume\"\npath = \"{s}\"\ntargets = [\"local\", \"other\"]\n",
+            d = d.display(),
+            s = source.display()
+        ),
+    )
+    .unwrap();
+    let run_prune = || {
+        run(Command::new(env!("CARGO_BIN_EXE_drctl"))
+            .env_remove("DRCTL_CONFIG")
+            .arg("--config")
+            .arg(d.join("drctl.toml"))
+            .args(["run", "files", "--prune"]))
+    };
+    let (code, _, err) = run_prune();
+    assert_eq!(code, 0, "{err}");
+    // target `other` down: its directory is a file now
+    std::fs::rename(&other, d.join("other.away")).unwrap();
+    std::fs::write(&other, "not a directory").unwrap();
+    for n in 2..=3 {
+        let (code, _, err) = run_prune();
+        assert_eq!(code, 3, "partial: {err}");
+        assert_eq!(manifests_in(&d.join("local")), n, "a partial run pruned: {err}");
+    }
+    std::fs::remove_file(&other).unwrap();
+    std::fs::rename(d.join("other.away"), &other).unwrap();
+    let (code, _, err) = run_prune();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(manifests_in(&d.join("local")), 1, "`last = 1` after a complete run: {err}");
+    assert_eq!(manifests_in(&other.join("store")), 1, "{err}");
+}
