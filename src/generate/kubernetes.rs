@@ -112,7 +112,7 @@ fn header(config: &Config, opts: &Options, skipped: &[String], durable: &Durable
     h.push_str(if opts.daemon {
         "# Daemon mode: one Deployment schedules every job, prunes after each committed backup and runs the drills.\n"
     } else {
-        "# CronJob mode: `drctl run JOB --prune` per backup schedule (retention after a fully committed run), \n\
+        "# CronJob mode: `drctl run JOB --prune` per backup schedule (retention after a fully committed run),\n\
          # `drctl verify JOB` per drill schedule.\n"
     });
     for (name, (path, s)) in &durable.targets {
