@@ -405,4 +405,11 @@ fn generate_refuses_what_would_lose_data() {
         err.contains("both `size` and `host_path`") && err.contains("`lots`") && err.contains("not absolute"),
         "{err}"
     );
+    let out = generate_with(
+        "[deploy.targets.local]\nsize = \"1Gi\"\n[deploy.targets.nope]\nsize = \"1Gi\"\n",
+        &["kubernetes"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("deploy.targets.nope") && err.contains("unknown target `nope`"), "{err}");
 }
