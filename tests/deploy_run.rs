@@ -294,6 +294,19 @@ fn write_source(dir: &Path, generation: u32) {
     std::fs::write(dir.join("sub/b.bin"), vec![generation as u8; 4096]).unwrap();
 }
 
+/// `drctl --config CONFIG generate ARGS --output OUT`, which must succeed.
+fn generate(config: &Path, args: &[&str], out: &Path) {
+    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .env_remove("DRCTL_CONFIG")
+        .arg("--config")
+        .arg(config)
+        .arg("generate")
+        .args(args)
+        .arg("--output")
+        .arg(out));
+    assert_eq!(code, 0, "generate: {err}");
+}
+
 #[test]
 fn rendered_cronjobs_keep_prune_drill_and_restore() {
     let host = tempfile::tempdir().unwrap();
@@ -323,13 +336,7 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     )
     .unwrap();
     let manifest = host.path().join("drctl.yaml");
-    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
-        .env_remove("DRCTL_CONFIG")
-        .arg("--config")
-        .arg(config_dir.join("drctl.toml"))
-        .args(["generate", "kubernetes", "--output"])
-        .arg(&manifest));
-    assert_eq!(code, 0, "generate: {err}");
+    generate(&config_dir.join("drctl.toml"), &["kubernetes"], &manifest);
     let mut cluster =
         Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
     cluster.secrets.insert(
@@ -505,13 +512,7 @@ fn rendered_daemon_deployment_keeps_backups_across_pods() {
     let port = free_port();
     let (config, source, identity) = daemon_setup(host.path(), port);
     let manifest = host.path().join("drctl.yaml");
-    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
-        .env_remove("DRCTL_CONFIG")
-        .arg("--config")
-        .arg(&config)
-        .args(["generate", "kubernetes", "--daemon", "--output"])
-        .arg(&manifest));
-    assert_eq!(code, 0, "generate: {err}");
+    generate(&config, &["kubernetes", "--daemon"], &manifest);
     let mut cluster =
         Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
     assert!(!cluster.docs.iter().any(|d| d["kind"] == "CronJob"), "the daemon and CronJobs would both run the job");
@@ -531,13 +532,7 @@ fn rendered_swarm_service_keeps_backups_across_tasks() {
     let port = free_port();
     let (config, source, identity) = daemon_setup(host.path(), port);
     let stack_file = host.path().join("config/drctl-stack.yml");
-    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
-        .env_remove("DRCTL_CONFIG")
-        .arg("--config")
-        .arg(&config)
-        .args(["generate", "swarm", "--output"])
-        .arg(&stack_file));
-    assert_eq!(code, 0, "generate: {err}");
+    generate(&config, &["swarm"], &stack_file);
     let stack = read_yaml(&stack_file).remove(0);
     let svc = &stack["services"]["drctl"];
     // the swarm secrets, as `docker secret create` would hold them
