@@ -32,8 +32,7 @@ pub fn grace() -> SignedDuration {
 /// The temporaries last modified more than `grace` before `now` (pure). One whose time the store
 /// does not report is never stale: it might be an upload in progress.
 pub fn stale(temps: Vec<Temporary>, now: Timestamp, grace: SignedDuration) -> Vec<Temporary> {
-    let cutoff = now.checked_sub(grace).unwrap_or(Timestamp::MIN);
-    let mut out: Vec<Temporary> = temps.into_iter().filter(|t| t.modified.is_some_and(|m| m <= cutoff)).collect();
+    let mut out = super::prune::past_grace(temps, |t| t.modified, now, grace);
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }

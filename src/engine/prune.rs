@@ -396,11 +396,22 @@ async fn latest_lock(target: &Target, keys: &[String], now: Timestamp) -> Result
 /// is a parameter so that tests can pass zero). An upload whose start the store does not report
 /// is never stale: it might be a run in progress.
 pub fn stale_uploads(uploads: Vec<PendingUpload>, now: Timestamp, grace: jiff::SignedDuration) -> Vec<PendingUpload> {
-    let cutoff = now.checked_sub(grace).unwrap_or(Timestamp::MIN);
-    let mut out: Vec<PendingUpload> =
-        uploads.into_iter().filter(|u| u.initiated.is_some_and(|t| t <= cutoff)).collect();
+    let mut out = past_grace(uploads, |u| u.initiated, now, grace);
     out.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.upload_id.cmp(&b.upload_id)));
     out
+}
+
+/// The `items` whose time (`time_of`) is at least `grace` before `now` (pure). An item whose time
+/// the store does not report is never past the grace: it might belong to a run in progress.
+/// Shared by stale multipart uploads and leaked temporaries ([`super::leaks::stale`]).
+pub(super) fn past_grace<T>(
+    items: Vec<T>,
+    time_of: impl Fn(&T) -> Option<Timestamp>,
+    now: Timestamp,
+    grace: jiff::SignedDuration,
+) -> Vec<T> {
+    let cutoff = now.checked_sub(grace).unwrap_or(Timestamp::MIN);
+    items.into_iter().filter(|i| time_of(i).is_some_and(|t| t <= cutoff)).collect()
 }
 
 /// Keys under the job's prefix on `target` whose backup has no manifest there at all (an
