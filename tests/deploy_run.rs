@@ -307,20 +307,22 @@ fn generate(config: &Path, args: &[&str], out: &Path) {
     assert_eq!(code, 0, "generate: {err}");
 }
 
-#[test]
-fn rendered_cronjobs_keep_prune_drill_and_restore() {
-    let host = tempfile::tempdir().unwrap();
-    let source = host.path().join("source");
+/// Under `host`: a source tree (`source`, generation 1) and a config (`config/drctl.toml` plus
+/// `config/jobs/files.toml`: a volume job `files` to the fs target `local`, `keep = { last = 2 }`,
+/// on a claim) with `head` added before the targets and `job_extra` to the job, as a user would
+/// write it for a pod (the catalog is the default one). Returns the config file, the source and
+/// the identity its recipient belongs to.
+fn pod_setup(host: &Path, head: &str, job_extra: &str) -> (PathBuf, PathBuf, age::x25519::Identity) {
+    let source = host.join("source");
     write_source(&source, 1);
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
-    let config_dir = host.path().join("config");
+    let config_dir = host.join("config");
     std::fs::create_dir_all(config_dir.join("jobs")).unwrap();
-    // the catalog is the default one (`$DRCTL_STATE_DIR/catalog.db`), as a user leaves it
     std::fs::write(
         config_dir.join("drctl.toml"),
         format!(
-            "[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"/secrets/age.key\"\n\n\
+            "[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"/secrets/age.key\"\n\n{head}\
              [deploy.targets.local]\nsize = \"1Gi\"\n\n\
              [targets.local]\ntype = \"fs\"\npath = \"/var/backups/drctl\"\nkeep = {{ last = 2 }}\n"
         ),
@@ -329,14 +331,21 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     std::fs::write(
         config_dir.join("jobs/files.toml"),
         format!(
-            "kind = \"volume\"\npath = \"{}\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n\
-             verify = {{ schedule = \"0 5 * * 0\" }}\n",
+            "kind = \"volume\"\npath = \"{}\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n{job_extra}",
             source.display()
         ),
     )
     .unwrap();
+    (config_dir.join("drctl.toml"), source, identity)
+}
+
+#[test]
+fn rendered_cronjobs_keep_prune_drill_and_restore() {
+    let host = tempfile::tempdir().unwrap();
+    // the catalog is the default one (`$DRCTL_STATE_DIR/catalog.db`), as a user leaves it
+    let (config, source, identity) = pod_setup(host.path(), "", "verify = { schedule = \"0 5 * * 0\" }\n");
     let manifest = host.path().join("drctl.yaml");
-    generate(&config_dir.join("drctl.toml"), &["kubernetes"], &manifest);
+    generate(&config, &["kubernetes"], &manifest);
     let mut cluster =
         Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
     cluster.secrets.insert(
@@ -393,31 +402,8 @@ const TOKEN: &str = "deploy-run-token";
 
 /// A config for a daemon on `port`, its source directory, and the identity.
 fn daemon_setup(host: &Path, port: u16) -> (PathBuf, PathBuf, age::x25519::Identity) {
-    let source = host.join("source");
-    write_source(&source, 1);
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public().to_string();
-    let config_dir = host.join("config");
-    std::fs::create_dir_all(config_dir.join("jobs")).unwrap();
-    std::fs::write(
-        config_dir.join("drctl.toml"),
-        format!(
-            "[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"/secrets/age.key\"\n\n\
-             [api]\nlisten = \"0.0.0.0:{port}\"\ntoken_file = \"/secrets/api-token\"\n\n\
-             [deploy.targets.local]\nsize = \"1Gi\"\n\n\
-             [targets.local]\ntype = \"fs\"\npath = \"/var/backups/drctl\"\nkeep = {{ last = 2 }}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        config_dir.join("jobs/files.toml"),
-        format!(
-            "kind = \"volume\"\npath = \"{}\"\nschedule = \"0 3 * * *\"\ntargets = [\"local\"]\n",
-            source.display()
-        ),
-    )
-    .unwrap();
-    (config_dir.join("drctl.toml"), source, identity)
+    let api = format!("[api]\nlisten = \"0.0.0.0:{port}\"\ntoken_file = \"/secrets/api-token\"\n\n");
+    pod_setup(host, &api, "")
 }
 
 fn free_port() -> u16 {
