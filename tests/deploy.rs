@@ -6,55 +6,14 @@
 //! Tools: `kubernetes-validate` and PyYAML from `$DRCTL_TOOLS_DIR/venv` and `docker-compose`, both
 //! installed by `scripts/services.sh install`; a missing tool fails the test.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use drctl::generate::{Options, Sources, kubernetes, swarm};
+#[path = "common/example_config.rs"]
+mod example_config;
+
+use drctl::generate::{Options, helm, kubernetes, swarm};
+use example_config::{cron_opts, example, k8s_opts, root, tool};
 use serde_json::Value;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn example() -> (drctl::config::Config, Sources) {
-    let main = root().join("deploy/drctl.example.toml");
-    let text = std::fs::read_to_string(&main).unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("jobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    let jobs: Vec<(PathBuf, String)> = files.iter().map(|p| (p.clone(), std::fs::read_to_string(p).unwrap())).collect();
-    let sources = Sources {
-        main: text.clone(),
-        jobs: jobs.iter().map(|(p, t)| (p.file_name().unwrap().to_string_lossy().into_owned(), t.clone())).collect(),
-    };
-    let config = drctl::config::load_str(&main, &text, jobs).unwrap_or_else(|e| panic!("{e}"));
-    (config, sources)
-}
-
-fn k8s_opts() -> Options {
-    Options { namespace: "drctl".into(), image: "ghcr.io/drctl/drctl:0.1.0".into(), daemon: true }
-}
-
-fn cron_opts() -> Options {
-    Options { daemon: false, ..k8s_opts() }
-}
-
-fn tools_dir() -> PathBuf {
-    PathBuf::from(std::env::var("DRCTL_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/drctl-tools".into()))
-}
-
-fn tool(name: &str) -> PathBuf {
-    let venv = tools_dir().join("venv/bin").join(name);
-    assert!(
-        venv.exists(),
-        "{} missing: run `scripts/services.sh install` (it installs the deploy tools)",
-        venv.display()
-    );
-    venv
-}
 
 #[test]
 fn committed_examples_are_what_generate_renders() {
@@ -62,10 +21,14 @@ fn committed_examples_are_what_generate_renders() {
     let (k8s, _) = kubernetes::render(&config, &sources, &cron_opts()).unwrap();
     let (k8s_daemon, _) = kubernetes::render(&config, &sources, &k8s_opts()).unwrap();
     let (stack, _) = swarm::render(&config, &sources, &k8s_opts()).unwrap();
+    let (values, _) = helm::render(&config, &sources, &cron_opts()).unwrap();
+    let (values_daemon, _) = helm::render(&config, &sources, &k8s_opts()).unwrap();
     for (path, text) in [
         ("deploy/kubernetes/drctl.yaml", &k8s),
         ("deploy/kubernetes/drctl-daemon.yaml", &k8s_daemon),
         ("deploy/swarm/drctl-stack.yml", &stack),
+        ("deploy/helm/example-values.yaml", &values),
+        ("deploy/helm/example-values-daemon.yaml", &values_daemon),
     ] {
         let committed = std::fs::read_to_string(root().join(path)).unwrap_or_default();
         if committed != *text {
@@ -373,7 +336,9 @@ fn generate_with(extra: &str, args: &[&str]) -> std::process::Output {
 /// and the option to set; the same for a daemon listening on loopback.
 #[test]
 fn generate_refuses_what_would_lose_data() {
-    for args in [&["kubernetes"][..], &["kubernetes", "--daemon"], &["swarm"]] {
+    for args in
+        [&["kubernetes"][..], &["kubernetes", "--daemon"], &["swarm"], &["helm-values"], &["helm-values", "--daemon"]]
+    {
         let out = generate_with("", args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
@@ -385,7 +350,7 @@ fn generate_refuses_what_would_lose_data() {
     let storage = "[deploy.targets.local]\nsize = \"10Gi\"\n";
     assert_eq!(generate_with(storage, &["kubernetes"]).status.code(), Some(0));
     let loopback = format!("{storage}\n[api]\nlisten = \"127.0.0.1:8080\"\n");
-    for args in [&["kubernetes", "--daemon"][..], &["swarm"]] {
+    for args in [&["kubernetes", "--daemon"][..], &["swarm"], &["helm-values", "--daemon"]] {
         let out = generate_with(&loopback, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
@@ -393,6 +358,7 @@ fn generate_refuses_what_would_lose_data() {
     }
     // CronJobs serve no HTTP: loopback is fine there
     assert_eq!(generate_with(&loopback, &["kubernetes"]).status.code(), Some(0));
+    assert_eq!(generate_with(&loopback, &["helm-values"]).status.code(), Some(0));
     // a host path instead of a claim pins the pods to the labelled nodes
     let out = generate_with("[deploy.targets.local]\nhost_path = \"/srv/drctl/local\"\n", &["kubernetes"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,4 +1,5 @@
-//! `drctl generate kubernetes|swarm`: deployment manifests rendered from this config.
+//! `drctl generate kubernetes|swarm|helm-values`: deployment manifests (or the Helm chart's
+//! values) rendered from this config.
 
 use std::path::PathBuf;
 
@@ -32,6 +33,12 @@ pub enum Platform {
     },
     /// A Docker Swarm stack file running the daemon
     Swarm,
+    /// Values for the Helm chart in deploy/helm/drctl: the same objects as `kubernetes`
+    HelmValues {
+        /// Run the daemon (a Deployment with a Service) instead of the CronJobs
+        #[arg(long)]
+        daemon: bool,
+    },
 }
 
 pub fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
@@ -40,6 +47,10 @@ pub fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error
         Platform::Kubernetes { namespace, daemon } => {
             let opts = Options { namespace: namespace.clone(), image: args.image.clone(), daemon: *daemon };
             generate::kubernetes::render(&engine.config, &sources, &opts)?
+        }
+        Platform::HelmValues { daemon } => {
+            let opts = Options { namespace: String::new(), image: args.image.clone(), daemon: *daemon };
+            generate::helm::render(&engine.config, &sources, &opts)?
         }
         Platform::Swarm => {
             let opts = Options { namespace: String::new(), image: args.image.clone(), daemon: true };

@@ -13,8 +13,10 @@ use super::{
 use crate::config::{Config, DeployStorage, JobConfig};
 
 const CONFIGMAP: &str = "drctl-config";
-const SECRETS: &str = "drctl-secrets";
-const IDENTITY: &str = "drctl-age-identity";
+/// The Secret with the config's secret files (created by the user; the chart's `secrets.existingSecret`).
+pub const SECRETS: &str = "drctl-secrets";
+/// The Secret with the age identity, for drills and the daemon only.
+pub const IDENTITY: &str = "drctl-age-identity";
 const ACCOUNT: &str = "drctl";
 /// A run that cannot start within this long after its slot is skipped (and the alerts notice).
 const STARTING_DEADLINE: u64 = 600;
@@ -277,7 +279,7 @@ fn container(opts: &Options, args: &[&str], mounts: Value) -> Value {
         // the default catalog is `$DRCTL_STATE_DIR/catalog.db`: without it a non-root drctl
         // keeps it under $HOME (/tmp, thrown away with the pod) instead of the durable STATE_DIR
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "DRCTL_STATE_DIR", "value": STATE_DIR}],
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "resources": default_resources(),
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
@@ -286,6 +288,12 @@ fn container(opts: &Options, args: &[&str], mounts: Value) -> Value {
         },
         "volumeMounts": mounts,
     })
+}
+
+/// Requests and limits of every drctl container: streaming keeps memory bounded whatever the
+/// backup's size (the chart's `resources` default).
+pub fn default_resources() -> Value {
+    json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}})
 }
 
 fn pod_security() -> Value {

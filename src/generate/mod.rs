@@ -17,6 +17,7 @@
 //! prune and drills judge what the targets hold, so a fresh catalog loses no backup; for one
 //! shared history (suspicious baselines, drill records seen by prune) use a PostgreSQL catalog.
 
+pub mod helm;
 pub mod kubernetes;
 pub mod swarm;
 pub mod yaml;
