@@ -3,8 +3,10 @@
 //! host's drctl binary (no image runs here) with the container's args and env, each volume as the
 //! cluster would provide it (emptyDir: a fresh empty directory per pod; PersistentVolumeClaim and
 //! hostPath: a directory kept across pods; ConfigMap and Secret: files), `readOnlyRootFilesystem`
-//! as a read-only root in bubblewrap with only the declared mounts writable, and `runAsUser` /
-//! `runAsGroup` as a user namespace. Then: several scheduled backups in a row (each prunes), a
+//! as a read-only root in bubblewrap with only the declared mounts writable, `runAsUser` /
+//! `runAsGroup` as the real user (setpriv inside the sandbox, so file permissions apply as in a
+//! pod) and `fsGroup` as the kubelet applies it (claims and emptyDirs group-owned by it, setgid
+//! and group-writable; Secret files group-owned with their `defaultMode`). Then: several scheduled backups in a row (each prunes), a
 //! drill, and a restore from a fresh pod, which must find every backup that was reported committed.
 //!
 //! Tools: `bwrap` (package bubblewrap) and PyYAML from `$DRCTL_TOOLS_DIR/venv` (to read the
@@ -12,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,7 +116,7 @@ impl Cluster {
                         (i["path"].as_str().unwrap().to_string(), text.as_bytes().to_vec())
                     })
                     .collect();
-                Source::Files(files)
+                Source::Files(files, None)
             } else if let Some(secret) = v["secret"]["secretName"].as_str() {
                 let files = self
                     .secrets
@@ -121,7 +124,10 @@ impl Cluster {
                     .filter(|((s, _), _)| s == secret)
                     .map(|((_, k), b)| (k.clone(), b.clone()))
                     .collect();
-                Source::Files(files)
+                // the kubelet: a Secret's files get its defaultMode, group fsGroup
+                let mode = v["secret"]["defaultMode"].as_u64().map(|m| m as u32).unwrap_or(0o644);
+                let gid = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
+                Source::Files(files, Some(FileAttrs { mode, uid: None, gid }))
             } else {
                 panic!("volume kind not simulated: {v}");
             };
@@ -145,6 +151,7 @@ impl Cluster {
                 .collect(),
             mounts,
             user: sc["runAsUser"].as_u64().map(|u| (u, sc["runAsGroup"].as_u64().unwrap_or(u))),
+            fs_group: sc["fsGroup"].as_u64().map(|g| g as u32),
             read_only_root: c["securityContext"]["readOnlyRootFilesystem"] == true,
         }
     }
@@ -162,21 +169,32 @@ impl Cluster {
                     // a name may be a mount path (swarm tmpfs): never join an absolute path
                     let d = pod_dir.join("empty").join(name.trim_matches('/').replace('/', "_"));
                     std::fs::create_dir_all(&d).unwrap();
+                    // the kubelet makes an emptyDir 0777 (Docker a tmpfs 1777)
+                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
                     empty_dirs.insert(name.clone(), d.clone());
+                    apply_fs_group(&d, spec.fs_group);
                     d
                 }
-                Source::Kept(name) => self.claim_dir(name),
+                Source::Kept(name) => {
+                    let d = self.claim_dir(name);
+                    apply_fs_group(&d, spec.fs_group);
+                    d
+                }
                 Source::Host(p) => {
                     assert!(p.is_dir(), "host path `{}` (type Directory) does not exist", p.display());
                     p.clone()
                 }
-                Source::Files(files) => {
+                Source::Files(files, attrs) => {
                     let d = pod_dir.join("files").join(i.to_string());
                     std::fs::create_dir_all(&d).unwrap();
                     for (rel, bytes) in files {
                         let f = d.join(rel);
                         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
                         std::fs::write(&f, bytes).unwrap();
+                        if let Some(a) = attrs {
+                            std::os::unix::fs::chown(&f, a.uid, a.gid).unwrap();
+                            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(a.mode)).unwrap();
+                        }
                     }
                     d
                 }
@@ -194,14 +212,35 @@ impl Cluster {
         let needed: Vec<&str> = binds.iter().map(|(_, p, _)| p.as_str()).collect();
         ro_tree(Path::new("/"), &needed, &mut cmd);
         cmd.args(["--dev", "/dev", "--proc", "/proc"]);
+        let dests: Vec<PathBuf> = binds.iter().map(|(_, p, _)| PathBuf::from(p)).collect();
         for (src, path, ro) in &binds {
+            // a mount point inside another mount or new in the root is created 0755, as container
+            // runtimes do (bwrap alone would make it 0700, unreadable for a non-root user)
+            let mut ancestors: Vec<&Path> = Path::new(path).ancestors().skip(1).collect();
+            ancestors.reverse();
+            for a in ancestors {
+                if a != Path::new("/") && (!a.exists() || dests.iter().any(|d| a.starts_with(d) && a != d)) {
+                    cmd.args(["--perms", "0755", "--dir"]).arg(a);
+                }
+            }
             cmd.arg(if *ro { "--ro-bind" } else { "--bind" }).arg(src).arg(path);
         }
         if spec.read_only_root {
             cmd.args(["--remount-ro", "/"]);
         }
-        if let Some((uid, gid)) = spec.user {
-            cmd.args(["--unshare-user", "--uid", &uid.to_string(), "--gid", &gid.to_string()]);
+        match spec.user {
+            Some((uid, gid)) if uid != 0 => {
+                // the real user, so that permissions apply as in the pod: setpriv drops root
+                // inside the sandbox (all capabilities go with the uid change)
+                let groups = spec.fs_group.map(|g| g as u64).unwrap_or(gid);
+                cmd.args(["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--", "setpriv"]);
+                cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg(format!("--groups={groups}"));
+            }
+            // root (swarm's `user: "0:0"`): a user namespace, with root's capabilities in it
+            Some((uid, gid)) => {
+                cmd.args(["--unshare-user", "--uid", &uid.to_string(), "--gid", &gid.to_string()]);
+            }
+            None => {}
         }
         cmd.arg("--").arg(env!("CARGO_BIN_EXE_drctl")).args(&spec.args);
         cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
@@ -233,8 +272,16 @@ enum Source {
     Kept(String),
     /// hostPath / bind mount: the host's directory.
     Host(PathBuf),
-    /// ConfigMap / Secret / swarm config: these files (relative path, bytes).
-    Files(Vec<(String, Vec<u8>)>),
+    /// ConfigMap / Secret / swarm config or secret: these files (relative path, bytes), with
+    /// the mode and owner the platform gives them (`None`: 0644, root).
+    Files(Vec<(String, Vec<u8>)>, Option<FileAttrs>),
+}
+
+#[derive(Clone, Copy)]
+struct FileAttrs {
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -252,7 +299,37 @@ struct Spec {
     env: Vec<(String, String)>,
     mounts: Vec<Mount>,
     user: Option<(u64, u64)>,
+    /// The pod's `fsGroup` (Kubernetes only).
+    fs_group: Option<u32>,
     read_only_root: bool,
+}
+
+/// The image's user (deploy/Dockerfile).
+const UID: u32 = 65532;
+/// Directories deploy/Dockerfile creates owned by [`UID`]: a named volume mounted there starts
+/// writable for drctl.
+const IMAGE_DIRS: [&str; 2] = ["/var/lib/drctl", "/var/backups/drctl"];
+
+/// What the kubelet does to a claim or emptyDir of a pod with an `fsGroup`: everything in it
+/// group-owned by that group and group-writable, directories setgid (so new files inherit it).
+fn apply_fs_group(dir: &Path, fs_group: Option<u32>) {
+    let Some(gid) = fs_group else { return };
+    fn walk(p: &Path, gid: u32) {
+        let meta = std::fs::symlink_metadata(p).unwrap();
+        if meta.file_type().is_symlink() {
+            return;
+        }
+        std::os::unix::fs::lchown(p, None, Some(gid)).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let mode = if meta.is_dir() { mode | 0o2070 } else { mode | 0o060 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                walk(&e.unwrap().path(), gid);
+            }
+        }
+    }
+    walk(dir, gid);
 }
 
 /// Bind the host tree read-only into a tmpfs root, leaving out (as tmpfs directories, to hold
@@ -526,25 +603,41 @@ fn rendered_swarm_service_keeps_backups_across_tasks() {
         ("/secrets/age.key", age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec()),
         ("/secrets/api-token", TOKEN.as_bytes().to_vec()),
     ]);
-    let file = |bytes: Vec<u8>, target: &str| Mount {
-        source: Source::Files(vec![("f".into(), bytes)]),
-        sub: Some("f".into()),
-        path: target.into(),
-        read_only: true,
+    // configs and secrets as swarm mounts them: their `mode`, owned by their `uid`/`gid` (root
+    // unless set)
+    let file = |bytes: Vec<u8>, spec: &Value| {
+        let id = |k: &str| Some(spec[k].as_str().map(|v| v.parse().unwrap()).unwrap_or(0));
+        let mode = spec["mode"].as_u64().unwrap_or(0o444) as u32;
+        Mount {
+            source: Source::Files(vec![("f".into(), bytes)], Some(FileAttrs { mode, uid: id("uid"), gid: id("gid") })),
+            sub: Some("f".into()),
+            path: spec["target"].as_str().unwrap().into(),
+            read_only: true,
+        }
     };
     let mut mounts = Vec::new();
     for c in svc["configs"].as_array().unwrap() {
         let rel = stack["configs"][c["source"].as_str().unwrap()]["file"].as_str().unwrap();
-        mounts.push(file(std::fs::read(host.path().join("config").join(rel)).unwrap(), c["target"].as_str().unwrap()));
+        mounts.push(file(std::fs::read(host.path().join("config").join(rel)).unwrap(), c));
     }
     for sec in svc["secrets"].as_array().unwrap() {
         let target = sec["target"].as_str().unwrap();
-        mounts.push(file(by_target.get(target).unwrap_or_else(|| panic!("secret {target}")).clone(), target));
+        mounts.push(file(by_target.get(target).unwrap_or_else(|| panic!("secret {target}")).clone(), sec));
     }
+    let mut cluster = Cluster { root: tempfile::tempdir().unwrap(), docs: vec![], secrets: BTreeMap::new(), pods: 0 };
     for v in svc["volumes"].as_array().unwrap() {
         let target = v["target"].as_str().unwrap().to_string();
         let source = match v["type"].as_str().unwrap() {
-            "volume" => Source::Kept(v["source"].as_str().unwrap().into()),
+            "volume" => {
+                // a new named volume starts as a copy of the image's directory there (Docker's
+                // copy-up): owned by drctl where deploy/Dockerfile creates it, else by root
+                let name = v["source"].as_str().unwrap();
+                let dir = cluster.claim_dir(name);
+                if IMAGE_DIRS.contains(&target.as_str()) {
+                    std::os::unix::fs::chown(&dir, Some(UID), Some(UID)).unwrap();
+                }
+                Source::Kept(name.into())
+            }
             "bind" => Source::Host(v["source"].as_str().unwrap().into()),
             "tmpfs" => Source::Fresh(target.clone()),
             other => panic!("volume type {other}"),
@@ -566,9 +659,9 @@ fn rendered_swarm_service_keeps_backups_across_tasks() {
             .collect(),
         mounts,
         user,
+        fs_group: None,
         read_only_root: svc["read_only"] == true,
     };
-    let mut cluster = Cluster { root: tempfile::tempdir().unwrap(), docs: vec![], secrets: BTreeMap::new(), pods: 0 };
     daemon_keeps_backups(&mut cluster, spec, port, &source);
 }
 

@@ -12,6 +12,10 @@ use super::{
 };
 use crate::config::Config;
 
+/// Directories deploy/Dockerfile creates owned by the image's user: a new named volume mounted
+/// there starts writable for drctl (Docker copies the image's directory into it).
+pub const IMAGE_DIRS: [&str; 2] = [STATE_DIR, "/var/backups/drctl"];
+
 /// Render the stack file; the second value lists notes for the operator. A configuration error
 /// (exit 2) when an `fs` target has no durable storage in `[deploy]` or the daemon would listen
 /// on loopback.
@@ -66,7 +70,14 @@ pub fn document(
     }
     for f in &files {
         let name = format!("drctl_{}", dns_name(&f.key).replace('-', "_"));
-        service_secrets.push(json!({"source": name, "target": f.path, "mode": 0o400}));
+        let mut secret = json!({"source": name, "target": f.path, "mode": 0o400});
+        if !docker {
+            // swarm mounts secrets owned by root unless told: 0400 root would be unreadable for
+            // the image's user, and the daemon would not start
+            secret["uid"] = Value::String(UID.to_string());
+            secret["gid"] = Value::String(UID.to_string());
+        }
+        service_secrets.push(secret);
         secrets.insert(name, json!({"external": true}));
     }
 
@@ -96,6 +107,13 @@ pub fn document(
                 let vol = format!("drctl_target_{}", dns_name(name).replace('-', "_"));
                 volumes.push(json!({"type": "volume", "source": vol, "target": path}));
                 named.insert(vol, json!({}));
+                if !docker && !IMAGE_DIRS.contains(&path.as_str()) {
+                    // a new named volume copies the image's directory there, owner included
+                    notes.push(format!(
+                        "fs target `{name}`: the image has no `{path}`, so its new named volume is owned by root and the daemon (uid {UID}) cannot write it: use `{}` or set `host_path` to a node directory owned by {UID}:{UID}",
+                        IMAGE_DIRS[1]
+                    ));
+                }
             }
         }
         notes.push(format!(
