@@ -7,57 +7,12 @@ use serde::de::DeserializeOwned;
 
 use super::fields::struct_fields;
 use super::locate::{self, Step};
+use super::problems::{Problems, Source, key};
 use super::{
     CatalogConfig, CompressionConfig, Config, DaemonConfig, DeployConfig, EncryptionConfig, JobCommon, JobConfig,
     JobSpec, Problem, Severity, TargetCommon, TargetConfig, TargetKind,
 };
 use crate::{Error, Result};
-
-/// A parsed file and where its keys sit in the logical config (`jobs/pg.toml` is `jobs.pg`).
-pub(super) struct Source {
-    pub file: PathBuf,
-    pub text: String,
-    pub prefix: Vec<Step>,
-}
-
-/// Collects problems with their location.
-#[derive(Default)]
-pub(super) struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    pub fn push(
-        &mut self,
-        sev: Severity,
-        src: &Source,
-        path: &[Step],
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        let in_file = path.strip_prefix(src.prefix.as_slice()).unwrap_or(path);
-        let line = locate::line_of(&src.text, in_file);
-        self.0.push(Problem {
-            severity: sev,
-            file: src.file.clone(),
-            line,
-            path: locate::render(path),
-            message: crate::redact::scrub(&message.into()),
-            hint,
-        });
-    }
-    pub fn error(&mut self, src: &Source, path: &[Step], message: impl Into<String>, hint: Option<String>) {
-        self.push(Severity::Error, src, path, message, hint)
-    }
-    pub fn warn(&mut self, src: &Source, path: &[Step], message: impl Into<String>, hint: Option<String>) {
-        self.push(Severity::Warning, src, path, message, hint)
-    }
-    fn has_errors(&self) -> bool {
-        self.0.iter().any(|p| p.severity == Severity::Error)
-    }
-}
-
-pub(super) fn key(s: &str) -> Step {
-    Step::Key(s.to_string())
-}
 
 /// Load the config at `path` and the job files in `jobs/` beside it.
 ///

@@ -12,6 +12,7 @@
 mod fields;
 mod load;
 mod locate;
+mod problems;
 mod validate;
 
 use std::collections::BTreeMap;

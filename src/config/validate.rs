@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::load::{Problems, Source, key};
+use super::problems::{Problems, Source, key};
 use super::locate::Step;
 use super::{Config, JobSpec, TargetKind};
 use crate::redact::percent_decode;

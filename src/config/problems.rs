@@ -1,0 +1,69 @@
+//! The problem list with file:line: every config problem found is collected (not the first only)
+//! with the file and line of the key it is about. A leaf: the loader, the shared validation and
+//! each job and target kind's own validation report through it.
+
+use std::path::PathBuf;
+
+use super::locate::{self, Step};
+use super::{Problem, Severity};
+
+/// A parsed file and where its keys sit in the logical config (`jobs/pg.toml` is `jobs.pg`).
+pub(crate) struct Source {
+    pub file: PathBuf,
+    pub text: String,
+    pub prefix: Vec<Step>,
+}
+
+/// Collects problems with their location.
+#[derive(Default)]
+pub(crate) struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(
+        &mut self,
+        sev: Severity,
+        src: &Source,
+        path: &[Step],
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        let in_file = path.strip_prefix(src.prefix.as_slice()).unwrap_or(path);
+        let line = locate::line_of(&src.text, in_file);
+        self.0.push(Problem {
+            severity: sev,
+            file: src.file.clone(),
+            line,
+            path: locate::render(path),
+            message: crate::redact::scrub(&message.into()),
+            hint,
+        });
+    }
+    pub fn error(&mut self, src: &Source, path: &[Step], message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Error, src, path, message, hint)
+    }
+    pub fn warn(&mut self, src: &Source, path: &[Step], message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Warning, src, path, message, hint)
+    }
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|p| p.severity == Severity::Error)
+    }
+}
+
+pub(crate) fn key(s: &str) -> Step {
+    Step::Key(s.to_string())
+}
+
+/// A config section (a job, a target) as the place its own validation reports against.
+pub(crate) struct Section<'a> {
+    pub src: &'a Source,
+    pub path: Vec<Step>,
+}
+
+impl Section<'_> {
+    /// The logical path of `field` in this section.
+    pub fn at(&self, field: &str) -> Vec<Step> {
+        let mut p = self.path.clone();
+        p.push(key(field));
+        p
+    }
+}
