@@ -5,7 +5,7 @@
 #[path = "common/kubeapi.rs"]
 mod kubeapi;
 
-use drctl::config::KubernetesExec;
+use drctl::exec::KubernetesExec;
 use drctl::exec::pod::Pod;
 use drctl::exec::{Place, argv};
 use kubeapi::{Behaviour, FakePod, KubeApi};

@@ -9,9 +9,12 @@ use super::fields::struct_fields;
 use super::locate::{self, Step};
 use super::problems::{Problems, Source, key};
 use super::{
-    CatalogConfig, CompressionConfig, Config, DaemonConfig, DeployConfig, EncryptionConfig, JobCommon, JobConfig,
-    JobSpec, Problem, Severity, TargetCommon, TargetConfig, TargetKind,
+    CatalogConfig, CompressionConfig, Config, DaemonConfig, DeployConfig, EncryptionConfig, Problem, Severity,
+    TargetCommon, TargetConfig, TargetKind,
 };
+use crate::jobs::JobCommon;
+use crate::jobs::JobConfig;
+use crate::jobs::JobSpec;
 use crate::{Error, Result};
 
 /// Load the config at `path` and the job files in `jobs/` beside it.

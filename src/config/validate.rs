@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::problems::{Problems, Source, key};
 use super::locate::Step;
-use super::{Config, JobSpec, TargetKind};
+use super::problems::{Problems, Source, key};
+use super::{Config, TargetKind};
+use crate::jobs::JobSpec;
 use crate::redact::percent_decode;
 
 /// A target's `root` is a relative directory below the account's home (or the WebDAV URL).
@@ -446,7 +447,7 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                         None,
                     );
                 }
-                if v.pvc_path.is_some() && !matches!(v.exec, super::ExecConfig::Kubernetes(_)) {
+                if v.pvc_path.is_some() && !matches!(v.exec, crate::exec::ExecConfig::Kubernetes(_)) {
                     p.error(
                         src,
                         &at("pvc_path"),
@@ -454,7 +455,7 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                         None,
                     );
                 }
-                if v.pvc_path.is_none() && v.exec != super::ExecConfig::Local {
+                if v.pvc_path.is_none() && v.exec != crate::exec::ExecConfig::Local {
                     p.error(
                         src,
                         &at("exec"),
@@ -571,7 +572,7 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                             );
                         }
                     }
-                    if g.flavor == super::GitlabFlavor::Omnibus
+                    if g.flavor == crate::jobs::gitlab::GitlabFlavor::Omnibus
                         && !files.iter().any(|f| f.file_name().is_some_and(|n| n == "gitlab-secrets.json"))
                     {
                         p.warn(

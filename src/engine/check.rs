@@ -139,7 +139,7 @@ pub struct TargetCopy {
 /// (`drctl_copies`, `drctl_rule_321_ok`) both use it, so they always agree.
 pub fn job_rule321(
     config: &crate::config::Config,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     held_by: &[String],
 ) -> (Vec<crate::retention::rule321::Placement>, crate::retention::rule321::Rule321) {
     let holders: Vec<_> = job
@@ -158,7 +158,7 @@ pub fn job_rule321(
 /// backups dated in the future (a host with a wrong clock), which never count as the newest.
 async fn rule321_findings(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     down: &std::collections::BTreeMap<String, String>,
 ) -> Vec<Finding> {
     let subject = format!("3-2-1 {}", job.name);
@@ -209,7 +209,7 @@ async fn rule321_findings(
 
 fn rule321_finding(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     subject: String,
     found: &[crate::engine::rebuild::Found],
     problems: &[crate::engine::rebuild::ScanProblem],

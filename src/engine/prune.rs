@@ -297,7 +297,7 @@ pub fn clock_skew(ours: Timestamp, theirs: Timestamp, tolerance: jiff::SignedDur
 /// never copies what prune would delete.
 pub(crate) async fn overrides(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     found: &[Found],
     catalog: Option<&crate::catalog::Catalog>,
     now: Timestamp,
@@ -327,7 +327,7 @@ pub struct SuspiciousBackup {
 /// CronJob's fresh catalog, whose runs had nothing to compare with, still protects the backup
 /// from before a wipe). Future-dated backups are left out of the series: they are not in order.
 fn judge_suspicious(
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     found: &[Found],
     flags: &BTreeMap<String, crate::catalog::BackupFlags>,
     now: Timestamp,
@@ -359,7 +359,7 @@ fn judge_suspicious(
 /// Backups of the job no policy may delete (see [`retention::protected`]).
 fn job_protected(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     found: &[Found],
     suspicious: &BTreeMap<String, String>,
     drills: &[retention::DrillResult],

@@ -94,7 +94,7 @@ pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
 
 async fn run_inner(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     backup_id: &str,
     started: Timestamp,
     clock: Instant,
@@ -173,7 +173,7 @@ pub async fn wait_for_abandoned_sessions(limit: std::time::Duration) -> usize {
 #[allow(clippy::too_many_arguments)]
 async fn store(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     backup_id: &str,
     started: Timestamp,
     clock: Instant,
@@ -331,7 +331,7 @@ async fn store(
 /// with, only emptiness is judged here (prune judges such backups again from the targets).
 async fn judge_suspicious(
     engine: &Engine,
-    job: &crate::config::JobConfig,
+    job: &crate::jobs::JobConfig,
     m: &Manifest,
 ) -> (Option<String>, Option<String>) {
     let drop = job.common.verify.as_ref().map(|v| v.suspicious_drop()).unwrap_or(0.5);
@@ -372,11 +372,7 @@ async fn last_good_backup(
 /// Committed, but does it look right? The verdict judged before the commit (in the manifest) is
 /// recorded in the catalog (`drctl list`, the metrics, the status page) and logged as a warning;
 /// the backup stays committed. Returns the reason when it is suspicious.
-async fn flag_suspicious(
-    cat: &crate::catalog::Catalog,
-    job: &crate::config::JobConfig,
-    m: &Manifest,
-) -> Option<String> {
+async fn flag_suspicious(cat: &crate::catalog::Catalog, job: &crate::jobs::JobConfig, m: &Manifest) -> Option<String> {
     let reason = m.suspicious.clone()?;
     tracing::warn!(job = %job.name, backup = %m.backup_id, reason = %reason, "backup committed but suspicious");
     if let Err(e) = cat.set_suspicious(&m.backup_id, &job.name, &reason).await {

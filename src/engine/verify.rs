@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Engine;
 use crate::catalog::Selector;
-use crate::config::JobSpec;
+use crate::jobs::JobSpec;
 use crate::manifest::Manifest;
 use crate::verify::{self, Drill, Finding, ScratchDir, Severity};
 use crate::{Result, layout};

@@ -1,11 +1,14 @@
 //! Where a job's commands run: on this host, in a Docker container, or in a Kubernetes pod.
 //!
-//! A job reaches its workload in one of three ways ([`crate::config::ExecConfig`]): `local` (a
+//! A job reaches its workload in one of three ways ([`crate::exec::ExecConfig`]): `local` (a
 //! child process), `docker` (`docker exec -i CONTAINER …`, as on a Swarm node with the engine
 //! socket mounted) or `kubernetes` (pod exec through the API server with the kube crate). All three
 //! look the same to a job kind: a [`Remote`] with a streamed stdout, an optional streamed stdin,
 //! and a completion that says how the command ended and what it wrote to stderr. Nothing is
 //! buffered whole: stdout is read by the pipeline as it comes, stderr keeps only a bounded tail.
+
+mod config;
+pub use config::{ExecConfig, KubernetesExec};
 
 pub mod pod;
 pub mod process;
@@ -18,8 +21,6 @@ use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 pub use process::{Cmd, Running, describe_status};
-
-use crate::config::ExecConfig;
 
 /// Program used for `exec = { docker = … }`; `DRCTL_DOCKER` overrides it (tests point it at a
 /// stand-in, since no Docker engine runs on CI machines).

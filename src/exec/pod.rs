@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{ExecError, Finished, Remote};
-use crate::config::KubernetesExec;
+use crate::exec::KubernetesExec;
 
 /// Bytes of stdout/stdin kept in flight inside kube's pipes.
 const WINDOW: usize = 1 << 20;

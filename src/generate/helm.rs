@@ -16,7 +16,8 @@ use super::{
     DurablePaths, Options, SecretFile, Sources, all_secrets, api_port, dns_name, exec_namespaces, host_path,
     identity_path, job_secrets, kubernetes_obstacle,
 };
-use crate::config::{Config, DeployStorage, JobConfig};
+use crate::config::{Config, DeployStorage};
+use crate::jobs::JobConfig;
 
 /// Render the values file; the second value lists jobs left out and why (as `generate
 /// kubernetes` does). A configuration error (exit 2) where `generate kubernetes` refuses.

@@ -10,7 +10,8 @@ use super::{
     CONFIG_DIR, DurablePaths, Options, STATE_DIR, SecretFile, Sources, UID, all_secrets, dns_name, exec_namespaces,
     host_path, identity_path, job_secrets, kubernetes_obstacle, stream,
 };
-use crate::config::{Config, DeployStorage, JobConfig};
+use crate::config::{Config, DeployStorage};
+use crate::jobs::JobConfig;
 
 const CONFIGMAP: &str = "drctl-config";
 /// The Secret with the config's secret files (created by the user; the chart's `secrets.existingSecret`).

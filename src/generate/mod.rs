@@ -27,7 +27,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{Config, DeployStorage, ExecConfig, JobConfig, JobSpec, Problem, Severity, TargetKind};
+use crate::config::{Config, DeployStorage, Problem, Severity, TargetKind};
+use crate::exec::ExecConfig;
+use crate::jobs::JobConfig;
+use crate::jobs::JobSpec;
 
 /// The config files as written, for the ConfigMap / swarm configs.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 //! after the bytes end, whether they were complete (pg_dump's exit status, for instance): the
 //! engine commits an artifact only when both the bytes and the completion are good.
 
+mod config;
 pub mod gitlab;
 pub mod postgres;
 pub mod redis;
@@ -21,9 +22,9 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Result;
-use crate::config::{JobConfig, JobSpec};
 use crate::exec::Running;
 use crate::manifest::{Artifact, Manifest};
+pub use config::{JobCommon, JobConfig, JobSpec, VerifyConfig};
 
 /// One file a backup will store.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,9 +26,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Selector;
-use crate::config::JobConfig;
 use crate::engine::Engine;
 use crate::engine::restore::{Output, RestoreReport, RestoreRequest, restore};
+use crate::jobs::JobConfig;
 use crate::jobs::RestoreOptions;
 use crate::manifest::Manifest;
 

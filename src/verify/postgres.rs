@@ -15,8 +15,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
 use super::{Drill, Severity, run_tool};
-use crate::config::{JobSpec, PostgresJob, RowCounts};
+use crate::jobs::JobSpec;
 use crate::jobs::RestoreOptions;
+use crate::jobs::postgres::PostgresJob;
+use crate::jobs::postgres::RowCounts;
 use crate::jobs::postgres::{FORMAT_GLOBALS, Facts};
 
 /// An ephemeral PostgreSQL cluster in a directory of the drill; stopped on [`Cluster::stop`] (or,
@@ -193,8 +195,8 @@ async fn connect(url: &str, limit: std::time::Duration) -> Result<PgConnection, 
 /// jobs), else its default.
 fn connect_timeout(d: &Drill<'_>) -> std::time::Duration {
     match &d.job.spec {
-        crate::config::JobSpec::Postgres(pg) => pg.connect_timeout(),
-        _ => crate::config::PostgresJob::DEFAULT_CONNECT_TIMEOUT,
+        crate::jobs::JobSpec::Postgres(pg) => pg.connect_timeout(),
+        _ => crate::jobs::postgres::PostgresJob::DEFAULT_CONNECT_TIMEOUT,
     }
 }
 
@@ -312,7 +314,7 @@ pub async fn drill(d: &mut Drill<'_>) {
 async fn drill_ephemeral(
     d: &mut Drill<'_>,
     pg: &PostgresJob,
-    verify: &crate::config::VerifyConfig,
+    verify: &crate::jobs::VerifyConfig,
     dbs: &[String],
     facts: &Facts,
 ) {
@@ -424,7 +426,7 @@ pub(crate) struct ScratchPg {
 impl ScratchPg {
     /// Start the ephemeral cluster (or connect to `verify.scratch_url`) and create an empty
     /// database; a problem becomes an error finding (with a hint) and `None`.
-    pub(crate) async fn open(d: &mut Drill<'_>, verify: &crate::config::VerifyConfig) -> Option<ScratchPg> {
+    pub(crate) async fn open(d: &mut Drill<'_>, verify: &crate::jobs::VerifyConfig) -> Option<ScratchPg> {
         let name = format!("drctl_verify_{}", crate::layout::random_suffix());
         let bin = find_server_bin(&[verify.pg_bin_dir.as_deref()]);
         let psql = bin.as_ref().map(|b| b.join("psql")).filter(|p| p.is_file()).unwrap_or_else(|| "psql".into());
@@ -499,7 +501,7 @@ impl ScratchPg {
 
     /// Every ordinary table of the database with its row count.
     pub(crate) async fn tables(&self) -> Result<Vec<(String, u64)>, String> {
-        let mut c = connect(&self.connect_url(), crate::config::PostgresJob::DEFAULT_CONNECT_TIMEOUT).await?;
+        let mut c = connect(&self.connect_url(), crate::jobs::postgres::PostgresJob::DEFAULT_CONNECT_TIMEOUT).await?;
         let rows = table_rows(&mut c).await;
         let _ = c.close().await;
         rows

@@ -14,8 +14,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::Drill;
-use crate::config::{JobSpec, VaultJob, VerifyConfig, read_secret_file};
+use crate::config::read_secret_file;
+use crate::jobs::JobSpec;
 use crate::jobs::RestoreOptions;
+use crate::jobs::VerifyConfig;
+use crate::jobs::vault::VaultJob;
 use crate::jobs::vault::snapshot;
 use crate::jobs::vault::{FORMAT, Facts};
 use crate::redact::{Secret, url_for_display};

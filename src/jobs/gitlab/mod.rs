@@ -20,6 +20,9 @@
 //! the secrets are written under temporary names and renamed only once every integrity check
 //! passed; then the documented sequence runs (or `--dry-run` prints it).
 
+mod config;
+pub use config::{GitlabFlavor, GitlabJob};
+
 pub mod inspect;
 pub mod output;
 pub mod restore;
@@ -32,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{ArtifactPlan, SourceStream};
-use crate::config::{GitlabFlavor, GitlabJob};
 use crate::exec::{ExecError, Place, argv};
 use crate::{Error, Result};
 

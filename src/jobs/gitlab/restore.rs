@@ -28,8 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::{FORMAT_ARCHIVE, FORMAT_SECRETS, Facts, Settings, output, running_version, secrets, source_err};
-use crate::config::{GitlabFlavor, GitlabJob};
 use crate::exec::{Place, argv, sh_quote};
+use crate::jobs::gitlab::GitlabFlavor;
+use crate::jobs::gitlab::GitlabJob;
 use crate::jobs::{RestoreOptions, RestoreStep, Sink};
 use crate::manifest::{Artifact, Manifest};
 use crate::{Error, Result};

@@ -18,9 +18,9 @@ use super::info::Info;
 use super::rdb::RdbCheck;
 use super::{Facts, failed, source_err};
 use crate::Result;
-use crate::config::RedisJob;
 use crate::exec::{Place, Remote};
 use crate::jobs::SourceStream;
+use crate::jobs::redis::RedisJob;
 
 const POLL: Duration = Duration::from_millis(200);
 /// Longest a snapshot may take (a very large dataset on a slow disk).

@@ -20,6 +20,9 @@
 //! destination reports the link up it is promoted (`REPLICAOF NO ONE`). `--to-dir DIR` writes
 //! `DIR/dump.rdb` (temporary name, renamed only when verified) for an offline restart.
 
+mod config;
+pub use config::{RedisJob, RedisMode};
+
 mod bgsave;
 mod conn;
 mod info;
@@ -35,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::{ArtifactPlan, SourceStream};
-use crate::config::{RedisJob, RedisMode, read_secret_file};
+use crate::config::read_secret_file;
 use crate::exec::Place;
 use crate::redact::Secret;
 use crate::redact::percent_decode;

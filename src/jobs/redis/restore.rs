@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use super::conn::{Auth, Conn, Dial, Endpoint, Failure, TlsFiles};
 use super::info::{Info, max_rdb_version};
 use super::{FORMAT_RDB, Facts, Settings, display_url, failed, parse_url, source_err};
-use crate::config::RedisJob;
+use crate::jobs::redis::RedisJob;
 use crate::jobs::{RestoreOptions, RestoreStep, Sink};
 use crate::manifest::{Artifact, Manifest};
 use crate::{Error, Result};

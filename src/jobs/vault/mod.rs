@@ -27,6 +27,9 @@
 //! `VAULT_CACERT` (or `BAO_CACERT`, else the job's `ca_file`): a job's credentials never go to
 //! another server.
 
+mod config;
+pub use config::VaultJob;
+
 pub mod snapshot;
 
 use std::collections::VecDeque;
@@ -42,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
-use crate::config::{VaultJob, read_secret_file};
+use crate::config::read_secret_file;
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::{Secret, url_for_display};
 use crate::{Error, Result};

@@ -37,6 +37,9 @@
 //! is deleted and the destination is untouched. Owners are restored as numeric ids when drctl runs
 //! as root (not with `--no-owner`). The `files` artifact has nothing to restore.
 
+mod config;
+pub use config::VolumeJob;
+
 mod archive;
 mod exclude;
 mod extract;
@@ -57,7 +60,6 @@ pub use archive::{FileEntry, FileList, LIST_FORMAT, LIST_VERSION, Totals};
 pub use exclude::Excludes;
 
 use super::{ArtifactPlan, Consumer, RestoreOptions, RestoreStep, Sink, SourceStream};
-use crate::config::VolumeJob;
 use crate::exec::{Cmd, describe_status};
 use crate::manifest::{Artifact, Manifest};
 use crate::{Error, Result};

@@ -46,8 +46,8 @@ use tokio::sync::oneshot;
 
 use super::restream::{self, ForwardOptions, Forwarded};
 use super::{RESTORE_PIPE, source_err};
-use crate::config::VolumeJob;
 use crate::exec::{Place, Remote, argv, sh_quote};
+use crate::jobs::volume::VolumeJob;
 use crate::jobs::{Consumer, RestoreOptions, Sink};
 use crate::{Error, Result};
 

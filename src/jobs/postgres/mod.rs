@@ -16,6 +16,9 @@
 //! `lock_timeout = 0` itself), logging what it waits for and cancelling the statement after the
 //! timeout, so the single restore transaction rolls back.
 
+mod config;
+pub use config::{PostgresJob, RowCounts};
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
@@ -28,7 +31,7 @@ use sqlx::{Connection, Row};
 use tokio::io::AsyncRead;
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
-use crate::config::{PostgresJob, RowCounts, read_secret_file};
+use crate::config::read_secret_file;
 use crate::exec::{Cmd, describe_status};
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::percent_decode;

@@ -1,0 +1,124 @@
+//! A job's configuration: the fields every kind has, the drill settings, and the closed set of
+//! kinds ([`JobSpec`]), each kind's own struct living in its folder.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::gitlab::GitlabJob;
+use super::postgres::PostgresJob;
+use super::redis::RedisJob;
+use super::vault::VaultJob;
+use super::volume::VolumeJob;
+
+/// The closed set of job kinds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobSpec {
+    Postgres(PostgresJob),
+    Redis(RedisJob),
+    Volume(VolumeJob),
+    Vault(VaultJob),
+    Gitlab(GitlabJob),
+}
+
+impl JobSpec {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            JobSpec::Postgres(_) => "postgres",
+            JobSpec::Redis(_) => "redis",
+            JobSpec::Volume(_) => "volume",
+            JobSpec::Vault(_) => "vault",
+            JobSpec::Gitlab(_) => "gitlab",
+        }
+    }
+}
+
+/// One job: `[jobs.NAME]` in drctl.toml or the whole of `jobs/NAME.toml`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobConfig {
+    pub name: String,
+    pub common: JobCommon,
+    pub spec: JobSpec,
+}
+
+/// Fields every job kind has.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobCommon {
+    /// 5-field cron expression or `@daily`-style alias, for `drctl daemon`.
+    pub schedule: Option<String>,
+    /// Names of `[targets.*]` this job writes to; every backup goes to all of them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Restore drill settings.
+    pub verify: Option<VerifyConfig>,
+    /// Recovery point objective: a target whose newest copy is older than this is stale
+    /// (`drctl check` fails, alerts fire). Default `26h` (a daily job with slack).
+    pub rpo: Option<String>,
+}
+
+impl JobCommon {
+    /// The RPO as a duration (default 26 h; an unreadable value was rejected by validation).
+    pub fn rpo(&self) -> std::time::Duration {
+        self.rpo
+            .as_deref()
+            .and_then(|r| humantime::parse_duration(r).ok())
+            .unwrap_or(std::time::Duration::from_secs(26 * 3600))
+    }
+}
+
+/// `verify = { … }` on a job.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// When the drill runs (daemon).
+    pub schedule: Option<String>,
+    /// Queries that must return true after the restore, e.g. `SELECT count(*) > 0 FROM users`.
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// postgres (and gitlab's database): a scratch server to restore into instead of an ephemeral
+    /// cluster, e.g. `postgres://drill@scratch-db:5432/postgres`. A throwaway database
+    /// (`drctl_verify_…`) is created there for each drill and dropped afterwards; the role needs
+    /// `CREATEDB`. Default: none (an initdb'd cluster in a temporary directory on a free loopback
+    /// port, removed after the drill).
+    #[serde(default, serialize_with = "crate::redact::serialize_opt_url")]
+    pub scratch_url: Option<String>,
+    /// vault: a throwaway Vault/OpenBao server to also restore the snapshot into (with
+    /// snapshot-force), e.g. `http://127.0.0.1:18201`. It must be able to open with the source
+    /// cluster's unseal keys; its token comes from `VAULT_TOKEN`/`BAO_TOKEN`. Default: none (the
+    /// drill checks the snapshot's own SHA256SUMS only). Never the job's own `address`.
+    pub scratch_address: Option<String>,
+    /// vault, with `scratch_address`: API paths read back from the scratch server after the
+    /// restore; each must exist, e.g. `["secret/data/app/db", "sys/policies/acl/app"]` (kv-v2:
+    /// `<mount>/data/<path>`). The values are never shown. Default: none.
+    #[serde(default)]
+    pub read_paths: Vec<String>,
+    /// vault, with `scratch_address`: a file with the SOURCE cluster's unseal keys, one per line
+    /// (after snapshot-force the scratch server seals itself and opens only with them), e.g.
+    /// `/secrets/vault-unseal-keys`. Default: none (the scratch server must unseal itself, e.g.
+    /// with the source's auto-unseal KMS; the drill waits up to a minute).
+    pub unseal_keys_file: Option<PathBuf>,
+    /// vault, with `read_paths`: a file holding a token of the SOURCE cluster that may read
+    /// `read_paths` (after the restore the scratch server has the source's tokens), e.g.
+    /// `/secrets/vault-drill-token`. Default: the job's own `token`/`token_file`, which then need
+    /// `read` on those paths.
+    pub read_token_file: Option<PathBuf>,
+    /// postgres: directory holding `initdb`, `pg_ctl` and `postgres` for the ephemeral cluster
+    /// (default: the job's `bin_dir`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`).
+    pub pg_bin_dir: Option<PathBuf>,
+    /// The user the ephemeral PostgreSQL cluster runs as when drctl runs as root (initdb refuses
+    /// root); default `postgres`.
+    pub scratch_user: Option<String>,
+    /// A backup whose source size fell by more than this fraction against the median of the job's
+    /// recent backups (up to 7) is committed but flagged `suspicious`, e.g. `0.3` (default 0.5: it
+    /// lost more than half; `1` disables the size check). An empty backup is always flagged.
+    pub suspicious_drop: Option<f64>,
+}
+
+impl VerifyConfig {
+    /// `suspicious_drop`, within 0..=1 (default 0.5).
+    pub fn suspicious_drop(&self) -> f64 {
+        self.suspicious_drop.filter(|f| f.is_finite()).map(|f| f.clamp(0.0, 1.0)).unwrap_or(0.5)
+    }
+}

@@ -1,0 +1,75 @@
+//! `kind = "postgres"`: the job's configuration.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::redact::Secret;
+
+/// `kind = "postgres"`: `pg_dump --format=custom` per database, optionally `pg_dumpall --globals-only`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresJob {
+    /// libpq URL of the server and default database, e.g. `postgres://backup@db:5432/app`. A password
+    /// in the URL works (it is masked everywhere) but `password_file` keeps it out of the config.
+    #[serde(serialize_with = "crate::redact::serialize_url")]
+    pub url: String,
+    /// The password, if not in the URL (prefer `password_file`).
+    pub password: Option<Secret>,
+    /// File holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// Databases to dump, one artifact each (default: the URL's database).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Also dump roles and tablespaces with `pg_dumpall --globals-only` (its own artifact).
+    #[serde(default)]
+    pub globals: bool,
+    /// Directory holding `pg_dump`, `pg_dumpall`, `pg_restore`, `psql` (default: `PATH`, then the
+    /// newest `/usr/lib/postgresql/*/bin`).
+    pub bin_dir: Option<PathBuf>,
+    /// Row counts recorded in the manifest (drills compare them): `exact` counts every table in
+    /// the dump's own snapshot while the dump runs (default; one extra scan of the data),
+    /// `estimate` reads the planner's statistics (free, approximate).
+    #[serde(default)]
+    pub row_counts: RowCounts,
+    /// How long to wait for the server to answer a new connection (drctl's own connections and,
+    /// as `PGCONNECT_TIMEOUT`, pg_dump's, pg_restore's and psql's), e.g. `15s` (the default). A
+    /// server that accepts TCP and never answers fails the run and `drctl check` after this long
+    /// instead of hanging.
+    pub connect_timeout: Option<String>,
+    /// How long a backup or restore waits for a table lock held by another session, e.g. `60s`
+    /// (the default): `pg_dump --lock-wait-timeout` (an `ACCESS EXCLUSIVE` lock from `ALTER
+    /// TABLE`, `TRUNCATE` or `VACUUM FULL` fails the backup with a message naming it) and
+    /// `lock_timeout` for `pg_restore`/`psql` (`restore --force` does not wait silently on an
+    /// application's lock; its single transaction rolls back).
+    pub lock_timeout: Option<String>,
+}
+
+impl PostgresJob {
+    /// Default of [`PostgresJob::connect_timeout`].
+    pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+    /// Default of [`PostgresJob::lock_timeout`].
+    pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `connect_timeout`, or its default (validation rejects an unreadable value).
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        duration_or(self.connect_timeout.as_deref(), Self::DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// `lock_timeout`, or its default (validation rejects an unreadable value).
+    pub fn lock_timeout(&self) -> std::time::Duration {
+        duration_or(self.lock_timeout.as_deref(), Self::DEFAULT_LOCK_TIMEOUT)
+    }
+}
+
+fn duration_or(value: Option<&str>, default: std::time::Duration) -> std::time::Duration {
+    value.and_then(|v| humantime::parse_duration(v).ok()).unwrap_or(default)
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RowCounts {
+    #[default]
+    Exact,
+    Estimate,
+}
