@@ -337,25 +337,8 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         }
     }
     for j in config.jobs.values_mut() {
-        match &mut j.spec {
-            JobSpec::Postgres(pg) => {
-                pg.password_file.iter_mut().for_each(fix);
-                pg.bin_dir.iter_mut().for_each(fix);
-            }
-            JobSpec::Redis(r) => {
-                r.password_file.iter_mut().for_each(fix);
-                r.sentinel_password_file.iter_mut().for_each(fix);
-                r.tls_ca_file.iter_mut().for_each(fix);
-            }
-            // `path` and `rdb_path`-like fields may name paths inside a container or pod: only
-            // host-side files are resolved against the config directory
-            JobSpec::Volume(_) | JobSpec::Gitlab(_) => {}
-            JobSpec::Vault(v) => {
-                v.token_file.iter_mut().for_each(fix);
-                v.secret_id_file.iter_mut().for_each(fix);
-                v.ca_file.iter_mut().for_each(fix);
-            }
-        }
+        let mut fix = fix;
+        j.spec.settings_mut().resolve_paths(&mut fix);
     }
 }
 

@@ -11,8 +11,8 @@
 
 mod fields;
 mod load;
-mod locate;
-mod problems;
+pub(crate) mod locate;
+pub(crate) mod problems;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -66,4 +66,11 @@ impl Section<'_> {
         p.push(key(field));
         p
     }
+
+    /// The logical path of item `i` of list `field` in this section.
+    pub fn item(&self, field: &str, i: usize) -> Vec<Step> {
+        let mut p = self.at(field);
+        p.push(Step::Index(i));
+        p
+    }
 }

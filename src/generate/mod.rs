@@ -30,7 +30,6 @@ use serde_json::Value;
 use crate::config::{Config, DeployStorage, Problem, Severity, TargetKind};
 use crate::exec::ExecConfig;
 use crate::jobs::JobConfig;
-use crate::jobs::JobSpec;
 
 /// The config files as written, for the ConfigMap / swarm configs.
 #[derive(Debug, Clone)]
@@ -286,48 +285,25 @@ pub fn identity_path(config: &Config) -> Option<String> {
 
 /// Why a job cannot run in a Kubernetes pod, if it cannot.
 pub fn kubernetes_obstacle(job: &JobConfig) -> Option<String> {
-    let docker = |e: &ExecConfig| matches!(e, ExecConfig::Docker(_));
-    match &job.spec {
-        JobSpec::Redis(r) if docker(&r.exec) => Some("it uses `docker exec`".into()),
-        JobSpec::Gitlab(g) if docker(&g.exec) => Some("it uses `docker exec`".into()),
-        JobSpec::Gitlab(g) if g.exec == ExecConfig::Local => {
-            Some("it runs `gitlab-backup` locally (use `exec = { kubernetes = … }`)".into())
-        }
-        JobSpec::Volume(v) if v.docker_volume.is_some() => Some("it reads a Docker volume".into()),
-        JobSpec::Postgres(_) | JobSpec::Redis(_) | JobSpec::Volume(_) | JobSpec::Vault(_) | JobSpec::Gitlab(_) => None,
-    }
+    job.spec.settings().kubernetes_obstacle()
 }
 
 /// Whether a job needs the Docker engine socket (swarm).
 pub fn needs_docker(job: &JobConfig) -> bool {
-    match &job.spec {
-        JobSpec::Redis(r) => matches!(r.exec, ExecConfig::Docker(_)),
-        JobSpec::Gitlab(g) => matches!(g.exec, ExecConfig::Docker(_)),
-        JobSpec::Volume(v) => v.docker_volume.is_some(),
-        JobSpec::Postgres(_) | JobSpec::Vault(_) => false,
-    }
+    job.spec.settings().needs_docker()
 }
 
-/// Namespaces a job execs into (`None` namespace = drctl's own).
+/// Namespaces a job execs into (`own`: drctl's own, for a pod exec without a namespace).
 pub fn exec_namespaces(job: &JobConfig, own: &str) -> Vec<String> {
-    let exec = match &job.spec {
-        JobSpec::Redis(r) => &r.exec,
-        JobSpec::Gitlab(g) => &g.exec,
-        JobSpec::Volume(v) => &v.exec,
-        JobSpec::Postgres(_) | JobSpec::Vault(_) => return Vec::new(),
-    };
-    match exec {
-        ExecConfig::Kubernetes(k) => vec![k.namespace.clone().unwrap_or_else(|| own.to_string())],
-        ExecConfig::Local | ExecConfig::Docker(_) => Vec::new(),
+    match job.spec.settings().exec() {
+        Some(ExecConfig::Kubernetes(k)) => vec![k.namespace.clone().unwrap_or_else(|| own.to_string())],
+        Some(ExecConfig::Local | ExecConfig::Docker(_)) | None => Vec::new(),
     }
 }
 
 /// The host directory a `path` volume job reads (mounted read-only into its workload).
 pub fn host_path(job: &JobConfig) -> Option<String> {
-    match &job.spec {
-        JobSpec::Volume(v) if v.pvc_path.is_none() => v.path.as_ref().map(|p| p.display().to_string()),
-        _ => None,
-    }
+    job.spec.settings().host_path().map(|p| p.display().to_string())
 }
 
 /// A name usable in Kubernetes object names and swarm keys: lowercase, `-` for anything else.

@@ -1,7 +1,7 @@
 //! A job's configuration: the fields every kind has, the drill settings, and the closed set of
 //! kinds ([`JobSpec`]), each kind's own struct living in its folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +10,28 @@ use super::postgres::PostgresJob;
 use super::redis::RedisJob;
 use super::vault::VaultJob;
 use super::volume::VolumeJob;
+use crate::config::problems::{Problems, Section};
+use crate::exec::ExecConfig;
+
+/// What code outside a kind needs to know of its settings. Every kind implements all of it (there
+/// are no defaults): a new kind does not compile until it says which files it reads and what a
+/// deployment must give it.
+pub trait KindSettings {
+    /// Host-side secret files the settings name, by key (`password_file` …): checked by `drctl
+    /// check` and before a run.
+    fn secret_files(&self) -> Vec<(&'static str, Option<&Path>)>;
+    /// Resolve host-side relative paths against the config's directory; paths inside a container
+    /// or pod are left as written.
+    fn resolve_paths(&mut self, fix: &mut dyn FnMut(&mut PathBuf));
+    /// Where the kind's commands run (`None`: it only talks to its server over the network).
+    fn exec(&self) -> Option<&ExecConfig>;
+    /// Why the job cannot run in a Kubernetes pod, if it cannot.
+    fn kubernetes_obstacle(&self) -> Option<String>;
+    /// Whether the job needs the Docker engine socket.
+    fn needs_docker(&self) -> bool;
+    /// A host directory the job reads (mounted read-only into its workload).
+    fn host_path(&self) -> Option<&Path>;
+}
 
 /// The closed set of job kinds.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -23,6 +45,38 @@ pub enum JobSpec {
 }
 
 impl JobSpec {
+    /// The kind's own settings, behind what every kind answers.
+    pub fn settings(&self) -> &dyn KindSettings {
+        match self {
+            JobSpec::Postgres(c) => c,
+            JobSpec::Redis(c) => c,
+            JobSpec::Volume(c) => c,
+            JobSpec::Vault(c) => c,
+            JobSpec::Gitlab(c) => c,
+        }
+    }
+
+    /// [`JobSpec::settings`], to change.
+    pub fn settings_mut(&mut self) -> &mut dyn KindSettings {
+        match self {
+            JobSpec::Postgres(c) => c,
+            JobSpec::Redis(c) => c,
+            JobSpec::Volume(c) => c,
+            JobSpec::Vault(c) => c,
+            JobSpec::Gitlab(c) => c,
+        }
+    }
+    /// Every problem of the kind's own settings, located in section `s` (the job's table).
+    pub(crate) fn validate(&self, s: &Section, p: &mut Problems) {
+        match self {
+            JobSpec::Postgres(c) => c.validate(s, p),
+            JobSpec::Redis(c) => c.validate(s, p),
+            JobSpec::Volume(c) => c.validate(s, p),
+            JobSpec::Vault(c) => c.validate(s, p),
+            JobSpec::Gitlab(c) => c.validate(s, p),
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             JobSpec::Postgres(_) => "postgres",

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::Result;
 use crate::exec::Running;
 use crate::manifest::{Artifact, Manifest};
-pub use config::{JobCommon, JobConfig, JobSpec, VerifyConfig};
+pub use config::{JobCommon, JobConfig, JobSpec, KindSettings, VerifyConfig};
 
 /// One file a backup will store.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::ExecConfig;
+use crate::jobs::KindSettings;
+use std::path::Path;
 
 /// `kind = "gitlab"`: `gitlab-backup create` (Omnibus, also in Docker) or `backup-utility` (Helm
 /// chart's toolbox pod), plus the secrets the archive leaves out (see `jobs/gitlab.toml`).
@@ -61,4 +63,28 @@ pub enum GitlabFlavor {
     Omnibus,
     /// The GitLab Helm chart: `backup-utility` in the toolbox pod.
     Helm,
+}
+
+impl KindSettings for GitlabJob {
+    // `secrets_files`, `backup_dir` and `version_file` are paths where `exec` runs, not here
+    fn secret_files(&self) -> Vec<(&'static str, Option<&Path>)> {
+        Vec::new()
+    }
+    fn resolve_paths(&mut self, _fix: &mut dyn FnMut(&mut PathBuf)) {}
+    fn exec(&self) -> Option<&ExecConfig> {
+        Some(&self.exec)
+    }
+    fn kubernetes_obstacle(&self) -> Option<String> {
+        match self.exec {
+            ExecConfig::Docker(_) => Some("it uses `docker exec`".into()),
+            ExecConfig::Local => Some("it runs `gitlab-backup` locally (use `exec = { kubernetes = … }`)".into()),
+            ExecConfig::Kubernetes(_) => None,
+        }
+    }
+    fn needs_docker(&self) -> bool {
+        matches!(self.exec, ExecConfig::Docker(_))
+    }
+    fn host_path(&self) -> Option<&Path> {
+        None
+    }
 }

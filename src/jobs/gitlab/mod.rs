@@ -21,6 +21,7 @@
 //! passed; then the documented sequence runs (or `--dry-run` prints it).
 
 mod config;
+mod validate;
 pub use config::{GitlabFlavor, GitlabJob};
 
 pub mod inspect;

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exec::ExecConfig;
+use crate::jobs::KindSettings;
 use crate::redact::Secret;
+use std::path::Path;
 
 /// `kind = "postgres"`: `pg_dump --format=custom` per database, optionally `pg_dumpall --globals-only`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -72,4 +75,26 @@ pub enum RowCounts {
     #[default]
     Exact,
     Estimate,
+}
+
+impl KindSettings for PostgresJob {
+    fn secret_files(&self) -> Vec<(&'static str, Option<&Path>)> {
+        vec![("password_file", self.password_file.as_deref())]
+    }
+    fn resolve_paths(&mut self, fix: &mut dyn FnMut(&mut PathBuf)) {
+        self.password_file.iter_mut().for_each(&mut *fix);
+        self.bin_dir.iter_mut().for_each(fix);
+    }
+    fn exec(&self) -> Option<&ExecConfig> {
+        None // libpq and pg_dump over the network
+    }
+    fn kubernetes_obstacle(&self) -> Option<String> {
+        None
+    }
+    fn needs_docker(&self) -> bool {
+        false
+    }
+    fn host_path(&self) -> Option<&Path> {
+        None
+    }
 }

@@ -17,6 +17,7 @@
 //! timeout, so the single restore transaction rolls back.
 
 mod config;
+mod validate;
 pub use config::{PostgresJob, RowCounts};
 
 use std::path::{Path, PathBuf};

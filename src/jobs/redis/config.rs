@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::ExecConfig;
+use crate::jobs::KindSettings;
 use crate::redact::Secret;
+use std::path::Path;
 
 /// `kind = "redis"`: an RDB snapshot over the replication protocol (or BGSAVE + reading dump.rdb).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,4 +53,30 @@ pub enum RedisMode {
     #[default]
     Replication,
     Bgsave,
+}
+
+impl KindSettings for RedisJob {
+    fn secret_files(&self) -> Vec<(&'static str, Option<&Path>)> {
+        vec![
+            ("password_file", self.password_file.as_deref()),
+            ("sentinel_password_file", self.sentinel_password_file.as_deref()),
+        ]
+    }
+    fn resolve_paths(&mut self, fix: &mut dyn FnMut(&mut PathBuf)) {
+        self.password_file.iter_mut().for_each(&mut *fix);
+        self.sentinel_password_file.iter_mut().for_each(&mut *fix);
+        self.tls_ca_file.iter_mut().for_each(fix);
+    }
+    fn exec(&self) -> Option<&ExecConfig> {
+        Some(&self.exec) // bgsave mode reads dump.rdb where `exec` runs
+    }
+    fn kubernetes_obstacle(&self) -> Option<String> {
+        matches!(self.exec, ExecConfig::Docker(_)).then(|| "it uses `docker exec`".into())
+    }
+    fn needs_docker(&self) -> bool {
+        matches!(self.exec, ExecConfig::Docker(_))
+    }
+    fn host_path(&self) -> Option<&Path> {
+        None
+    }
 }

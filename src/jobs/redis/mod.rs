@@ -21,6 +21,7 @@
 //! `DIR/dump.rdb` (temporary name, renamed only when verified) for an offline restart.
 
 mod config;
+mod validate;
 pub use config::{RedisJob, RedisMode};
 
 mod bgsave;

@@ -28,6 +28,7 @@
 //! another server.
 
 mod config;
+mod validate;
 pub use config::VaultJob;
 
 pub mod snapshot;

@@ -38,6 +38,7 @@
 //! as root (not with `--no-owner`). The `files` artifact has nothing to restore.
 
 mod config;
+mod validate;
 pub use config::VolumeJob;
 
 mod archive;
