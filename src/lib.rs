@@ -8,9 +8,11 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod finding;
 pub mod generate;
 pub mod jobs;
 pub mod layout;
@@ -23,6 +25,5 @@ pub mod retention;
 pub mod scheduler;
 pub mod targets;
 pub mod units;
-pub mod verify;
 
 pub use error::{Error, Result};

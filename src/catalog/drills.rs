@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::{Catalog, Pool, sortable};
 use crate::Result;
-use crate::engine::verify::DrillRecord;
+use crate::manifest::DrillRecord;
 use crate::retention::DrillResult;
 
 /// What `drctl list` shows about a backup besides its copies.
@@ -153,7 +153,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::verify::{DrillStatus, RECORD_FORMAT, RECORD_VERSION};
+    use crate::manifest::{DrillStatus, RECORD_FORMAT, RECORD_VERSION};
 
     fn record(id: &str, at: &str, status: DrillStatus) -> DrillRecord {
         let t: Timestamp = at.parse().unwrap();

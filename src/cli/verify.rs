@@ -4,10 +4,10 @@ use super::Printer;
 use super::output::bytes;
 use crate::Error;
 use crate::catalog::Selector;
+use crate::drill::{DrillReport, verify_job};
 use crate::engine::Engine;
-use crate::engine::verify::{DrillReport, verify_job};
+use crate::finding::Severity;
 use crate::metrics::{JobState, VerifyState, push};
-use crate::verify::Severity;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

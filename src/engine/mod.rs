@@ -9,7 +9,6 @@ pub mod rebuild;
 pub mod restore;
 pub mod run;
 pub mod sync;
-pub mod verify;
 
 use std::sync::Arc;
 

@@ -338,9 +338,9 @@ fn judge_suspicious(
         .filter(|f| !retention::future_dated(f.manifest.started_at, now, retention::CLOCK_TOLERANCE))
         .collect();
     oldest_first.sort_by(|a, b| a.manifest.newer_cmp(&b.manifest));
-    let series: Vec<crate::verify::SeriesItem> = oldest_first
+    let series: Vec<crate::jobs::suspicious::SeriesItem> = oldest_first
         .iter()
-        .map(|f| crate::verify::SeriesItem {
+        .map(|f| crate::jobs::suspicious::SeriesItem {
             id: f.manifest.backup_id.clone(),
             kind: f.manifest.kind.clone(),
             facts: f.manifest.facts.clone(),
@@ -353,7 +353,7 @@ fn judge_suspicious(
             judged: f.manifest.judged_against.is_some(),
         })
         .collect();
-    crate::verify::suspicious_series(&series, drop)
+    crate::jobs::suspicious::suspicious_series(&series, drop)
 }
 
 /// Backups of the job no policy may delete (see [`retention::protected`]).

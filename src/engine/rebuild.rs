@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::Engine;
 use crate::catalog::BackupStatus;
-use crate::engine::verify::DrillRecord;
+use crate::manifest::DrillRecord;
 use crate::manifest::Manifest;
 use crate::{Error, Result, layout};
 

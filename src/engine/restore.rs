@@ -139,11 +139,25 @@ fn pick<T>(
 
 pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> Result<RestoreReport> {
     let clock = Instant::now();
-    let job = engine.config.job(job_name)?;
     let selector = req.selector.clone().unwrap_or(Selector::Latest);
     let (manifest, holders) = resolve(engine, job_name, &selector).await?;
+    restore_resolved(engine, job_name, &manifest, &holders, req, clock).await
+}
 
-    let artifacts = select_artifacts(&manifest, req)?;
+/// [`restore`] of a backup already resolved (its manifest and the targets holding it), as a
+/// drill does: the backup is looked up once, not again for each artifact restored. `clock`
+/// started when the restore was asked for.
+pub async fn restore_resolved(
+    engine: &Engine,
+    job_name: &str,
+    manifest: &Manifest,
+    holders: &[String],
+    req: &RestoreRequest,
+    clock: Instant,
+) -> Result<RestoreReport> {
+    let job = engine.config.job(job_name)?;
+
+    let artifacts = select_artifacts(manifest, req)?;
     let mut options = req.options.clone();
     options.several = artifacts.iter().filter(|a| a.format != jobs::postgres::FORMAT_GLOBALS).count() > 1;
     let req = &RestoreRequest { options, ..req.clone() };
@@ -172,12 +186,12 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
                     action: "write the decrypted artifact".into(),
                 }
             }
-            None => jobs::plan_restore(job, &manifest, a, &req.options).await?,
+            None => jobs::plan_restore(job, manifest, a, &req.options).await?,
         });
     }
 
     // pick the first target whose copy is complete and intact
-    let order = target_order(&holders, &job.common.targets, req.target.as_deref());
+    let order = target_order(holders, &job.common.targets, req.target.as_deref());
     let mut skipped = Vec::new();
     let mut chosen: Option<Arc<Target>> = None;
     for name in order {
@@ -200,7 +214,7 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
         }
         let mut ok = true;
         for a in &artifacts {
-            if let Err(e) = verify_stored(&target, &manifest, a, &identities, engine.progress).await {
+            if let Err(e) = verify_stored(&target, manifest, a, &identities, engine.progress).await {
                 if matches!(e, Error::Decrypt { .. }) {
                     return Err(e); // the key is wrong, not the copy: another target will not help
                 }
@@ -217,7 +231,10 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
     }
     let Some(target) = chosen else {
         return Err(match skipped.len() {
-            0 => Error::NoBackup { job: job_name.into(), selector: format!("{selector} on any reachable target") },
+            0 => Error::NoBackup {
+                job: job_name.into(),
+                selector: format!("{} on any reachable target", Selector::Id(manifest.backup_id.clone())),
+            },
             _ => Error::AllTargetsFailed { job: job_name.into(), failures: skipped },
         });
     };
@@ -246,10 +263,10 @@ pub async fn restore(engine: &Engine, job_name: &str, req: &RestoreRequest) -> R
                 on_failure: None,
             },
             Some(Output::File(p)) => file_sink(p).await?,
-            None => jobs::open_sink(job, &manifest, a, &req.options).await?,
+            None => jobs::open_sink(job, manifest, a, &req.options).await?,
         };
         report.plaintext_bytes +=
-            restore_artifact(&target, &manifest, a, sink, identities.clone(), req, engine.progress).await?;
+            restore_artifact(&target, manifest, a, sink, identities.clone(), req, engine.progress).await?;
     }
     report.duration_seconds = clock.elapsed().as_secs_f64();
     Ok(report)

@@ -325,7 +325,7 @@ async fn store(
 
 /// Does the backup about to be committed look right? An empty backup, or one whose source size
 /// (or item count: rows, keys, files) fell by more than `verify.suspicious_drop` against the job's
-/// last backup that was *not* suspicious, is suspicious (see [`crate::verify::suspicious`]: the
+/// last backup that was *not* suspicious, is suspicious (see [`crate::jobs::suspicious::suspicious`]: the
 /// baseline is the last good backup, so the flag stays until the source is back). The verdict goes
 /// into the manifest with the id of the backup it was judged against; with no catalog to compare
 /// with, only emptiness is judged here (prune judges such backups again from the targets).
@@ -339,7 +339,7 @@ async fn judge_suspicious(
         Ok(cat) => last_good_backup(&cat, &job.name, &m.backup_id).await,
         Err(_) => None,
     };
-    let verdict = crate::verify::suspicious(
+    let verdict = crate::jobs::suspicious::suspicious(
         &m.kind,
         &m.facts,
         m.plaintext_bytes(),

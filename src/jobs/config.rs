@@ -33,6 +33,36 @@ pub trait KindSettings {
     fn host_path(&self) -> Option<&Path>;
 }
 
+/// A job kind by name, as a manifest (`kind`) or a drill record records it: the closed set that
+/// code reading stored facts matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    Redis,
+    Volume,
+    Vault,
+    Gitlab,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Postgres, Kind::Redis, Kind::Volume, Kind::Vault, Kind::Gitlab];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+            Kind::Volume => "volume",
+            Kind::Vault => "vault",
+            Kind::Gitlab => "gitlab",
+        }
+    }
+
+    /// The kind a stored `kind` names; `None` for one this drctl does not know (a newer drctl's).
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 /// The closed set of job kinds.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -77,14 +107,19 @@ impl JobSpec {
         }
     }
 
-    pub fn kind_name(&self) -> &'static str {
+    /// The kind, as manifests and drill records name it.
+    pub fn kind(&self) -> Kind {
         match self {
-            JobSpec::Postgres(_) => "postgres",
-            JobSpec::Redis(_) => "redis",
-            JobSpec::Volume(_) => "volume",
-            JobSpec::Vault(_) => "vault",
-            JobSpec::Gitlab(_) => "gitlab",
+            JobSpec::Postgres(_) => Kind::Postgres,
+            JobSpec::Redis(_) => Kind::Redis,
+            JobSpec::Volume(_) => Kind::Volume,
+            JobSpec::Vault(_) => Kind::Vault,
+            JobSpec::Gitlab(_) => Kind::Gitlab,
         }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

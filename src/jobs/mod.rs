@@ -13,6 +13,7 @@ mod config;
 pub mod gitlab;
 pub mod postgres;
 pub mod redis;
+pub mod suspicious;
 pub mod vault;
 pub mod volume;
 
@@ -24,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::Result;
 use crate::exec::Running;
 use crate::manifest::{Artifact, Manifest};
-pub use config::{JobCommon, JobConfig, JobSpec, KindSettings, VerifyConfig};
+pub use config::{JobCommon, JobConfig, JobSpec, Kind, KindSettings, VerifyConfig};
 
 /// One file a backup will store.
 #[derive(Debug, Clone, PartialEq, Eq)]

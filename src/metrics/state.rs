@@ -58,7 +58,7 @@ impl VerifyState {
     /// newest drill passed, when the newest passing one ended and its measured restore time. This is
     /// what every push and the daemon's startup report, so a backup's push (which replaces the job's
     /// Pushgateway group) keeps the drill gauges and VerifyMissing does not fire after each backup.
-    pub fn from_drills(drills: &[crate::engine::verify::DrillRecord]) -> VerifyState {
+    pub fn from_drills(drills: &[crate::manifest::DrillRecord]) -> VerifyState {
         let newest_passed = drills.iter().find(|d| d.passed());
         VerifyState {
             last_passed: drills.first().map(|d| d.passed()),

@@ -447,7 +447,7 @@ fn finished(inner: &Inner, job: &str, work: Work, result: RunResult) {
 
 /// The restore drill of the newest backup of `job` (as `drctl verify JOB`), then its metrics.
 async fn verify(inner: &Inner, job: &str) {
-    let result = match crate::engine::verify::verify_job(&inner.engine, job, None).await {
+    let result = match crate::drill::verify_job(&inner.engine, job, None).await {
         Ok(report) => {
             let rec = &report.record;
             let passed = rec.passed();

@@ -21,6 +21,7 @@
 //! passed; then the documented sequence runs (or `--dry-run` prints it).
 
 mod config;
+pub(crate) mod drill;
 mod validate;
 pub use config::{GitlabFlavor, GitlabJob};
 

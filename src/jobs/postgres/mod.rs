@@ -17,6 +17,8 @@
 //! timeout, so the single restore transaction rolls back.
 
 mod config;
+pub(crate) mod drill;
+pub(crate) mod facts;
 mod validate;
 pub use config::{PostgresJob, RowCounts};
 

@@ -21,6 +21,8 @@
 //! `DIR/dump.rdb` (temporary name, renamed only when verified) for an offline restart.
 
 mod config;
+pub(crate) mod drill;
+pub(crate) mod facts;
 mod validate;
 pub use config::{RedisJob, RedisMode};
 

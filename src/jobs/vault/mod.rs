@@ -28,6 +28,7 @@
 //! another server.
 
 mod config;
+pub(crate) mod drill;
 mod validate;
 pub use config::VaultJob;
 

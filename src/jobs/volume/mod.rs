@@ -38,6 +38,8 @@
 //! as root (not with `--no-owner`). The `files` artifact has nothing to restore.
 
 mod config;
+pub(crate) mod drill;
+pub(crate) mod facts;
 mod validate;
 pub use config::VolumeJob;
 

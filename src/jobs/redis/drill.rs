@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::Drill;
+use crate::drill::Drill;
 use crate::jobs::RestoreOptions;
 use crate::jobs::redis::{DbKeys, FORMAT_RDB, Facts};
 
@@ -75,7 +75,7 @@ impl Server {
     async fn start(dir: &Path) -> Result<Server, String> {
         let mut last = String::new();
         for _ in 0..3 {
-            let port = super::free_port().map_err(|e| format!("no free port: {e}"))?;
+            let port = crate::drill::free_port().map_err(|e| format!("no free port: {e}"))?;
             let log = dir.join(format!("redis-{port}.log"));
             let mut child = tokio::process::Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--daemonize", "no"])
@@ -95,7 +95,7 @@ impl Server {
                 if let Ok(Some(status)) = child.try_wait() {
                     last = format!(
                         "redis-server exited ({status}): {}",
-                        super::tail(&std::fs::read_to_string(&log).unwrap_or_default())
+                        crate::drill::tail(&std::fs::read_to_string(&log).unwrap_or_default())
                     );
                     break;
                 }
@@ -186,8 +186,8 @@ pub async fn drill(d: &mut Drill<'_>) {
         Ok(got) => {
             let (errors, warnings) = compare_keys(&facts.databases, &got);
             let ok = errors.is_empty();
-            d.mismatches(super::Severity::Error, errors, "keys");
-            d.mismatches(super::Severity::Warning, warnings, "keys");
+            d.mismatches(crate::finding::Severity::Error, errors, "keys");
+            d.mismatches(crate::finding::Severity::Warning, warnings, "keys");
             if ok {
                 let total: u64 = got.iter().map(|k| k.keys).sum();
                 d.info("keys", format!("{total} keys in {} databases: as the manifest says", got.len()));

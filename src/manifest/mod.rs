@@ -8,6 +8,9 @@
 //! Versioning: `version` is bumped only for changes an older drctl cannot read; fields are only
 //! ever added. A reader refuses a manifest whose version is newer than it knows.
 
+mod drill;
+pub use drill::{DrillRecord, DrillStatus, RECORD_FORMAT, RECORD_VERSION};
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 

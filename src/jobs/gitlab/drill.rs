@@ -11,11 +11,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::Drill;
-use super::postgres::ScratchPg;
+use crate::drill::Drill;
 use crate::jobs::RestoreOptions;
 use crate::jobs::gitlab::inspect::TarInspector;
 use crate::jobs::gitlab::{FORMAT_ARCHIVE, FORMAT_SECRETS, Facts, secrets};
+use crate::jobs::postgres::drill::ScratchPg;
 
 /// Check a restored archive's layout against the facts; returns the problems.
 pub fn check_archive(path: &std::path::Path, facts: &Facts) -> Result<Vec<String>, String> {
@@ -122,7 +122,7 @@ pub fn load_database(
         let status = child.wait().map_err(|e| format!("waiting for psql: {e}"))?;
         if !status.success() {
             let out = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("psql failed to load `{DB_ENTRY}` ({status}): {}", super::tail(&out)));
+            return Err(format!("psql failed to load `{DB_ENTRY}` ({status}): {}", crate::drill::tail(&out)));
         }
         return Ok(total);
     }
@@ -209,7 +209,7 @@ pub async fn drill(d: &mut Drill<'_>) {
                     ),
                     Ok(problems) => {
                         let items = problems.into_iter().map(|p| (format!("artifact `{name}`"), p)).collect();
-                        d.mismatches(super::Severity::Error, items, "archive");
+                        d.mismatches(crate::finding::Severity::Error, items, "archive");
                     }
                 }
                 if facts.skipped.iter().any(|s| s == "db") {

@@ -1,95 +1,38 @@
-//! `drctl verify`: a restore drill of one backup of a job, and its record.
+//! Restore drills (`drctl verify`, the daemon's drill schedules): the one home of the concept.
 //!
-//! Picks the backup (the newest, or `--id`), checks that every target said to hold it still has
-//! its manifest (a copy without one is not committed, and a rebuilt catalog would not know it),
-//! restores it into a scratch place through [`crate::verify`] and collects the findings. The
-//! result is a [`DrillRecord`]: returned to the caller (CLI, daemon), stored in the catalog, and
-//! written beside the backup on each target that holds it (`<backup-id>.verify.json`, see
+//! Why: a backup nobody has restored is a hope. A drill proves the stored bytes are intact (the
+//! restore checks the stored sha256 before anything is decrypted, and the plaintext sha256 before a
+//! consumer may commit), that the identity opens them, and that the data is what the source held.
+//!
+//! The flow, here: pick the backup (the newest, or `--id`) once, check that every target said to
+//! hold it still has its manifest (a copy without one is not committed, and a rebuilt catalog
+//! would not know it), create a [`ScratchDir`] and a [`Drill`] holding the resolved manifest and
+//! the targets that hold it, and call the kind's own drill (`jobs::KIND::drill`), which restores
+//! through [`Drill::restore`] into a scratch place (never the job's own source) and reports every
+//! mismatch as a [`Finding`]. The result is a [`DrillRecord`] (an on-target format, beside the
+//! manifest in [`crate::manifest`]): returned to the caller (CLI, daemon), stored in the catalog,
+//! and written beside the backup on each target that holds it (`<backup-id>.verify.json`, see
 //! [`crate::layout::verify_key`]) so a rebuilt catalog can know it too. Nothing here prints.
+//!
+//! This module sits above the engine (it uses restore and the catalog); the engine never uses it.
+
+mod context;
+pub use context::{Drill, MAX_LISTED, ScratchDir};
+pub(crate) use context::{free_port, run_tool, tail};
 
 use std::time::Instant;
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::Engine;
 use crate::catalog::Selector;
+use crate::engine::Engine;
+use crate::finding::{Finding, Severity};
 use crate::jobs::JobSpec;
 use crate::manifest::Manifest;
-use crate::verify::{self, Drill, Finding, ScratchDir, Severity};
+use crate::manifest::{DrillRecord, DrillStatus, RECORD_FORMAT, RECORD_VERSION};
 use crate::{Result, layout};
-
-pub const RECORD_FORMAT: &str = "drctl-drill";
-pub const RECORD_VERSION: u32 = 1;
-
-/// How a drill ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DrillStatus {
-    /// Restored and every check passed (warnings allowed).
-    Ok,
-    /// Something failed: see the findings.
-    Failed,
-}
-
-impl DrillStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DrillStatus::Ok => "ok",
-            DrillStatus::Failed => "failed",
-        }
-    }
-}
-
-/// The result of one drill: what `drctl verify --json` prints, the catalog stores and the target
-/// holds as `<backup-id>.verify.json` (no secrets, no data).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DrillRecord {
-    /// Always `drctl-drill`.
-    pub format: String,
-    pub version: u32,
-    pub job: String,
-    pub kind: String,
-    /// The drilled backup; `None` when no backup could be found.
-    pub backup_id: Option<String>,
-    pub status: DrillStatus,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
-    /// Measured restore time (RTO): fetching, checking, decrypting and loading the data until it
-    /// is usable; scratch server setup excluded.
-    pub restore_seconds: f64,
-    /// The whole drill, scratch setup and checks included.
-    pub duration_seconds: f64,
-    /// Sizes from the manifest: plaintext and stored.
-    pub plaintext_bytes: u64,
-    pub stored_bytes: u64,
-    /// Plaintext bytes actually restored.
-    pub restored_bytes: u64,
-    /// `artifact → destination` of each restore.
-    pub destinations: Vec<String>,
-    pub findings: Vec<Finding>,
-    pub host: String,
-    pub drctl_version: String,
-}
-
-impl DrillRecord {
-    pub fn passed(&self) -> bool {
-        self.status == DrillStatus::Ok
-    }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-        v.push(b'\n');
-        v
-    }
-
-    /// Parse a record read from a target; `None` when it is not one.
-    pub fn from_json(data: &[u8]) -> Option<DrillRecord> {
-        let r: DrillRecord = serde_json::from_slice(data).ok()?;
-        (r.format == RECORD_FORMAT && r.version <= RECORD_VERSION).then_some(r)
-    }
-}
 
 /// A drill's record plus what happened while storing it.
 #[derive(Debug, Clone, Serialize)]
@@ -131,7 +74,7 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
         drctl_version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut holders = Vec::new();
-    match super::restore::resolve(engine, job_name, &selector).await {
+    match crate::engine::restore::resolve(engine, job_name, &selector).await {
         Err(e) => record.findings.push(Finding {
             severity: Severity::Error,
             subject: "backup".into(),
@@ -152,13 +95,13 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
                     hint: Some("set DRCTL_SCRATCH_DIR to a writable directory with room for the restore".into()),
                 }),
                 Ok(scratch) => {
-                    let mut drill = Drill::new(engine, job, &manifest, &scratch);
+                    let mut drill = Drill::new(engine, job, &manifest, &holders, &scratch);
                     match &job.spec {
-                        JobSpec::Postgres(_) => verify::postgres::drill(&mut drill).await,
-                        JobSpec::Redis(_) => verify::redis::drill(&mut drill).await,
-                        JobSpec::Volume(_) => verify::volume::drill(&mut drill).await,
-                        JobSpec::Vault(_) => verify::vault::drill(&mut drill).await,
-                        JobSpec::Gitlab(_) => verify::gitlab::drill(&mut drill).await,
+                        JobSpec::Postgres(_) => crate::jobs::postgres::drill::drill(&mut drill).await,
+                        JobSpec::Redis(_) => crate::jobs::redis::drill::drill(&mut drill).await,
+                        JobSpec::Volume(_) => crate::jobs::volume::drill::drill(&mut drill).await,
+                        JobSpec::Vault(_) => crate::jobs::vault::drill::drill(&mut drill).await,
+                        JobSpec::Gitlab(_) => crate::jobs::gitlab::drill::drill(&mut drill).await,
                     }
                     record.restore_seconds = drill.restore_seconds;
                     record.restored_bytes = drill.restored_bytes;
