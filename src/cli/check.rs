@@ -6,7 +6,8 @@ use super::Printer;
 use crate::Error;
 use crate::config::Severity;
 use crate::engine::Engine;
-use crate::engine::check::{Finding, Status, check};
+use crate::engine::check::check;
+use crate::finding::{Finding, Severity as FindingSeverity};
 
 pub async fn run(engine: &Engine, printer: &Printer) -> Result<i32, Error> {
     let (secret_findings, secret_errors) = secret_file_findings(engine);
@@ -17,18 +18,14 @@ pub async fn run(engine: &Engine, printer: &Printer) -> Result<i32, Error> {
         .retain(|f| !(f.subject == "config" && missing.iter().any(|p| f.message.contains(&format!("`{}`: ", p.path)))));
     let at = findings.iter().position(|f| f.subject != "config").unwrap_or(findings.len());
     findings.splice(at..at, secret_findings);
-    let ok = findings.iter().all(|f| f.status != Status::Failed);
+    let ok = !findings.iter().any(Finding::failed);
     if printer.json {
+        let findings: Vec<_> = findings.iter().map(Finding::check_json).collect();
         printer.json(&json!({ "ok": ok, "findings": findings }));
     } else {
         for f in &findings {
-            let tag = match f.status {
-                Status::Ok => "ok",
-                Status::Warning => "warn",
-                Status::Failed => "FAIL",
-            };
-            println!("{tag:<5} {}: {}", f.subject, f.message);
-            if let (Some(h), true) = (&f.hint, f.status != Status::Ok) {
+            println!("{:<5} {}: {}", f.check_tag(), f.subject, f.message);
+            if let (Some(h), true) = (&f.hint, f.severity != FindingSeverity::Info) {
                 println!("      hint: {h}");
             }
         }
@@ -54,14 +51,13 @@ fn secret_file_findings(engine: &Engine) -> (Vec<Finding>, bool) {
         .map(|p| {
             let failed = p.severity == Severity::Error;
             errors |= failed;
-            Finding {
-                subject: "config".into(),
-                status: if failed { Status::Failed } else { Status::Warning },
+            Finding::new(
+                "config",
+                if failed { FindingSeverity::Error } else { FindingSeverity::Warning },
                 // the hint goes on its own line
-                message: crate::redact::scrub(&crate::config::Problem { hint: None, ..p.clone() }.to_string()),
-                hint: p.hint.clone(),
-                detail: None,
-            }
+                crate::config::Problem { hint: None, ..p.clone() }.to_string(),
+                p.hint.clone(),
+            )
         })
         .collect();
     (findings, errors)

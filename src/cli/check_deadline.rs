@@ -10,7 +10,7 @@ use serde_json::json;
 use super::Printer;
 use crate::Error;
 use crate::engine::Engine;
-use crate::engine::check::{Finding, Status};
+use crate::finding::{Finding, Severity};
 
 /// A minute for the sources and the catalog, plus twice each target's probe deadline (the probe,
 /// then the listing for 3-2-1).
@@ -34,21 +34,18 @@ pub async fn run(engine: &Engine, printer: &Printer) -> Result<i32, Error> {
         Ok(r) => r,
         Err(_) => {
             let names: Vec<String> = engine.config.targets.keys().map(|t| format!("`{t}`")).collect();
-            let f = Finding {
-                subject: "check".into(),
-                status: Status::Failed,
-                message: format!(
+            let f = Finding::new(
+                "check",
+                Severity::Error,
+                format!(
                     "did not finish within {} (a target or source stopped answering; targets: {})",
                     humantime::format_duration(limit),
                     names.join(", ")
                 ),
-                hint: Some(
-                    "run `drctl -v check` to see which operation waits; `timeouts` on a target bounds it".into(),
-                ),
-                detail: None,
-            };
+                Some("run `drctl -v check` to see which operation waits; `timeouts` on a target bounds it".into()),
+            );
             if printer.json {
-                printer.json(&json!({ "ok": false, "findings": [f] }));
+                printer.json(&json!({ "ok": false, "findings": [f.check_json()] }));
             } else {
                 println!("FAIL  {}: {}", f.subject, f.message);
                 if let Some(h) = &f.hint {

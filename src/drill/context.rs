@@ -105,12 +105,7 @@ impl<'a> Drill<'a> {
     }
 
     pub fn push(&mut self, severity: Severity, subject: impl Into<String>, message: impl Into<String>) {
-        self.findings.push(Finding {
-            severity,
-            subject: subject.into(),
-            message: crate::redact::scrub(&message.into()),
-            hint: None,
-        });
+        self.findings.push(Finding::new(subject, severity, message, None));
     }
 
     pub fn error(&mut self, subject: impl Into<String>, message: impl Into<String>) {
@@ -247,7 +242,7 @@ mod tests {
 
     #[test]
     fn findings_render_and_tail_scrubs() {
-        let f = Finding { severity: Severity::Error, subject: "table `users`".into(), message: "m".into(), hint: None };
+        let f = Finding::new("table `users`", Severity::Error, "m", None);
         assert_eq!(f.to_string(), "error: table `users`: m");
         assert_eq!(tail("a\n\nb\n"), "a / b");
         assert_eq!(tail(""), "no output");

@@ -75,12 +75,7 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
     };
     let mut holders = Vec::new();
     match crate::engine::restore::resolve(engine, job_name, &selector).await {
-        Err(e) => record.findings.push(Finding {
-            severity: Severity::Error,
-            subject: "backup".into(),
-            message: crate::redact::scrub(&e.to_string()),
-            hint: e.hint(),
-        }),
+        Err(e) => record.findings.push(Finding::new("backup", Severity::Error, e.to_string(), e.hint())),
         Ok((manifest, targets)) => {
             holders = targets;
             record.backup_id = Some(manifest.backup_id.clone());
@@ -88,12 +83,12 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
             record.stored_bytes = manifest.stored_bytes();
             record.findings.extend(check_manifests(engine, &manifest, &holders).await);
             match ScratchDir::new() {
-                Err(e) => record.findings.push(Finding {
-                    severity: Severity::Error,
-                    subject: "scratch directory".into(),
-                    message: format!("cannot create it: {e}"),
-                    hint: Some("set DRCTL_SCRATCH_DIR to a writable directory with room for the restore".into()),
-                }),
+                Err(e) => record.findings.push(Finding::new(
+                    "scratch directory",
+                    Severity::Error,
+                    format!("cannot create it: {e}"),
+                    Some("set DRCTL_SCRATCH_DIR to a writable directory with room for the restore".into()),
+                )),
                 Ok(scratch) => {
                     let mut drill = Drill::new(engine, job, &manifest, &holders, &scratch);
                     match &job.spec {
@@ -154,17 +149,13 @@ async fn check_manifests(engine: &Engine, m: &Manifest, holders: &[String]) -> V
             },
         };
         if let Some((severity, message)) = problem {
-            out.push(Finding {
-                severity,
-                subject: format!("target `{name}`"),
-                message: crate::redact::scrub(&message),
-                hint: (severity == Severity::Error).then(|| {
-                    format!(
-                        "run `drctl catalog rebuild` to forget the copy, then `drctl sync {}` to copy the backup there again",
-                        m.job
-                    )
-                }),
+            let hint = (severity == Severity::Error).then(|| {
+                format!(
+                    "run `drctl catalog rebuild` to forget the copy, then `drctl sync {}` to copy the backup there again",
+                    m.job
+                )
             });
+            out.push(Finding::new(format!("target `{name}`"), severity, message, hint));
         }
     }
     out

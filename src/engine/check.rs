@@ -7,69 +7,44 @@ use serde::Serialize;
 
 use super::Engine;
 use super::rebuild::ProblemKind;
-use crate::config::Severity;
+use crate::config::Severity as ProblemSeverity;
+use crate::finding::{Finding, Severity};
 use crate::jobs::BackupSession;
 use crate::pipeline::keys;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Failed,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    /// What was checked: `config`, `target local`, `job postgres`, `3-2-1 postgres` …
-    pub subject: String,
-    pub status: Status,
-    pub message: String,
-    pub hint: Option<String>,
-    /// Structured detail for automation (3-2-1: copies, media, offsite, newest copy per target).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
-}
-
-impl Finding {
-    fn new(subject: impl Into<String>, status: Status, message: impl Into<String>, hint: Option<String>) -> Self {
-        Finding { subject: subject.into(), status, message: crate::redact::scrub(&message.into()), hint, detail: None }
-    }
-}
 
 pub async fn check(engine: &Engine) -> Vec<Finding> {
     let cfg = &engine.config;
     let mut out = vec![Finding::new(
         "config",
-        Status::Ok,
+        Severity::Info,
         format!("{} valid: {} job(s), {} target(s)", cfg.path.display(), cfg.jobs.len(), cfg.targets.len()),
         None,
     )];
     for w in &cfg.warnings {
-        let status = if w.severity == Severity::Error { Status::Failed } else { Status::Warning };
+        let status = if w.severity == ProblemSeverity::Error { Severity::Error } else { Severity::Warning };
         out.push(Finding::new("config", status, w.to_string(), w.hint.clone()));
     }
 
     // encryption: can backups be encrypted, can this host decrypt them?
     match (&cfg.encryption.identity_file, cfg.encryption.recipients.len()) {
-        (None, n) => out.push(Finding::new("encryption", Status::Ok, format!("{n} recipient(s); no identity on this host (backup-only)"), None)),
+        (None, n) => out.push(Finding::new("encryption", Severity::Info, format!("{n} recipient(s); no identity on this host (backup-only)"), None)),
         (Some(path), n) => match keys::recipients_of_identity_file(path) {
             Ok(pubs) if pubs.iter().any(|p| cfg.encryption.recipients.contains(p)) => {
-                out.push(Finding::new("encryption", Status::Ok, format!("{n} recipient(s); identity `{}` matches one of them", path.display()), None))
+                out.push(Finding::new("encryption", Severity::Info, format!("{n} recipient(s); identity `{}` matches one of them", path.display()), None))
             }
             Ok(_) => out.push(Finding::new(
                 "encryption",
-                Status::Failed,
+                Severity::Error,
                 format!("identity `{}` matches none of the {n} recipient(s): restores would fail", path.display()),
                 Some("add its public key (`age-keygen -y FILE`) to `encryption.recipients`, or point `identity_file` at the right key".into()),
             )),
-            Err(e) => out.push(Finding::new("encryption", Status::Failed, e.to_string(), e.hint())),
+            Err(e) => out.push(Finding::new("encryption", Severity::Error, e.to_string(), e.hint())),
         },
     }
 
     match engine.catalog().await {
-        Ok(_) => out.push(Finding::new("catalog", Status::Ok, format!("{} is usable", engine.catalog_url()), None)),
-        Err(e) => out.push(Finding::new("catalog", Status::Failed, e.to_string(), e.hint())),
+        Ok(_) => out.push(Finding::new("catalog", Severity::Info, format!("{} is usable", engine.catalog_url()), None)),
+        Err(e) => out.push(Finding::new("catalog", Severity::Error, e.to_string(), e.hint())),
     }
 
     // targets that failed their probe: the 3-2-1 listing does not wait out their deadlines again
@@ -79,16 +54,16 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         let target = match engine.target(name) {
             Ok(t) => t,
             Err(e) => {
-                out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint()));
+                out.push(Finding::new(subject, Severity::Error, e.to_string(), e.hint()));
                 down.insert(name.clone(), format!("not listed: {e}"));
                 continue;
             }
         };
         match target.probe().await {
-            Ok(()) => out.push(Finding::new(subject.clone(), Status::Ok, "reachable and writable", None)),
+            Ok(()) => out.push(Finding::new(subject.clone(), Severity::Info, "reachable and writable", None)),
             Err(e) => {
                 down.insert(name.clone(), format!("not listed (its probe failed): {e}"));
-                out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint()));
+                out.push(Finding::new(subject, Severity::Error, e.to_string(), e.hint()));
                 continue;
             }
         }
@@ -99,7 +74,7 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         {
             out.push(Finding::new(
                 subject,
-                Status::Warning,
+                Severity::Warning,
                 skew,
                 Some("fix the clock (NTP) of this host or of the target: `drctl prune` deletes nothing there until they agree".into()),
             ));
@@ -111,12 +86,12 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         match BackupSession::prepare(job).await {
             Ok(session) => {
                 match session.check_tools().await {
-                    Ok(()) => out.push(Finding::new(subject, Status::Ok, session.describe(), None)),
-                    Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
+                    Ok(()) => out.push(Finding::new(subject, Severity::Info, session.describe(), None)),
+                    Err(e) => out.push(Finding::new(subject, Severity::Error, e.to_string(), e.hint())),
                 }
                 session.close(false).await;
             }
-            Err(e) => out.push(Finding::new(subject, Status::Failed, e.to_string(), e.hint())),
+            Err(e) => out.push(Finding::new(subject, Severity::Error, e.to_string(), e.hint())),
         }
     }
     for job in cfg.jobs.values() {
@@ -164,14 +139,14 @@ async fn rule321_findings(
     let subject = format!("3-2-1 {}", job.name);
     let (found, problems) = match crate::engine::rebuild::scan_except(engine, Some(&job.name), down).await {
         Ok(r) => r,
-        Err(e) => return vec![Finding::new(subject, Status::Failed, e.to_string(), e.hint())],
+        Err(e) => return vec![Finding::new(subject, Severity::Error, e.to_string(), e.hint())],
     };
     let now = jiff::Timestamp::now();
     let mut extra = Vec::new();
     for p in problems.iter().filter(|p| p.keeps_backup()) {
         let status = match p.kind {
-            ProblemKind::UnreadableManifest => Status::Failed,
-            _ => Status::Warning,
+            ProblemKind::UnreadableManifest => Severity::Error,
+            _ => Severity::Warning,
         };
         let id = p.backup_id.as_deref().unwrap_or_default();
         extra.push(Finding::new(
@@ -188,7 +163,7 @@ async fn rule321_findings(
         let ahead = f.manifest.started_at.as_second() - now.as_second();
         extra.push(Finding::new(
             format!("backup {}", job.name),
-            Status::Warning,
+            Severity::Warning,
             format!(
                 "backup `{}` is dated in the future: started {:.0} ({}), made on host `{}`",
                 f.manifest.backup_id,
@@ -271,7 +246,7 @@ fn rule321_finding(
     } else {
         None
     };
-    let mut f = Finding::new(subject, if ok { Status::Ok } else { Status::Failed }, message, hint);
+    let mut f = Finding::new(subject, if ok { Severity::Info } else { Severity::Error }, message, hint);
     f.detail = Some(serde_json::json!({
         "copies": rule.copies,
         "media": rule.media,
