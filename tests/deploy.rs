@@ -264,7 +264,7 @@ fn every_persistent_path_is_durable() {
             assert_eq!(args.last(), Some(&"--prune"), "{name}: a scheduled backup prunes after it commits");
         }
         for t in &job.common.targets {
-            if let drctl::config::TargetKind::Fs(fs) = &config.targets[t].kind {
+            if let drctl::targets::TargetKind::Fs(fs) = &config.targets[t].kind {
                 let path = fs.path.display().to_string();
                 let (v, ro) = mount_at(pod, &path).unwrap_or_else(|| panic!("{name}: fs target `{t}` not mounted"));
                 assert!(durable(v) && !ro, "{name}: `{path}` from {v}");

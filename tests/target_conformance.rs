@@ -21,11 +21,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drctl::config::{
-    ChecksumMode, FsTarget, S3Target, SftpTarget, TargetCommon, TargetConfig, TargetKind, WebdavTarget,
-};
 use drctl::error::FailureKind;
 use drctl::redact::Secret;
+use drctl::targets::TargetCommon;
+use drctl::targets::TargetConfig;
+use drctl::targets::TargetKind;
+use drctl::targets::fs::FsTarget;
+use drctl::targets::s3::ChecksumMode;
+use drctl::targets::s3::S3Target;
+use drctl::targets::sftp::SftpTarget;
+use drctl::targets::webdav::WebdavTarget;
 use drctl::targets::{ByteStream, ObjectMeta, Target};
 use futures::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};

@@ -59,7 +59,7 @@ pub fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 mod tests {
     #[test]
     fn reads_common_fields() {
-        let f = super::struct_fields::<super::super::TargetCommon>();
+        let f = super::struct_fields::<crate::targets::TargetCommon>();
         assert_eq!(f, &["medium", "offsite", "keep", "timeouts"]);
     }
 }

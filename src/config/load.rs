@@ -10,11 +10,13 @@ use super::locate::{self, Step};
 use super::problems::{Problems, Source, key};
 use super::{
     CatalogConfig, CompressionConfig, Config, DaemonConfig, DeployConfig, EncryptionConfig, Problem, Severity,
-    TargetCommon, TargetConfig, TargetKind,
 };
 use crate::jobs::JobCommon;
 use crate::jobs::JobConfig;
 use crate::jobs::JobSpec;
+use crate::targets::TargetCommon;
+use crate::targets::TargetConfig;
+use crate::targets::TargetKind;
 use crate::{Error, Result};
 
 /// Load the config at `path` and the job files in `jobs/` beside it.
@@ -323,18 +325,8 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         fix(p)
     }
     for t in config.targets.values_mut() {
-        match &mut t.kind {
-            TargetKind::Fs(fs) => fix(&mut fs.path),
-            TargetKind::S3(s3) => {
-                s3.access_key_id_file.iter_mut().for_each(fix);
-                s3.secret_access_key_file.iter_mut().for_each(fix);
-            }
-            TargetKind::Sftp(sftp) => {
-                fix(&mut sftp.key_file);
-                fix(&mut sftp.known_hosts_file);
-            }
-            TargetKind::Webdav(dav) => dav.password_file.iter_mut().for_each(fix),
-        }
+        let mut fix = fix;
+        t.kind.settings_mut().resolve_paths(&mut fix);
     }
     for j in config.jobs.values_mut() {
         let mut fix = fix;

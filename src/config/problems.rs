@@ -67,6 +67,13 @@ impl Section<'_> {
         p
     }
 
+    /// The logical path of `field` of table `table` in this section.
+    pub fn nested(&self, table: &str, field: &str) -> Vec<Step> {
+        let mut p = self.at(table);
+        p.push(key(field));
+        p
+    }
+
     /// The logical path of item `i` of list `field` in this section.
     pub fn item(&self, field: &str, i: usize) -> Vec<Step> {
         let mut p = self.at(field);

@@ -2,23 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::Config;
 use super::locate::Step;
 use super::problems::{Problems, Section, Source, key};
-use super::{Config, TargetKind};
-
-/// A target's `root` is a relative directory below the account's home (or the WebDAV URL).
-fn check_root(p: &mut Problems, src: &Source, path: &[Step], root: Option<&str>) {
-    if let Some(r) = root
-        && r.split('/').any(|c| c == ".." || c == ".")
-    {
-        p.error(
-            src,
-            path,
-            format!("root `{r}` may not contain `.` or `..`"),
-            Some("e.g. `drctl` or `backups/drctl`".into()),
-        );
-    }
-}
+use crate::targets::TargetKind;
 
 /// Names become object-key components and metric labels: keep them plain.
 fn valid_name(name: &str) -> bool {
@@ -144,156 +131,7 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         if !valid_name(name) {
             p.error(main, &path, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
         }
-        match &t.kind {
-            TargetKind::Fs(_) => {}
-            TargetKind::S3(s3) => {
-                let at = |k: &str| [key("targets"), key(name), key(k)];
-                if s3.access_key_id.is_some() && s3.access_key_id_file.is_some() {
-                    p.error(main, &at("access_key_id"), "set `access_key_id` or `access_key_id_file`, not both", None);
-                }
-                if s3.secret_access_key.is_some() && s3.secret_access_key_file.is_some() {
-                    p.error(
-                        main,
-                        &at("secret_access_key"),
-                        "set `secret_access_key` or `secret_access_key_file`, not both",
-                        None,
-                    );
-                }
-                if !(5..=5120).contains(&s3.part_size_mib) {
-                    p.error(
-                        main,
-                        &at("part_size_mib"),
-                        format!("part size {} MiB is outside S3's 5..=5120 MiB", s3.part_size_mib),
-                        None,
-                    );
-                }
-                if let Some(ep) = &s3.endpoint
-                    && url::Url::parse(ep).is_err()
-                {
-                    p.error(
-                        main,
-                        &at("endpoint"),
-                        format!("`{ep}` is not a URL"),
-                        Some("e.g. `https://fsn1.your-objectstorage.com`".into()),
-                    );
-                }
-                if s3.bucket.is_empty() {
-                    p.error(main, &at("bucket"), "bucket is empty", None);
-                }
-                if let Some(lock) = &s3.object_lock
-                    && lock.days == 0
-                {
-                    p.error(
-                        main,
-                        &[key("targets"), key(name), key("object_lock"), key("days")],
-                        "object lock retention must be at least 1 day",
-                        Some("e.g. `object_lock = { mode = \"compliance\", days = 30 }`".into()),
-                    );
-                }
-                if let Some(class) = &s3.storage_class {
-                    if class.is_empty() || class.contains(char::is_whitespace) {
-                        p.error(
-                            main,
-                            &at("storage_class"),
-                            format!("`{class}` is not a storage class"),
-                            Some("e.g. `STANDARD`, `STANDARD_IA`, `GLACIER_IR`".into()),
-                        );
-                    } else if !aws_sdk_s3::types::StorageClass::values().contains(&class.as_str()) {
-                        p.warn(
-                            main,
-                            &at("storage_class"),
-                            format!("`{class}` is not an AWS storage class: it is passed to the store as is"),
-                            Some(format!("AWS knows {}", aws_sdk_s3::types::StorageClass::values().join(", "))),
-                        );
-                    }
-                }
-                if s3.sse_kms_key_id.is_some() && s3.sse != Some(super::S3Sse::AwsKms) {
-                    p.error(main, &at("sse_kms_key_id"), "`sse_kms_key_id` needs `sse = \"aws:kms\"`", None);
-                }
-            }
-            TargetKind::Sftp(sftp) => {
-                let at = |k: &str| [key("targets"), key(name), key(k)];
-                if sftp.host.is_empty() || sftp.host.starts_with('-') || sftp.host.contains(char::is_whitespace) {
-                    p.error(main, &at("host"), format!("`{}` is not a host name", sftp.host), None);
-                }
-                if sftp.user.is_empty() || sftp.user.starts_with('-') || sftp.user.contains(char::is_whitespace) {
-                    p.error(main, &at("user"), format!("`{}` is not a user name", sftp.user), None);
-                }
-                if sftp.port == 0 {
-                    p.error(main, &at("port"), "port 0", Some("a Storage Box listens on 23 (and 22)".into()));
-                }
-                if sftp.max_connections == 0 {
-                    p.error(main, &at("max_connections"), "max_connections must be at least 1", None);
-                } else if sftp.max_connections > 10 {
-                    p.warn(
-                        main,
-                        &at("max_connections"),
-                        format!("{} connections: a Storage Box allows about 10 per account", sftp.max_connections),
-                        Some("4 (the default) is plenty: each connection streams at full speed".into()),
-                    );
-                }
-                for (field, file) in [("key_file", &sftp.key_file), ("known_hosts_file", &sftp.known_hosts_file)] {
-                    if !file.exists() {
-                        p.warn(
-                            main,
-                            &at(field),
-                            format!("`{}` does not exist: this target is unusable on this host", file.display()),
-                            Some(if field == "key_file" {
-                                "create a key with `ssh-keygen -t ed25519 -N '' -f FILE` and install its .pub on the server".into()
-                            } else {
-                                "get the host key with `ssh-keyscan -p PORT HOST > FILE` and check its fingerprint against the provider's".into()
-                            }),
-                        );
-                    }
-                }
-                check_root(p, main, &at("root"), sftp.root.as_deref());
-            }
-            TargetKind::Webdav(dav) => {
-                let at = |k: &str| [key("targets"), key(name), key(k)];
-                match url::Url::parse(&dav.url) {
-                    _ if dav.url.contains("${") => {}
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                        if let Some(pw) = u.password() {
-                            crate::redact::register(pw);
-                        }
-                        let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-                        if u.scheme() == "http" && !loopback {
-                            p.warn(
-                                main,
-                                &at("url"),
-                                "plain http: the password travels unencrypted",
-                                Some("use https (a Storage Box serves WebDAV over https)".into()),
-                            );
-                        }
-                    }
-                    _ => p.error(
-                        main,
-                        &at("url"),
-                        format!("`{}` is not an http(s) URL", crate::redact::url_for_display(&dav.url)),
-                        Some("e.g. `https://u123456.your-storagebox.de`".into()),
-                    ),
-                }
-                if dav.user.is_empty() {
-                    p.error(main, &at("user"), "user is empty", None);
-                }
-                match (&dav.password, &dav.password_file) {
-                    (Some(_), Some(_)) => {
-                        p.error(main, &at("password"), "set `password` or `password_file`, not both", None)
-                    }
-                    (None, None) => p.error(
-                        main,
-                        &[key("targets"), key(name)],
-                        "no `password` or `password_file`",
-                        Some("a Storage Box's WebDAV needs the account (or sub-account) password".into()),
-                    ),
-                    (None, Some(f)) if !f.exists() => {
-                        p.warn(main, &at("password_file"), format!("`{}` does not exist", f.display()), None)
-                    }
-                    _ => {}
-                }
-                check_root(p, main, &at("root"), dav.root.as_deref());
-            }
-        }
+        t.kind.validate(&Section { src: main, path: path.to_vec() }, p);
     }
 
     for (name, job) in &config.jobs {
@@ -382,22 +220,8 @@ fn secret_files<'a>(
     }
     for (name, t) in &config.targets {
         let at = |k: &str| vec![key("targets"), key(name), key(k)];
-        let files: Vec<(&str, &std::path::Path)> = match &t.kind {
-            TargetKind::Fs(_) => vec![],
-            TargetKind::S3(s3) => {
-                [("access_key_id_file", &s3.access_key_id_file), ("secret_access_key_file", &s3.secret_access_key_file)]
-                    .into_iter()
-                    .filter_map(|(k, f)| f.as_deref().map(|f| (k, f)))
-                    .collect()
-            }
-            TargetKind::Sftp(sftp) => {
-                vec![("key_file", sftp.key_file.as_path()), ("known_hosts_file", sftp.known_hosts_file.as_path())]
-            }
-            TargetKind::Webdav(dav) => {
-                dav.password_file.as_deref().map(|f| vec![("password_file", f)]).unwrap_or_default()
-            }
-        };
-        out.extend(files.into_iter().map(|(k, f)| (main, at(k), f)));
+        let files = t.kind.settings().secret_files();
+        out.extend(files.into_iter().filter_map(|(k, f)| f.map(|f| (main, at(k), f))));
     }
     for (name, j) in &config.jobs {
         let src = &sources[*origin.get(name).unwrap_or(&0)];

@@ -174,7 +174,7 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
 /// holds every backup in `found`: what sync may copy to it (pure).
 fn kept_after_sync(
     found: &[super::rebuild::Found],
-    policy: Option<&crate::config::KeepPolicy>,
+    policy: Option<&crate::targets::KeepPolicy>,
     tz: &jiff::tz::TimeZone,
     protected: &[(String, crate::retention::Reason)],
     now: jiff::Timestamp,

@@ -27,9 +27,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{Config, DeployStorage, Problem, Severity, TargetKind};
+use crate::config::{Config, DeployStorage, Problem, Severity};
 use crate::exec::ExecConfig;
 use crate::jobs::JobConfig;
+use crate::targets::TargetKind;
 
 /// The config files as written, for the ConfigMap / swarm configs.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::config::KeepPolicy;
+use crate::targets::KeepPolicy;
 
 /// How far a time may lie ahead of this host's clock before it is wrong: a backup started more
 /// than this in the future is future-dated, and prune deletes nothing on a target whose clock

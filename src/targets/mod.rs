@@ -15,7 +15,7 @@
 //! * `delete` of a missing key succeeds (idempotent).
 //! * Errors are classified (not found, transient, permanent) so callers know if a retry can help.
 //! * Every network operation is bounded by the target's deadlines (`timeouts`: connect, idle,
-//!   request; see [`crate::config::TargetTimeouts`]): a target that accepts TCP and never
+//!   request; see [`crate::targets::TargetTimeouts`]): a target that accepts TCP and never
 //!   answers fails the operation (transient) instead of hanging; [`Target::probe`] is bounded as
 //!   a whole. A streamed `put` that accepts nothing for `idle` is dropped by the fan-out.
 //! * `temporaries(prefix)` lists what unfinished uploads left (fs, SFTP, WebDAV: only names that
@@ -23,12 +23,15 @@
 //!
 //! Keys are `/`-separated relative paths; `..` and absolute keys are rejected.
 
-mod fs;
+pub(crate) mod config;
+pub use config::{Deadlines, KeepPolicy, TargetCommon, TargetConfig, TargetKind, TargetSettings, TargetTimeouts};
+
+pub mod fs;
 mod hints;
 mod retry;
-mod s3;
-mod sftp;
-mod webdav;
+pub mod s3;
+pub mod sftp;
+pub mod webdav;
 
 use std::io;
 use std::ops::Range;
@@ -37,7 +40,6 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::config::{Deadlines, TargetConfig, TargetKind};
 use crate::error::FailureKind;
 use crate::{Error, Result};
 

@@ -151,7 +151,7 @@ pub(super) struct SshParams {
     pub known_hosts_file: PathBuf,
     /// Connect (and handshake) deadline; `idle`: no answer to a request (or no keepalive reply)
     /// for that long kills the connection.
-    pub deadlines: crate::config::Deadlines,
+    pub deadlines: crate::targets::Deadlines,
 }
 
 impl SshParams {
@@ -864,7 +864,7 @@ mod tests {
             user: "u1".into(),
             key_file: "/s/key".into(),
             known_hosts_file: "/s/known_hosts".into(),
-            deadlines: crate::config::Deadlines::default(),
+            deadlines: crate::targets::Deadlines::default(),
         }
     }
 

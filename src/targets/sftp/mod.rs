@@ -20,6 +20,9 @@
 //!   (it can be read only once): a connection lost mid-upload fails the put (transient).
 //! * **Durability.** `put` returns after the fsync and the rename; SFTP has no directory fsync.
 
+mod config;
+pub use config::SftpTarget;
+
 mod protocol;
 
 use std::collections::VecDeque;
@@ -40,8 +43,8 @@ use self::protocol::{
 };
 use super::retry;
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::{Deadlines, SftpTarget};
 use crate::error::FailureKind;
+use crate::targets::Deadlines;
 use crate::{Error, Result};
 
 const PARTIAL: &str = ".partial-";

@@ -17,6 +17,9 @@
 //! (`.drctl-probe/`) are not locked: they are deleted at once. Storage class and server-side
 //! encryption are passed through on every upload.
 
+mod config;
+pub use config::{ChecksumMode, S3ObjectLock, S3ObjectLockMode, S3Sse, S3Target};
+
 use std::ops::Range;
 
 use aws_sdk_s3::Client;
@@ -40,9 +43,9 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{ByteStream, ObjectMeta, PendingUpload, target_error};
-use crate::config::{ChecksumMode, Deadlines, S3ObjectLock, S3ObjectLockMode, S3Sse, S3Target};
 use crate::error::FailureKind;
 use crate::redact::Secret;
+use crate::targets::Deadlines;
 use crate::{Error, Result};
 
 /// S3 allows at most this many parts per upload.

@@ -19,6 +19,9 @@
 //! * **Listing** walks collections with `PROPFIND Depth: 1` (servers such as Apache refuse
 //!   `Depth: infinity`), a few at a time.
 
+mod config;
+pub use config::WebdavTarget;
+
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +35,10 @@ use reqwest::{Method, StatusCode};
 
 use super::retry::{self, Classified};
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::{Deadlines, WebdavTarget};
 use crate::error::FailureKind;
 use crate::redact::Secret;
 use crate::redact::percent_decode;
+use crate::targets::Deadlines;
 use crate::{Error, Result};
 
 const PARTIAL: &str = ".partial-";

@@ -4,6 +4,9 @@
 //! is fsynced, renamed into place, and the directory is fsynced; readers never see the temporary
 //! name (`list` skips it).
 
+mod config;
+pub use config::FsTarget;
+
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{ByteStream, ObjectMeta, target_error};
-use crate::config::{Deadlines, FsTarget};
 use crate::error::FailureKind;
+use crate::targets::Deadlines;
 use crate::{Error, Result};
 
 const PARTIAL: &str = ".partial-";
