@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Problem;
+use crate::config::problems::{Problem, Severity};
 
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -52,7 +52,15 @@ pub enum Error {
     UnknownJob { job: String, known: Vec<String> },
 
     #[error("target `{target}`: {op} `{key}` failed ({kind:?}): {message}")]
-    Target { target: String, op: &'static str, key: String, kind: FailureKind, message: String },
+    Target {
+        target: String,
+        op: &'static str,
+        key: String,
+        kind: FailureKind,
+        message: String,
+        /// The next step, from what the target said (decided where the failure is understood).
+        hint: String,
+    },
 
     #[error("job `{job}`: {message}")]
     Source { job: String, message: String, hint: Option<String> },
@@ -111,7 +119,7 @@ pub enum Error {
 }
 
 fn problems_summary(problems: &[Problem]) -> String {
-    let errors = problems.iter().filter(|p| p.severity == crate::config::Severity::Error).count();
+    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
     let warnings = problems.len() - errors;
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     match warnings {
@@ -143,7 +151,7 @@ impl Error {
             } else {
                 format!("configured jobs: {}", known.join(", "))
             }),
-            Error::Target { target, kind, message, .. } => Some(crate::targets::hint(target, *kind, message)),
+            Error::Target { hint, .. } => Some(hint.clone()),
             Error::Source { hint, .. } => hint.clone(),
             Error::ToolTooOld { tool, server_version, .. } => Some(format!(
                 "install a `{tool}` of major version {} or newer (for Debian: postgresql-client-{}), or set `bin_dir` on the job",

@@ -156,7 +156,7 @@ pub fn load_token(config: &Config) -> crate::Result<Option<Secret>> {
         return Ok(None);
     };
     let path = if path.is_relative() { config.base_dir().join(path) } else { path.clone() };
-    let token = crate::config::read_secret_file(&path)?;
+    let token = crate::config::secrets::read_secret_file(&path)?;
     if token.expose().is_empty() {
         return Err(config_problem(
             config,

@@ -13,6 +13,7 @@ mod fields;
 mod load;
 pub(crate) mod locate;
 pub(crate) mod problems;
+pub mod secrets;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -21,49 +22,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::JobConfig;
-use crate::redact::Secret;
 use crate::targets::TargetConfig;
 
 pub use load::{load, load_str, read_job_files};
-
-/// A problem found in the configuration, with where it is.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    pub severity: Severity,
-    /// The file the problem is in.
-    pub file: PathBuf,
-    /// 1-based line, when the key could be located.
-    pub line: Option<usize>,
-    /// Dotted path of the key, e.g. `jobs.postgres.targets[1]`.
-    pub path: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Warning,
-    Error,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        let sev = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(f, ": {sev}: `{}`: {}", self.path, self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
+pub use problems::{Problem, Severity};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -255,14 +217,4 @@ impl Config {
             .and_then(|tz| jiff::tz::TimeZone::get(tz).ok())
             .unwrap_or(jiff::tz::TimeZone::UTC)
     }
-}
-
-/// Read a `*_file` secret: the first line, without surrounding whitespace.
-///
-/// # Errors
-/// [`crate::Error::ReadFile`] naming the file (never its content).
-pub fn read_secret_file(path: &Path) -> crate::Result<Secret> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| crate::Error::ReadFile { path: path.to_path_buf(), source })?;
-    Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
 }

@@ -4,8 +4,48 @@
 
 use std::path::PathBuf;
 
+use serde::Serialize;
+
 use super::locate::{self, Step};
-use super::{Problem, Severity};
+
+/// A problem found in the configuration, with where it is.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, when the key could be located.
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `jobs.postgres.targets[1]`.
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {sev}: `{}`: {}", self.path, self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
 
 /// A parsed file and where its keys sit in the logical config (`jobs/pg.toml` is `jobs.pg`).
 pub(crate) struct Source {

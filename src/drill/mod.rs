@@ -16,9 +16,8 @@
 //!
 //! This module sits above the engine (it uses restore and the catalog); the engine never uses it.
 
-mod context;
-pub use context::{Drill, MAX_LISTED, ScratchDir};
-pub(crate) use context::{free_port, run_tool, tail};
+pub mod context;
+pub use context::{Drill, ScratchDir};
 
 use std::time::Instant;
 

@@ -70,7 +70,7 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         // prune refuses to delete on a target whose clock disagrees with this host's: say so now
         if let Ok(theirs) = target.clock().await
             && let Some(skew) =
-                crate::engine::prune::clock_skew(jiff::Timestamp::now(), theirs, crate::retention::CLOCK_TOLERANCE)
+                crate::engine::grace::clock_skew(jiff::Timestamp::now(), theirs, crate::retention::CLOCK_TOLERANCE)
         {
             out.push(Finding::new(
                 subject,

@@ -12,7 +12,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::prune::{ORPHAN_GRACE, TargetPlan};
+use super::grace::{ORPHAN_GRACE, clock_refusal, past_grace};
 use crate::targets::{Target, Temporary};
 
 /// Hidden knob for tests: the grace period for temporaries as a duration (`DRCTL_TEMP_GRACE=2s`).
@@ -32,33 +32,42 @@ pub fn grace() -> SignedDuration {
 /// The temporaries last modified more than `grace` before `now` (pure). One whose time the store
 /// does not report is never stale: it might be an upload in progress.
 pub fn stale(temps: Vec<Temporary>, now: Timestamp, grace: SignedDuration) -> Vec<Temporary> {
-    let mut out = super::prune::past_grace(temps, |t| t.modified, now, grace);
+    let mut out = past_grace(temps, |t| t.modified, now, grace);
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
 
-/// Find the stale temporaries of `job` on `target` and (unless `dry_run`) remove them, recording
-/// both in `plan` (`temporaries`, `removed_temporaries`; failures in `errors`). Called last for a
-/// target: when prune already ran into an error there (a lock it could not read, a failed delete,
-/// a clock that disagrees with the target's), the temporaries are reported but not removed —
-/// their age is judged by this host's clock against the target's modification times.
-pub async fn sweep(target: &Target, job: &str, now: Timestamp, dry_run: bool, plan: &mut TargetPlan) {
-    let remove = !dry_run && plan.errors.is_empty();
+/// What [`sweep`] found and did on one target.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The stale temporaries.
+    pub found: Vec<Temporary>,
+    /// Those removed.
+    pub removed: Vec<String>,
+    /// Why some could not be listed or removed.
+    pub errors: Vec<String>,
+}
+
+/// Find the stale temporaries of `job` on `target` and, when `remove` (not a dry run, and prune
+/// met no error on this target so far: a lock it could not read, a failed delete, a clock that
+/// disagrees with the target's), remove them. Called last for a target. Their age is judged by
+/// this host's clock against the target's modification times, so the clocks must agree first.
+pub async fn sweep(target: &Target, job: &str, now: Timestamp, remove: bool) -> Swept {
+    let mut out = Swept::default();
     let found = match target.temporaries(&format!("{job}/")).await {
         Ok(t) => stale(t, now, grace()),
         Err(e) => {
-            plan.errors.push(e.to_string());
-            return;
+            out.errors.push(e.to_string());
+            return out;
         }
     };
-    // their age is judged by this host's clock against the target's: the clock must agree with
-    // the target's before anything goes (prune checked it only if it had other things to delete)
+    // prune checked the clock only if it had other things to delete
     let remove = remove
         && (found.is_empty()
-            || match super::prune::clock_refusal(target, now).await {
+            || match clock_refusal(target, now).await {
                 None => true,
                 Some(message) => {
-                    plan.errors.push(format!(
+                    out.errors.push(format!(
                         "{message}: no temporary file is removed on this target; fix the clock (NTP) and prune again"
                     ));
                     false
@@ -69,13 +78,14 @@ pub async fn sweep(target: &Target, job: &str, now: Timestamp, dry_run: bool, pl
             match target.delete(&t.key).await {
                 Ok(()) => {
                     tracing::info!(target = %target.name(), key = %t.key, bytes = t.size, "removed a leaked temporary file");
-                    plan.removed_temporaries.push(t.key.clone());
+                    out.removed.push(t.key.clone());
                 }
-                Err(e) => plan.errors.push(e.to_string()),
+                Err(e) => out.errors.push(e.to_string()),
             }
         }
-        plan.temporaries.push(t);
+        out.found.push(t);
     }
+    out
 }
 
 #[cfg(test)]

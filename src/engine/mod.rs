@@ -3,6 +3,7 @@
 
 pub mod check;
 mod fanout;
+pub mod grace;
 pub mod leaks;
 pub mod prune;
 pub mod rebuild;
@@ -45,6 +46,7 @@ impl Engine {
             key: String::new(),
             kind: crate::error::FailureKind::Permanent,
             message: "no such target in the configuration".into(),
+            hint: format!("configured targets: {}", self.config.targets.keys().cloned().collect::<Vec<_>>().join(", ")),
         })?;
         Target::open(name, config).map(Arc::new)
     }

@@ -6,7 +6,7 @@
 //! one not flagged suspicious, and every backup dated in the future (a wrong clock: it never counts
 //! as newest). A backup is deleted manifest first (so it stops being committed before any artifact
 //! goes), then its artifacts. Incomplete uploads (artifacts whose backup has no manifest at all on
-//! that target) older than [`ORPHAN_GRACE`] are removed too — younger ones may belong to a run in
+//! that target) older than [`ORPHAN_GRACE`](super::grace::ORPHAN_GRACE) are removed too — younger ones may belong to a run in
 //! progress.
 //!
 //! Never delete what drctl does not understand or cannot see: a backup whose manifest cannot be
@@ -22,7 +22,7 @@
 //! versioned bucket a plain delete would "succeed" by adding a delete marker, hiding a backup that
 //! still exists and is billed.)
 //!
-//! Unfinished S3 multipart uploads under the job's prefix that started more than [`ORPHAN_GRACE`]
+//! Unfinished S3 multipart uploads under the job's prefix that started more than [`ORPHAN_GRACE`](super::grace::ORPHAN_GRACE)
 //! ago (a crashed run whose abort never reached the store) are aborted, see [`stale_uploads`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,13 +31,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::Engine;
+use super::grace::{ORPHAN_GRACE, clock_refusal, past_grace};
 use super::rebuild::{Found, ProblemKind, scan};
 use crate::retention::{self, Candidate, Decision, Reason, rule321};
 use crate::targets::{PendingUpload, Target};
 use crate::{Error, Result, layout};
-
-/// Artifacts without a manifest younger than this are left alone (a run may be writing them).
-pub const ORPHAN_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(6);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetPlan {
@@ -48,7 +46,7 @@ pub struct TargetPlan {
     pub orphans: Vec<String>,
     /// Incomplete uploads that are still under Object Lock: left alone until it ends.
     pub locked: Vec<LockedObject>,
-    /// Unfinished multipart uploads older than [`ORPHAN_GRACE`], to abort.
+    /// Unfinished multipart uploads older than [`ORPHAN_GRACE`](super::grace::ORPHAN_GRACE), to abort.
     pub stale_uploads: Vec<PendingUpload>,
     /// What applying removed (empty on --dry-run).
     pub deleted: Vec<String>,
@@ -264,32 +262,14 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                     }
                 }
             }
-            super::leaks::sweep(&target, &job_name, now, dry_run, &mut plan).await;
+            let swept = super::leaks::sweep(&target, &job_name, now, !dry_run && plan.errors.is_empty()).await;
+            plan.temporaries = swept.found;
+            plan.removed_temporaries = swept.removed;
+            plan.errors.extend(swept.errors);
             out.push(plan);
         }
     }
     Ok(out)
-}
-
-/// Why prune must not delete on `target` at `now` (this host's clock): the target's clock differs
-/// by more than [`retention::CLOCK_TOLERANCE`], or cannot be read. `None` when they agree.
-pub(super) async fn clock_refusal(target: &Target, now: Timestamp) -> Option<String> {
-    match target.clock().await {
-        Ok(theirs) => clock_skew(now, theirs, retention::CLOCK_TOLERANCE),
-        Err(e) => Some(format!("the clock of target `{}` could not be read ({e})", target.name())),
-    }
-}
-
-/// Whether this host's clock (`ours`) and a target's (`theirs`, to the second) are too far apart;
-/// the message says by how much (pure).
-pub fn clock_skew(ours: Timestamp, theirs: Timestamp, tolerance: jiff::SignedDuration) -> Option<String> {
-    let skew = ours.duration_since(theirs);
-    if skew.abs() <= tolerance {
-        return None;
-    }
-    let span = humantime::format_duration(std::time::Duration::from_secs(skew.as_secs().unsigned_abs()));
-    let direction = if skew.is_positive() { "ahead of" } else { "behind" };
-    Some(format!("this host's clock ({ours:.0}) is {span} {direction} the target's ({theirs:.0})"))
 }
 
 /// The job-wide inputs of every target's plan at `now`: the suspicious backups (id → reason) and
@@ -401,19 +381,6 @@ pub fn stale_uploads(uploads: Vec<PendingUpload>, now: Timestamp, grace: jiff::S
     out
 }
 
-/// The `items` whose time (`time_of`) is at least `grace` before `now` (pure). An item whose time
-/// the store does not report is never past the grace: it might belong to a run in progress.
-/// Shared by stale multipart uploads and leaked temporaries ([`super::leaks::stale`]).
-pub(super) fn past_grace<T>(
-    items: Vec<T>,
-    time_of: impl Fn(&T) -> Option<Timestamp>,
-    now: Timestamp,
-    grace: jiff::SignedDuration,
-) -> Vec<T> {
-    let cutoff = now.checked_sub(grace).unwrap_or(Timestamp::MIN);
-    items.into_iter().filter(|i| time_of(i).is_some_and(|t| t <= cutoff)).collect()
-}
-
 /// Keys under the job's prefix on `target` whose backup has no manifest there at all (an
 /// incomplete upload) and that are older than the grace period at `now`. A backup whose manifest
 /// is there but cannot be read (a newer drctl, damaged) is not incomplete: its keys never are.
@@ -443,7 +410,8 @@ pub fn orphan_keys<'a>(keys: impl Iterator<Item = &'a str> + Clone, cutoff: Time
 mod tests {
     use jiff::{SignedDuration, Timestamp};
 
-    use super::{clock_skew, orphan_keys, stale_uploads};
+    use super::super::grace::clock_skew;
+    use super::{orphan_keys, stale_uploads};
     use crate::retention::CLOCK_TOLERANCE;
     use crate::targets::PendingUpload;
 
@@ -522,6 +490,6 @@ mod tests {
         assert_eq!(keys(SignedDuration::from_hours(24 * 365 * 20)), Vec::<String>::new());
         // grace zero: everything that has started, never an upload of unknown age
         assert_eq!(keys(SignedDuration::ZERO), ["a", "b", "c", "d"]);
-        assert_eq!(keys(super::ORPHAN_GRACE), keys(SignedDuration::from_hours(6)));
+        assert_eq!(keys(super::super::grace::ORPHAN_GRACE), keys(SignedDuration::from_hours(6)));
     }
 }

@@ -65,22 +65,14 @@ fn item_counts(
     now: &serde_json::Value,
     before: &serde_json::Value,
 ) -> Vec<(&'static str, u64, u64)> {
-    match kind {
-        Some(Kind::Postgres) => postgres::facts::item_counts(now, before),
-        Some(Kind::Redis) => redis::facts::item_counts(now, before),
-        Some(Kind::Volume) => volume::facts::item_counts(now, before),
+    let counts = |facts: &serde_json::Value| match kind {
+        Some(Kind::Postgres) => postgres::facts::counts(facts),
+        Some(Kind::Redis) => redis::facts::counts(facts),
+        Some(Kind::Volume) => volume::facts::counts(facts),
+        // a snapshot and GitLab's archive record no item count
         Some(Kind::Vault | Kind::Gitlab) | None => Vec::new(),
-    }
-}
-
-/// `(what, now, before)` for a count `f` reads from both facts, when both have it.
-pub(crate) fn count_pair(
-    what: &'static str,
-    now: &serde_json::Value,
-    before: &serde_json::Value,
-    f: impl Fn(&serde_json::Value) -> Option<u64>,
-) -> Option<(&'static str, u64, u64)> {
-    f(now).zip(f(before)).map(|(a, b)| (what, a, b))
+    };
+    counts(now).into_iter().zip(counts(before)).filter_map(|((what, a), (_, b))| Some((what, a?, b?))).collect()
 }
 
 /// One backup of a job as [`suspicious_series`] sees it.

@@ -341,12 +341,14 @@ pub(crate) fn target_error(
     kind: FailureKind,
     message: impl std::fmt::Display,
 ) -> Error {
+    let message = crate::redact::scrub(&message.to_string());
     Error::Target {
         target: target.to_string(),
         op,
         key: key.to_string(),
         kind,
-        message: crate::redact::scrub(&message.to_string()),
+        hint: hint(target, kind, &message),
+        message,
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::drill::Drill;
+use crate::drill::context::Drill;
 use crate::jobs::RestoreOptions;
 use crate::jobs::gitlab::inspect::TarInspector;
 use crate::jobs::gitlab::{FORMAT_ARCHIVE, FORMAT_SECRETS, Facts, secrets};
@@ -122,7 +122,7 @@ pub fn load_database(
         let status = child.wait().map_err(|e| format!("waiting for psql: {e}"))?;
         if !status.success() {
             let out = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("psql failed to load `{DB_ENTRY}` ({status}): {}", crate::drill::tail(&out)));
+            return Err(format!("psql failed to load `{DB_ENTRY}` ({status}): {}", crate::drill::context::tail(&out)));
         }
         return Ok(total);
     }

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use crate::drill::{Drill, run_tool};
+use crate::drill::context::{Drill, run_tool};
 use crate::finding::Severity;
 use crate::jobs::JobSpec;
 use crate::jobs::RestoreOptions;
@@ -88,7 +88,7 @@ impl Cluster {
         let version = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default().trim().to_string();
         let mut last = String::new();
         for _ in 0..3 {
-            let port = crate::drill::free_port().map_err(|e| format!("no free port: {e}"))?;
+            let port = crate::drill::context::free_port().map_err(|e| format!("no free port: {e}"))?;
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
                 dir.display()
@@ -122,7 +122,7 @@ impl Cluster {
                 });
             }
             let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-            last = format!("{out} / {}", crate::drill::tail(&log));
+            last = format!("{out} / {}", crate::drill::context::tail(&log));
             if !log.contains("already in use") {
                 break;
             }

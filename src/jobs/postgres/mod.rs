@@ -34,7 +34,7 @@ use sqlx::{Connection, Row};
 use tokio::io::AsyncRead;
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
-use crate::config::read_secret_file;
+use crate::config::secrets::read_secret_file;
 use crate::exec::{Cmd, describe_status};
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::percent_decode;

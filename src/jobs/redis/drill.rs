@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::drill::Drill;
+use crate::drill::context::Drill;
 use crate::jobs::RestoreOptions;
 use crate::jobs::redis::{DbKeys, FORMAT_RDB, Facts};
 
@@ -75,7 +75,7 @@ impl Server {
     async fn start(dir: &Path) -> Result<Server, String> {
         let mut last = String::new();
         for _ in 0..3 {
-            let port = crate::drill::free_port().map_err(|e| format!("no free port: {e}"))?;
+            let port = crate::drill::context::free_port().map_err(|e| format!("no free port: {e}"))?;
             let log = dir.join(format!("redis-{port}.log"));
             let mut child = tokio::process::Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--daemonize", "no"])
@@ -95,7 +95,7 @@ impl Server {
                 if let Ok(Some(status)) = child.try_wait() {
                     last = format!(
                         "redis-server exited ({status}): {}",
-                        crate::drill::tail(&std::fs::read_to_string(&log).unwrap_or_default())
+                        crate::drill::context::tail(&std::fs::read_to_string(&log).unwrap_or_default())
                     );
                     break;
                 }

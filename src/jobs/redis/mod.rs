@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::{ArtifactPlan, SourceStream};
-use crate::config::read_secret_file;
+use crate::config::secrets::read_secret_file;
 use crate::exec::Place;
 use crate::redact::Secret;
 use crate::redact::percent_decode;

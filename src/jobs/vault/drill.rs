@@ -13,8 +13,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::read_secret_file;
-use crate::drill::Drill;
+use crate::config::secrets::read_secret_file;
+use crate::drill::context::Drill;
 use crate::jobs::JobSpec;
 use crate::jobs::RestoreOptions;
 use crate::jobs::VerifyConfig;

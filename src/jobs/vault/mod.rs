@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
-use crate::config::read_secret_file;
+use crate::config::secrets::read_secret_file;
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::{Secret, url_for_display};
 use crate::{Error, Result};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::drill::Drill;
+use crate::drill::context::Drill;
 use crate::finding::Severity;
 use crate::jobs::RestoreOptions;
 use crate::jobs::volume::{FORMAT_FILES, FORMAT_TAR, FileEntry, FileList};

@@ -105,7 +105,7 @@ fn read_secret(
         return Ok(s.clone());
     }
     if let Some(f) = file {
-        return crate::config::read_secret_file(f);
+        return crate::config::secrets::read_secret_file(f);
     }
     match std::env::var(env) {
         Ok(v) if !v.is_empty() => Ok(Secret::new(v)),

@@ -140,7 +140,7 @@ impl WebdavStore {
         let configure = |message: String| target_error(name, "configure", "", FailureKind::Permanent, message);
         let password = match (&c.password, &c.password_file) {
             (Some(p), _) => p.clone(),
-            (None, Some(f)) => crate::config::read_secret_file(f)?,
+            (None, Some(f)) => crate::config::secrets::read_secret_file(f)?,
             (None, None) => return Err(configure("no `password` or `password_file`".into())),
         };
         let mut url = url::Url::parse(&c.url)
