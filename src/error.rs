@@ -4,11 +4,17 @@
 //!   something about it, carries a hint with the next step (`hint()`).
 //! * Errors say whether retrying can help ([`Error::is_transient`]): network faults and 5xx answers
 //!   are transient, bad credentials, missing objects and corrupt data are not.
-//! * No catch-all `Message(String)`: a new failure mode gets its own variant.
+//! * No catch-all `Message(String)`: a new failure mode gets its own variant, and code that must
+//!   tell failures apart matches on a variant or a kind ([`FailureKind`], [`SourceFailure`]), never
+//!   on message text. A job kind reports a failure at its source through one constructor,
+//!   [`Error::source_failed`].
 //! * Secrets never enter an error: URLs are stripped of passwords with [`crate::redact`] before they
 //!   are put in a message, and child-process output is passed through [`crate::redact::scrub`].
 //! * The CLI maps errors to exit codes with [`Error::exit_code`]: 2 for usage/configuration, 1 for a
-//!   failed operation. Partial success (exit 3) is not an error but an outcome.
+//!   failed operation. Partial success (exit 3) is not an error but an outcome, and an interrupt
+//!   (Ctrl-C, SIGINT) ends a command with 130: the operation is dropped where it stands and nothing
+//!   of it is committed (a backup is committed by its manifest, written last); neither is an
+//!   [`Error`]. The daemon handles SIGINT/SIGTERM itself and drains its runs first.
 
 use std::path::PathBuf;
 
@@ -63,7 +69,7 @@ pub enum Error {
     },
 
     #[error("job `{job}`: {message}")]
-    Source { job: String, message: String, hint: Option<String> },
+    Source { job: String, kind: SourceFailure, message: String, hint: Option<String> },
 
     #[error("job `{job}`: `{tool}` version {tool_version} is older than the server's {server_version}")]
     ToolTooOld { job: String, tool: String, tool_version: String, server_version: String },
@@ -113,9 +119,6 @@ pub enum Error {
     /// `--id` matched the end of several backup ids: the user has to say which one.
     #[error("job `{job}`: `--id {id}` matches {} backups: {}", .candidates.len(), .candidates.join(", "))]
     AmbiguousId { job: String, id: String, candidates: Vec<String> },
-
-    #[error("interrupted")]
-    Interrupted,
 }
 
 fn problems_summary(problems: &[Problem]) -> String {
@@ -128,7 +131,28 @@ fn problems_summary(problems: &[Problem]) -> String {
     }
 }
 
+/// What went wrong at a job's source, for code that must tell cases apart: it matches on this,
+/// never on the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFailure {
+    /// Anything the caller has no different path for: the message says what.
+    Failed,
+    /// The database named does not exist (PostgreSQL `3D000`): a restore creates it.
+    NoSuchDatabase,
+}
+
 impl Error {
+    /// A failure at job `job`'s source (its server, its tools, its files); the message is
+    /// scrubbed of secrets. The one way a job kind reports one.
+    pub fn source_failed(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
+        Error::source_failed_as(job, SourceFailure::Failed, message, hint)
+    }
+
+    /// [`Error::source_failed`] of a kind the caller can match on.
+    pub fn source_failed_as(job: &str, kind: SourceFailure, message: impl Into<String>, hint: Option<String>) -> Error {
+        Error::Source { job: job.to_string(), kind, message: crate::redact::scrub(&message.into()), hint }
+    }
+
     /// Exit code documented in the CLI contract: 2 for configuration/usage, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {

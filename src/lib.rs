@@ -1,7 +1,7 @@
 //! drctl: a backup and disaster-recovery orchestrator.
 //!
 //! The library holds everything; `src/main.rs` only calls [`cli::main`]. The engine
-//! ([`engine`]) is shared by the CLI and (later) the daemon. See docs/architecture.md for the
+//! ([`engine`]) is shared by the CLI and the daemon ([`scheduler`]). See docs/architecture.md for the
 //! data flow and module layout.
 
 pub mod api;
@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod finding;
 pub mod generate;
+pub mod host;
 pub mod jobs;
 pub mod layout;
 pub mod manifest;
@@ -24,6 +25,7 @@ pub mod redact;
 pub mod retention;
 pub mod scheduler;
 pub mod targets;
+pub mod tool_output;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -209,16 +209,7 @@ pub(crate) async fn run_tool(program: &Path, args: &[String], as_user: Option<&s
     cmd.args(args).stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = cmd.output().await.map_err(|e| format!("cannot run `{}`: {e}", program.display()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.success(), tail(&text)))
-}
-
-/// The last few non-empty lines of a tool's output, ` / `-joined.
-pub(crate) fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return "no output".into();
-    }
-    crate::redact::scrub(&lines[lines.len().saturating_sub(6)..].join(" / "))
+    Ok((out.status.success(), crate::tool_output::tail(&text, 6, "no output")))
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked: callers retry when it was taken meanwhile).
@@ -244,7 +235,5 @@ mod tests {
     fn findings_render_and_tail_scrubs() {
         let f = Finding::new("table `users`", Severity::Error, "m", None);
         assert_eq!(f.to_string(), "error: table `users`: m");
-        assert_eq!(tail("a\n\nb\n"), "a / b");
-        assert_eq!(tail(""), "no output");
     }
 }

@@ -69,7 +69,7 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
         restored_bytes: 0,
         destinations: Vec::new(),
         findings: Vec::new(),
-        host: hostname(),
+        host: crate::host::name(),
         drctl_version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut holders = Vec::new();
@@ -183,13 +183,6 @@ async fn store(engine: &Engine, report: &mut DrillReport, holders: &[String]) {
             Err(e) => report.record_warnings.push(format!("target `{name}`: {e}")),
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 #[cfg(test)]

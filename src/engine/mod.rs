@@ -1,5 +1,5 @@
-//! The operations drctl performs — run, restore, check, catalog rebuild — shared by the CLI and
-//! (later) the daemon. Nothing here prints: every operation returns a report the caller renders.
+//! The operations drctl performs — run, restore, prune, sync, check, catalog rebuild — shared by
+//! the CLI and the daemon. Nothing here prints: every operation returns a report the caller renders.
 
 pub mod check;
 mod fanout;

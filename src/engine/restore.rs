@@ -557,8 +557,7 @@ async fn restore_artifact(
 }
 
 fn last_lines(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let tail = lines[lines.len().saturating_sub(6)..].join(" / ");
+    let tail = crate::tool_output::tail(s, 6, "");
     if tail.is_empty() {
         "no error output".into()
     } else if s.contains("lock timeout") || s.contains("canceling statement due to user request") {

@@ -267,7 +267,7 @@ async fn store(
         started_at: started,
         finished_at: Timestamp::now(),
         drctl_version: env!("CARGO_PKG_VERSION").into(),
-        host: hostname(),
+        host: crate::host::name(),
         pipeline: PipelineInfo {
             compression: manifest::Compression { algorithm: "zstd".into(), level: params.zstd_level },
             encryption: manifest::Encryption {
@@ -398,11 +398,4 @@ async fn cleanup(targets: &[Arc<Target>], written: &BTreeMap<String, Vec<String>
             }
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -42,7 +42,7 @@ impl ExecError {
     }
     /// Into the crate error for `job`.
     pub fn for_job(self, job: &str) -> crate::Error {
-        crate::Error::Source { job: job.to_string(), message: self.message, hint: self.hint }
+        crate::Error::source_failed(job, self.message, self.hint)
     }
 }
 

@@ -122,7 +122,10 @@ pub fn load_database(
         let status = child.wait().map_err(|e| format!("waiting for psql: {e}"))?;
         if !status.success() {
             let out = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("psql failed to load `{DB_ENTRY}` ({status}): {}", crate::drill::context::tail(&out)));
+            return Err(format!(
+                "psql failed to load `{DB_ENTRY}` ({status}): {}",
+                crate::tool_output::tail(&out, 6, "no output")
+            ));
         }
         return Ok(total);
     }

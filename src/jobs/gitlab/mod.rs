@@ -154,12 +154,8 @@ impl Settings {
     }
 }
 
-pub(crate) fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
-}
-
 fn exec_err(job: &str, e: ExecError) -> Error {
-    source_err(job, e.message, e.hint)
+    Error::source_failed(job, e.message, e.hint)
 }
 
 /// Read the running GitLab version (`version_file`) where `place` is.
@@ -180,7 +176,8 @@ async fn missing_files(job: &str, place: &Place, files: &[PathBuf]) -> Result<Ve
     Ok(out.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
 }
 
-fn missing_secrets_err(job: &str, place: &Place, missing: &[PathBuf]) -> Error {
+/// `cause`: what reading said, when known.
+fn missing_secrets_err(job: &str, place: &Place, missing: &[PathBuf], cause: Option<&str>) -> Error {
     let names = missing.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ");
     let secrets_json = missing.iter().any(|p| p.file_name().is_some_and(|n| n == "gitlab-secrets.json"));
     let why = if secrets_json {
@@ -188,9 +185,13 @@ fn missing_secrets_err(job: &str, place: &Place, missing: &[PathBuf]) -> Error {
     } else {
         ""
     };
-    source_err(
+    Error::source_failed(
         job,
-        format!("secrets file {names} missing or unreadable {}{why}", place.at()),
+        format!(
+            "secrets file {names} missing or unreadable {}{}{why}",
+            place.at(),
+            cause.map(|c| format!(" ({c})")).unwrap_or_default()
+        ),
         Some(
             "nothing was backed up. Check the path (`secrets_files`; in Docker usually /etc/gitlab inside the \
              container) and that drctl may read it"
@@ -268,7 +269,7 @@ impl BackupSession {
                 }
             };
             let detail = if f.stderr.is_empty() { String::new() } else { format!(": {}", f.stderr) };
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("`{}` not found {} ({}){detail}", s.program, place.at(), f.status),
                 Some(hint.into()),
@@ -276,7 +277,7 @@ impl BackupSession {
         }
         let missing = missing_files(job, &place, &s.secrets_files).await?;
         if !missing.is_empty() {
-            return Err(missing_secrets_err(job, &place, &missing));
+            return Err(missing_secrets_err(job, &place, &missing, None));
         }
         let running_version = running_version(&place, &s.version_file).await.ok();
         Ok(BackupSession {
@@ -303,7 +304,7 @@ impl BackupSession {
         match artifact.name.as_str() {
             ARCHIVE => self.open_archive().await,
             SECRETS => self.open_secrets().await,
-            other => Err(source_err(&self.job, format!("no artifact `{other}` in a gitlab backup"), None)),
+            other => Err(Error::source_failed(&self.job, format!("no artifact `{other}` in a gitlab backup"), None)),
         }
     }
 
@@ -336,7 +337,7 @@ impl BackupSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(source_err(&job, format!("reading the output of `{shown}`: {e}"), None));
+                    return Err(Error::source_failed(&job, format!("reading the output of `{shown}`: {e}"), None));
                 }
             }
         }
@@ -345,7 +346,7 @@ impl BackupSession {
         if !finished.success {
             let not_found = finished.status == "exit code 127";
             let said = if finished.stderr.is_empty() { tail_text.clone() } else { finished.stderr.clone() };
-            return Err(source_err(
+            return Err(Error::source_failed(
                 &job,
                 format!("`{shown}` failed {} ({}): {said}", self.place.at(), finished.status),
                 Some(if not_found {
@@ -374,7 +375,7 @@ impl BackupSession {
                     }
                     GitlabFlavor::Helm => "`[DONE] Backup can be found at s3://<bucket>/<ID>_gitlab_backup.tar`",
                 };
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &job,
                     format!(
                         "`{shown}` succeeded but its output names no backup ID (expected {expected}); its last lines: {}",
@@ -389,7 +390,7 @@ impl BackupSession {
                 ));
             }
             Err(output::NotFound::Several(ids)) => {
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &job,
                     format!("`{shown}` reported several backup IDs: {}", ids.join(", ")),
                     Some("nothing was committed; run the command by hand to see why".into()),
@@ -404,7 +405,7 @@ impl BackupSession {
                 let check = argv(&["sh", "-c", r#"[ -f "$1" ]"#, "sh", &path.to_string_lossy()]);
                 let (f, _) = self.place.output(&check, 1024).await.map_err(|e| exec_err(&job, e))?;
                 if !f.success {
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         &job,
                         format!(
                             "`{shown}` reported backup `{id}`, but its archive `{}` does not exist {}",
@@ -423,7 +424,7 @@ impl BackupSession {
             }
             Location::Url(url) => {
                 let Some(get) = bucket_argv(url, false) else {
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         &job,
                         format!("backup-utility stored the archive at `{url}`, which drctl cannot read"),
                         Some("only s3:// (s3cmd) and gs:// (gsutil) buckets are supported".into()),
@@ -439,7 +440,8 @@ impl BackupSession {
         let completion = Box::pin(async move {
             let finished = remote.wait().await.map_err(|e| exec_err(&job, e))?;
             finished.check(&format!("reading `{shown_loc}`"), &place).map_err(|e| exec_err(&job, e))?;
-            let verdict = inspector.lock().map_err(|_| source_err(&job, "archive inspector poisoned", None))?.finish();
+            let verdict =
+                inspector.lock().map_err(|_| Error::source_failed(&job, "archive inspector poisoned", None))?.finish();
             match verdict {
                 Ok(info) => {
                     if let Ok(mut a) = archive.lock() {
@@ -447,7 +449,7 @@ impl BackupSession {
                     }
                     Ok(())
                 }
-                Err(why) => Err(source_err(
+                Err(why) => Err(Error::source_failed(
                     &job,
                     format!("`{shown_loc}` is not a complete GitLab backup archive: {why}"),
                     Some(
@@ -466,16 +468,17 @@ impl BackupSession {
             match secrets::read(&self.place, path).await {
                 Ok(data) => files.push((path.clone(), data)),
                 Err(e) => {
-                    let mut err = missing_secrets_err(&self.job, &self.place, std::slice::from_ref(&e.path));
-                    if let Error::Source { message, .. } = &mut err {
-                        message.push_str(&format!(" ({})", e.message));
-                    }
-                    return Err(err);
+                    return Err(missing_secrets_err(
+                        &self.job,
+                        &self.place,
+                        std::slice::from_ref(&e.path),
+                        Some(&e.message),
+                    ));
                 }
             }
         }
         let (tar, listed) = secrets::bundle(&files)
-            .map_err(|e| source_err(&self.job, format!("bundling the secrets files: {e}"), None))?;
+            .map_err(|e| Error::source_failed(&self.job, format!("bundling the secrets files: {e}"), None))?;
         self.secrets = listed;
         Ok(SourceStream { reader: Box::new(std::io::Cursor::new(tar)), completion: Box::pin(async { Ok(()) }) })
     }
@@ -484,13 +487,13 @@ impl BackupSession {
         let created = self
             .created
             .clone()
-            .ok_or_else(|| source_err(&self.job, "no GitLab backup was created in this run", None))?;
+            .ok_or_else(|| Error::source_failed(&self.job, "no GitLab backup was created in this run", None))?;
         let info = self
             .archive
             .lock()
             .ok()
             .and_then(|a| a.clone())
-            .ok_or_else(|| source_err(&self.job, "the archive stream did not complete", None))?;
+            .ok_or_else(|| Error::source_failed(&self.job, "the archive stream did not complete", None))?;
         let get = |k: &str| info.info.get(k).cloned().unwrap_or_default();
         let gitlab_version = match get("gitlab_version") {
             v if !v.is_empty() => v,

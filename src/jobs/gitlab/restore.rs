@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::{FORMAT_ARCHIVE, FORMAT_SECRETS, Facts, Settings, output, running_version, secrets, source_err};
+use super::{FORMAT_ARCHIVE, FORMAT_SECRETS, Facts, Settings, output, running_version, secrets};
 use crate::exec::{Place, argv, sh_quote};
 use crate::jobs::gitlab::GitlabFlavor;
 use crate::jobs::gitlab::GitlabJob;
@@ -101,14 +101,14 @@ fn restore_err(job: &str, destination: &str, message: impl Into<String>) -> Erro
 
 async fn context(job: &str, cfg: &GitlabJob, m: &Manifest, a: &Artifact, opts: &RestoreOptions) -> Result<Ctx> {
     if a.format != FORMAT_ARCHIVE && a.format != FORMAT_SECRETS {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!("artifact `{}` has format `{}`, not a gitlab one", a.name, a.format),
             None,
         ));
     }
     if opts.to.is_some() || opts.to_dir.is_some() {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             "--to and --to-dir do not apply to gitlab backups: they restore into the job's own GitLab (`exec`)",
             Some(
@@ -120,16 +120,16 @@ async fn context(job: &str, cfg: &GitlabJob, m: &Manifest, a: &Artifact, opts: &
     }
     let facts: Facts = serde_json::from_value(m.facts.clone()).unwrap_or_default();
     if !output::valid_id(&facts.backup_id) {
-        return Err(source_err(job, format!("backup `{}` records no GitLab backup ID", m.backup_id), None));
+        return Err(Error::source_failed(job, format!("backup `{}` records no GitLab backup ID", m.backup_id), None));
     }
     let s = Settings::new(cfg);
-    let place = Place::resolve(&cfg.exec).await.map_err(|e| source_err(job, e.message, e.hint))?;
+    let place = Place::resolve(&cfg.exec).await.map_err(|e| Error::source_failed(job, e.message, e.hint))?;
     let version = match facts.gitlab_version.as_str() {
         "" => output::version_from_id(&facts.backup_id).unwrap_or_default(),
         v => v.to_string(),
     };
     let running = running_version(&place, &s.version_file).await.map_err(|why| {
-        source_err(
+        Error::source_failed(
             job,
             format!("cannot read the running GitLab version from `{}` {}: {why}", s.version_file.display(), place.at()),
             Some(
@@ -141,7 +141,7 @@ async fn context(job: &str, cfg: &GitlabJob, m: &Manifest, a: &Artifact, opts: &
     })?;
     if version.is_empty() || running != version {
         let made_by = if version.is_empty() { "an unknown version".to_string() } else { format!("GitLab {version}") };
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!(
                 "backup `{}` (GitLab backup `{}`) was made by {made_by}, but GitLab {running} runs {}: GitLab restores \
@@ -339,7 +339,8 @@ async fn secrets_sink(job: &str, m: &Manifest, ctx: Ctx) -> Result<Sink> {
             let failed = match &result {
                 Ok((f, _)) if f.success => None,
                 Ok((f, out)) => {
-                    let said = if f.stderr.is_empty() { last_lines(out) } else { f.stderr.clone() };
+                    let said =
+                        if f.stderr.is_empty() { crate::tool_output::tail(out, 5, "") } else { f.stderr.clone() };
                     Some(format!("{}: {said}", f.status))
                 }
                 Err(e) => Some(e.message.clone()),
@@ -366,9 +367,4 @@ async fn secrets_sink(job: &str, m: &Manifest, ctx: Ctx) -> Result<Sink> {
         Ok(())
     });
     Ok(Sink::task(writer, task, commit_tx, destination))
-}
-
-fn last_lines(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(5)..].join(" / ")
 }

@@ -122,7 +122,7 @@ impl Cluster {
                 });
             }
             let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-            last = format!("{out} / {}", crate::drill::context::tail(&log));
+            last = format!("{out} / {}", crate::tool_output::tail(&log, 6, "no output"));
             if !log.contains("already in use") {
                 break;
             }

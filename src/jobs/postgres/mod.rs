@@ -35,6 +35,7 @@ use tokio::io::AsyncRead;
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
 use crate::config::secrets::read_secret_file;
+use crate::error::SourceFailure;
 use crate::exec::{Cmd, describe_status};
 use crate::manifest::{Artifact, Manifest};
 use crate::redact::percent_decode;
@@ -85,7 +86,8 @@ struct Conn {
 
 impl Conn {
     fn from_job(job: &str, pg: &PostgresJob) -> Result<Conn> {
-        let mut url = url::Url::parse(&pg.url).map_err(|e| source_err(job, format!("invalid url: {e}"), None))?;
+        let mut url =
+            url::Url::parse(&pg.url).map_err(|e| Error::source_failed(job, format!("invalid url: {e}"), None))?;
         let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
         if let Some(p) = &pg.password {
             password = Some(p.clone());
@@ -117,7 +119,7 @@ impl Conn {
 
     async fn connect(&self, job: &str) -> Result<PgConnection> {
         let mut opts = PgConnectOptions::from_str(self.url.as_str())
-            .map_err(|e| source_err(job, format!("invalid url `{}`: {e}", self.display()), None))?;
+            .map_err(|e| Error::source_failed(job, format!("invalid url `{}`: {e}", self.display()), None))?;
         if let Some(p) = &self.password {
             opts = opts.password(p.expose());
         }
@@ -130,7 +132,7 @@ impl Conn {
         );
         match tokio::time::timeout(limit, PgConnection::connect_with(&opts)).await {
             Ok(r) => r.map_err(|e| connect_err(job, &self.display(), e)),
-            Err(_) => Err(source_err(
+            Err(_) => Err(Error::source_failed(
                 job,
                 format!(
                     "cannot connect to {}: no answer within {} (`connect_timeout`)",
@@ -179,22 +181,21 @@ fn utf8_percent_encode(s: &str) -> String {
         .collect()
 }
 
-fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
-}
-
 fn connect_err(job: &str, shown: &str, e: sqlx::Error) -> Error {
     let text = e.to_string();
+    // SQLSTATE 3D000 invalid_catalog_name: the database does not exist
+    let no_database = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "3D000");
     let hint = if text.contains("password authentication failed") || text.contains("no password") {
         Some("check the password (`password_file` or the url) and the role's pg_hba.conf entry".to_string())
     } else if matches!(e, sqlx::Error::Io(_)) || text.contains("Connection refused") || text.contains("timed out") {
         Some(format!("is PostgreSQL running and reachable at {shown}? `drctl check` tests it"))
-    } else if text.contains("does not exist") {
+    } else if no_database {
         Some("check the database name in the url or `databases`".to_string())
     } else {
         None
     };
-    source_err(job, format!("cannot connect to {shown}: {text}"), hint)
+    let kind = if no_database { SourceFailure::NoSuchDatabase } else { SourceFailure::Failed };
+    Error::source_failed_as(job, kind, format!("cannot connect to {shown}: {text}"), hint)
 }
 
 fn quote_ident(s: &str) -> String {
@@ -273,7 +274,7 @@ pub async fn find_tools(job: &str, bin_dir: Option<&Path>, server_version: &str)
             tool_version: v,
             server_version: server_version.to_string(),
         }),
-        None => Err(source_err(
+        None => Err(Error::source_failed(
             job,
             "pg_dump not found",
             Some(match bin_dir {
@@ -288,7 +289,7 @@ async fn server_version(conn: &mut PgConnection, job: &str) -> Result<String> {
     let row = sqlx::query("SHOW server_version")
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| source_err(job, format!("cannot read server version: {e}"), None))?;
+        .map_err(|e| Error::source_failed(job, format!("cannot read server version: {e}"), None))?;
     let v: String = row.get(0);
     Ok(v.split_whitespace().next().unwrap_or("").to_string())
 }
@@ -318,12 +319,12 @@ impl BackupSession {
                 .bind(db)
                 .fetch_optional(&mut c)
                 .await
-                .map_err(|e| source_err(job, format!("cannot query pg_database: {e}"), None))?
+                .map_err(|e| Error::source_failed(job, format!("cannot query pg_database: {e}"), None))?
                 .map(|r| r.get(0));
             match size {
                 Some(s) => sizes.push((db.clone(), s.max(0) as u64)),
                 None => {
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         job,
                         format!("database `{db}` does not exist on {}", conn.display()),
                         Some("check `databases` (or the url's database)".into()),
@@ -371,19 +372,18 @@ impl BackupSession {
         let db = artifact.name.clone();
         let conn = self.conn.with_database(&db);
         let mut c = conn.connect(&job).await?;
-        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut c)
-            .await
-            .map_err(|e| source_err(&job, format!("database `{db}`: cannot start snapshot transaction: {e}"), None))?;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut c).await.map_err(|e| {
+            Error::source_failed(&job, format!("database `{db}`: cannot start snapshot transaction: {e}"), None)
+        })?;
         // the row counts take ACCESS SHARE locks like pg_dump: the same bound on waiting
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = {}", conn.lock_timeout_ms())))
             .execute(&mut c)
             .await
-            .map_err(|e| source_err(&job, format!("database `{db}`: cannot set lock_timeout: {e}"), None))?;
+            .map_err(|e| Error::source_failed(&job, format!("database `{db}`: cannot set lock_timeout: {e}"), None))?;
         let snapshot: String = sqlx::query("SELECT pg_export_snapshot()")
             .fetch_one(&mut c)
             .await
-            .map_err(|e| source_err(&job, format!("database `{db}`: cannot export snapshot: {e}"), None))?
+            .map_err(|e| Error::source_failed(&job, format!("database `{db}`: cannot export snapshot: {e}"), None))?
             .get(0);
 
         let cmd = conn.apply(
@@ -402,8 +402,9 @@ impl BackupSession {
         );
         let mut running = cmd
             .spawn(Stdio::null(), Stdio::piped())
-            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dump has no stdout", None))?;
+            .map_err(|e| Error::source_failed(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+        let stdout =
+            running.child.stdout.take().ok_or_else(|| Error::source_failed(&job, "pg_dump has no stdout", None))?;
         let head = Arc::new(Mutex::new(Vec::with_capacity(5)));
         let reader = HeadReader { inner: stdout, head: head.clone() };
 
@@ -419,30 +420,37 @@ impl BackupSession {
         let facts_out = self.facts.clone();
         let lock_timeout = conn.lock_timeout;
         let completion = Box::pin(async move {
-            let (status, stderr) = running
-                .wait()
-                .await
-                .map_err(|e| source_err(&job, format!("database `{db}`: waiting for pg_dump failed: {e}"), None))?;
+            let (status, stderr) = running.wait().await.map_err(|e| {
+                Error::source_failed(&job, format!("database `{db}`: waiting for pg_dump failed: {e}"), None)
+            })?;
             let (mut c, facts) =
-                counts.await.map_err(|e| source_err(&job, format!("row count task failed: {e}"), None))?;
+                counts.await.map_err(|e| Error::source_failed(&job, format!("row count task failed: {e}"), None))?;
             let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
             let _ = c.close().await;
             if !status.success() && is_lock_timeout(&stderr) {
                 return Err(lock_timeout_err(&job, &db, "pg_dump", lock_timeout, &stderr));
             }
             if !status.success() {
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &job,
-                    format!("pg_dump of database `{db}` failed ({}): {}", describe_status(&status), tail(&stderr)),
+                    format!(
+                        "pg_dump of database `{db}` failed ({}): {}",
+                        describe_status(&status),
+                        crate::tool_output::tail(&stderr, 5, "no error output")
+                    ),
                     Some("nothing was committed; fix the cause and run the job again".into()),
                 ));
             }
             let head = head.lock().map(|h| h.clone()).unwrap_or_default();
             if head.is_empty() {
-                return Err(source_err(&job, format!("pg_dump of database `{db}` produced an empty dump"), None));
+                return Err(Error::source_failed(
+                    &job,
+                    format!("pg_dump of database `{db}` produced an empty dump"),
+                    None,
+                ));
             }
             if !head.starts_with(b"PGDMP") {
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &job,
                     format!("pg_dump of database `{db}` did not produce a custom-format archive"),
                     None,
@@ -462,24 +470,29 @@ impl BackupSession {
         let cmd = self.conn.apply(Cmd::new(self.tools.path("pg_dumpall")).arg("--globals-only").arg("--no-password"));
         let mut running = cmd
             .spawn(Stdio::null(), Stdio::piped())
-            .map_err(|e| source_err(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-        let stdout = running.child.stdout.take().ok_or_else(|| source_err(&job, "pg_dumpall has no stdout", None))?;
+            .map_err(|e| Error::source_failed(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+        let stdout =
+            running.child.stdout.take().ok_or_else(|| Error::source_failed(&job, "pg_dumpall has no stdout", None))?;
         let head = Arc::new(Mutex::new(Vec::new()));
         let reader = HeadReader { inner: stdout, head: head.clone() };
         let completion = Box::pin(async move {
             let (status, stderr) = running
                 .wait()
                 .await
-                .map_err(|e| source_err(&job, format!("waiting for pg_dumpall failed: {e}"), None))?;
+                .map_err(|e| Error::source_failed(&job, format!("waiting for pg_dumpall failed: {e}"), None))?;
             if !status.success() {
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &job,
-                    format!("pg_dumpall --globals-only failed ({}): {}", describe_status(&status), tail(&stderr)),
+                    format!(
+                        "pg_dumpall --globals-only failed ({}): {}",
+                        describe_status(&status),
+                        crate::tool_output::tail(&stderr, 5, "no error output")
+                    ),
                     None,
                 ));
             }
             if head.lock().map(|h| h.is_empty()).unwrap_or(true) {
-                return Err(source_err(&job, "pg_dumpall --globals-only produced no output", None));
+                return Err(Error::source_failed(&job, "pg_dumpall --globals-only produced no output", None));
             }
             Ok(())
         });
@@ -527,13 +540,13 @@ fn is_lock_timeout(stderr: &str) -> bool {
 /// The error for a tool that gave up on a lock another session holds: names the lock and the
 /// timeout, and how to find the holder.
 fn lock_timeout_err(job: &str, db: &str, tool: &str, limit: Duration, stderr: &str) -> Error {
-    source_err(
+    Error::source_failed(
         job,
         format!(
             "{tool} on database `{db}` gave up after {} (`lock_timeout`): another session holds a conflicting lock \
              on a table (an ACCESS EXCLUSIVE lock: ALTER TABLE, TRUNCATE, VACUUM FULL, LOCK TABLE …): {}",
             humantime::format_duration(limit),
-            tail(stderr)
+            crate::tool_output::tail(stderr, 5, "no error output")
         ),
         Some(format!(
             "nothing was changed or committed; find the holder with `SELECT pid, mode, relation::regclass, query FROM pg_locks \
@@ -541,14 +554,6 @@ fn lock_timeout_err(job: &str, db: &str, tool: &str, limit: Duration, stderr: &s
              retry once it is released, or raise `lock_timeout` on the job"
         )),
     )
-}
-
-fn tail(stderr: &str) -> String {
-    if stderr.is_empty() {
-        return "no error output".into();
-    }
-    let lines: Vec<&str> = stderr.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" / ")
 }
 
 async fn count_rows(c: &mut PgConnection, job: &str, db: &str, mode: RowCounts) -> Result<DatabaseFacts> {
@@ -559,7 +564,7 @@ async fn count_rows(c: &mut PgConnection, job: &str, db: &str, mode: RowCounts) 
     )
     .fetch_all(&mut *c)
     .await
-    .map_err(|e| source_err(job, format!("database `{db}`: cannot list tables: {e}"), None))?;
+    .map_err(|e| Error::source_failed(job, format!("database `{db}`: cannot list tables: {e}"), None))?;
     let mut out = DatabaseFacts { name: db.to_string(), row_counts: mode, ..Default::default() };
     for t in tables {
         let (schema, name): (String, String) = (t.get(0), t.get(1));
@@ -573,7 +578,9 @@ async fn count_rows(c: &mut PgConnection, job: &str, db: &str, mode: RowCounts) 
         let rows: i64 = sqlx::query(sqlx::AssertSqlSafe(q))
             .fetch_one(&mut *c)
             .await
-            .map_err(|e| source_err(job, format!("database `{db}`: cannot count `{schema}.{name}`: {e}"), None))?
+            .map_err(|e| {
+                Error::source_failed(job, format!("database `{db}`: cannot count `{schema}.{name}`: {e}"), None)
+            })?
             .get(0);
         out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
     }
@@ -615,10 +622,14 @@ fn destination(job: &str, pg: &PostgresJob, artifact: &Artifact, opts: &RestoreO
         return Ok(if artifact.format == FORMAT_GLOBALS { source } else { source.with_database(&artifact.name) });
     };
     let mut url = url::Url::parse(to).map_err(|e| {
-        source_err(job, format!("--to: not a URL: {e}"), Some("e.g. `--to postgres://user@host:5432/dbname`".into()))
+        Error::source_failed(
+            job,
+            format!("--to: not a URL: {e}"),
+            Some("e.g. `--to postgres://user@host:5432/dbname`".into()),
+        )
     })?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(source_err(job, "--to must be a postgres:// URL", None));
+        return Err(Error::source_failed(job, "--to must be a postgres:// URL", None));
     }
     let mut password = url.password().map(|p| Secret::new(percent_decode(p)));
     let _ = url.set_password(None);
@@ -652,14 +663,12 @@ async fn inspect(job: &str, dest: &Conn) -> Result<DestState> {
             )
             .fetch_one(&mut c)
             .await
-            .map_err(|e| source_err(job, format!("cannot inspect {}: {e}", dest.display()), None))?
+            .map_err(|e| Error::source_failed(job, format!("cannot inspect {}: {e}", dest.display()), None))?
             .get(0);
             let _ = c.close().await;
             Ok(DestState { exists: true, relations: n })
         }
-        Err(Error::Source { message, .. }) if message.contains("does not exist") && message.contains("database") => {
-            Ok(DestState { exists: false, relations: 0 })
-        }
+        Err(Error::Source { kind: SourceFailure::NoSuchDatabase, .. }) => Ok(DestState { exists: false, relations: 0 }),
         Err(e) => Err(e),
     }
 }
@@ -766,8 +775,9 @@ pub async fn open_sink(
     watch_restore_locks(job.to_string(), dest.clone(), app);
     let mut running = cmd
         .spawn(Stdio::piped(), Stdio::null())
-        .map_err(|e| source_err(job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
-    let stdin = running.child.stdin.take().ok_or_else(|| source_err(job, "restore tool has no stdin", None))?;
+        .map_err(|e| Error::source_failed(job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
+    let stdin =
+        running.child.stdin.take().ok_or_else(|| Error::source_failed(job, "restore tool has no stdin", None))?;
     Ok(Sink {
         writer: Box::new(stdin),
         consumer: super::Consumer::Process(running),
@@ -852,10 +862,9 @@ async fn drop_database(job: &str, dest: &Conn) {
 async fn create_database(job: &str, dest: &Conn) -> Result<()> {
     let db = dest.database();
     let mut c = dest.with_database("postgres").connect(job).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&db))))
-        .execute(&mut c)
-        .await
-        .map_err(|e| source_err(job, format!("cannot create database `{db}` on {}: {e}", dest.display()), None))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&db)))).execute(&mut c).await.map_err(
+        |e| Error::source_failed(job, format!("cannot create database `{db}` on {}: {e}", dest.display()), None),
+    )?;
     let _ = c.close().await;
     Ok(())
 }
@@ -877,7 +886,7 @@ impl BackupSession {
             match tool_version(&path).await {
                 Some(v) => out.push((tool.to_string(), v)),
                 None => {
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         &self.job,
                         format!("`{}` is missing or does not run", path.display()),
                         Some("install the PostgreSQL client tools of the same version as pg_dump".into()),

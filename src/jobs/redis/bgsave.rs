@@ -3,7 +3,7 @@
 //! `BGSAVE SCHEDULE` (so an AOF rewrite in progress only delays it), then INFO is polled until no
 //! save runs and a save newer than the one before is recorded (`rdb_saves` grew, or on servers
 //! without that counter `rdb_last_save_time` changed) with `rdb_last_bgsave_status:ok`. The file is
-//! then opened where `exec` runs: only `exec = "local"` so far (drctl on the Redis host).
+//! then read where `exec` runs: on this host, in a Docker container or in a pod.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::conn::{Conn, Failure};
 use super::info::Info;
 use super::rdb::RdbCheck;
-use super::{Facts, failed, source_err};
+use super::{Facts, failed};
+use crate::Error;
 use crate::Result;
 use crate::exec::{Place, Remote};
 use crate::jobs::SourceStream;
@@ -38,7 +39,11 @@ async fn wait_idle(job: &str, conn: &mut Conn, at: &str, deadline: Instant) -> R
             return Ok(i);
         }
         if Instant::now() > deadline {
-            return Err(source_err(job, format!("a save on {at} is still running after {SAVE_TIMEOUT:?}"), None));
+            return Err(Error::source_failed(
+                job,
+                format!("a save on {at} is still running after {SAVE_TIMEOUT:?}"),
+                None,
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -82,7 +87,7 @@ pub async fn open(
         };
         if !i.bgsave_in_progress() && newer {
             if !i.last_bgsave_ok() {
-                return Err(source_err(
+                return Err(Error::source_failed(
                     job,
                     format!("BGSAVE failed on {at} (rdb_last_bgsave_status:err)"),
                     Some("see the server's log: is its `dir` writable, is the disk full, may it fork?".into()),
@@ -91,7 +96,11 @@ pub async fn open(
             break;
         }
         if Instant::now() > deadline {
-            return Err(source_err(job, format!("BGSAVE on {at} did not finish within {SAVE_TIMEOUT:?}"), None));
+            return Err(Error::source_failed(
+                job,
+                format!("BGSAVE on {at} did not finish within {SAVE_TIMEOUT:?}"),
+                None,
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -107,7 +116,7 @@ pub async fn open(
             match (dir, name) {
                 (Some(d), Some(n)) => PathBuf::from(d).join(n),
                 _ => {
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         job,
                         format!("{at} did not say where it saves (CONFIG GET dir/dbfilename)"),
                         Some("set `rdb_path` on the job".into()),
@@ -121,7 +130,7 @@ pub async fn open(
     let (reader, size, remote): (Box<dyn AsyncRead + Send + Unpin>, Option<u64>, Option<Remote>) = match place {
         Place::Local => {
             let file = tokio::fs::File::open(&path).await.map_err(|e| {
-                source_err(
+                Error::source_failed(
                     job,
                     format!("cannot open the snapshot `{}`: {e}", path.display()),
                     Some(
@@ -148,18 +157,19 @@ pub async fn open(
             let finished = remote.wait().await.map_err(|e| e.for_job(&job))?;
             finished.check(&format!("cat {}", path.display()), &place).map_err(|e| e.for_job(&job))?;
         }
-        let summary = check.lock().map(|c| (c.size(), c.finish())).map_err(|_| source_err(&job, "poisoned", None))?;
+        let summary =
+            check.lock().map(|c| (c.size(), c.finish())).map_err(|_| Error::source_failed(&job, "poisoned", None))?;
         let (read, summary) = summary;
         if let Some(size) = size
             && read != size
         {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 &job,
                 format!("read {read} bytes of `{}`, which had {size} when opened", path.display()),
                 None,
             ));
         }
-        let summary = summary.map_err(|p| source_err(&job, format!("`{}`: {p}", path.display()), None))?;
+        let summary = summary.map_err(|p| Error::source_failed(&job, format!("`{}`: {p}", path.display()), None))?;
         if let Ok(mut f) = facts.lock() {
             f.rdb_version = summary.version;
             f.rdb_checksum = summary.checksummed;

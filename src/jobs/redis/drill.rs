@@ -95,7 +95,7 @@ impl Server {
                 if let Ok(Some(status)) = child.try_wait() {
                     last = format!(
                         "redis-server exited ({status}): {}",
-                        crate::drill::context::tail(&std::fs::read_to_string(&log).unwrap_or_default())
+                        crate::tool_output::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 6, "no output")
                     );
                     break;
                 }

@@ -8,7 +8,7 @@
 //! payload was complete, starts with `REDIS`, ends with the EOF opcode and its CRC64 matches.
 //!
 //! `mode = "bgsave"`: `BGSAVE`, wait until `rdb_bgsave_in_progress:0` and a new save is recorded,
-//! then read `dump.rdb` where `exec` runs (only `exec = "local"` so far).
+//! then read `dump.rdb` where `exec` runs (this host, a container or a pod).
 //!
 //! With `sentinel`, the backup is read from a healthy, in-sync replica when there is one (the
 //! freshest), else from the master.
@@ -91,14 +91,10 @@ pub struct Facts {
     pub databases: Vec<DbKeys>,
 }
 
-fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
-}
-
 /// A failure talking to `at`, as a source error with a hint.
 fn failed(job: &str, at: &str, doing: &str, f: Failure) -> Error {
     let hint = f.hint(at);
-    source_err(job, format!("{doing} {at}: {f}"), hint)
+    Error::source_failed(job, format!("{doing} {at}: {f}"), hint)
 }
 
 /// A `redis://` / `rediss://` URL taken apart; the password is a [`Secret`] at once.
@@ -150,7 +146,11 @@ impl Settings {
     fn from_job(job: &str, cfg: &RedisJob) -> Result<Settings> {
         let parsed = match &cfg.url {
             Some(u) => Some(parse_url(u).map_err(|e| {
-                source_err(job, format!("url: {e}"), Some("e.g. `redis://redis:6379` or `rediss://…` for TLS".into()))
+                Error::source_failed(
+                    job,
+                    format!("url: {e}"),
+                    Some("e.g. `redis://redis:6379` or `rediss://…` for TLS".into()),
+                )
             })?),
             None => None,
         };
@@ -183,21 +183,22 @@ impl Settings {
         } else {
             let mut addrs = Vec::new();
             for s in &cfg.sentinel {
-                addrs.push(
-                    Endpoint::parse(s, SENTINEL_PORT)
-                        .ok_or_else(|| source_err(job, format!("sentinel address `{s}` is not host:port"), None))?,
-                );
+                addrs.push(Endpoint::parse(s, SENTINEL_PORT).ok_or_else(|| {
+                    Error::source_failed(job, format!("sentinel address `{s}` is not host:port"), None)
+                })?);
             }
             let mut password = cfg.sentinel_password.clone();
             if let Some(f) = &cfg.sentinel_password_file {
                 password = Some(read_secret_file(f)?);
             }
-            let master_name =
-                cfg.master_name.clone().ok_or_else(|| source_err(job, "`sentinel` needs `master_name`", None))?;
+            let master_name = cfg
+                .master_name
+                .clone()
+                .ok_or_else(|| Error::source_failed(job, "`sentinel` needs `master_name`", None))?;
             Some(SentinelSettings { addrs, master_name, auth: Auth { username: None, password } })
         };
         if parsed.is_none() && sentinel.is_none() {
-            return Err(source_err(job, "set `url` (or `sentinel` and `master_name`)", None));
+            return Err(Error::source_failed(job, "set `url` (or `sentinel` and `master_name`)", None));
         }
         Ok(Settings { endpoint: parsed.map(|p| p.endpoint), auth, dial, tls, sentinel })
     }
@@ -222,7 +223,7 @@ async fn connect_node(job: &str, s: &Settings) -> Result<Node> {
         return sentinel::choose(job, s, sent).await;
     }
     let Some(endpoint) = s.endpoint.clone() else {
-        return Err(source_err(job, "no `url` configured", None));
+        return Err(Error::source_failed(job, "no `url` configured", None));
     };
     let shown = s.display(&endpoint);
     let mut conn = s.dial.connect(&endpoint, &s.auth).await.map_err(|f| failed(job, &shown, "cannot connect to", f))?;

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::conn::{Auth, Conn, Dial, Endpoint, Failure, TlsFiles};
 use super::info::{Info, max_rdb_version};
-use super::{FORMAT_RDB, Facts, Settings, display_url, failed, parse_url, source_err};
+use super::{FORMAT_RDB, Facts, Settings, display_url, failed, parse_url};
 use crate::jobs::redis::RedisJob;
 use crate::jobs::{RestoreOptions, RestoreStep, Sink};
 use crate::manifest::{Artifact, Manifest};
@@ -39,18 +39,19 @@ fn destination(job: &str, cfg: &RedisJob, opts: &RestoreOptions) -> Result<Dest>
     let Some(to) = &opts.to else {
         let own = own?;
         if own.sentinel.is_some() {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 "this job's servers are managed by Redis Sentinel: restoring by replication would make the master a replica for a while, and the sentinels may fail over to a replica with the old data",
                 Some("restore into a standalone server with `--to redis://host:port`, or write the file with `--to-dir DIR` and restart the master from it with the sentinels told (`SENTINEL REMOVE`/`MONITOR`)".into()),
             ));
         }
-        let endpoint = own.endpoint.clone().ok_or_else(|| source_err(job, "no `url` configured: pass `--to`", None))?;
+        let endpoint =
+            own.endpoint.clone().ok_or_else(|| Error::source_failed(job, "no `url` configured: pass `--to`", None))?;
         let shown = own.display(&endpoint);
         return Ok(Dest::Server(ServerDest { endpoint, auth: own.auth, dial: own.dial, shown }));
     };
     let parsed = parse_url(to).map_err(|e| {
-        source_err(
+        Error::source_failed(
             job,
             format!("--to: {e}"),
             Some("e.g. `--to redis://host:6379`, or `--to-dir DIR` for a dump.rdb".into()),
@@ -83,7 +84,11 @@ fn destination(job: &str, cfg: &RedisJob, opts: &RestoreOptions) -> Result<Dest>
 
 fn check_artifact(job: &str, a: &Artifact) -> Result<()> {
     if a.format != FORMAT_RDB {
-        return Err(source_err(job, format!("artifact `{}` has format `{}`, not an RDB", a.name, a.format), None));
+        return Err(Error::source_failed(
+            job,
+            format!("artifact `{}` has format `{}`, not an RDB", a.name, a.format),
+            None,
+        ));
     }
     Ok(())
 }
@@ -122,7 +127,7 @@ async fn inspect(job: &str, d: &ServerDest) -> Result<(Conn, Info)> {
 /// Refuse what cannot or must not be restored into; else say what will happen.
 fn judge(job: &str, d: &ServerDest, info: &Info, facts: &Facts, opts: &RestoreOptions) -> Result<String> {
     if info.is_replica() {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!(
                 "{} is a replica (of {}): it would lose the restored data to its master",
@@ -133,7 +138,7 @@ fn judge(job: &str, d: &ServerDest, info: &Info, facts: &Facts, opts: &RestoreOp
         ));
     }
     if info.loading() {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!("{} is still loading its data", d.shown),
             Some("retry when it is done".into()),
@@ -142,7 +147,7 @@ fn judge(job: &str, d: &ServerDest, info: &Info, facts: &Facts, opts: &RestoreOp
     if let Some(max) = max_rdb_version(&info.version())
         && facts.rdb_version > max
     {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!(
                 "{} runs redis {}, which reads RDB format up to version {max}; the backup is version {} (redis {})",
@@ -214,7 +219,7 @@ pub async fn open_sink(
             // cannot be served
             match conn.config_get("tls-replication").await {
                 Ok(Some(v)) if v == "yes" => {
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         job,
                         format!("{} replicates over TLS only (`tls-replication yes`): drctl cannot serve it", d.shown),
                         Some("restore with `--to-dir DIR` and restart the server from that dump.rdb".into()),

@@ -5,7 +5,8 @@
 
 use super::conn::{Endpoint, Failure};
 use super::resp::Value;
-use super::{Node, SentinelSettings, Settings, failed, source_err};
+use super::{Node, SentinelSettings, Settings, failed};
+use crate::Error;
 use crate::Result;
 
 /// One replica as `SENTINEL replicas` describes it.
@@ -86,7 +87,7 @@ async fn ask(job: &str, s: &Settings, sent: &SentinelSettings) -> Result<(Endpoi
         let entries: Vec<Vec<(String, String)>> = replicas.items().iter().map(|r| r.pairs()).collect();
         return Ok((master, replica_entries(&entries)));
     }
-    Err(source_err(
+    Err(Error::source_failed(
         job,
         format!("no sentinel could name the master `{}`: {}", sent.master_name, problems.join("; ")),
         Some("check `sentinel` (host:port of each sentinel), `master_name` and `sentinel_password`".into()),
@@ -131,7 +132,7 @@ pub async fn choose(job: &str, s: &Settings, sent: &SentinelSettings) -> Result<
         s.dial.connect(&master, &s.auth).await.map_err(|f| failed(job, &shown, "cannot connect to master", f))?;
     let info = conn.info().await.map_err(|f| failed(job, &shown, "INFO failed on", f))?;
     if info.is_replica() {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!("the sentinels name {shown} as master `{}`, but it is a replica", sent.master_name),
             Some("a failover is probably in progress: run the job again in a minute".into()),

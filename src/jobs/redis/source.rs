@@ -13,7 +13,8 @@ use tokio::io::AsyncReadExt;
 use super::conn::{Conn, Failure, Io};
 use super::rdb::RdbCheck;
 use super::resp::{self, Framer, SyncError, SyncHeader};
-use super::{Facts, failed, source_err};
+use super::{Facts, failed};
+use crate::Error;
 use crate::Result;
 use crate::jobs::SourceStream;
 
@@ -64,9 +65,9 @@ pub async fn open_sync(job: &str, mut conn: Conn, at: &str, facts: Arc<Mutex<Fac
                     ),
                     other => other.hint(at),
                 };
-                return Err(source_err(job, format!("SYNC refused by {at}: {f}"), hint));
+                return Err(Error::source_failed(job, format!("SYNC refused by {at}: {f}"), hint));
             }
-            Err(SyncError::Protocol(m)) => return Err(source_err(job, format!("SYNC on {at}: {m}"), None)),
+            Err(SyncError::Protocol(m)) => return Err(Error::source_failed(job, format!("SYNC on {at}: {m}"), None)),
         }
         conn.fill(IDLE_TIMEOUT, "waiting for the server to start sending the RDB")
             .await
@@ -86,15 +87,16 @@ pub async fn open_sync(job: &str, mut conn: Conn, at: &str, facts: Arc<Mutex<Fac
 
     let (job, at) = (job.to_string(), at.to_string());
     let completion = Box::pin(async move {
-        let outcome = pump.await.map_err(|e| source_err(&job, format!("RDB transfer task failed: {e}"), None))?;
+        let outcome =
+            pump.await.map_err(|e| Error::source_failed(&job, format!("RDB transfer task failed: {e}"), None))?;
         match outcome {
             Ok(()) => {}
             Err(PumpError::Stopped) => {
-                return Err(source_err(&job, "the pipeline stopped reading the RDB", None));
+                return Err(Error::source_failed(&job, "the pipeline stopped reading the RDB", None));
             }
             Err(PumpError::Incomplete { received, expected }) => {
                 let of = expected.map(|e| format!(" of {e}")).unwrap_or_default();
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &job,
                     format!("{at} closed the connection after {received}{of} bytes of the RDB: the transfer is incomplete"),
                     Some("nothing was committed; see the server's log (client-output-buffer-limit? a killed fork?) and run the job again".into()),
@@ -102,9 +104,10 @@ pub async fn open_sync(job: &str, mut conn: Conn, at: &str, facts: Arc<Mutex<Fac
             }
             Err(PumpError::Failure(f)) => return Err(failed(&job, &at, "the RDB transfer failed from", f)),
         }
-        let summary = check.lock().map(|c| c.finish()).map_err(|_| source_err(&job, "RDB check poisoned", None))?;
+        let summary =
+            check.lock().map(|c| c.finish()).map_err(|_| Error::source_failed(&job, "RDB check poisoned", None))?;
         let summary = summary.map_err(|p| {
-            source_err(
+            Error::source_failed(
                 &job,
                 format!("the RDB received from {at} is not usable: {p}"),
                 Some("nothing was committed".into()),

@@ -89,10 +89,6 @@ pub struct Facts {
     pub checksums_verified: bool,
 }
 
-fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
-}
-
 /// An error and its causes on one line (reqwest's own text says little: "error sending request").
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -145,10 +141,14 @@ enum Purpose {
 impl Server {
     fn new(job: &str, address: &str, ca_file: Option<&Path>, read_timeout: Option<Duration>) -> Result<Server> {
         let base = url::Url::parse(address).map_err(|e| {
-            source_err(job, format!("`{address}` is not a URL: {e}"), Some("e.g. `https://vault:8200`".into()))
+            Error::source_failed(
+                job,
+                format!("`{address}` is not a URL: {e}"),
+                Some("e.g. `https://vault:8200`".into()),
+            )
         })?;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("`{}` is not an http(s) address", url_for_display(address)),
                 Some("e.g. `https://vault:8200`".into()),
@@ -167,19 +167,24 @@ impl Server {
         if let Some(ca) = ca_file {
             let pem = std::fs::read(ca).map_err(|source| Error::ReadFile { path: ca.to_path_buf(), source })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                source_err(
+                Error::source_failed(
                     job,
                     format!("ca_file `{}` is not a PEM certificate bundle: {}", ca.display(), chain(&e)),
                     None,
                 )
             })?;
             if certs.is_empty() {
-                return Err(source_err(job, format!("ca_file `{}` holds no certificate", ca.display()), None));
+                return Err(Error::source_failed(
+                    job,
+                    format!("ca_file `{}` holds no certificate", ca.display()),
+                    None,
+                ));
             }
             b = b.tls_certs_only(certs);
         }
-        let client =
-            b.build().map_err(|e| source_err(job, format!("cannot set up the HTTP client: {}", chain(&e)), None))?;
+        let client = b
+            .build()
+            .map_err(|e| Error::source_failed(job, format!("cannot set up the HTTP client: {}", chain(&e)), None))?;
         Ok(Server { base, client })
     }
 
@@ -201,7 +206,7 @@ impl Server {
         } else {
             None
         };
-        source_err(job, format!("{what}: no answer from {}: {detail}", self.display()), hint)
+        Error::source_failed(job, format!("{what}: no answer from {}: {detail}", self.display()), hint)
     }
 
     /// Turn a non-success answer into an error that says what to do.
@@ -223,7 +228,7 @@ impl Server {
         let lower = said.to_ascii_lowercase();
         let hint = match status.as_u16() {
             400 if matches!(purpose, Purpose::Restore { force: false }) && lower.contains("unseal keys") => {
-                return source_err(
+                return Error::source_failed(
                     job,
                     format!("{shown} refused the snapshot: it was taken on a cluster with other unseal keys ({said})"),
                     Some(
@@ -265,7 +270,7 @@ impl Server {
             500..=599 => Some("the server failed; its log says why".into()),
             _ => None,
         };
-        source_err(job, message, hint)
+        Error::source_failed(job, message, hint)
     }
 
     async fn health(&self, job: &str) -> Result<Health> {
@@ -284,17 +289,21 @@ impl Server {
             return Err(self.status_err(job, "health check", Purpose::Backup, resp).await);
         }
         let h: Health = resp.json().await.map_err(|e| {
-            source_err(job, format!("{} did not answer like Vault/OpenBao: {}", self.display(), chain(&e)), None)
+            Error::source_failed(
+                job,
+                format!("{} did not answer like Vault/OpenBao: {}", self.display(), chain(&e)),
+                None,
+            )
         })?;
         if !h.initialized {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("{} is not initialized", self.display()),
                 Some("initialize it (`bao operator init`) first".into()),
             ));
         }
         if h.sealed {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("{} is sealed", self.display()),
                 Some(
@@ -323,10 +332,10 @@ impl Server {
         let v: serde_json::Value = resp
             .json()
             .await
-            .map_err(|e| source_err(job, format!("{what}: unreadable answer: {}", chain(&e)), None))?;
+            .map_err(|e| Error::source_failed(job, format!("{what}: unreadable answer: {}", chain(&e)), None))?;
         match v["auth"]["client_token"].as_str() {
             Some(t) if !t.is_empty() => Ok(Secret::new(t)),
-            _ => Err(source_err(job, format!("{what}: the answer holds no token"), None)),
+            _ => Err(Error::source_failed(job, format!("{what}: the answer holds no token"), None)),
         }
     }
 
@@ -350,7 +359,7 @@ impl Server {
             .await
             .map_err(|e| self.request_err(job, what, &e))?;
         if resp.status().as_u16() == 403 {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("{} refused the token (403 permission denied)", self.display()),
                 Some(
@@ -367,7 +376,7 @@ impl Server {
         let v: serde_json::Value = resp
             .json()
             .await
-            .map_err(|e| source_err(job, format!("{what}: unreadable answer: {}", chain(&e)), None))?;
+            .map_err(|e| Error::source_failed(job, format!("{what}: unreadable answer: {}", chain(&e)), None))?;
         let caps: Vec<String> = [&v["data"][path], &v[path], &v["data"]["capabilities"], &v["capabilities"]]
             .into_iter()
             .find_map(|c| c.as_array())
@@ -377,7 +386,7 @@ impl Server {
         if allowed {
             return Ok(());
         }
-        Err(source_err(
+        Err(Error::source_failed(
             job,
             format!(
                 "the token may not {needed} `{path}` on {} (its capabilities there: {})",
@@ -416,7 +425,7 @@ async fn authenticate(job: &str, cfg: &VaultJob, server: &Server) -> Result<(Sec
     if let Some(f) = &cfg.token_file {
         let t = read_secret_file(f)?;
         if t.expose().is_empty() {
-            return Err(source_err(job, format!("token_file `{}` is empty", f.display()), None));
+            return Err(Error::source_failed(job, format!("token_file `{}` is empty", f.display()), None));
         }
         return Ok((t, false));
     }
@@ -424,12 +433,14 @@ async fn authenticate(job: &str, cfg: &VaultJob, server: &Server) -> Result<(Sec
         let secret_id = match (&cfg.secret_id, &cfg.secret_id_file) {
             (Some(s), _) => s.clone(),
             (None, Some(f)) => read_secret_file(f)?,
-            (None, None) => return Err(source_err(job, "`role_id` needs `secret_id` or `secret_id_file`", None)),
+            (None, None) => {
+                return Err(Error::source_failed(job, "`role_id` needs `secret_id` or `secret_id_file`", None));
+            }
         };
         let mount = cfg.approle_mount.as_deref().unwrap_or("approle");
         return Ok((server.approle_login(job, mount, role_id, &secret_id).await?, true));
     }
-    Err(source_err(
+    Err(Error::source_failed(
         job,
         "no credentials configured",
         Some("set `token_file`, or `role_id` with `secret_id_file`".into()),
@@ -494,11 +505,12 @@ impl BackupSession {
         let shown = self.server.display();
         let verified = self.verified.clone();
         let completion = Box::pin(async move {
-            let verdict =
-                verifier.await.map_err(|e| source_err(&job, format!("the snapshot verifier failed: {e}"), None))?;
+            let verdict = verifier
+                .await
+                .map_err(|e| Error::source_failed(&job, format!("the snapshot verifier failed: {e}"), None))?;
             let ended = outcome.lock().map(|o| o.clone()).unwrap_or(Download::Reading);
             match (ended, verdict) {
-                (Download::Broke(f), _) => Err(source_err(
+                (Download::Broke(f), _) => Err(Error::source_failed(
                     &job,
                     format!("the snapshot download from {shown} broke off: {f}"),
                     Some("nothing was committed; check the server's log and run the job again".into()),
@@ -509,7 +521,7 @@ impl BackupSession {
                     }
                     Ok(())
                 }
-                (Download::Finished | Download::Rejected, Err(e)) => Err(source_err(
+                (Download::Finished | Download::Rejected, Err(e)) => Err(Error::source_failed(
                     &job,
                     format!("the snapshot from {shown} failed verification: {e}"),
                     Some(
@@ -528,10 +540,9 @@ impl BackupSession {
     }
 
     pub async fn finish(&mut self) -> Result<serde_json::Value> {
-        let info =
-            self.verified.lock().ok().and_then(|v| v.clone()).ok_or_else(|| {
-                source_err(&self.job, "no verified snapshot: the snapshot stream did not complete", None)
-            })?;
+        let info = self.verified.lock().ok().and_then(|v| v.clone()).ok_or_else(|| {
+            Error::source_failed(&self.job, "no verified snapshot: the snapshot stream did not complete", None)
+        })?;
         let servers = info
             .meta
             .configuration
@@ -676,7 +687,7 @@ fn env_secret(names: &[&str]) -> Option<(String, Secret)> {
 /// address (same scheme, host and port), never for another server.
 async fn destination(job: &str, cfg: &VaultJob, opts: &RestoreOptions) -> Result<Dest> {
     if opts.to_dir.is_some() {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             "--to-dir does not apply to vault snapshots",
             Some("use `--output FILE` for the snapshot file, or `--to URL` to restore into another cluster".into()),
@@ -686,7 +697,7 @@ async fn destination(job: &str, cfg: &VaultJob, opts: &RestoreOptions) -> Result
         None => (cfg.address.clone(), true),
         Some(to) => {
             let to_url = url::Url::parse(to).map_err(|e| {
-                source_err(
+                Error::source_failed(
                     job,
                     format!("--to: `{}` is not a URL: {e}", url_for_display(to)),
                     Some("e.g. `--to https://vault-dr:8200`".into()),
@@ -711,7 +722,7 @@ async fn destination(job: &str, cfg: &VaultJob, opts: &RestoreOptions) -> Result
         Some((_, token)) => token,
         None if own => authenticate(job, cfg, &server).await?.0,
         None => {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("--to {}: no token for that server", server.display()),
                 Some(format!(
@@ -727,7 +738,7 @@ async fn destination(job: &str, cfg: &VaultJob, opts: &RestoreOptions) -> Result
 
 fn check_artifact(job: &str, artifact: &Artifact) -> Result<()> {
     if artifact.format != FORMAT {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!("artifact `{}` has format `{}`, not a {FORMAT}", artifact.name, artifact.format),
             None,

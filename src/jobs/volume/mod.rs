@@ -97,18 +97,6 @@ pub struct Facts {
     pub tar_format: String,
 }
 
-fn source_err(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Source { job: job.to_string(), message: crate::redact::scrub(&message.into()), hint }
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return "no error output".into();
-    }
-    lines[lines.len().saturating_sub(5)..].join(" / ")
-}
-
 /// Where the tree comes from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -135,7 +123,7 @@ impl Source {
 async fn resolve_source(job: &str, cfg: &VolumeJob) -> Result<Source> {
     if let Some(p) = &cfg.path {
         if !p.is_absolute() {
-            return Err(source_err(job, format!("`path` must be absolute, not `{}`", p.display()), None));
+            return Err(Error::source_failed(job, format!("`path` must be absolute, not `{}`", p.display()), None));
         }
         return Ok(Source::Path(p.clone()));
     }
@@ -146,7 +134,7 @@ async fn resolve_source(job: &str, cfg: &VolumeJob) -> Result<Source> {
     if let Some(path) = &cfg.pvc_path {
         return Ok(Source::Pvc(pvc::Pvc::resolve(job, cfg, path).await?));
     }
-    Err(source_err(job, "no source: set `path`, `docker_volume` or `pvc_path`", None))
+    Err(Error::source_failed(job, "no source: set `path`, `docker_volume` or `pvc_path`", None))
 }
 
 /// `docker volume inspect --format '{{ .Mountpoint }}' NAME`.
@@ -158,22 +146,27 @@ async fn docker_mountpoint(job: &str, volume: &str) -> Result<PathBuf> {
         .arg("{{ .Mountpoint }}")
         .arg(volume);
     let (status, out, err) = cmd.output().await.map_err(|e| {
-        source_err(
+        Error::source_failed(
             job,
             format!("cannot run `docker` to find the mountpoint of volume `{volume}`: {e}"),
             Some("install the Docker CLI (with access to the engine), or set `path` to the volume's mountpoint".into()),
         )
     })?;
     if !status.success() {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
-            format!("`{}` failed ({}): {}", cmd.display(), describe_status(&status), tail(&err)),
+            format!(
+                "`{}` failed ({}): {}",
+                cmd.display(),
+                describe_status(&status),
+                crate::tool_output::tail(&err, 5, "no error output")
+            ),
             Some(format!("does the volume exist on this host? `docker volume ls` lists them; `{volume}` is the name")),
         ));
     }
     let mountpoint = out.trim();
     if !mountpoint.starts_with('/') {
-        return Err(source_err(
+        return Err(Error::source_failed(
             job,
             format!("`docker volume inspect` gave no usable mountpoint for volume `{volume}`: `{mountpoint}`"),
             None,
@@ -185,14 +178,14 @@ async fn docker_mountpoint(job: &str, volume: &str) -> Result<PathBuf> {
 /// The root to archive: an existing directory (symlinks to it are followed).
 fn check_root(job: &str, root: &Path) -> Result<PathBuf> {
     let resolved = std::fs::canonicalize(root).map_err(|e| {
-        source_err(
+        Error::source_failed(
             job,
             format!("cannot open the volume at `{}`: {e}", root.display()),
             Some("check `path` (or that the `before` hooks create it)".into()),
         )
     })?;
     if !resolved.is_dir() {
-        return Err(source_err(job, format!("`{}` is not a directory", root.display()), None));
+        return Err(Error::source_failed(job, format!("`{}` is not a directory", root.display()), None));
     }
     Ok(resolved)
 }
@@ -212,7 +205,12 @@ async fn run_hook(cmd: &str, env: &[(&str, &str)]) -> std::result::Result<(), St
         }
         Ok((status, out, err)) => {
             let text = if err.trim().is_empty() { crate::redact::scrub(&out) } else { err };
-            Err(format!("`{}` failed ({}): {}", crate::redact::scrub(cmd), describe_status(&status), tail(&text)))
+            Err(format!(
+                "`{}` failed ({}): {}",
+                crate::redact::scrub(cmd),
+                describe_status(&status),
+                crate::tool_output::tail(&text, 5, "no error output")
+            ))
         }
         Err(e) => Err(format!("cannot run `sh -c {}`: {e}", crate::redact::scrub(cmd))),
     }
@@ -239,8 +237,9 @@ pub struct BackupSession {
 
 impl BackupSession {
     pub async fn prepare(job: &str, cfg: &VolumeJob) -> Result<BackupSession> {
-        let excludes = Excludes::new(&cfg.exclude)
-            .map_err(|(i, m)| source_err(job, format!("exclude[{i}]: {m}"), Some("see jobs/volume.toml".into())))?;
+        let excludes = Excludes::new(&cfg.exclude).map_err(|(i, m)| {
+            Error::source_failed(job, format!("exclude[{i}]: {m}"), Some("see jobs/volume.toml".into()))
+        })?;
         let source = resolve_source(job, cfg).await?;
         // `before` hooks may be what makes the root exist (a mounted snapshot): checked after them
         if cfg.before.is_empty() {
@@ -274,7 +273,7 @@ impl BackupSession {
         match artifact.format {
             FORMAT_TAR => self.open_data().await,
             FORMAT_FILES => self.open_files(),
-            other => Err(source_err(&self.job, format!("unknown artifact format `{other}`"), None)),
+            other => Err(Error::source_failed(&self.job, format!("unknown artifact format `{other}`"), None)),
         }
     }
 
@@ -289,7 +288,7 @@ impl BackupSession {
         for (i, cmd) in self.cfg.before.iter().enumerate() {
             tracing::info!(job = %self.job, hook = %crate::redact::scrub(cmd), "running before hook");
             if let Err(e) = run_hook(cmd, &env).await {
-                return Err(source_err(
+                return Err(Error::source_failed(
                     &self.job,
                     format!("before hook {} of {} {e}", i + 1, self.cfg.before.len()),
                     Some("nothing was committed and the `after` hooks ran; fix the hook and run the job again".into()),
@@ -325,7 +324,7 @@ impl BackupSession {
                     Ok(())
                 }
                 Ok(Err(e)) => Err(walk_error(&job, e)),
-                Err(e) => Err(source_err(&job, format!("the archive thread failed: {e}"), None)),
+                Err(e) => Err(Error::source_failed(&job, format!("the archive thread failed: {e}"), None)),
             }
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -375,7 +374,7 @@ impl BackupSession {
             match finished {
                 Some(Ok(f)) if !f.success => {
                     let message = f.check(&shown, &pvc.place).err().map(|e| e.message).unwrap_or_default();
-                    return Err(source_err(
+                    return Err(Error::source_failed(
                         &job,
                         message,
                         Some(format!(
@@ -384,7 +383,7 @@ impl BackupSession {
                     ));
                 }
                 Some(Err(e)) if result.is_ok() => {
-                    return Err(source_err(&job, e.message, Some(nothing.into())));
+                    return Err(Error::source_failed(&job, e.message, Some(nothing.into())));
                 }
                 _ => {}
             }
@@ -395,7 +394,7 @@ impl BackupSession {
                     }
                     Ok(())
                 }
-                Err(message) => Err(source_err(&job, message, Some(nothing.into()))),
+                Err(message) => Err(Error::source_failed(&job, message, Some(nothing.into()))),
             }
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -407,15 +406,21 @@ impl BackupSession {
     fn open_files(&mut self) -> Result<SourceStream> {
         let walked = self.walked.lock().ok().and_then(|mut w| w.take());
         let Some(Walked { totals, mut list }) = walked else {
-            return Err(source_err(&self.job, "the file list is only available after the `data` artifact", None));
+            return Err(Error::source_failed(
+                &self.job,
+                "the file list is only available after the `data` artifact",
+                None,
+            ));
         };
         self.totals = Some(totals);
-        list.rewind().map_err(|e| source_err(&self.job, format!("cannot read back the file list: {e}"), None))?;
+        list.rewind()
+            .map_err(|e| Error::source_failed(&self.job, format!("cannot read back the file list: {e}"), None))?;
         Ok(SourceStream { reader: Box::new(tokio::fs::File::from_std(list)), completion: Box::pin(async { Ok(()) }) })
     }
 
     pub async fn finish(&mut self) -> Result<serde_json::Value> {
-        let totals = self.totals.clone().ok_or_else(|| source_err(&self.job, "the backup did not complete", None))?;
+        let totals =
+            self.totals.clone().ok_or_else(|| Error::source_failed(&self.job, "the backup did not complete", None))?;
         let facts = Facts {
             source: match &self.source {
                 Source::Path(_) => "path".into(),
@@ -483,7 +488,7 @@ fn walk_error(job: &str, e: archive::WalkError) -> Error {
         archive::WalkError::List(_) => Some("set TMPDIR to a writable directory with some free space".to_string()),
         _ => Some("nothing was committed".to_string()),
     };
-    source_err(job, e.to_string(), hint)
+    Error::source_failed(job, e.to_string(), hint)
 }
 
 /// An unlinked temporary file for the file list.
@@ -492,7 +497,7 @@ fn spool(job: &str) -> Result<std::fs::File> {
     let path = dir.join(format!(".drctl-{job}-files-{:08x}", rand::random::<u32>()));
     let file =
         std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).map_err(|e| {
-            source_err(
+            Error::source_failed(
                 job,
                 format!("cannot create a temporary file for the file list in `{}`: {e}", dir.display()),
                 Some("set TMPDIR to a writable directory".into()),
@@ -565,7 +570,7 @@ async fn destination(job: &str, cfg: &VolumeJob, opts: &RestoreOptions) -> Resul
         return Ok(path);
     }
     let cwd = std::env::current_dir()
-        .map_err(|e| source_err(job, format!("cannot resolve `{}`: {e}", path.display()), None))?;
+        .map_err(|e| Error::source_failed(job, format!("cannot resolve `{}`: {e}", path.display()), None))?;
     Ok(cwd.join(path))
 }
 
@@ -590,7 +595,7 @@ async fn checked_destination(job: &str, cfg: &VolumeJob, opts: &RestoreOptions) 
 }
 
 fn unknown_format(job: &str, a: &Artifact) -> Error {
-    source_err(
+    Error::source_failed(
         job,
         format!("artifact `{}` has format `{}`, which this drctl cannot restore", a.name, a.format),
         Some("use `--output FILE` to get the decrypted artifact".into()),

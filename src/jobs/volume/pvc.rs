@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use super::RESTORE_PIPE;
 use super::restream::{self, ForwardOptions, Forwarded};
-use super::{RESTORE_PIPE, source_err};
 use crate::exec::{Place, Remote, argv, sh_quote};
 use crate::jobs::volume::VolumeJob;
 use crate::jobs::{Consumer, RestoreOptions, Sink};
@@ -66,7 +66,7 @@ impl Pvc {
     /// Find the pod of `cfg.exec` (connects to the API server for a label selector).
     pub async fn resolve(job: &str, cfg: &VolumeJob, path: &Path) -> Result<Pvc> {
         if !path.is_absolute() {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("the path in the pod must be absolute, not `{}`", path.display()),
                 None,
@@ -74,7 +74,7 @@ impl Pvc {
         }
         let place = Place::resolve(&cfg.exec).await.map_err(|e| e.for_job(job))?;
         if !matches!(place, Place::Kubernetes(_)) {
-            return Err(source_err(job, "`pvc_path` needs `exec = { kubernetes = { … } }`", None));
+            return Err(Error::source_failed(job, "`pvc_path` needs `exec = { kubernetes = { … } }`", None));
         }
         Ok(Pvc { place, path: normalise(path) })
     }
@@ -95,7 +95,7 @@ impl Pvc {
         if finished.success {
             return Ok(());
         }
-        Err(source_err(
+        Err(Error::source_failed(
             job,
             format!("{} is not a directory ({})", self.describe(), finished.status),
             Some("check `pvc_path` and that the pod mounts the PVC there (`kubectl describe pod`)".into()),
@@ -112,7 +112,7 @@ impl Pvc {
         let read = remote.stdout.read_to_end(&mut out).await;
         let finished = remote.wait().await.map_err(|e| e.for_job(job))?;
         if let Err(e) = read {
-            return Err(source_err(
+            return Err(Error::source_failed(
                 job,
                 format!("reading the hard-link scan from {}: {e}", self.place.describe()),
                 None,
