@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::Config;
 use super::locate::Step;
 use super::problems::{Problems, Section, Source, key};
-use crate::targets::TargetKind;
 
 /// Names become object-key components and metric labels: keep them plain.
 fn valid_name(name: &str) -> bool {
@@ -82,9 +81,9 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
     }
     for (name, storage) in &config.deploy.targets {
         let path = [key("deploy"), key("targets"), key(name)];
-        match config.targets.get(name).map(|t| &t.kind) {
-            Some(TargetKind::Fs(_)) => {}
-            Some(_) => p.error(
+        match config.targets.get(name).map(|t| t.kind.settings().local_path()) {
+            Some(Some(_)) => {}
+            Some(None) => p.error(
                 main,
                 &path,
                 format!("target `{name}` is not an `fs` target: only `fs` targets need deploy storage"),

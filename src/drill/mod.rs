@@ -91,10 +91,10 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
                 Ok(scratch) => {
                     let mut drill = Drill::new(engine, job, &manifest, &holders, &scratch);
                     match &job.spec {
-                        JobSpec::Postgres(_) => crate::jobs::postgres::drill::drill(&mut drill).await,
+                        JobSpec::Postgres(c) => crate::jobs::postgres::drill::drill(&mut drill, c).await,
                         JobSpec::Redis(_) => crate::jobs::redis::drill::drill(&mut drill).await,
                         JobSpec::Volume(_) => crate::jobs::volume::drill::drill(&mut drill).await,
-                        JobSpec::Vault(_) => crate::jobs::vault::drill::drill(&mut drill).await,
+                        JobSpec::Vault(c) => crate::jobs::vault::drill::drill(&mut drill, c).await,
                         JobSpec::Gitlab(_) => crate::jobs::gitlab::drill::drill(&mut drill).await,
                     }
                     record.restore_seconds = drill.restore_seconds;

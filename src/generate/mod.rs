@@ -30,7 +30,6 @@ use serde_json::Value;
 use crate::config::{Config, DeployStorage, Problem, Severity};
 use crate::exec::ExecConfig;
 use crate::jobs::JobConfig;
-use crate::targets::TargetKind;
 
 /// The config files as written, for the ConfigMap / swarm configs.
 #[derive(Debug, Clone)]
@@ -77,8 +76,8 @@ impl DurablePaths {
         for job in jobs {
             for name in &job.common.targets {
                 let Some(t) = config.targets.get(name) else { continue };
-                let TargetKind::Fs(fs) = &t.kind else { continue };
-                let path = fs.path.display().to_string();
+                let Some(local) = t.kind.settings().local_path() else { continue };
+                let path = local.display().to_string();
                 match config.deploy.targets.get(name) {
                     Some(s) if s.size.is_some() || s.host_path.is_some() => {
                         targets.insert(name.clone(), (path, s.clone()));

@@ -112,6 +112,9 @@ pub trait TargetSettings {
     fn secret_files(&self) -> Vec<(&'static str, Option<&Path>)>;
     /// Resolve relative paths against the config's directory.
     fn resolve_paths(&mut self, fix: &mut dyn FnMut(&mut PathBuf));
+    /// The directory on this machine the target writes to, if it is one: in a container it must
+    /// be durable storage (`drctl generate` mounts it, or refuses to render).
+    fn local_path(&self) -> Option<&Path>;
 }
 
 /// The closed set of target kinds.

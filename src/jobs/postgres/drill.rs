@@ -196,8 +196,11 @@ async fn connect(url: &str, limit: std::time::Duration) -> Result<PgConnection, 
 /// jobs), else its default.
 fn connect_timeout(d: &Drill<'_>) -> std::time::Duration {
     match &d.job.spec {
-        crate::jobs::JobSpec::Postgres(pg) => pg.connect_timeout(),
-        _ => crate::jobs::postgres::PostgresJob::DEFAULT_CONNECT_TIMEOUT,
+        JobSpec::Postgres(pg) => pg.connect_timeout(),
+        // gitlab's drill loads its database dump into a scratch PostgreSQL too
+        JobSpec::Gitlab(_) | JobSpec::Redis(_) | JobSpec::Volume(_) | JobSpec::Vault(_) => {
+            PostgresJob::DEFAULT_CONNECT_TIMEOUT
+        }
     }
 }
 
@@ -297,8 +300,7 @@ async fn run_checks(drill: &mut Drill<'_>, c: &mut PgConnection, db: &str, check
 }
 
 /// Drill a postgres backup.
-pub async fn drill(d: &mut Drill<'_>) {
-    let JobSpec::Postgres(pg) = &d.job.spec else { return };
+pub async fn drill(d: &mut Drill<'_>, pg: &PostgresJob) {
     let verify = d.job.common.verify.clone().unwrap_or_default();
     let facts: Facts = serde_json::from_value(d.manifest.facts.clone()).unwrap_or_default();
     let dbs: Vec<String> =

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::secrets::read_secret_file;
 use crate::drill::context::Drill;
-use crate::jobs::JobSpec;
 use crate::jobs::RestoreOptions;
 use crate::jobs::VerifyConfig;
 use crate::jobs::vault::VaultJob;
@@ -24,8 +23,7 @@ use crate::jobs::vault::{FORMAT, Facts};
 use crate::redact::{Secret, url_for_display};
 
 /// Drill a vault backup.
-pub async fn drill(d: &mut Drill<'_>) {
-    let JobSpec::Vault(cfg) = &d.job.spec else { return };
+pub async fn drill(d: &mut Drill<'_>, cfg: &VaultJob) {
     let facts: Facts = serde_json::from_value(d.manifest.facts.clone()).unwrap_or_default();
     let Some(artifact) = d.manifest.artifacts.iter().find(|a| a.format == FORMAT).map(|a| a.name.clone()) else {
         d.error("backup", "has no raft snapshot artifact");

@@ -29,4 +29,8 @@ impl TargetSettings for FsTarget {
     fn resolve_paths(&mut self, fix: &mut dyn FnMut(&mut PathBuf)) {
         fix(&mut self.path);
     }
+
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
 }

@@ -181,4 +181,8 @@ impl TargetSettings for S3Target {
         self.access_key_id_file.iter_mut().for_each(&mut *fix);
         self.secret_access_key_file.iter_mut().for_each(fix);
     }
+
+    fn local_path(&self) -> Option<&Path> {
+        None // a remote store
+    }
 }

@@ -93,4 +93,8 @@ impl TargetSettings for SftpTarget {
         fix(&mut self.key_file);
         fix(&mut self.known_hosts_file);
     }
+
+    fn local_path(&self) -> Option<&Path> {
+        None // a remote store
+    }
 }

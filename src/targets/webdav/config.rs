@@ -82,4 +82,8 @@ impl TargetSettings for WebdavTarget {
     fn resolve_paths(&mut self, fix: &mut dyn FnMut(&mut PathBuf)) {
         self.password_file.iter_mut().for_each(fix);
     }
+
+    fn local_path(&self) -> Option<&Path> {
+        None // a remote store
+    }
 }
