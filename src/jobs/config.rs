@@ -35,7 +35,8 @@ pub trait KindSettings {
 
 /// A job kind by name, as a manifest (`kind`) or a drill record records it: the closed set that
 /// code reading stored facts matches on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Postgres,
     Redis,
@@ -45,8 +46,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Postgres, Kind::Redis, Kind::Volume, Kind::Vault, Kind::Gitlab];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Postgres => "postgres",
@@ -58,8 +57,23 @@ impl Kind {
     }
 
     /// The kind a stored `kind` names; `None` for one this drctl does not know (a newer drctl's).
+    /// Through serde, so a new variant parses without a second list to keep in step.
     pub fn parse(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+        use serde::de::IntoDeserializer;
+        Kind::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(name)).ok()
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::Kind;
+
+    #[test]
+    fn names_round_trip_and_unknown_is_none() {
+        for k in [Kind::Postgres, Kind::Redis, Kind::Volume, Kind::Vault, Kind::Gitlab] {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(Kind::parse("mysql"), None);
     }
 }
 
