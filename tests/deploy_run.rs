@@ -208,7 +208,9 @@ impl Cluster {
         // parents before children, as container runtimes order mounts (runc sorts by destination)
         binds.sort_by_key(|(_, path, _)| Path::new(path).components().count());
         let mut cmd = Command::new("bwrap");
-        cmd.args(["--die-with-parent", "--tmpfs", "/"]);
+        // its own PID namespace, as a container has: when the pod (bwrap) is killed, everything in
+        // it dies too (a dropped user id loses the parent-death signal)
+        cmd.args(["--die-with-parent", "--unshare-pid", "--tmpfs", "/"]);
         let needed: Vec<&str> = binds.iter().map(|(_, p, _)| p.as_str()).collect();
         ro_tree(Path::new("/"), &needed, &mut cmd);
         cmd.args(["--dev", "/dev", "--proc", "/proc"]);
