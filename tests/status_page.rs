@@ -77,7 +77,7 @@ fn serve(rt: &tokio::runtime::Runtime, config: &Path, shutdown: CancellationToke
     let config = Arc::new(drctl::config::load(config).unwrap());
     rt.block_on(async {
         let engine = drctl::engine::Engine::new((*config).clone());
-        let catalog = Arc::new(engine.catalog().await.unwrap());
+        let catalog = engine.catalog().await.unwrap();
         let state = ApiState::new(config, catalog, Arc::new(String::new), Arc::new(PageControl)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

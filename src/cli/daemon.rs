@@ -41,7 +41,7 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         max_concurrent = settings.max_concurrent,
         "daemon starting"
     );
-    let catalog = Arc::new(engine.catalog().await?);
+    let catalog = engine.catalog().await?;
     if catalog.is_postgres() {
         tracing::info!(catalog = %catalog.url(), "catalog on PostgreSQL: replicas share it, one runs each job (advisory locks)");
     } else {

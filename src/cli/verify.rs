@@ -7,7 +7,7 @@ use crate::catalog::Selector;
 use crate::drill::{DrillReport, verify_job};
 use crate::engine::Engine;
 use crate::finding::Severity;
-use crate::metrics::{JobState, VerifyState, push};
+use crate::metrics::{JobState, drill_job_state, push};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -88,24 +88,7 @@ async fn push_metrics(engine: &Engine, reports: &[DrillReport]) {
     let Some(pushgateway) = &engine.config.pushgateway else {
         return;
     };
-    let states: Vec<JobState> = reports
-        .iter()
-        .map(|r| {
-            let rec = &r.record;
-            let rpo_seconds = engine.config.jobs.get(&rec.job).map(|j| j.common.rpo().as_secs_f64()).unwrap_or(0.0);
-            JobState {
-                job: rec.job.clone(),
-                complete: false,
-                rpo_seconds,
-                verify: VerifyState {
-                    last_passed: Some(rec.passed()),
-                    last_success: rec.passed().then(|| rec.finished_at.as_millisecond() as f64 / 1000.0),
-                    duration_seconds: Some(rec.restore_seconds),
-                },
-                ..JobState::default()
-            }
-        })
-        .collect();
+    let states: Vec<JobState> = reports.iter().map(|r| drill_job_state(&engine.config, &r.record)).collect();
     let failures = push::push_states(&pushgateway.url, &states).await;
     for e in &failures {
         eprintln!("{}", crate::redact::scrub(&format!("warning: {e}")));

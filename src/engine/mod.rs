@@ -18,24 +18,29 @@ use crate::config::Config;
 use crate::targets::Target;
 use crate::{Error, Result};
 
-/// Configuration plus the handles operations need.
+/// Configuration plus the handles operations need: one per process, shared by every operation
+/// (the CLI's one command, or all of the daemon's runs).
 pub struct Engine {
     pub config: Config,
     /// Show progress bars (a terminal is attached and the user did not ask for quiet/json).
     pub progress: bool,
+    /// The catalog, opened (and migrated) once, on first use.
+    catalog: tokio::sync::OnceCell<Arc<Catalog>>,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Self {
-        Engine { config, progress: false }
+        Engine { config, progress: false, catalog: tokio::sync::OnceCell::new() }
     }
 
     pub fn catalog_url(&self) -> String {
         self.config.catalog.url.clone().unwrap_or_else(catalog::default_url)
     }
 
-    pub async fn catalog(&self) -> Result<Catalog> {
-        Catalog::open(&self.catalog_url()).await
+    /// The catalog: opened and migrated on first use, then the same pool for every operation. A
+    /// failure to open is not kept: the next call tries again (the database may come back).
+    pub async fn catalog(&self) -> Result<Arc<Catalog>> {
+        self.catalog.get_or_try_init(|| async { Catalog::open(&self.catalog_url()).await.map(Arc::new) }).await.cloned()
     }
 
     /// Open the target called `name`.

@@ -87,7 +87,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
         let job = engine.config.job(&job_name)?;
         let (found, problems) = scan(engine, Some(&job_name)).await?;
         let now = Timestamp::now();
-        let (suspicious, protected) = overrides(engine, job, &found, catalog.as_ref(), now).await;
+        let (suspicious, protected) = overrides(engine, job, &found, catalog.as_deref(), now).await;
         // 3-2-1 needs every target's state: a target that could not be listed may hold (or lack)
         // any copy, and the catalog's record of it may be stale
         let unlisted: Vec<String> = job

@@ -76,7 +76,7 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
         let (mut found, _) = scan(engine, Some(&job_name)).await?;
         found.sort_by(|a, b| b.manifest.newer_cmp(&a.manifest));
         let now = jiff::Timestamp::now();
-        let (_, protected) = super::prune::overrides(engine, job, &found, catalog.as_ref(), now).await;
+        let (_, protected) = super::prune::overrides(engine, job, &found, catalog.as_deref(), now).await;
         // per target: the ids its own retention keeps when it holds every backup of the job
         let mut keeps: BTreeMap<String, std::result::Result<BTreeSet<String>, String>> = BTreeMap::new();
         for to in &job.common.targets {

@@ -38,7 +38,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-pub use state::{BackupSize, RunOutcome, RunResult, VerifyState, catalog_states, drill_state, job_state, job_states};
+pub use state::{
+    BackupSize, RunOutcome, RunResult, VerifyState, catalog_states, drill_job_state, drill_state, job_state, job_states,
+};
 
 /// `drctl_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "drctl_build_info";

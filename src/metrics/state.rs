@@ -54,6 +54,16 @@ pub struct VerifyState {
 }
 
 impl VerifyState {
+    /// What one drill says: passed or not, when, how long its restore took.
+    pub fn from_record(rec: &crate::manifest::DrillRecord) -> VerifyState {
+        let passed = rec.passed();
+        VerifyState {
+            last_passed: Some(passed),
+            last_success: passed.then(|| unix(rec.finished_at)),
+            duration_seconds: Some(rec.restore_seconds),
+        }
+    }
+
     /// From a job's drill records, newest first (as [`Catalog::drills`] returns them): whether the
     /// newest drill passed, when the newest passing one ended and its measured restore time. This is
     /// what every push and the daemon's startup report, so a backup's push (which replaces the job's
@@ -249,4 +259,17 @@ pub async fn catalog_states(engine: &Engine) -> Vec<JobState> {
         out.push(s);
     }
     out
+}
+
+/// A job's state after drill `rec`: its `drctl_verify_*` samples and its RPO only (merged into
+/// the job's group, never replacing the backup samples). The one place `drctl verify` and the
+/// daemon build it.
+pub fn drill_job_state(config: &Config, rec: &crate::manifest::DrillRecord) -> JobState {
+    JobState {
+        job: rec.job.clone(),
+        complete: false,
+        rpo_seconds: config.jobs.get(&rec.job).map(|j| j.common.rpo().as_secs_f64()).unwrap_or(0.0),
+        verify: VerifyState::from_record(rec),
+        ..JobState::default()
+    }
 }

@@ -176,7 +176,7 @@ impl Scheduler {
             })
             .collect();
         let permits = Arc::new(Semaphore::new(settings.max_concurrent as usize));
-        let replica = format!("{}:{}", hostname(), std::process::id());
+        let replica = format!("{}:{}", crate::host::name(), std::process::id());
         Scheduler {
             inner: Arc::new(Inner {
                 engine,
@@ -286,11 +286,6 @@ impl Scheduler {
             return Err("shutting down".into());
         }
         lock(&self.inner.ready).clone()
-    }
-
-    /// Whether [`Scheduler::shutdown`] has begun.
-    pub fn is_stopping(&self) -> bool {
-        self.inner.stopping.is_cancelled()
     }
 
     /// Stop taking runs, wait up to `grace` (or until `hurry` completes: a second signal) for the
@@ -451,11 +446,8 @@ async fn verify(inner: &Inner, job: &str) {
         Ok(report) => {
             let rec = &report.record;
             let passed = rec.passed();
-            let state = VerifyState {
-                last_passed: Some(passed),
-                last_success: passed.then(|| rec.finished_at.as_millisecond() as f64 / 1000.0),
-                duration_seconds: Some(rec.restore_seconds),
-            };
+            let job_state = crate::metrics::drill_job_state(&inner.engine.config, rec);
+            let state = job_state.verify;
             if passed {
                 tracing::info!(
                     job = %job,
@@ -478,13 +470,7 @@ async fn verify(inner: &Inner, job: &str) {
                 let last_success = state.last_success.or(last.and_then(|l| l.last_success));
                 *last = Some(VerifyState { last_success, ..state });
             }
-            inner.metrics.set_job(&crate::metrics::JobState {
-                job: job.to_string(),
-                complete: false,
-                rpo_seconds: inner.engine.config.job(job).map(|j| j.common.rpo().as_secs_f64()).unwrap_or(0.0),
-                verify: state,
-                ..Default::default()
-            });
+            inner.metrics.set_job(&job_state);
             if passed { RunResult::Ok } else { RunResult::Failed }
         }
         Err(e) => {
@@ -510,11 +496,4 @@ async fn sleep_until(at: Timestamp) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
 }
