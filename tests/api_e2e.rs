@@ -147,7 +147,7 @@ async fn serve(
 ) -> drctl::Result<(String, CancellationToken, tokio::task::JoinHandle<()>)> {
     let config = Arc::new(drctl::config::load(config_path)?);
     let engine = drctl::engine::Engine::new((*config).clone());
-    let catalog = Arc::new(engine.catalog().await?);
+    let catalog = engine.catalog().await?;
     let metrics = Arc::new(drctl::metrics::Metrics::new());
     let outcomes: Vec<_> = config
         .jobs

@@ -418,7 +418,7 @@ fn api_row(config: &std::path::Path, job: &str) -> serde_json::Value {
     rt.block_on(async {
         let config = std::sync::Arc::new(drctl::config::load(config).unwrap());
         let engine = drctl::engine::Engine::new((*config).clone());
-        let catalog = std::sync::Arc::new(engine.catalog().await.unwrap());
+        let catalog = engine.catalog().await.unwrap();
         let state =
             drctl::api::ApiState::new(config, catalog, std::sync::Arc::new(String::new), std::sync::Arc::new(Idle))
                 .unwrap();
