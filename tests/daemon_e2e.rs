@@ -289,3 +289,146 @@ fn scheduled_drills_run_and_feed_the_metrics_with_json_logs() {
     }
     assert!(messages.contains("drill passed") && messages.contains("backup committed"), "{messages:?}");
 }
+
+/// The daemon's JSON log as (message, fields) pairs.
+fn json_log(log: &str) -> Vec<serde_json::Value> {
+    log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect()
+}
+
+/// A field of a JSON log line (tracing puts them under `fields`, or at the top level).
+fn field<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    v["fields"][name].as_str().or_else(|| v[name].as_str())
+}
+
+#[test]
+fn a_backup_and_a_drill_due_together_both_run_the_drill_after_the_backup() {
+    // issue 13: one running flag per job made one of the two skip, counted as a skipped backup
+    let s = Scratch::new();
+    let api = free_addr();
+    let job = "schedule = \"*/3 * * * * *\"\nverify = { schedule = \"*/3 * * * * *\" }";
+    s.write_config(&config(&s, &s.head(), &api, "grace = \"30s\"\nmax_concurrent = 4", job));
+    let mut d = Daemon::start_with(&s, "daemon", &api, &s.config_path(), &["--json"]);
+    let drills = "drctl_verify_runs_total{drctl_job=\"vol\",result=\"ok\"}";
+    wait_for(Duration::from_secs(90), "3 passed drills", || (d.metric(drills) >= 3.0).then_some(()));
+    let text = d.get("/metrics").1;
+    assert_eq!(d.stop(Duration::from_secs(40)).0, 0, "{}", d.log());
+    assert_eq!(metric(&text, "drctl_backup_skipped_overlap_total{drctl_job=\"vol\"}"), 0.0, "{text}");
+    assert_eq!(metric(&text, "drctl_verify_skipped_overlap_total{drctl_job=\"vol\"}"), 0.0, "{text}");
+    assert_eq!(metric(&text, "drctl_verify_runs_total{drctl_job=\"vol\",result=\"failed\"}"), 0.0, "{text}");
+
+    // in every slot both ran, the backup first
+    let mut order: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for v in json_log(&d.log()) {
+        if v["fields"]["message"] == "run started" || v["message"] == "run started" {
+            let (Some(kind), Some(trigger)) = (field(&v, "kind"), field(&v, "trigger")) else { continue };
+            if trigger.starts_with("Scheduled") {
+                order.entry(trigger.to_string()).or_default().push(kind.to_string());
+            }
+        }
+    }
+    let both: Vec<&Vec<String>> = order.values().filter(|k| k.len() == 2).collect();
+    assert!(both.len() >= 3, "slots with a backup and a drill: {order:?}");
+    for kinds in order.values() {
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("backup"),
+            "a drill ran before its slot's backup: {order:?}"
+        );
+    }
+}
+
+/// `drctl` with the clock `offset` away (libfaketime, installed by scripts/services.sh).
+fn at_offset(offset: &str, config: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new("faketime");
+    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .args(["-f", offset, env!("CARGO_BIN_EXE_drctl")])
+        .env_remove("DRCTL_CONFIG")
+        .arg("--config")
+        .arg(config);
+    c
+}
+
+#[test]
+fn a_daemon_down_across_its_schedule_catches_up_once_per_overdue_job() {
+    // issue 13: a daemon that was down across a backup slot waited for the next one (a year here)
+    let s = Scratch::new();
+    let api = free_addr();
+    let data = volume(&s);
+    let job = |name: &str, extra: &str| {
+        format!(
+            "[jobs.{name}]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"{}\"\nschedule = \"0 0 0 1 1 *\"\n{extra}\n",
+            data.display()
+        )
+    };
+    let text = format!(
+        "{}\n[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"30s\"\n\n{}{}{}",
+        s.head(),
+        job("old", "rpo = \"1h\""),
+        job("fresh", ""),
+        job("never", "")
+    );
+    s.write_config(&text);
+    let cli_config = s.path("cli.toml");
+    std::fs::write(&cli_config, text.replace("schedule = \"0 0 0 1 1 *\"\n", "")).unwrap();
+    // `old`: its newest backup is 3 h old (the clock moved back), past its 1 h rpo
+    let r = run(at_offset("-3h", &cli_config).args(["run", "old"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    // `fresh`: backed up now, within the default 26 h
+    let r = run(at_offset("+0", &cli_config).args(["run", "fresh"]));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let mut d = Daemon::start(&s, "daemon", &api);
+    let ok = |job: &str| format!("drctl_backup_runs_total{{drctl_job=\"{job}\",result=\"ok\"}}");
+    wait_for(Duration::from_secs(60), "the catch-up backups of `old` and `never`", || {
+        (d.metric(&ok("old")) >= 1.0 && d.metric(&ok("never")) >= 1.0).then_some(())
+    });
+    let text = d.get("/metrics").1;
+    assert_eq!(d.stop(Duration::from_secs(40)).0, 0, "{}", d.log());
+    let log = d.log();
+    // jobs are looked at in name order: `fresh` was judged before the other two ran
+    assert_eq!(metric(&text, &ok("fresh")), 0.0, "`fresh` is within its rpo: no catch-up\n{log}");
+    assert_eq!(metric(&text, &ok("old")), 1.0, "one catch-up, not one per missed slot\n{log}");
+    assert_eq!(log.matches("catch-up: backing up now").count(), 2, "{log}");
+    assert!(log.contains("is 3h") && log.contains("rpo 1h"), "the reason names the age and the rpo\n{log}");
+    assert!(log.contains("no complete backup yet"), "{log}");
+}
+
+#[test]
+fn the_daemon_keeps_its_jobs_pushgateway_groups_true() {
+    // issue 13: the daemon ignored [pushgateway]; a group pushed before by `drctl run` stayed frozen
+    let s = Scratch::new();
+    let api = free_addr();
+    let pgw = endpoint("DRCTL_TEST_PUSHGATEWAY_URL");
+    let name = format!("pgw_{}", unique("d").replace('-', "_"));
+    let text = format!(
+        "{}\n[pushgateway]\nurl = \"{pgw}\"\n\n[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"30s\"\n\n\
+         [jobs.{name}]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"{}\"\nschedule = \"*/2 * * * * *\"\n",
+        s.head(),
+        volume(&s).display()
+    );
+    s.write_config(&text);
+    let cli_config = s.path("cli.toml");
+    std::fs::write(&cli_config, text.replace("schedule = \"*/2 * * * * *\"\n", "")).unwrap();
+    // a CronJob-era push, 3 h ago
+    let r = run(at_offset("-3h", &cli_config).args(["run", &name]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let pushed = |sample: &str| -> Option<f64> {
+        let (code, body) = http_get(pgw.trim_start_matches("http://").trim_end_matches('/'), "/metrics");
+        assert_eq!(code, 200);
+        body.lines()
+            .find(|l| l.starts_with(sample) && l.contains(&format!("drctl_job=\"{name}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let before = pushed("drctl_backup_last_success_timestamp_seconds").expect("the CLI pushed the job's group");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(now - before > 3.0 * 3600.0 - 120.0, "{before} {now}");
+
+    let mut d = Daemon::start(&s, "daemon", &api);
+    wait_for(Duration::from_secs(60), "the daemon's backup in the Pushgateway group", || {
+        pushed("drctl_backup_last_success_timestamp_seconds").filter(|t| now - t < 60.0)
+    });
+    assert_eq!(d.stop(Duration::from_secs(40)).0, 0, "{}", d.log());
+    // the per-target series travel with it
+    assert!(pushed("drctl_target_last_success_timestamp_seconds").is_some_and(|t| now - t < 60.0));
+    assert!(pushed("drctl_target_free_bytes").is_some_and(|f| f > 0.0), "an fs target tells its free space");
+}

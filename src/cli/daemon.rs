@@ -49,9 +49,16 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
     }
 
     let metrics = Arc::new(Metrics::new());
-    for state in crate::metrics::catalog_states(&engine).await {
-        metrics.set_job(&state);
+    let states = crate::metrics::catalog_states(&engine).await;
+    for state in &states {
+        metrics.set_job(state);
     }
+    // the Pushgateway's groups for these jobs now say what the catalog says, not what a run
+    // before the daemon last pushed (in the background: a slow Pushgateway never delays the start)
+    tokio::spawn({
+        let engine = engine.clone();
+        async move { crate::scheduler::push(&engine, &states).await }
+    });
     let scheduler = Scheduler::new(engine.clone(), metrics.clone(), catalog.clone(), settings);
 
     let encode = metrics.clone();
@@ -68,6 +75,10 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         async move { api::serve_on(listener, state, stop).await }
     });
     scheduler.start();
+    tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.catch_up().await }
+    });
     tracing::info!("daemon started");
 
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {

@@ -77,6 +77,16 @@ pub const BACKUP_SKIPPED_OVERLAP: &str = "drctl_backup_skipped_overlap_total";
 pub const BACKUP_SKIPPED_LOCKED: &str = "drctl_backup_skipped_locked_total";
 /// `{result="ok|failed"}`: restore drills the daemon ran (daemon only).
 pub const VERIFY_RUNS: &str = "drctl_verify_runs_total";
+/// Scheduled drills skipped because the job's previous drill was still going (daemon only).
+pub const VERIFY_SKIPPED_OVERLAP: &str = "drctl_verify_skipped_overlap_total";
+/// `{drctl_job,target}`: Unix time the newest backup of the job that the target holds finished
+/// (0: the target holds none).
+pub const TARGET_LAST_SUCCESS: &str = "drctl_target_last_success_timestamp_seconds";
+/// `{drctl_job,target}`: stored size of that backup on the target.
+pub const TARGET_BYTES: &str = "drctl_target_bytes";
+/// `{target}`: free space where the target can tell (fs: the filesystem's available bytes); no
+/// sample for object stores, SFTP and WebDAV.
+pub const TARGET_FREE_BYTES: &str = "drctl_target_free_bytes";
 
 /// Every metric name drctl exposes, as written in queries.
 pub const METRIC_NAMES: &[&str] = &[
@@ -97,6 +107,10 @@ pub const METRIC_NAMES: &[&str] = &[
     BACKUP_SKIPPED_OVERLAP,
     BACKUP_SKIPPED_LOCKED,
     VERIFY_RUNS,
+    VERIFY_SKIPPED_OVERLAP,
+    TARGET_LAST_SUCCESS,
+    TARGET_BYTES,
+    TARGET_FREE_BYTES,
 ];
 
 /// Metrics the Pushgateway adds to every group it holds (the alert rules use them).
@@ -149,6 +163,17 @@ struct RunLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    drctl_job: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -180,19 +205,48 @@ pub struct JobState {
     /// or the catalog could not be read and no run said).
     pub suspicious: Option<Option<String>>,
     pub verify: VerifyState,
+    /// Per target of the job: its newest backup there (`None` in the state: the target holds
+    /// none; an empty list: not known, e.g. the catalog was unreadable).
+    pub targets: Vec<TargetState>,
+    /// Free space of the job's targets that can tell, by target name.
+    pub free_bytes: Vec<(String, u64)>,
+}
+
+/// One target's view of a job: the newest backup it holds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetState {
+    pub target: String,
+    /// Unix time that backup finished; `None`: the target holds no backup of the job.
+    pub last_success: Option<f64>,
+    /// Its stored size.
+    pub stored_bytes: Option<u64>,
 }
 
 /// Something notable that happened: logged, and counted by the metrics that observe it.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     /// A backup run of `job` ended.
-    BackupFinished { job: &'a str, result: RunResult },
+    BackupFinished {
+        job: &'a str,
+        result: RunResult,
+    },
     /// A scheduled run of `job` was skipped: its previous run was still going.
-    SkippedOverlap { job: &'a str },
+    SkippedOverlap {
+        job: &'a str,
+    },
+    VerifySkippedOverlap {
+        job: &'a str,
+    },
     /// A run of `job` was skipped: another replica holds its lock or already ran the slot.
-    SkippedLocked { job: &'a str, reason: &'a str },
+    SkippedLocked {
+        job: &'a str,
+        reason: &'a str,
+    },
     /// A restore drill of `job` ended (daemon).
-    VerifyFinished { job: &'a str, result: RunResult },
+    VerifyFinished {
+        job: &'a str,
+        result: RunResult,
+    },
 }
 
 impl Event<'_> {
@@ -204,6 +258,9 @@ impl Event<'_> {
             }
             Event::SkippedOverlap { job } => {
                 tracing::warn!(job = %job, "scheduled run skipped: the previous run is still going")
+            }
+            Event::VerifySkippedOverlap { job } => {
+                tracing::warn!(job = %job, "scheduled drill skipped: the previous drill is still going")
             }
             Event::SkippedLocked { job, reason } => {
                 tracing::info!(job = %job, reason = %reason, "run skipped: another replica has it")
@@ -241,6 +298,10 @@ pub struct Metrics {
     rule_321_ok: Family<JobLabels, Gauge>,
     runs: Family<RunLabels, Counter>,
     skipped_overlap: Family<JobLabels, Counter>,
+    verify_skipped_overlap: Family<JobLabels, Counter>,
+    target_last_success: Family<TargetLabels, FloatGauge>,
+    target_bytes: Family<TargetLabels, Gauge>,
+    target_free: Family<StoreLabels, Gauge>,
     skipped_locked: Family<JobLabels, Counter>,
     verify_runs: Family<RunLabels, Counter>,
 }
@@ -271,6 +332,10 @@ impl Metrics {
             rule_321_ok: Family::default(),
             runs: Family::default(),
             skipped_overlap: Family::default(),
+            verify_skipped_overlap: Family::default(),
+            target_last_success: Family::default(),
+            target_bytes: Family::default(),
+            target_free: Family::default(),
             skipped_locked: Family::default(),
             verify_runs: Family::default(),
         };
@@ -334,6 +399,21 @@ impl Metrics {
             "1 when the job's newest committed backup meets 3-2-1 (3 copies, 2 media, 1 offsite)",
             m.rule_321_ok.clone(),
         );
+        r.register(
+            TARGET_LAST_SUCCESS,
+            "Unix time the newest backup of the job held by this target finished (0: it holds none)",
+            m.target_last_success.clone(),
+        );
+        r.register(
+            TARGET_BYTES,
+            "Stored size of the newest backup of the job held by this target",
+            m.target_bytes.clone(),
+        );
+        r.register(
+            TARGET_FREE_BYTES,
+            "Free space on the target, where it can tell (fs targets; absent for s3, sftp and webdav)",
+            m.target_free.clone(),
+        );
         let e = &mut m.events;
         e.register(
             counter_name(BACKUP_RUNS),
@@ -354,6 +434,11 @@ impl Metrics {
             counter_name(VERIFY_RUNS),
             "Restore drills by result (ok, failed) since this process started",
             m.verify_runs.clone(),
+        );
+        e.register(
+            counter_name(VERIFY_SKIPPED_OVERLAP),
+            "Scheduled restore drills skipped because the job's previous drill was still going",
+            m.verify_skipped_overlap.clone(),
         );
         m
     }
@@ -380,6 +465,19 @@ impl Metrics {
         set_or(&self.verify_last_status, &l, s.verify.last_passed.map(i64::from), clear);
         set_or(&self.verify_last_success, &l, s.verify.last_success, clear);
         set_or(&self.verify_duration, &l, s.verify.duration_seconds, clear);
+        for t in &s.targets {
+            let tl = TargetLabels { drctl_job: s.job.clone(), target: t.target.clone() };
+            self.target_last_success.get_or_create(&tl).set(t.last_success.unwrap_or(0.0));
+            set_or(&self.target_bytes, &tl, t.stored_bytes.map(saturating_i64), true);
+        }
+        for (target, free) in &s.free_bytes {
+            self.set_free_bytes(target, *free);
+        }
+    }
+
+    /// A target's free space (see [`TARGET_FREE_BYTES`]).
+    pub fn set_free_bytes(&self, target: &str, free: u64) {
+        self.target_free.get_or_create(&StoreLabels { target: target.to_string() }).set(saturating_i64(free));
     }
 
     /// Count an event.
@@ -387,6 +485,9 @@ impl Metrics {
         match event {
             Event::BackupFinished { job, result } => {
                 self.runs.get_or_create(&RunLabels { drctl_job: job.to_string(), result: *result }).inc();
+            }
+            Event::VerifySkippedOverlap { job } => {
+                self.verify_skipped_overlap.get_or_create(&JobLabels { drctl_job: job.to_string() }).inc();
             }
             Event::SkippedOverlap { job } => {
                 self.skipped_overlap.get_or_create(&JobLabels { drctl_job: job.to_string() }).inc();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::JobState;
+use super::{JobState, TargetState};
 use crate::catalog::{BackupEntry, BackupFlags, BackupStatus, Catalog};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -173,6 +173,12 @@ pub fn job_state(
     };
     let mut s =
         JobState { job: outcome.job.clone(), rpo_seconds, last_run: Some(outcome.result), ..JobState::default() };
+    s.free_bytes = job
+        .map(|j| j.common.targets.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| config.targets.get(t).and_then(crate::targets::free_bytes).map(|f| (t.clone(), f)))
+        .collect();
     match entries {
         Some(entries) => {
             s.complete = true;
@@ -202,6 +208,19 @@ pub fn job_state(
             // no committed backup: only the live data, and 3-2-1 is not met (as `drctl check`)
             let (copies, ok) = rule(newest.map(|(b, _)| b.targets.as_slice()).unwrap_or_default()).unzip();
             (s.copies, s.rule_321_ok) = (copies, ok);
+            s.targets = job
+                .map(|j| j.common.targets.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    let held = committed().filter(|(b, _)| b.targets.contains(t)).max_by(|a, b| a.1.newer_cmp(b.1));
+                    TargetState {
+                        target: t.clone(),
+                        last_success: held.map(|(_, m)| unix(m.finished_at)),
+                        stored_bytes: held.map(|(_, m)| m.stored_bytes()),
+                    }
+                })
+                .collect();
         }
         None => {
             // the run's own backup is the newest one; nothing is known about earlier ones
@@ -217,6 +236,16 @@ pub fn job_state(
                 let (copies, ok) = rule(&r.committed).unzip();
                 (s.copies, s.rule_321_ok) = (copies, ok);
                 s.suspicious = Some(r.suspicious.clone());
+                // the catalog is unreadable: what this run committed is all that is known
+                s.targets = r
+                    .committed
+                    .iter()
+                    .map(|t| TargetState {
+                        target: t.clone(),
+                        last_success: Some(unix(outcome.finished_at)),
+                        stored_bytes: Some(r.stored_bytes),
+                    })
+                    .collect();
             }
         }
     }

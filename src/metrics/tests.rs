@@ -19,6 +19,11 @@ fn full_state() -> JobState {
             last_success: Some(1795300000.0),
             duration_seconds: Some(42.0),
         },
+        targets: vec![
+            TargetState { target: "local".into(), last_success: Some(1795400000.25), stored_bytes: Some(400) },
+            TargetState { target: "s3".into(), last_success: None, stored_bytes: None },
+        ],
+        free_bytes: vec![("local".into(), 5_000_000)],
     }
 }
 
@@ -53,6 +58,10 @@ fn push_body_is_prometheus_text_with_every_state_sample() {
             "drctl_backup_bytes{drctl_job=\"pg\",stage=\"source\"} 1000",
             "drctl_backup_bytes{drctl_job=\"pg\",stage=\"stored\"} 400",
             "drctl_backup_suspicious{drctl_job=\"pg\"} 0",
+            "drctl_target_last_success_timestamp_seconds{drctl_job=\"pg\",target=\"local\"} 1795400000.25",
+            "drctl_target_last_success_timestamp_seconds{drctl_job=\"pg\",target=\"s3\"} 0.0",
+            "drctl_target_bytes{drctl_job=\"pg\",target=\"local\"} 400",
+            "drctl_target_free_bytes{target=\"local\"} 5000000",
             "drctl_backup_rpo_seconds{drctl_job=\"pg\"} 93600.0",
             "drctl_verify_last_success_timestamp_seconds{drctl_job=\"pg\"} 1795300000.0",
             "drctl_verify_last_status{drctl_job=\"pg\"} 0",
@@ -158,6 +167,7 @@ fn metric_names_are_exactly_the_families_exposed() {
     m.set_job(&full_state());
     m.observe(&Event::BackupFinished { job: "pg", result: RunResult::Ok });
     m.observe(&Event::SkippedOverlap { job: "pg" });
+    m.observe(&Event::VerifySkippedOverlap { job: "pg" });
     m.observe(&Event::SkippedLocked { job: "pg", reason: "test" });
     m.observe(&Event::VerifyFinished { job: "pg", result: RunResult::Failed });
     let exposed: BTreeSet<String> =

@@ -7,11 +7,17 @@
 //! backup committed on every target) and feeds the metrics.
 //!
 //! Rules, in the order a run meets them:
-//! 1. **No overlap**: a job (backup or drill) that is still running, or queued, when it is due
-//!    again is skipped, and `drctl_backup_skipped_overlap_total` counts it.
-//! 2. **Jitter**: a random delay up to `[daemon] jitter` before the run starts.
-//! 3. **`max_concurrent`**: a semaphore bounds the runs in progress; the others wait their turn.
-//! 4. **One replica**: the run takes the job's lock in the catalog ([`Catalog::try_lock_job`]: a
+//! 1. **No overlap of one operation**: a backup still running, or queued, when the job's next
+//!    backup is due makes that one skip (`drctl_backup_skipped_overlap_total`); the same for a
+//!    drill (`drctl_verify_skipped_overlap_total`). A backup and a drill of one job never skip each
+//!    other: they take turns ([`JobEntry::gate`]), and when both are due at the same time the drill
+//!    runs after the backup, so that it tests the newest backup.
+//! 2. **Catch-up**: on start, a job whose newest complete backup is older than its `rpo` (or that
+//!    has none) is backed up once at once, not once per missed slot ([`Trigger::CatchUp`]);
+//!    drills wait for their next slot.
+//! 3. **Jitter**: a random delay up to `[daemon] jitter` before the run starts.
+//! 4. **`max_concurrent`**: a semaphore bounds the runs in progress; the others wait their turn.
+//! 5. **One replica**: the run takes the job's lock in the catalog ([`Catalog::try_lock_job`]: a
 //!    PostgreSQL advisory lock held on its own connection for the whole run; a no-op on SQLite,
 //!    where only one daemon may run). A replica that does not get it skips the run. A scheduled
 //!    run then claims its slot (job, kind, fire time) in the catalog; a slot another replica
@@ -44,7 +50,7 @@ use crate::api::ControlError;
 use crate::catalog::{BackupStatus, Catalog};
 use crate::engine::Engine;
 use crate::metrics::{Event, Metrics, RunOutcome, RunResult, VerifyState};
-pub use schedule::{Schedule, next_after};
+pub use schedule::{Schedule, next_after, previous_at_or_before};
 
 /// Default `[daemon] max_concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: u32 = 2;
@@ -74,6 +80,11 @@ pub enum Trigger {
     Scheduled(Timestamp),
     /// Asked for through the API.
     Manual,
+    /// On start, for a job whose newest complete backup is older than its `rpo`: the daemon was
+    /// down across its schedule. Runs once, claiming the slot it missed (the schedule's last fire
+    /// time before the start), so replicas starting together run it once; a replica that finds
+    /// the job caught up skips it.
+    CatchUp(Timestamp),
 }
 
 /// How [`Scheduler::shutdown`] ended.
@@ -104,8 +115,17 @@ impl Settings {
 struct JobEntry {
     backup: Option<Schedule>,
     verify: Option<Schedule>,
-    /// A backup or drill of the job is queued or running.
-    running: AtomicBool,
+    /// A backup of the job is queued or running.
+    backup_running: AtomicBool,
+    /// A drill of the job is queued or running.
+    verify_running: AtomicBool,
+    /// Held by a run of the job for its whole length: a backup and a drill of one job take turns
+    /// (first come, first served; on a PostgreSQL catalog they would otherwise meet at the job's
+    /// lock and one would be skipped).
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// The newest backup slot that was either started (holding the gate) or skipped: a drill due
+    /// at the same time waits for it, so that it runs after that backup.
+    backup_slot: tokio::sync::watch::Sender<Option<Timestamp>>,
     /// The next scheduled backup.
     next_backup: Mutex<Option<Timestamp>>,
     /// The last drill this daemon ran, so that a backup's metrics (rebuilt from the catalog) keep it.
@@ -136,13 +156,23 @@ pub struct Scheduler {
     inner: Arc<Inner>,
 }
 
-/// Resets a job's running flag when its run ends, however it ends (aborted included).
-struct RunningFlag(Arc<Inner>, String);
+impl JobEntry {
+    fn running(&self, work: Work) -> &AtomicBool {
+        match work {
+            Work::Backup => &self.backup_running,
+            Work::Verify => &self.verify_running,
+        }
+    }
+}
+
+/// Resets a job's running flag for one operation when its run ends, however it ends (aborted
+/// included).
+struct RunningFlag(Arc<Inner>, String, Work);
 
 impl Drop for RunningFlag {
     fn drop(&mut self) {
         if let Some(j) = self.0.jobs.get(&self.1) {
-            j.running.store(false, Ordering::SeqCst);
+            j.running(self.2).store(false, Ordering::SeqCst);
         }
     }
 }
@@ -168,7 +198,10 @@ impl Scheduler {
                 let entry = JobEntry {
                     backup: parse(name, "backup", j.common.schedule.as_ref()),
                     verify: parse(name, "verify", j.common.verify.as_ref().and_then(|v| v.schedule.as_ref())),
-                    running: AtomicBool::new(false),
+                    backup_running: AtomicBool::new(false),
+                    verify_running: AtomicBool::new(false),
+                    gate: Arc::new(tokio::sync::Mutex::new(())),
+                    backup_slot: tokio::sync::watch::Sender::new(None),
                     next_backup: Mutex::new(None),
                     last_verify: Mutex::new(None),
                 };
@@ -224,7 +257,44 @@ impl Scheduler {
                 _ = sleep_until(at) => {}
                 _ = stopping.cancelled() => return,
             }
+            if work == Work::Verify
+                && let Some(j) = self.inner.jobs.get(&job)
+                && let Some(backup) = &j.backup
+                && self.backup_due_at(backup, at)
+            {
+                // due together: the drill goes after this slot's backup (started, or skipped)
+                let mut seen = j.backup_slot.subscribe();
+                tokio::select! {
+                    _ = seen.wait_for(|s| s.is_some_and(|s| s >= at)) => {}
+                    _ = tokio::time::sleep(BACKUP_SLOT_WAIT) => {
+                        tracing::warn!(job = %job, "the backup due with this drill did not start: the drill runs anyway");
+                    }
+                    _ = stopping.cancelled() => return,
+                }
+            }
             match self.trigger(&job, work, Trigger::Scheduled(at)) {
+                Ok(()) | Err(ControlError::AlreadyRunning) => {}
+                Err(ControlError::ShuttingDown | ControlError::UnknownJob) => return,
+            }
+        }
+    }
+
+    /// Whether `backup` fires at `at` too.
+    fn backup_due_at(&self, backup: &Schedule, at: Timestamp) -> bool {
+        let just_before = at.checked_sub(jiff::SignedDuration::from_millis(1)).unwrap_or(at);
+        next_after(backup, &self.inner.settings.timezone, just_before) == Some(at)
+    }
+
+    /// The catch-up after downtime: once, at start, a backup of every scheduled job whose newest
+    /// complete backup is older than its `rpo` or that has none (see [`overdue`]).
+    pub async fn catch_up(&self) {
+        for (job, entry) in &self.inner.jobs {
+            let Some(backup) = &entry.backup else { continue };
+            let now = Timestamp::now();
+            let Some(why) = overdue(&self.inner.engine, job, now).await else { continue };
+            let missed = previous_at_or_before(backup, &self.inner.settings.timezone, now).unwrap_or(now);
+            tracing::info!(job = %job, reason = %why, "catch-up: backing up now instead of at the next slot");
+            match self.trigger(job, Work::Backup, Trigger::CatchUp(missed)) {
                 Ok(()) | Err(ControlError::AlreadyRunning) => {}
                 Err(ControlError::ShuttingDown | ControlError::UnknownJob) => return,
             }
@@ -235,6 +305,12 @@ impl Scheduler {
         loop {
             let result = self.inner.catalog.ping().await.map_err(|e| format!("catalog unreachable: {e}"));
             *lock(&self.inner.ready) = result;
+            // free space moves between runs too (other data on the disk): a fresh figure per scrape period
+            for (name, t) in &self.inner.engine.config.targets {
+                if let Some(free) = crate::targets::free_bytes(t) {
+                    self.inner.metrics.set_free_bytes(name, free);
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {}
                 _ = self.inner.stopping.cancelled() => return,
@@ -253,14 +329,21 @@ impl Scheduler {
         if self.inner.stopping.is_cancelled() {
             return Err(ControlError::ShuttingDown);
         }
-        if entry.running.swap(true, Ordering::SeqCst) {
-            if matches!(trigger, Trigger::Scheduled(_)) {
-                Event::SkippedOverlap { job }.emit(Some(&self.inner.metrics));
+        if entry.running(work).swap(true, Ordering::SeqCst) {
+            if let Trigger::Scheduled(at) = trigger {
+                let event = match work {
+                    Work::Backup => Event::SkippedOverlap { job },
+                    Work::Verify => Event::VerifySkippedOverlap { job },
+                };
+                event.emit(Some(&self.inner.metrics));
+                if work == Work::Backup {
+                    entry.backup_slot.send_replace(Some(at));
+                }
             }
             return Err(ControlError::AlreadyRunning);
         }
         while runs.try_join_next().is_some() {}
-        let flag = RunningFlag(self.inner.clone(), job.to_string());
+        let flag = RunningFlag(self.inner.clone(), job.to_string(), work);
         let inner = self.inner.clone();
         let job = job.to_string();
         runs.spawn(async move {
@@ -275,9 +358,11 @@ impl Scheduler {
         self.inner.jobs.get(job).and_then(|j| *lock(&j.next_backup))
     }
 
-    /// Whether a run of `job` is queued or in progress.
+    /// Whether a run of `job` (backup or drill) is queued or in progress.
     pub fn running(&self, job: &str) -> bool {
-        self.inner.jobs.get(job).is_some_and(|j| j.running.load(Ordering::SeqCst))
+        self.inner.jobs.get(job).is_some_and(|j| {
+            j.running(Work::Backup).load(Ordering::SeqCst) || j.running(Work::Verify).load(Ordering::SeqCst)
+        })
     }
 
     /// The last catalog check.
@@ -297,7 +382,7 @@ impl Scheduler {
             std::mem::take(&mut *guard)
         };
         let deadline = tokio::time::Instant::now() + grace;
-        let running = self.inner.jobs.iter().filter(|(_, j)| j.running.load(Ordering::SeqCst)).count();
+        let running = self.inner.jobs.keys().filter(|j| self.running(j)).count();
         if running > 0 {
             tracing::info!(runs = running, grace = %humantime::format_duration(grace), "waiting for running jobs");
         }
@@ -312,8 +397,7 @@ impl Scheduler {
                 _ = &mut hurry => break,
             }
         }
-        let aborted: Vec<String> =
-            self.inner.jobs.iter().filter(|(_, j)| j.running.load(Ordering::SeqCst)).map(|(n, _)| n.clone()).collect();
+        let aborted: Vec<String> = self.inner.jobs.keys().filter(|j| self.running(j)).cloned().collect();
         tracing::warn!(
             jobs = %aborted.join(","),
             "grace period over: aborting the running jobs (nothing they wrote is committed)"
@@ -328,6 +412,14 @@ impl Scheduler {
 /// One run, from the queue to the metrics.
 async fn execute(inner: &Inner, job: &str, work: Work, trigger: Trigger) {
     let stopping = &inner.stopping;
+    let Some(entry) = inner.jobs.get(job) else { return };
+    let _turn = tokio::select! {
+        g = entry.gate.clone().lock_owned() => g,
+        _ = stopping.cancelled() => return,
+    };
+    if let (Work::Backup, Trigger::Scheduled(at)) = (work, trigger) {
+        entry.backup_slot.send_replace(Some(at));
+    }
     let jitter = inner.settings.jitter;
     if !jitter.is_zero() {
         let delay = {
@@ -356,7 +448,12 @@ async fn execute(inner: &Inner, job: &str, work: Work, trigger: Trigger) {
             return;
         }
     };
-    if let Trigger::Scheduled(slot) = trigger {
+    if matches!(trigger, Trigger::CatchUp(_)) && overdue(&inner.engine, job, Timestamp::now()).await.is_none() {
+        Event::SkippedLocked { job, reason: "another replica already caught up" }.emit(metrics);
+        lock.release().await;
+        return;
+    }
+    if let Trigger::Scheduled(slot) | Trigger::CatchUp(slot) = trigger {
         match inner.catalog.claim_slot(job, work.as_str(), slot, &inner.replica).await {
             Ok(true) => {}
             Ok(false) => {
@@ -404,13 +501,55 @@ async fn backup(inner: &Inner, job: &str) {
     if matches!(&result, Ok(r) if r.status == BackupStatus::Ok) {
         prune_after_backup(engine, job).await;
     }
-    for mut state in crate::metrics::job_states(engine, &[outcome]).await {
+    let mut states = crate::metrics::job_states(engine, &[outcome]).await;
+    for state in &mut states {
         if state.verify == VerifyState::default()
             && let Some(v) = inner.jobs.get(job).and_then(|j| *lock(&j.last_verify))
         {
             state.verify = v;
         }
-        inner.metrics.set_job(&state);
+        inner.metrics.set_job(state);
+    }
+    push(engine, &states).await;
+}
+
+/// Keep the Pushgateway groups of the daemon's jobs true, when `[pushgateway]` is set: the same
+/// groups `drctl run` and `drctl verify` push to (a CronJob setup before the daemon, or the CLI
+/// beside it), so no series there stays frozen at an older state while the daemon runs the job. A
+/// daemon that stopped leaves them as it last saw them: their timestamps age, and BackupMissing
+/// and DrctlDaemonDown fire. A failed push is a warning.
+pub async fn push(engine: &Engine, states: &[crate::metrics::JobState]) {
+    let Some(pushgateway) = &engine.config.pushgateway else { return };
+    for e in crate::metrics::push::push_states(&pushgateway.url, states).await {
+        tracing::warn!(error = %e, hint = %e.hint(), "metrics push failed");
+    }
+}
+
+/// How long a drill due together with a backup waits for that backup to start before it runs
+/// anyway (the backup loop is late, or the backup is queued behind a long run).
+const BACKUP_SLOT_WAIT: Duration = Duration::from_secs(30);
+
+/// Why `job` needs a catch-up backup at `now`: its newest backup committed on every target is
+/// older than its `rpo`, or it has none. `None`: it is fresh enough, or the catalog cannot be read
+/// (then the schedule stands).
+async fn overdue(engine: &Engine, job: &str, now: Timestamp) -> Option<String> {
+    let rpo = engine.config.job(job).ok()?.common.rpo();
+    let catalog = engine.catalog().await.ok()?;
+    let entries = catalog.list(Some(job), None).await.ok()?;
+    let newest = entries
+        .iter()
+        .filter(|b| b.status == BackupStatus::Ok)
+        .filter_map(|b| b.manifest.as_ref())
+        .filter(|m| !crate::retention::future_dated(m.started_at, now, crate::retention::CLOCK_TOLERANCE))
+        .map(|m| m.finished_at)
+        .max();
+    let show = |d: std::time::Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+    match newest {
+        None => Some(format!("no complete backup yet (rpo {})", show(rpo))),
+        Some(t) => {
+            let age = now.duration_since(t).unsigned_abs();
+            (age > rpo).then(|| format!("the newest complete backup is {} old, rpo {}", show(age), show(rpo)))
+        }
     }
 }
 
@@ -471,6 +610,7 @@ async fn verify(inner: &Inner, job: &str) {
                 *last = Some(VerifyState { last_success, ..state });
             }
             inner.metrics.set_job(&job_state);
+            push(&inner.engine, std::slice::from_ref(&job_state)).await;
             if passed { RunResult::Ok } else { RunResult::Failed }
         }
         Err(e) => {

@@ -119,6 +119,13 @@ impl Schedule {
         from_naive(next.naive_utc())
     }
 
+    /// The last civil date-time at or before `at` whose fields match.
+    fn previous_civil(&self, at: DateTime) -> Option<DateTime> {
+        let start = Utc.from_utc_datetime(&to_naive(at));
+        let prev = self.cron.find_previous_occurrence(&start, true).ok()?;
+        from_naive(prev.naive_utc())
+    }
+
     /// The instants a matching civil time stands for in `tz` (0, 1 or 2 of them; see the module docs).
     fn instants(&self, tz: &TimeZone, civil: DateTime) -> Vec<Timestamp> {
         let ambiguous = tz.to_ambiguous_timestamp(civil);
@@ -168,6 +175,22 @@ pub fn next_after(schedule: &Schedule, tz: &TimeZone, after: Timestamp) -> Optio
         cursor = civil;
     }
     best
+}
+
+/// The last time `schedule` fired in `tz` at or before `at` (the slot a daemon that was down
+/// missed). Near an offset change it may name a neighbouring slot; it is only the key replicas
+/// agree on for a catch-up run, never when anything runs.
+pub fn previous_at_or_before(schedule: &Schedule, tz: &TimeZone, at: Timestamp) -> Option<Timestamp> {
+    let civil = tz.to_datetime(at).with().subsec_nanosecond(0).build().ok()?;
+    let mut cursor = civil;
+    for _ in 0..1000 {
+        let c = schedule.previous_civil(cursor)?;
+        if let Some(t) = schedule.instants(tz, c).into_iter().filter(|t| *t <= at).max() {
+            return Some(t);
+        }
+        cursor = c.checked_sub(jiff::SignedDuration::from_secs(1)).ok()?;
+    }
+    None
 }
 
 fn to_naive(dt: DateTime) -> NaiveDateTime {
@@ -343,5 +366,24 @@ mod tests {
         // 5 fields still mean minutes when seconds are allowed
         let s = Schedule::parse_with("* * * * *", true).unwrap();
         assert_eq!(next_after(&s, &TimeZone::UTC, ts("2026-07-01T12:00:01Z")), Some(ts("2026-07-01T12:01:00Z")));
+    }
+
+    #[test]
+    fn previous_slot_is_the_last_fire_time_at_or_before() {
+        let every_hour = Schedule::parse("0 * * * *").unwrap();
+        let utc = TimeZone::UTC;
+        assert_eq!(
+            previous_at_or_before(&every_hour, &utc, ts("2026-03-10T10:20:00Z")),
+            Some(ts("2026-03-10T10:00:00Z"))
+        );
+        assert_eq!(
+            previous_at_or_before(&every_hour, &utc, ts("2026-03-10T10:00:00Z")),
+            Some(ts("2026-03-10T10:00:00Z"))
+        );
+        let nightly = Schedule::parse("30 2 * * *").unwrap();
+        assert_eq!(
+            previous_at_or_before(&nightly, &berlin(), ts("2026-03-10T00:00:00Z")),
+            Some(ts("2026-03-09T01:30:00Z"))
+        );
     }
 }

@@ -402,6 +402,20 @@ pub(crate) fn walk_start(prefix: &str) -> Option<&str> {
     (!escapes).then_some(start)
 }
 
+/// Free space where `config`'s target can tell: the available bytes of the filesystem under a
+/// local path (statvfs, as `df` shows them to an unprivileged user); `None` for remote stores and
+/// when the path cannot be examined.
+pub fn free_bytes(config: &TargetConfig) -> Option<u64> {
+    let path = config.kind.settings().local_path()?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed struct the call fills
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
