@@ -22,6 +22,9 @@ const ALERTS: &[&str] = &[
     "BackupSizeDrop",
     "BackupSuspicious",
     "PushgatewayStale",
+    "BackupTargetStale",
+    "BackupDiskFull",
+    "DrctlDaemonDown",
 ];
 
 fn repo(p: &str) -> PathBuf {
@@ -147,8 +150,11 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
+/// Prometheus' own series the rules use (the daemon's scrape target).
+const PROMETHEUS_METRIC_NAMES: &[&str] = &["up"];
+
 fn known_names() -> BTreeSet<String> {
-    METRIC_NAMES.iter().chain(PUSHGATEWAY_METRIC_NAMES).map(|s| s.to_string()).collect()
+    METRIC_NAMES.iter().chain(PUSHGATEWAY_METRIC_NAMES).chain(PROMETHEUS_METRIC_NAMES).map(|s| s.to_string()).collect()
 }
 
 /// The names in `expr` that the code does not define.

@@ -49,6 +49,7 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
     }
 
     let metrics = Arc::new(Metrics::new());
+    metrics.daemon_started(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
     let states = crate::metrics::catalog_states(&engine).await;
     for state in &states {
         metrics.set_job(state);

@@ -84,6 +84,9 @@ pub const VERIFY_SKIPPED_OVERLAP: &str = "drctl_verify_skipped_overlap_total";
 pub const TARGET_LAST_SUCCESS: &str = "drctl_target_last_success_timestamp_seconds";
 /// `{drctl_job,target}`: stored size of that backup on the target.
 pub const TARGET_BYTES: &str = "drctl_target_bytes";
+/// Unix time this daemon started (daemon only, never pushed): the series DrctlDaemonDown looks
+/// for.
+pub const DAEMON_START: &str = "drctl_daemon_start_time_seconds";
 /// `{target}`: free space where the target can tell (fs: the filesystem's available bytes); no
 /// sample for object stores, SFTP and WebDAV.
 pub const TARGET_FREE_BYTES: &str = "drctl_target_free_bytes";
@@ -111,6 +114,7 @@ pub const METRIC_NAMES: &[&str] = &[
     TARGET_LAST_SUCCESS,
     TARGET_BYTES,
     TARGET_FREE_BYTES,
+    DAEMON_START,
 ];
 
 /// Metrics the Pushgateway adds to every group it holds (the alert rules use them).
@@ -302,6 +306,7 @@ pub struct Metrics {
     target_last_success: Family<TargetLabels, FloatGauge>,
     target_bytes: Family<TargetLabels, Gauge>,
     target_free: Family<StoreLabels, Gauge>,
+    daemon_start: FloatGauge,
     skipped_locked: Family<JobLabels, Counter>,
     verify_runs: Family<RunLabels, Counter>,
 }
@@ -336,6 +341,7 @@ impl Metrics {
             target_last_success: Family::default(),
             target_bytes: Family::default(),
             target_free: Family::default(),
+            daemon_start: FloatGauge::default(),
             skipped_locked: Family::default(),
             verify_runs: Family::default(),
         };
@@ -415,6 +421,7 @@ impl Metrics {
             m.target_free.clone(),
         );
         let e = &mut m.events;
+        e.register(DAEMON_START, "Unix time this drctl daemon started", m.daemon_start.clone());
         e.register(
             counter_name(BACKUP_RUNS),
             "Backup runs by result (ok, partial, failed) since this process started",
@@ -473,6 +480,11 @@ impl Metrics {
         for (target, free) in &s.free_bytes {
             self.set_free_bytes(target, *free);
         }
+    }
+
+    /// This process is the daemon, started at `unix` seconds (see [`DAEMON_START`]).
+    pub fn daemon_started(&self, unix: f64) {
+        self.daemon_start.set(unix);
     }
 
     /// A target's free space (see [`TARGET_FREE_BYTES`]).
