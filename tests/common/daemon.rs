@@ -46,6 +46,11 @@ impl Daemon {
         Daemon { child: Some(child), log, api: api.to_string() }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Everything the daemon has logged so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

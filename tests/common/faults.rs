@@ -317,3 +317,67 @@ fn serve(
     let _ = up.join();
     Ok(())
 }
+
+/// A TCP proxy that can be switched off and on: while off it refuses new connections and cuts the
+/// open ones (a target that goes away for a while, then comes back).
+pub struct SwitchProxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<AtomicI64>,
+}
+
+impl SwitchProxy {
+    pub fn start(upstream: &str) -> SwitchProxy {
+        let upstream = host_port(upstream);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = Arc::new(AtomicI64::new(0));
+        let (up_l, gen_l) = (up.clone(), generation.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                if !up_l.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let born = gen_l.load(Ordering::SeqCst);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    let gen_c = gen_l.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // switched off since this connection was made: cut it
+                            if gen_c.load(Ordering::SeqCst) != born || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        SwitchProxy { addr, up, generation }
+    }
+
+    /// Off: new connections are refused, open ones are cut at their next byte. On: as before.
+    pub fn set_up(&self, up: bool) {
+        if !up {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
