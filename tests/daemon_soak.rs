@@ -124,14 +124,28 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
             std::thread::sleep(Duration::from_millis(200)); // the test's own clock, not a sync point
         }
     };
+    // the footprint every tenth of the run, for the trend; warm-up until 15 %
+    let mut trend = Vec::new();
+    let sample = |trend: &mut Vec<String>| {
+        let (rss, fds) = footprint(pid);
+        trend.push(format!("{:.0}s {} MiB {fds} fds", clock.elapsed().as_secs_f64(), rss / 1024));
+        (rss, fds)
+    };
+    wait_until(at(0.10));
+    sample(&mut trend);
     wait_until(at(0.15));
-    let (rss_start, fds_start) = footprint(pid);
-    wait_until(at(0.30));
-    proxy.set_up(false);
-    wait_until(at(0.50));
-    proxy.set_up(true);
+    let (rss_start, fds_start) = sample(&mut trend);
+    for step in [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] {
+        wait_until(at(step));
+        match step {
+            0.3 => proxy.set_up(false),
+            0.5 => proxy.set_up(true),
+            _ => {}
+        }
+        sample(&mut trend);
+    }
     wait_until(at(0.95));
-    let (rss_end, fds_end) = footprint(pid);
+    let (rss_end, fds_end) = sample(&mut trend);
     wait_until(total);
     let stopped = Timestamp::now();
     let text = d.get("/metrics").1;
@@ -229,6 +243,7 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
         "{secs} s; RSS {rss_start} KiB → {rss_end} KiB ({:+.0} %); open fds {fds_start} → {fds_end}; drain {drain:?}; {kept} backups kept after prune",
         (grew - 1.0) * 100.0
     ));
+    figures.push(format!("footprint: {}", trend.join(", ")));
     println!("soak figures:\n  {}", figures.join("\n  "));
     assert!(rss_end < rss_start + rss_start / 2 + 16 * 1024, "RSS grew: {rss_start} → {rss_end} KiB");
     assert!(fds_end <= fds_start + 20, "open files grew: {fds_start} → {fds_end}");
