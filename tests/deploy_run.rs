@@ -543,12 +543,19 @@ fn daemon_keeps_backups(cluster: &mut Cluster, daemon: Spec, port: u16, source: 
         assert!(ready.elapsed() < Duration::from_secs(30), "daemon not ready:\n{}", logs());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // a fresh daemon with no backup yet backs the job up at once (catch-up): let it finish
+    let started = Instant::now();
+    while ok_runs(port) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no catch-up backup:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(logs().contains("catch-up"), "{}", logs());
     for generation in 1..=3 {
         write_source(source, generation);
         let (code, body) = http(port, "POST", "/api/v1/jobs/files/run");
         assert_eq!(code, 202, "{body}\n{}", logs());
         let started = Instant::now();
-        while ok_runs(port) < generation as f64 {
+        while ok_runs(port) < generation as f64 + 1.0 {
             assert!(started.elapsed() < Duration::from_secs(30), "run {generation} not committed:\n{}", logs());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -564,7 +571,13 @@ fn daemon_keeps_backups(cluster: &mut Cluster, daemon: Spec, port: u16, source: 
     let r = cluster.run(cli(&["list", "files", "--json"]));
     assert_eq!(r.code, 0, "list: {}{}", r.stdout, r.stderr);
     let listed: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(listed.len(), 2, "three committed, `last = 2` kept (prune after each run):\n{}\n{}", r.stdout, logs());
+    assert_eq!(
+        listed.len(),
+        2,
+        "four committed (the catch-up and three asked for), `last = 2` kept (prune after each run):\n{}\n{}",
+        r.stdout,
+        logs()
+    );
     let r = cluster.run(cli(&["restore", "files", "--latest", "--to", "/tmp/restored"]));
     assert_eq!(r.code, 0, "restore: {}{}", r.stdout, r.stderr);
     let restored = r.empty_dirs.values().map(|d| d.join("restored")).find(|d| d.exists()).expect("restored tree");

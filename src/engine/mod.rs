@@ -26,14 +26,11 @@ pub struct Engine {
     pub progress: bool,
     /// The catalog, opened (and migrated) once, on first use.
     catalog: tokio::sync::OnceCell<Arc<Catalog>>,
-    /// The targets opened so far: one client (S3 connection pool, SFTP sessions) per target for
-    /// every operation of the process.
-    targets: std::sync::Mutex<std::collections::BTreeMap<String, Arc<Target>>>,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Self {
-        Engine { config, progress: false, catalog: tokio::sync::OnceCell::new(), targets: Default::default() }
+        Engine { config, progress: false, catalog: tokio::sync::OnceCell::new() }
     }
 
     pub fn catalog_url(&self) -> String {
@@ -46,13 +43,9 @@ impl Engine {
         self.catalog.get_or_try_init(|| async { Catalog::open(&self.catalog_url()).await.map(Arc::new) }).await.cloned()
     }
 
-    /// The target called `name`: opened on first use, then the same client for every operation
-    /// (a broken SFTP session is replaced by its pool, S3's client reconnects).
+    /// Open the target called `name`: a new client per operation (cheap: no connection is made
+    /// until the first request), so a daemon's runs never share a connection a stalled run left.
     pub fn target(&self, name: &str) -> Result<Arc<Target>> {
-        let mut open = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = open.get(name) {
-            return Ok(t.clone());
-        }
         let config = self.config.targets.get(name).ok_or_else(|| Error::Target {
             target: name.to_string(),
             op: "open",
@@ -61,8 +54,6 @@ impl Engine {
             message: "no such target in the configuration".into(),
             hint: format!("configured targets: {}", self.config.targets.keys().cloned().collect::<Vec<_>>().join(", ")),
         })?;
-        let target = Arc::new(Target::open(name, config)?);
-        open.insert(name.to_string(), target.clone());
-        Ok(target)
+        Target::open(name, config).map(Arc::new)
     }
 }
