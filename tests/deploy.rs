@@ -12,7 +12,7 @@ use std::process::Command;
 mod example_config;
 
 use drctl::generate::{Options, helm, kubernetes, swarm};
-use example_config::{cron_opts, example, k8s_opts, root, tool};
+use example_config::{cron_opts, example, k8s_opts, read_yaml, root, tool};
 use serde_json::Value;
 
 #[test]
@@ -62,15 +62,7 @@ fn validate_and_read_back(opts: &Options) {
     assert!(!said.to_lowercase().contains("error"), "{said}");
 
     // the YAML text is exactly the documents (PyYAML reads it back)
-    let back = Command::new(tool("python"))
-        .args(["-c", "import sys,yaml,json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
-    let parsed: Vec<Value> = serde_json::from_slice(&back.stdout).unwrap();
-    let parsed: Vec<Value> = parsed.into_iter().filter(|d| !d.is_null()).collect();
-    assert_eq!(parsed, docs);
+    assert_eq!(read_yaml(&text), docs);
     // the ConfigMap carries the config byte for byte
     let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
     assert_eq!(cm["data"]["drctl.toml"], sources.main.as_str());

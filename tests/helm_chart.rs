@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use drctl::generate::{Options, Sources, helm, kubernetes};
-use example_config::{config_with, cron_opts, example, k8s_opts, root, tool, tool_bin};
+use example_config::{config_with, cron_opts, example, k8s_opts, read_yaml, root, tool, tool_bin};
 use serde_json::Value;
 
 fn chart() -> PathBuf {
@@ -37,21 +37,6 @@ fn template(values: &str, set: &[&str]) -> Result<String, String> {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.success() { Ok(String::from_utf8(out.stdout).unwrap()) } else { Err(stderr) }
-}
-
-/// The documents of a YAML stream (PyYAML reads it, as a YAML consumer would).
-fn documents(yaml: &str) -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("stream.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let back = Command::new(tool("python"))
-        .args(["-c", "import sys,yaml,json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
-    let docs: Vec<Value> = serde_json::from_slice(&back.stdout).unwrap();
-    docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
 /// Objects by (kind, namespace, name), without the labels only Helm adds.
@@ -77,7 +62,7 @@ fn values_text(config: &drctl::config::Config, sources: &Sources, opts: &Options
 fn assert_same_objects(what: &str, config: &drctl::config::Config, sources: &Sources, opts: &Options) {
     let (generated, _) = kubernetes::documents(config, sources, opts).unwrap();
     let generated = objects(generated);
-    let chart = objects(documents(&template(&values_text(config, sources, opts), &[]).unwrap()));
+    let chart = objects(read_yaml(&template(&values_text(config, sources, opts), &[]).unwrap()));
     let only = |a: &BTreeMap<_, Value>, b: &BTreeMap<_, Value>| -> Vec<String> {
         a.keys().filter(|k| !b.contains_key(*k)).map(|k| format!("{k:?}")).collect()
     };
@@ -181,7 +166,7 @@ fn chart_output_validates_strictly_with_monitoring_on() {
     {
         let yaml = template(&values_text(&config, &sources, &opts), set).unwrap();
         let kinds: Vec<String> =
-            documents(&yaml).iter().map(|d| d["kind"].as_str().unwrap_or_default().to_string()).collect();
+            read_yaml(&yaml).iter().map(|d| d["kind"].as_str().unwrap_or_default().to_string()).collect();
         assert!(kinds.iter().any(|k| k == "PrometheusRule"), "{mode}: {kinds:?}");
         if mode == "daemon" {
             for k in ["ServiceMonitor", "PodMonitor", "Deployment", "Service"] {
@@ -212,8 +197,8 @@ fn prometheus_rule_carries_the_shipped_alerts() {
         ],
     )
     .unwrap();
-    let rule = documents(&yaml).into_iter().find(|d| d["kind"] == "PrometheusRule").expect("a PrometheusRule");
-    let shipped = documents(&std::fs::read_to_string(root().join("dashboards/prometheus/alerts.yml")).unwrap());
+    let rule = read_yaml(&yaml).into_iter().find(|d| d["kind"] == "PrometheusRule").expect("a PrometheusRule");
+    let shipped = read_yaml(&std::fs::read_to_string(root().join("dashboards/prometheus/alerts.yml")).unwrap());
     let mut expected = shipped[0]["groups"].clone();
     for group in expected.as_array_mut().unwrap() {
         for r in group["rules"].as_array_mut().unwrap() {
@@ -258,7 +243,7 @@ fn helm_only_settings_reach_every_pod() {
         "image.pullPolicy=Always",
     ];
     for opts in [cron_opts(), k8s_opts()] {
-        let docs = documents(&template(&values_text(&config, &sources, &opts), &overrides).unwrap());
+        let docs = read_yaml(&template(&values_text(&config, &sources, &opts), &overrides).unwrap());
         let pods: Vec<&Value> = docs
             .iter()
             .filter_map(|d| match d["kind"].as_str() {

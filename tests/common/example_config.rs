@@ -67,3 +67,18 @@ pub fn tool_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// The documents of a YAML stream, as PyYAML (a YAML consumer other than our writer) reads it.
+pub fn read_yaml(yaml: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stream.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let back = std::process::Command::new(tool("python"))
+        .args(["-c", "import sys,yaml,json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&back.stdout).unwrap();
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
