@@ -227,6 +227,10 @@ impl Cluster {
             }
             cmd.arg(if *ro { "--ro-bind" } else { "--bind" }).arg(src).arg(path);
         }
+        // the binary, where the image has it: the host path may be under a directory a pod mount
+        // hides (a checkout under /tmp, behind the pod's /tmp emptyDir)
+        cmd.args(["--perms", "0755", "--dir", "/drctl-image"]);
+        cmd.arg("--ro-bind").arg(env!("CARGO_BIN_EXE_drctl")).arg(IMAGE_BINARY);
         if spec.read_only_root {
             cmd.args(["--remount-ro", "/"]);
         }
@@ -244,7 +248,7 @@ impl Cluster {
             }
             None => {}
         }
-        cmd.arg("--").arg(env!("CARGO_BIN_EXE_drctl")).args(&spec.args);
+        cmd.arg("--").arg(IMAGE_BINARY).args(&spec.args);
         cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
         for (k, v) in &spec.env {
             cmd.env(k, v);
@@ -305,6 +309,9 @@ struct Spec {
     fs_group: Option<u32>,
     read_only_root: bool,
 }
+
+/// Where the pods find drctl (the host's binary, bound read-only).
+const IMAGE_BINARY: &str = "/drctl-image/drctl";
 
 /// The image's user (deploy/Dockerfile).
 const UID: u32 = 65532;
