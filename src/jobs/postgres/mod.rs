@@ -16,9 +16,11 @@
 //! `lock_timeout = 0` itself), logging what it waits for and cancelling the statement after the
 //! timeout, so the single restore transaction rolls back.
 
+pub(crate) mod archive;
 mod config;
 pub(crate) mod drill;
 pub(crate) mod facts;
+mod rows;
 mod validate;
 pub use config::{PostgresJob, RowCounts};
 
@@ -31,7 +33,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
-use tokio::io::AsyncRead;
 
 use super::{ArtifactPlan, RestoreOptions, RestoreStep, Sink, SourceStream};
 use crate::config::secrets::read_secret_file;
@@ -405,17 +406,17 @@ impl BackupSession {
             .map_err(|e| Error::source_failed(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
         let stdout =
             running.child.stdout.take().ok_or_else(|| Error::source_failed(&job, "pg_dump has no stdout", None))?;
-        let head = Arc::new(Mutex::new(Vec::with_capacity(5)));
-        let reader = HeadReader { inner: stdout, head: head.clone() };
+        let exact = self.row_counts == RowCounts::Exact;
+        let (reader, seen) = rows::DumpTap::new(stdout, exact);
 
-        // count rows in the exported snapshot while pg_dump runs; the transaction stays open
-        // (and the snapshot valid) until the counts are done and pg_dump has exited
-        let counts_job = job.clone();
-        let mode = self.row_counts;
-        let counts_db = db.clone();
-        let counts = tokio::spawn(async move {
-            let facts = count_rows(&mut c, &counts_job, &counts_db, mode).await;
-            (c, facts)
+        // list the tables in the exported snapshot while pg_dump runs (catalog reads only: the
+        // rows are counted from the dump stream); the transaction stays open (and the snapshot
+        // valid) until pg_dump has exited, for the SQL fallback
+        let list_job = job.clone();
+        let list_db = db.clone();
+        let listing = tokio::spawn(async move {
+            let listed = rows::list_tables(&mut c, &list_job, &list_db).await;
+            (c, listed)
         });
         let facts_out = self.facts.clone();
         let lock_timeout = conn.lock_timeout;
@@ -423,14 +424,20 @@ impl BackupSession {
             let (status, stderr) = running.wait().await.map_err(|e| {
                 Error::source_failed(&job, format!("database `{db}`: waiting for pg_dump failed: {e}"), None)
             })?;
-            let (mut c, facts) =
-                counts.await.map_err(|e| Error::source_failed(&job, format!("row count task failed: {e}"), None))?;
-            let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
-            let _ = c.close().await;
+            let (mut c, listed) = listing
+                .await
+                .map_err(|e| Error::source_failed(&job, format!("table listing task failed: {e}"), None))?;
+            let finish = |c: PgConnection| async move {
+                let mut c = c;
+                let _ = sqlx::raw_sql("COMMIT").execute(&mut c).await;
+                let _ = c.close().await;
+            };
             if !status.success() && is_lock_timeout(&stderr) {
+                finish(c).await;
                 return Err(lock_timeout_err(&job, &db, "pg_dump", lock_timeout, &stderr));
             }
             if !status.success() {
+                finish(c).await;
                 return Err(Error::source_failed(
                     &job,
                     format!(
@@ -441,8 +448,12 @@ impl BackupSession {
                     Some("nothing was committed; fix the cause and run the job again".into()),
                 ));
             }
-            let head = head.lock().map(|h| h.clone()).unwrap_or_default();
+            let (head, counted) = match seen.lock() {
+                Ok(s) => (s.head.clone(), s.counts()),
+                Err(_) => (Vec::new(), Err(archive::ArchiveError::Malformed("tap poisoned".into()))),
+            };
             if head.is_empty() {
+                finish(c).await;
                 return Err(Error::source_failed(
                     &job,
                     format!("pg_dump of database `{db}` produced an empty dump"),
@@ -450,12 +461,36 @@ impl BackupSession {
                 ));
             }
             if !head.starts_with(b"PGDMP") {
+                finish(c).await;
                 return Err(Error::source_failed(
                     &job,
                     format!("pg_dump of database `{db}` did not produce a custom-format archive"),
                     None,
                 ));
             }
+            let listed = match listed {
+                Ok(l) => l,
+                Err(e) => {
+                    finish(c).await;
+                    return Err(e);
+                }
+            };
+            let facts = if !exact {
+                Ok(rows::estimates(&db, &listed))
+            } else {
+                match counted {
+                    Ok(own) => Ok(rows::from_stream(&db, &listed, &own)),
+                    Err(why) => {
+                        tracing::info!(
+                            job = %job,
+                            database = %db,
+                            "row counts: cannot read them from the dump stream ({why}); counting with SQL in the dump's snapshot instead"
+                        );
+                        rows::count_with_sql(&mut c, &job, &db, &listed).await
+                    }
+                }
+            };
+            finish(c).await;
             let facts = facts?;
             if let Ok(mut f) = facts_out.lock() {
                 f.push(facts);
@@ -473,8 +508,7 @@ impl BackupSession {
             .map_err(|e| Error::source_failed(&job, format!("cannot start `{}`: {e}", cmd.display()), None))?;
         let stdout =
             running.child.stdout.take().ok_or_else(|| Error::source_failed(&job, "pg_dumpall has no stdout", None))?;
-        let head = Arc::new(Mutex::new(Vec::new()));
-        let reader = HeadReader { inner: stdout, head: head.clone() };
+        let (reader, seen) = rows::DumpTap::new(stdout, false);
         let completion = Box::pin(async move {
             let (status, stderr) = running
                 .wait()
@@ -491,7 +525,7 @@ impl BackupSession {
                     None,
                 ));
             }
-            if head.lock().map(|h| h.is_empty()).unwrap_or(true) {
+            if seen.lock().map(|s| s.head.is_empty()).unwrap_or(true) {
                 return Err(Error::source_failed(&job, "pg_dumpall --globals-only produced no output", None));
             }
             Ok(())
@@ -554,63 +588,6 @@ fn lock_timeout_err(job: &str, db: &str, tool: &str, limit: Duration, stderr: &s
              retry once it is released, or raise `lock_timeout` on the job"
         )),
     )
-}
-
-async fn count_rows(c: &mut PgConnection, job: &str, db: &str, mode: RowCounts) -> Result<DatabaseFacts> {
-    let tables = sqlx::query(
-        "SELECT n.nspname, c.relname, GREATEST(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-         ORDER BY 1, 2",
-    )
-    .fetch_all(&mut *c)
-    .await
-    .map_err(|e| Error::source_failed(job, format!("database `{db}`: cannot list tables: {e}"), None))?;
-    let mut out = DatabaseFacts { name: db.to_string(), row_counts: mode, ..Default::default() };
-    for t in tables {
-        let (schema, name): (String, String) = (t.get(0), t.get(1));
-        if mode == RowCounts::Estimate {
-            let rows: i64 = t.get(2);
-            out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
-            continue;
-        }
-        let q = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&name));
-        // identifiers come from pg_class and are quoted
-        let rows: i64 = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_one(&mut *c)
-            .await
-            .map_err(|e| {
-                Error::source_failed(job, format!("database `{db}`: cannot count `{schema}.{name}`: {e}"), None)
-            })?
-            .get(0);
-        out.tables.push(TableFacts { schema, name, rows: rows.max(0) as u64 });
-    }
-    out.table_count = out.tables.len() as u64;
-    Ok(out)
-}
-
-/// Remembers the first bytes that pass, to check the archive's magic once the stream is done.
-struct HeadReader<R> {
-    inner: R,
-    head: Arc<Mutex<Vec<u8>>>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for HeadReader<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Ok(mut head) = self.head.lock()
-            && head.len() < 5
-        {
-            let new = &buf.filled()[before..];
-            let take = (5 - head.len()).min(new.len());
-            head.extend_from_slice(&new[..take]);
-        }
-        res
-    }
 }
 
 // ---------------------------------------------------------------- restore
