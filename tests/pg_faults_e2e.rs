@@ -221,7 +221,12 @@ fn restore_force_into_a_locked_table_fails_after_the_lock_timeout_and_changes_no
     psql(&db, "INSERT INTO users VALUES (100001, 'new', 'new@example.com')");
     let lock = LockHolder::take(&db, "users");
 
-    let (r, took) = run_within(s.drctl().args(["-v", "restore", "pg", "--latest", "--force"]), Duration::from_secs(60));
+    // in place, in one transaction (`--jobs 1`); the parallel restore replaces the database by
+    // rename and ends its sessions instead (tests/pg_parallel_e2e.rs)
+    let (r, took) = run_within(
+        s.drctl().args(["-v", "restore", "pg", "--latest", "--force", "--jobs", "1"]),
+        Duration::from_secs(60),
+    );
     drop(lock);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(took < Duration::from_secs(20), "{took:?}: {r:?}");

@@ -126,3 +126,155 @@ fn exact_row_counts_come_from_the_dump_stream_without_a_second_scan() {
     drop_db(&dest);
     drop_db(&db);
 }
+
+fn databases_like(pattern: &str) -> String {
+    psql("postgres", &format!("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '{pattern}'"))
+}
+
+#[test]
+fn parallel_restore_replaces_the_database_by_rename_and_keeps_its_settings() {
+    let db = unique("swap");
+    create_awkward_db(&db);
+    let role = format!("{db}_reader");
+    psql("postgres", &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role}"));
+    psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE {db} SET work_mem = '7MB'; ALTER DATABASE {db} CONNECTION LIMIT 50;
+             COMMENT ON DATABASE {db} IS 'the db''s comment';
+             REVOKE CONNECT ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role};
+             ALTER ROLE {role} IN DATABASE {db} SET statement_timeout = '5s'"
+        ),
+    );
+    let expected = counts(&db);
+    let s = Scratch::new();
+    s.write_config(&format!("{}{}", s.head(), job(&db, "")));
+    let r = run(s.drctl().args(["run", "pg"]));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // the live database moves on, and a session stays connected to it
+    psql(
+        &db,
+        "INSERT INTO notes VALUES (100000, 'after the backup'); CREATE TABLE extra (x int); SELECT setval('counter', 99)",
+    );
+    let mut session = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-X", "-q", "-d", &pg_url(&db)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = session.stdin.as_mut().unwrap();
+        writeln!(stdin, "BEGIN; SELECT count(*) FROM notes;").unwrap();
+        stdin.flush().unwrap();
+    }
+    let shown = psql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN FOR i IN 1..400 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}' AND state LIKE 'idle in transaction%'); PERFORM pg_sleep(0.05); END LOOP; END $$;
+             SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
+        ),
+    );
+    assert_eq!(shown, "1", "the session is connected");
+
+    let r = run(s.drctl().args(["-v", "restore", "pg", "--latest", "--force", "--jobs", "2"]));
+    let _ = session.kill();
+    let _ = session.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("parallel restore: 2 COPY streams into new database"), "{r:?}");
+    assert!(r.stderr.contains("ended 1 session(s)"), "{r:?}");
+    assert!(!r.stderr.contains("not applied again"), "{r:?}");
+
+    // the backup's data, and only it
+    assert_eq!(counts(&db), expected);
+    assert_eq!(
+        psql(&db, "SELECT count(*) FROM pg_class WHERE relname = 'extra'"),
+        "0",
+        "the whole database is replaced"
+    );
+    assert_eq!(psql(&db, "SELECT nextval('counter')"), "7", "sequence values come back");
+    assert_eq!(psql(&db, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('notes_body', 'notes_pkey')"), "2");
+    assert_eq!(
+        psql(&db, "SELECT body FROM notes WHERE id = 7"),
+        "line one\nline two\ttab \\ slash 7",
+        "newlines, tabs and backslashes survive the split"
+    );
+    // the database-level settings that live outside the dump
+    let settings = psql(
+        "postgres",
+        &format!(
+            "SELECT d.datconnlimit || '|' || shobj_description(d.oid, 'pg_database') || '|' || d.datacl::text || '|' ||
+                    (SELECT string_agg(COALESCE(r.rolname, '*') || ':' || array_to_string(s.setconfig, ','), ';' ORDER BY 1)
+                     FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid)
+             FROM pg_database d WHERE d.datname = '{db}'"
+        ),
+    );
+    assert!(settings.starts_with("50|the db's comment|"), "{settings}");
+    assert!(settings.contains(&format!("{role}=c/")), "{settings}");
+    assert!(!settings.contains("=Tc/"), "PUBLIC's default grants stay revoked: {settings}");
+    assert!(settings.contains("*:work_mem=7MB"), "{settings}");
+    assert!(settings.contains(&format!("{role}:statement_timeout=5s")), "{settings}");
+    assert_eq!(databases_like(&format!("{db}_drctl_%")), "", "no temporary or replaced database is left");
+
+    drop_db(&db);
+    psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+}
+
+#[test]
+fn a_damaged_copy_leaves_the_old_database_and_nothing_else() {
+    let db = unique("pdamaged");
+    create_awkward_db(&db);
+    let s = Scratch::new();
+    s.write_config(&format!("{}{}", s.head(), job(&db, "")));
+    let r = run(s.drctl().args(["run", "pg"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    psql(&db, "INSERT INTO notes VALUES (100000, 'after the backup')");
+    let expected = counts(&db);
+    let artifact = s.path("backups").join(s.fs_files().into_iter().find(|f| f.ends_with(".dump.zst.age")).unwrap());
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let at = bytes.len() * 3 / 4;
+    bytes[at] ^= 0x40;
+    std::fs::write(&artifact, bytes).unwrap();
+
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--force", "--jobs", "2"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(counts(&db), expected, "the old database is untouched");
+    assert_eq!(databases_like(&format!("{db}_drctl_%")), "", "the new database was dropped");
+    drop_db(&db);
+}
+
+#[test]
+fn without_createdb_or_with_large_objects_the_restore_is_one_stream_and_says_why() {
+    let db = unique("pfallback");
+    create_awkward_db(&db);
+    psql(&db, "SELECT lo_from_bytea(0, 'a large object')");
+    let s = Scratch::new();
+    s.write_config(&format!("{}{}", s.head(), job(&db, "")));
+    let r = run(s.drctl().args(["run", "pg"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(manifest_counts(&s), counts(&db), "large objects between the tables do not disturb the counts");
+
+    // large objects: only pg_restore loads them; still into a new database, swapped in
+    let dest = format!("{db}_lo");
+    let r = run(s.drctl().args(["-v", "restore", "pg", "--latest", "--to", &pg_url(&dest), "--jobs", "2"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("parallel restore not possible (the archive holds BLOBS data"), "{r:?}");
+    assert_eq!(psql(&dest, "SELECT convert_from(lo_get(oid), 'UTF8') FROM pg_largeobject_metadata"), "a large object");
+    assert_eq!(counts(&dest), counts(&db));
+    drop_db(&dest);
+
+    // a role that may not create databases: in place, in one transaction
+    let role = format!("{db}_plain");
+    let target = format!("{db}_plain_db");
+    psql("postgres", &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"));
+    psql("postgres", &format!("CREATE DATABASE {target} OWNER {role}"));
+    let url = pg_url(&target).replacen("postgres@", &format!("{role}@"), 1);
+    let r = run(s.drctl().args(["-v", "restore", "pg", "--latest", "--to", &url, "--no-owner", "--dry-run"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("not in parallel: the role may not create databases (CREATEDB)"), "{r:?}");
+    drop_db(&target);
+    psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+    drop_db(&db);
+}

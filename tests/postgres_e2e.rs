@@ -96,7 +96,13 @@ fn restore_refuses_a_non_empty_destination_without_force() {
 
     let dry = run(s.drctl().args(["restore", "pg", "--latest", "--force", "--dry-run"]));
     assert_eq!(dry.code, 0, "{dry:?}");
-    assert!(dry.stdout.contains("--clean --if-exists"), "the plan is the output: {dry:?}");
+    assert!(
+        dry.stdout.contains("parallel restore") && dry.stdout.contains("replaces the whole database ("),
+        "the plan is the output: {dry:?}"
+    );
+    let dry = run(s.drctl().args(["restore", "pg", "--latest", "--force", "--dry-run", "--jobs", "1"]));
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stdout.contains("--clean --if-exists"), "in place, one transaction: {dry:?}");
     assert_eq!(count(&db, "orders"), 100, "a dry run changes nothing");
 
     let r = run(s.drctl().args(["restore", "pg", "--latest", "--force"]));

@@ -56,6 +56,10 @@ pub struct Args {
     /// Do not restore object ownership and grants (postgres: into a cluster without the roles)
     #[arg(long)]
     pub no_owner: bool,
+    /// Parallel streams (postgres: COPY connections into a new database swapped in by rename;
+    /// default: the number of cores; 1 restores in one transaction in place)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
 }
 
 /// What `--before` accepts, said in every error about it.
@@ -128,6 +132,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             to: args.to.clone(),
             force: args.force,
             no_owner: args.no_owner,
+            jobs: args.jobs.map(usize::from),
             several: false,
             to_dir: args.to_dir.clone(),
         },

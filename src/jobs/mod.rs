@@ -174,6 +174,8 @@ pub struct RestoreOptions {
     /// Several databases are restored in one go: each goes to the database of its own name on
     /// the `--to` server (set by the engine).
     pub several: bool,
+    /// `--jobs`: parallel streams (postgres); `None` = one per core.
+    pub jobs: Option<usize>,
 }
 
 /// One planned restore step, for `--dry-run` and for the restore itself.

@@ -70,8 +70,6 @@ pub struct TocEntry {
 
 pub const SECTION_NONE: i64 = 1;
 pub const SECTION_PRE_DATA: i64 = 2;
-pub const SECTION_DATA: i64 = 3;
-pub const SECTION_POST_DATA: i64 = 4;
 
 impl TocEntry {
     /// A table's data loaded with `COPY … FROM stdin`.
@@ -342,17 +340,18 @@ impl Reader {
         let mut used = 0;
         while !self.past_toc_parsed() {
             let mut c = Cursor { buf: &self.buf[used..], pos: 0, int_size: self.int_size() };
-            if self.header.is_none() {
+            let Some(header) = &self.header else {
                 let Ok(header) = read_header(&mut c) else { return Ok(used) };
                 let pos = c.pos;
                 self.header = Some(header?);
                 used += pos;
-            } else if self.toc_count.is_none() {
+                continue;
+            };
+            if self.toc_count.is_none() {
                 let Some(n) = c.int() else { return Ok(used) };
                 self.toc_count = Some(n.max(0));
                 used += c.pos;
             } else {
-                let header = self.header.as_ref().expect("parsed");
                 let Ok(entry) = read_entry(&mut c, header) else { return Ok(used) };
                 used += c.pos;
                 self.entries.push(entry);
@@ -580,7 +579,7 @@ mod tests {
             self.str(Some("0"));
             self.str(Some(tag));
             self.str(Some(desc));
-            self.int(if copy.is_some() { SECTION_DATA } else { SECTION_PRE_DATA });
+            self.int(if copy.is_some() { 3 } else { SECTION_PRE_DATA });
             self.str(Some("CREATE something;"));
             self.str(Some(""));
             self.str(copy);

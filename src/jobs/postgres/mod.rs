@@ -20,6 +20,7 @@ pub(crate) mod archive;
 mod config;
 pub(crate) mod drill;
 pub(crate) mod facts;
+mod parallel;
 mod rows;
 mod validate;
 pub use config::{PostgresJob, RowCounts};
@@ -666,6 +667,23 @@ pub async fn plan_restore(
         });
     }
     let state = inspect(job, &dest).await?;
+    if state.exists && state.relations > 0 && !opts.force {
+        return Err(Error::DestinationNotEmpty {
+            job: job.to_string(),
+            destination: dest.display(),
+            detail: format!("{} relations", state.relations),
+        });
+    }
+    let jobs = opts.jobs.unwrap_or_else(parallel::default_jobs);
+    let single = match parallel::why_not(job, &dest, state.exists, jobs).await? {
+        None => {
+            let replaces = (state.exists && state.relations > 0).then_some(state.relations);
+            let action = parallel::describe(jobs, replaces);
+            return Ok(RestoreStep { artifact: artifact.name.clone(), destination: dest.display(), action });
+        }
+        Some(why) if jobs > 1 => format!(" (not in parallel: {why})"),
+        Some(_) => String::new(),
+    };
     let action = if !state.exists {
         "create the database, then pg_restore --single-transaction".to_string()
     } else if state.relations == 0 {
@@ -673,13 +691,9 @@ pub async fn plan_restore(
     } else if opts.force {
         format!("pg_restore --single-transaction --clean --if-exists (replaces {} existing relations)", state.relations)
     } else {
-        return Err(Error::DestinationNotEmpty {
-            job: job.to_string(),
-            destination: dest.display(),
-            detail: format!("{} relations", state.relations),
-        });
+        unreachable!("refused above")
     };
-    Ok(RestoreStep { artifact: artifact.name.clone(), destination: dest.display(), action })
+    Ok(RestoreStep { artifact: artifact.name.clone(), destination: dest.display(), action: action + &single })
 }
 
 pub async fn open_sink(
@@ -714,6 +728,21 @@ pub async fn open_sink(
         )
     } else {
         let state = inspect(job, &dest).await?;
+        if state.relations > 0 && !opts.force {
+            return Err(Error::DestinationNotEmpty {
+                job: job.to_string(),
+                destination: dest.display(),
+                detail: format!("{} relations", state.relations),
+            });
+        }
+        let jobs = opts.jobs.unwrap_or_else(parallel::default_jobs);
+        match parallel::why_not(job, &dest, state.exists, jobs).await? {
+            None => return parallel::open(job, dest, tools, state.exists, opts, jobs).await,
+            Some(why) if jobs > 1 => {
+                tracing::info!(job, destination = %dest.display(), "restoring in one transaction, not in parallel: {why}")
+            }
+            Some(_) => {}
+        }
         if !state.exists {
             create_database(job, &dest).await?;
             // a failed restore must not leave a new, empty database behind
