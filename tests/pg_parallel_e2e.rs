@@ -173,7 +173,7 @@ fn parallel_restore_replaces_the_database_by_rename_and_keeps_its_settings() {
     let shown = psql(
         "postgres",
         &format!(
-            "DO $$ BEGIN FOR i IN 1..400 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}' AND state LIKE 'idle in transaction%'); PERFORM pg_sleep(0.05); END LOOP; END $$;
+            "DO $$ BEGIN FOR i IN 1..400 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}'); PERFORM pg_sleep(0.05); END LOOP; END $$;
              SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
         ),
     );
@@ -276,5 +276,44 @@ fn without_createdb_or_with_large_objects_the_restore_is_one_stream_and_says_why
     assert!(r.stdout.contains("not in parallel: the role may not create databases (CREATEDB)"), "{r:?}");
     drop_db(&target);
     psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+    drop_db(&db);
+}
+
+#[test]
+fn a_restore_reads_each_stored_object_once() {
+    use common::faults::SwitchProxy;
+    let db = unique("once");
+    create_awkward_db(&db);
+    // incompressible rows, so the stored object is large next to the requests around it
+    psql(
+        &db,
+        "CREATE TABLE noise AS SELECT i, md5(random()::text) || md5(random()::text) AS a FROM generate_series(1, 60000) i",
+    );
+    let s = Scratch::new();
+    let proxy = SwitchProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"));
+    let target = s.s3_target("s3", Some(&proxy.url()));
+    s.write_config(&format!(
+        "{}{}[jobs.pg]\nkind = \"postgres\"\ntargets = [\"s3\"]\nurl = \"{}\"\n",
+        s.head(),
+        target,
+        pg_url(&db)
+    ));
+    let r = run(s.drctl().args(["--json", "run", "pg"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let list: serde_json::Value = serde_json::from_str(&run(s.drctl().args(["--json", "list", "pg"])).stdout).unwrap();
+    let stored = list[0]["stored_bytes"].as_u64().unwrap_or_else(|| panic!("{list}"));
+    assert!(stored > 1_500_000, "{stored}");
+
+    let before = proxy.served();
+    let dest = format!("{db}_once");
+    let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let read = proxy.served() - before;
+    assert!(
+        read < stored + stored / 4,
+        "the restore read {read} bytes from S3 for {stored} stored bytes: the object was read more than once"
+    );
+    assert_eq!(counts(&dest), counts(&db));
+    drop_db(&dest);
     drop_db(&db);
 }

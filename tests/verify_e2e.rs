@@ -449,7 +449,7 @@ fn a_flipped_byte_fails_the_drill_with_a_clear_message_and_a_failed_metric() {
     assert_eq!(rec["status"], "failed");
     let errs = errors(&rec);
     assert!(
-        errs.iter().any(|e| e.contains("integrity check failed") && e.contains("does not match the manifest")),
+        errs.iter().any(|e| e.contains("integrity check failed") && e.contains("the data is damaged or truncated")),
         "{errs:?}"
     );
     assert_eq!(record_on_target(&s, &id)["status"], "failed");

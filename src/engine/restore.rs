@@ -1,13 +1,15 @@
-//! `drctl restore`: fetch a backup from the first healthy target, prove it intact, then stream it
-//! through age and zstd into the job's restorer (or a file, or stdout).
+//! `drctl restore`: fetch a backup from the first healthy target and stream it through age and
+//! zstd into the job's restorer (or a file, or stdout), reading each stored object once.
 //!
-//! Integrity before anything is touched: a first streaming pass hashes the stored object and
-//! compares it with the manifest's sha256, so a damaged copy is refused (and the next target
-//! tried) before a single byte reaches the destination. The second pass decrypts; age
-//! authenticates every 64 KiB chunk and the end of the stream, and the plaintext sha256 is checked
-//! before the consumer is allowed to finish: pg_restore runs in one transaction and is killed
-//! (rolling back) unless every check passed. Files are written under a temporary name and renamed
-//! only when complete. Nothing is staged on disk; memory stays bounded.
+//! Integrity without a second read: before anything is touched, the object must be there with
+//! the manifest's size and the identity must open its header. Then one streaming pass decrypts;
+//! age authenticates every 64 KiB chunk and the end of the stream, and the sha256 of the stored
+//! and of the decrypted bytes are compared with the manifest before the consumer is allowed to
+//! apply anything: a PostgreSQL restore works in a new database (or one transaction) that is
+//! dropped (rolled back) unless every check passed, a volume extracts into a staging directory, a
+//! file is written under a temporary name. A copy found damaged on the way is rolled back and the
+//! next target tried. Only stdout and the `globals` replay (which cannot be taken back) get a
+//! verifying pass of their own first. Nothing is staged on disk; memory stays bounded.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -190,10 +192,26 @@ pub async fn restore_resolved(
         });
     }
 
-    // pick the first target whose copy is complete and intact
     let order = target_order(holders, &job.common.targets, req.target.as_deref());
     let mut skipped = Vec::new();
-    let mut chosen: Option<Arc<Target>> = None;
+    let mut report = RestoreReport {
+        job: job_name.into(),
+        backup_id: manifest.backup_id.clone(),
+        target: String::new(),
+        steps,
+        plaintext_bytes: 0,
+        duration_seconds: 0.0,
+        dry_run: req.dry_run,
+        skipped: Vec::new(),
+    };
+
+    // Each stored object is read once: the restore verifies as it goes (age authenticates every
+    // 64 KiB, the sha256 of the stored and the decrypted bytes are compared at the end) and the
+    // consumer applies nothing until every check passed (a new database swapped in, a
+    // transaction, a staging directory, a `.partial` file). A copy found damaged on the way is
+    // rolled back and the next target tried. Only what cannot be taken back (stdout, the
+    // `globals` replay) is verified in a separate pass first.
+    let mut remaining: Vec<Artifact> = artifacts.clone();
     for name in order {
         let target = match engine.target(&name) {
             Ok(t) => t,
@@ -203,70 +221,71 @@ pub async fn restore_resolved(
             }
         };
         if req.dry_run {
-            match present(&target, &artifacts).await {
+            match present(&target, &remaining).await {
                 Ok(()) => {
-                    chosen = Some(target);
+                    report.target = target.name().into();
+                    remaining.clear();
                     break;
                 }
                 Err(e) => skipped.push(e.to_string()),
             }
             continue;
         }
-        let mut ok = true;
-        for a in &artifacts {
-            if let Err(e) = verify_stored(&target, manifest, a, &identities, engine.progress).await {
-                if matches!(e, Error::Decrypt { .. }) {
-                    return Err(e); // the key is wrong, not the copy: another target will not help
-                }
-                tracing::warn!(target = %name, error = %e, "copy unusable, trying the next target");
-                skipped.push(e.to_string());
-                ok = false;
+        let mut usable = Ok(());
+        for a in &remaining {
+            let full = needs_full_pass(a, req);
+            usable = check_stored(&target, manifest, a, &identities, full, engine.progress).await;
+            if usable.is_err() {
                 break;
             }
         }
-        if ok {
-            chosen = Some(target);
+        if let Err(e) = usable {
+            if matches!(e, Error::Decrypt { .. }) {
+                return Err(e); // the key is wrong, not the copy: another target will not help
+            }
+            tracing::warn!(target = %name, error = %e, "copy unusable, trying the next target");
+            skipped.push(e.to_string());
+            continue;
+        }
+        while let Some(a) = remaining.first().cloned() {
+            let sink = match &req.output {
+                Some(Output::Stdout) => Sink {
+                    writer: Box::new(tokio::io::stdout()),
+                    consumer: Consumer::None,
+                    destination: "stdout".into(),
+                    on_failure: None,
+                },
+                Some(Output::File(p)) => file_sink(p).await?,
+                None => jobs::open_sink(job, manifest, &a, &req.options).await?,
+            };
+            match restore_artifact(&target, manifest, &a, sink, identities.clone(), req, engine.progress).await {
+                Ok(n) => {
+                    report.plaintext_bytes += n;
+                    report.target = target.name().into();
+                    remaining.remove(0);
+                }
+                // the copy, not the destination: rolled back, try the next target
+                Err(e @ (Error::Integrity { .. } | Error::Target { .. })) => {
+                    tracing::warn!(target = %name, error = %e, "copy unusable, nothing applied; trying the next target");
+                    skipped.push(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if remaining.is_empty() {
             break;
         }
     }
-    let Some(target) = chosen else {
-        return Err(match skipped.len() {
+    report.skipped = skipped;
+    if !remaining.is_empty() {
+        return Err(match report.skipped.len() {
             0 => Error::NoBackup {
                 job: job_name.into(),
                 selector: format!("{} on any reachable target", Selector::Id(manifest.backup_id.clone())),
             },
-            _ => Error::AllTargetsFailed { job: job_name.into(), failures: skipped },
+            _ => Error::AllTargetsFailed { job: job_name.into(), failures: report.skipped },
         });
-    };
-
-    let mut report = RestoreReport {
-        job: job_name.into(),
-        backup_id: manifest.backup_id.clone(),
-        target: target.name().into(),
-        steps,
-        plaintext_bytes: 0,
-        duration_seconds: 0.0,
-        dry_run: req.dry_run,
-        skipped,
-    };
-    if req.dry_run {
-        report.duration_seconds = clock.elapsed().as_secs_f64();
-        return Ok(report);
-    }
-
-    for a in &artifacts {
-        let sink = match &req.output {
-            Some(Output::Stdout) => Sink {
-                writer: Box::new(tokio::io::stdout()),
-                consumer: Consumer::None,
-                destination: "stdout".into(),
-                on_failure: None,
-            },
-            Some(Output::File(p)) => file_sink(p).await?,
-            None => jobs::open_sink(job, manifest, a, &req.options).await?,
-        };
-        report.plaintext_bytes +=
-            restore_artifact(&target, manifest, a, sink, identities.clone(), req, engine.progress).await?;
     }
     report.duration_seconds = clock.elapsed().as_secs_f64();
     Ok(report)
@@ -343,8 +362,22 @@ async fn present(target: &Target, artifacts: &[Artifact]) -> Result<()> {
     Ok(())
 }
 
-/// First pass: stream the stored object and compare size and sha256 with the manifest.
-async fn verify_stored(target: &Target, m: &Manifest, a: &Artifact, ids: &keys::Identities, show: bool) -> Result<()> {
+/// Whether `a` must be proven intact in a pass of its own before it is restored: only where
+/// what was written cannot be taken back.
+fn needs_full_pass(a: &Artifact, req: &RestoreRequest) -> bool {
+    matches!(req.output, Some(Output::Stdout)) || (req.output.is_none() && a.format == jobs::postgres::FORMAT_GLOBALS)
+}
+
+/// Before anything at the destination is touched: the object is there with the manifest's size
+/// and the identity opens its header; with `full`, also a pass comparing its sha256.
+async fn check_stored(
+    target: &Target,
+    m: &Manifest,
+    a: &Artifact,
+    ids: &keys::Identities,
+    full: bool,
+    show: bool,
+) -> Result<()> {
     present(target, std::slice::from_ref(a)).await?;
     // the identity must open the header before anything at the destination is touched
     let head = target.get(&a.key, Some(0..a.stored.size.min(64 * 1024))).await?;
@@ -377,6 +410,9 @@ async fn verify_stored(target: &Target, m: &Manifest, a: &Artifact, ids: &keys::
                 what: format!("not a readable age file: {e}"),
             });
         }
+    }
+    if !full {
+        return Ok(());
     }
     let progress = Progress::bytes(&format!("verifying {}", a.name), Some(a.stored.size), show);
     let mut stream = target.get(&a.key, None).await?;

@@ -324,6 +324,8 @@ pub struct SwitchProxy {
     pub addr: SocketAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
     generation: Arc<AtomicI64>,
+    /// Bytes passed server → client, over all connections.
+    served: Arc<AtomicI64>,
 }
 
 impl SwitchProxy {
@@ -333,7 +335,8 @@ impl SwitchProxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let generation = Arc::new(AtomicI64::new(0));
-        let (up_l, gen_l) = (up.clone(), generation.clone());
+        let served = Arc::new(AtomicI64::new(0));
+        let (up_l, gen_l, served_l) = (up.clone(), generation.clone(), served.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
@@ -343,9 +346,9 @@ impl SwitchProxy {
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
                 let born = gen_l.load(Ordering::SeqCst);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                for (mut from, mut to, count) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap(), None),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap(), Some(served_l.clone())),
                 ] {
                     let gen_c = gen_l.clone();
                     std::thread::spawn(move || {
@@ -359,6 +362,9 @@ impl SwitchProxy {
                             if gen_c.load(Ordering::SeqCst) != born || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
+                            if let Some(c) = &count {
+                                c.fetch_add(n as i64, Ordering::SeqCst);
+                            }
                         }
                         let _ = to.shutdown(Shutdown::Both);
                         let _ = from.shutdown(Shutdown::Both);
@@ -366,7 +372,12 @@ impl SwitchProxy {
                 }
             }
         });
-        SwitchProxy { addr, up, generation }
+        SwitchProxy { addr, up, generation, served }
+    }
+
+    /// Bytes the upstream sent to clients so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst) as u64
     }
 
     /// Off: new connections are refused, open ones are cut at their next byte. On: as before.
