@@ -75,8 +75,6 @@ age-keygen -o "$D/age.key" 2>/dev/null
 RECIPIENT=$(age-keygen -y "$D/age.key")
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$D/borg-base"
-restic init -q -r "$D/restic" >/dev/null
-borg init -e repokey-blake2 "$D/borg" >/dev/null 2>&1
 cat >"$D/drctl.toml" <<EOF
 [catalog]
 url = "sqlite://$D/catalog.db"
@@ -88,6 +86,12 @@ type = "fs"
 path = "$D/drctl"
 medium = "disk"
 EOF
+
+fresh_repos() {
+  rm -rf "$D/restic" "$D/borg"
+  restic init -q -r "$D/restic" >/dev/null
+  borg init -e repokey-blake2 "$D/borg" >/dev/null 2>&1
+}
 
 # ---------------------------------------------------------------- PostgreSQL
 if [[ -z "$ONLY" || "$ONLY" == pg ]]; then
@@ -118,8 +122,11 @@ EOF
     measure pg-backup floor bash -c "'$PGD' -Fc -Z0 -d '$SRC' > /dev/null"
     measure pg-backup glue bash -c "set -o pipefail; '$PGD' -Fc -Z0 -d '$SRC' | zstd -3 -T0 -q | age -r $RECIPIENT > '$D/glue.dump.zst.age'"
     measure pg-backup drctl "$DRCTL" --config "$D/drctl.toml" run bench
+    # restic and borg get a fresh repository every round: each backup is a first backup (their dedup
+    # would make a repeat of the same dump nearly free; that is the dedup issue's bench)
+    fresh_repos
     measure pg-backup restic bash -c "set -o pipefail; '$PGD' -Fc -Z0 -d '$SRC' | restic -q -r '$D/restic' backup --stdin --stdin-filename bench.dump"
-    measure pg-backup borg bash -c "set -o pipefail; '$PGD' -Fc -Z0 -d '$SRC' | borg create --compression zstd,3 '$D/borg::pg-$i' -"
+    measure pg-backup borg bash -c "set -o pipefail; '$PGD' -Fc -Z0 -d '$SRC' | borg create --compression zstd,3 '$D/borg::pg' -"
     step "PostgreSQL restore, round $i/$REPEAT"
     fresh f$i && measure pg-restore floor "$PGR" -d "$(pg_url "$PORT" "f$i")" "$D/plain.dump" && gone "f$i"
     fresh j$i && measure pg-restore "pg_restore -j$(nproc) (file)" "$PGR" -j "$(nproc)" -d "$(pg_url "$PORT" "j$i")" "$D/plain.dump" && gone "j$i"
@@ -127,16 +134,15 @@ EOF
     measure pg-restore drctl "$DRCTL" --config "$D/drctl.toml" restore bench --latest --to "$(pg_url "$PORT" "d$i")" && gone "d$i"
     measure pg-restore "drctl --jobs 1" "$DRCTL" --config "$D/drctl.toml" restore bench --latest --jobs 1 --to "$(pg_url "$PORT" "s$i")" && gone "s$i"
     fresh r$i && measure pg-restore restic bash -c "set -o pipefail; restic -q -r '$D/restic' dump latest bench.dump | '$PGR' -d '$(pg_url "$PORT" "r$i")'" && gone "r$i"
-    fresh b$i && measure pg-restore borg bash -c "set -o pipefail; borg extract --stdout '$D/borg::pg-$i' | '$PGR' -d '$(pg_url "$PORT" "b$i")'" && gone "b$i"
+    fresh b$i && measure pg-restore borg bash -c "set -o pipefail; borg extract --stdout '$D/borg::pg' | '$PGR' -d '$(pg_url "$PORT" "b$i")'" && gone "b$i"
   done
   stored pg floor "$(stat -c %s "$D/plain.dump")"
   stored pg glue "$(stat -c %s "$D/glue.dump.zst.age")"
   stored pg drctl "$(($(size_of "$D/drctl") / REPEAT))"
-  stored pg restic "$(($(size_of "$D/restic") / REPEAT))"
-  stored pg borg "$(($(size_of "$D/borg") / REPEAT))"
+  stored pg restic "$(size_of "$D/restic")"
+  stored pg borg "$(size_of "$D/borg")"
   pg_stop "$D/pg.pid"
   rm -rf "$D/drctl" "$D/plain.dump" "$D/glue.dump.zst.age"
-  rm -rf "$D/restic" "$D/borg" && restic init -q -r "$D/restic" >/dev/null && borg init -e repokey-blake2 "$D/borg" >/dev/null 2>&1
 fi
 
 # ---------------------------------------------------------------- tree
@@ -157,8 +163,7 @@ EOF
     measure tree-backup floor bash -c "tar -C '$D' -cf - tree | cat > /dev/null"
     measure tree-backup glue bash -c "set -o pipefail; tar -C '$D' -cf - tree | zstd -3 -T0 -q | age -r $RECIPIENT > '$D/glue.tar.zst.age'"
     measure tree-backup drctl "$DRCTL" --config "$D/drctl.toml" run tree
-    # a new snapshot of unchanged data costs restic and borg little: each round gets a fresh repository
-    rm -rf "$D/restic" "$D/borg" && restic init -q -r "$D/restic" >/dev/null && borg init -e repokey-blake2 "$D/borg" >/dev/null 2>&1
+    fresh_repos
     measure tree-backup restic restic -q -r "$D/restic" backup "$D/tree"
     measure tree-backup borg borg create --compression zstd,3 "$D/borg::tree" "$D/tree"
     step "tree restore, round $i/$REPEAT"

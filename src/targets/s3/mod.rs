@@ -256,7 +256,9 @@ impl S3Store {
 
     async fn upload(&self, key: &str, mut data: ByteStream, lock: Option<Lock>) -> Result<u64> {
         let full = self.full_key(key);
-        let mut buf = BytesMut::new();
+        // one part's worth, allocated once per part: growing a buffer by doubling held up to twice
+        // a part while it filled (memory is one part filling plus one in flight)
+        let mut buf = BytesMut::with_capacity(self.part_size);
         let mut total = 0u64;
         let mut upload: Option<Multipart> = None;
         let outcome: Result<()> = async {
@@ -265,9 +267,15 @@ impl S3Store {
                     target_error(&self.name, "put", key, FailureKind::Transient, format!("upload aborted: {e}"))
                 })?;
                 total += chunk.len() as u64;
-                buf.extend_from_slice(&chunk);
-                while buf.len() >= self.part_size {
-                    let part = buf.split_to(self.part_size).freeze();
+                let mut chunk = &chunk[..];
+                while !chunk.is_empty() {
+                    let take = (self.part_size - buf.len()).min(chunk.len());
+                    buf.extend_from_slice(&chunk[..take]);
+                    chunk = &chunk[take..];
+                    if buf.len() < self.part_size {
+                        break;
+                    }
+                    let part = std::mem::replace(&mut buf, BytesMut::with_capacity(self.part_size)).freeze();
                     if upload.is_none() {
                         upload = Some(self.create_multipart(key, &full, lock).await?);
                     }
