@@ -51,6 +51,23 @@ use crate::{Error, Result};
 /// S3 allows at most this many parts per upload.
 const MAX_PARTS: i32 = 10_000;
 
+/// Memory every multipart upload of the process together may hold in part buffers (the part being
+/// filled and the part in flight, per upload): a budget rather than `part_size × uploads`, so a
+/// job with several S3 targets, or `part_size_mib = 64`, stays bounded. An upload that finds the
+/// budget spent waits for another's part to finish; one part larger than the budget takes all of
+/// it (parts then go one at a time). With the default 16 MiB parts two S3 targets still overlap a
+/// part's upload with filling the next.
+const MULTIPART_BUDGET_MIB: u32 = 64;
+
+static MULTIPART_BUDGET: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MULTIPART_BUDGET_MIB as usize)));
+
+/// Reserve the budget for one part buffer of `part_size` bytes.
+async fn reserve_part(part_size: usize) -> tokio::sync::OwnedSemaphorePermit {
+    let mib = ((part_size >> 20).max(1) as u32).min(MULTIPART_BUDGET_MIB);
+    MULTIPART_BUDGET.clone().acquire_many_owned(mib).await.expect("the budget is never closed")
+}
+
 pub struct S3Store {
     name: String,
     pub(super) deadlines: Deadlines,
@@ -258,6 +275,7 @@ impl S3Store {
         let full = self.full_key(key);
         // one part's worth, allocated once per part: growing a buffer by doubling held up to twice
         // a part while it filled (memory is one part filling plus one in flight)
+        let mut permit = Some(reserve_part(self.part_size).await);
         let mut buf = BytesMut::with_capacity(self.part_size);
         let mut total = 0u64;
         let mut upload: Option<Multipart> = None;
@@ -275,13 +293,16 @@ impl S3Store {
                     if buf.len() < self.part_size {
                         break;
                     }
-                    let part = std::mem::replace(&mut buf, BytesMut::with_capacity(self.part_size)).freeze();
+                    let part = std::mem::take(&mut buf).freeze();
+                    let held = permit.take().expect("a part is filled under its reservation");
                     if upload.is_none() {
                         upload = Some(self.create_multipart(key, &full, lock).await?);
                     }
                     if let Some(up) = upload.as_mut() {
-                        up.send_part(self, key, part).await?;
+                        up.send_part(self, key, part, held).await?;
                     }
+                    permit = Some(reserve_part(self.part_size).await);
+                    buf = BytesMut::with_capacity(self.part_size);
                 }
             }
             Ok(())
@@ -315,7 +336,8 @@ impl S3Store {
             (Ok(()), Some(mut up)) => {
                 let finished = async {
                     if !buf.is_empty() {
-                        up.send_part(self, key, buf.freeze()).await?;
+                        let held = permit.take().expect("a part is filled under its reservation");
+                        up.send_part(self, key, buf.freeze(), held).await?;
                     }
                     up.complete(self, key).await
                 }
@@ -553,7 +575,15 @@ impl Multipart {
         Ok(())
     }
 
-    async fn send_part(&mut self, store: &S3Store, key: &str, data: Bytes) -> Result<()> {
+    /// Upload `data` as the next part (after the one in flight finished); `budget` is released
+    /// when this part's upload ends.
+    async fn send_part(
+        &mut self,
+        store: &S3Store,
+        key: &str,
+        data: Bytes,
+        budget: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<()> {
         self.wait_in_flight().await?;
         if self.next > MAX_PARTS {
             return Err(target_error(
@@ -574,6 +604,7 @@ impl Multipart {
         let bucket_name = bucket.clone();
         let (target, key) = (store.name.clone(), key.to_string());
         self.in_flight = Some(tokio::spawn(async move {
+            let _budget = budget;
             let len = data.len() as i64;
             let out = client
                 .upload_part()
