@@ -851,18 +851,9 @@ fn watch_restore_locks(job: String, dest: Conn, app: String) {
     });
 }
 
+/// Drop the database a failed restore created (`dest`'s own).
 async fn drop_database(job: &str, dest: &Conn) {
-    let db = dest.database();
-    if let Ok(mut c) = dest.with_database("postgres").connect(job).await {
-        if let Err(e) =
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&db))))
-                .execute(&mut c)
-                .await
-        {
-            tracing::warn!(job, database = %db, error = %e, "could not remove the database created for the failed restore");
-        }
-        let _ = c.close().await;
-    }
+    parallel::drop_database(job, dest, &dest.database()).await
 }
 
 async fn create_database(job: &str, dest: &Conn) -> Result<()> {

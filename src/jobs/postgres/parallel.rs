@@ -173,7 +173,8 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-async fn drop_database(job: &str, dest: &Conn, name: &str) {
+/// Drop database `name` on `dest`'s server (what a failed restore created), warning if it cannot.
+pub(super) async fn drop_database(job: &str, dest: &Conn, name: &str) {
     let Ok(mut c) = admin(dest, &dest.database()).connect(job).await else { return };
     if let Err(e) =
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))))

@@ -86,13 +86,11 @@ pub(super) fn from_stream(db: &str, listed: &[Listed], own: &HashMap<(String, St
             TableFacts { schema: t.schema.clone(), name: t.name.clone(), rows: me + children }
         })
         .collect();
-    DatabaseFacts {
-        name: db.to_string(),
-        row_counts: RowCounts::Exact,
-        table_count: tables.len() as u64,
-        tables,
-        ..Default::default()
-    }
+    facts(db, RowCounts::Exact, tables)
+}
+
+fn facts(db: &str, row_counts: RowCounts, tables: Vec<TableFacts>) -> DatabaseFacts {
+    DatabaseFacts { name: db.to_string(), row_counts, table_count: tables.len() as u64, tables, ..Default::default() }
 }
 
 /// `row_counts = "estimate"`: the planner's `reltuples`.
@@ -101,13 +99,7 @@ pub(super) fn estimates(db: &str, listed: &[Listed]) -> DatabaseFacts {
         .iter()
         .map(|t| TableFacts { schema: t.schema.clone(), name: t.name.clone(), rows: t.estimate })
         .collect();
-    DatabaseFacts {
-        name: db.to_string(),
-        row_counts: RowCounts::Estimate,
-        table_count: tables.len() as u64,
-        tables,
-        ..Default::default()
-    }
+    facts(db, RowCounts::Estimate, tables)
 }
 
 /// The fallback: `count(*)` per table in the snapshot of `c` (still open).
@@ -130,13 +122,7 @@ pub(super) async fn count_with_sql(
             .get(0);
         tables.push(TableFacts { schema: t.schema.clone(), name: t.name.clone(), rows: rows.max(0) as u64 });
     }
-    Ok(DatabaseFacts {
-        name: db.to_string(),
-        row_counts: RowCounts::Exact,
-        table_count: tables.len() as u64,
-        tables,
-        ..Default::default()
-    })
+    Ok(facts(db, RowCounts::Exact, tables))
 }
 
 /// What the tap saw of one dump.
