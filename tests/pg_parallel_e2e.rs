@@ -83,12 +83,12 @@ fn seq_scans(db: &str) -> i64 {
             "DO $$ BEGIN
                FOR i IN 1..600 LOOP
                  EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}');
-                 PERFORM pg_sleep(0.05);
+                 PERFORM pg_sleep(0.05); PERFORM pg_stat_clear_snapshot();
                END LOOP;
-             END $$; SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
+             END $$; SELECT pg_stat_clear_snapshot(); SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
         ),
     );
-    assert_eq!(gone, "0", "sessions on {db} did not end");
+    assert_eq!(gone.lines().last().unwrap_or_default(), "0", "sessions on {db} did not end");
     psql(db, "SELECT pg_stat_clear_snapshot(); SELECT COALESCE(sum(seq_scan), 0) FROM pg_stat_user_tables")
         .lines()
         .last()
@@ -161,7 +161,7 @@ fn parallel_restore_replaces_the_database_by_rename_and_keeps_its_settings() {
         .args(["-X", "-q", "-d", &pg_url(&db)])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(std::fs::File::create(s.path("session.err")).unwrap()))
         .spawn()
         .unwrap();
     {
@@ -173,11 +173,17 @@ fn parallel_restore_replaces_the_database_by_rename_and_keeps_its_settings() {
     let shown = psql(
         "postgres",
         &format!(
-            "DO $$ BEGIN FOR i IN 1..400 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}'); PERFORM pg_sleep(0.05); END LOOP; END $$;
-             SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
+            "DO $$ BEGIN FOR i IN 1..400 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}'); PERFORM pg_sleep(0.05); PERFORM pg_stat_clear_snapshot(); END LOOP; END $$;
+             SELECT pg_stat_clear_snapshot(); SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"
         ),
     );
-    assert_eq!(shown, "1", "the session is connected");
+    assert_eq!(
+        shown.lines().last().unwrap_or_default(),
+        "1",
+        "the session is connected: {:?} {}",
+        session.try_wait(),
+        std::fs::read_to_string(s.path("session.err")).unwrap_or_default()
+    );
 
     let r = run(s.drctl().args(["-v", "restore", "pg", "--latest", "--force", "--jobs", "2"]));
     let _ = session.kill();
