@@ -105,6 +105,9 @@ pub enum Selector {
     Id(String),
     /// The newest backup started at or before this time.
     Before(Timestamp),
+    /// `--to-time`: the newest physical base backup consistent (by the server's clock) at or
+    /// before this time.
+    ConsistentBefore(Timestamp),
 }
 
 impl std::fmt::Display for Selector {
@@ -113,6 +116,7 @@ impl std::fmt::Display for Selector {
             Selector::Latest => f.write_str("--latest"),
             Selector::Id(id) => write!(f, "--id {id}"),
             Selector::Before(t) => write!(f, "--before {t}"),
+            Selector::ConsistentBefore(t) => write!(f, "--to-time {t} (a base backup consistent by then)"),
         }
     }
 }
@@ -124,6 +128,9 @@ impl Selector {
             Selector::Latest => true,
             Selector::Id(id) => &m.backup_id == id,
             Selector::Before(t) => m.started_at <= *t,
+            Selector::ConsistentBefore(t) => {
+                crate::jobs::postgres::physical::PhysicalFacts::of(&m.facts).is_some_and(|f| f.stop_time <= *t)
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ mod restore;
 mod run;
 mod sync;
 mod verify;
+mod wal;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -76,13 +77,18 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Deployment manifests from this config: Kubernetes CronJobs and RBAC, or a Swarm stack
     Generate(generate::Args),
+    /// WAL archiving of physical PostgreSQL jobs: the receiver, and the restore_command
+    Wal {
+        #[command(subcommand)]
+        command: wal::Command,
+    },
 }
 
 /// Entry point used by `main`: never panics on user errors, always returns a documented code.
 pub fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Daemon(_)) {
+    if matches!(cli.command, Command::Daemon(_) | Command::Wal { command: wal::Command::Stream { .. } }) {
         logging::init_daemon(cli.json, cli.verbose, cli.quiet);
     } else {
         logging::init(cli.verbose, cli.quiet);
@@ -96,8 +102,10 @@ pub fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        if matches!(cli.command, Command::Daemon(_)) {
-            // the daemon handles SIGINT and SIGTERM itself: it drains its runs first
+        if matches!(cli.command, Command::Daemon(_) | Command::Wal { .. }) {
+            // the daemon and the WAL receiver handle SIGINT and SIGTERM themselves: they drain
+            // their work first (a `wal fetch` is too short to interrupt: its file is temporary
+            // until renamed)
             return dispatch(&cli, &printer).await;
         }
         tokio::select! {
@@ -157,6 +165,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Sync(args) => sync::run(&engine, args, printer).await,
                 Command::Verify(args) => verify::run(&engine, args, printer).await,
                 Command::Generate(args) => generate::run(&engine, args, printer),
+                Command::Wal { command } => wal::run(&engine, command, printer).await,
                 Command::Keygen(_) | Command::Daemon(_) => {
                     unreachable!("handled above")
                 }

@@ -10,10 +10,11 @@ use crate::Error;
 use crate::catalog::Selector;
 use crate::engine::Engine;
 use crate::engine::restore::{Output, RestoreRequest, restore};
-use crate::jobs::RestoreOptions;
+use crate::jobs::postgres::physical::{Recovery, RecoveryAction, RecoveryTarget};
+use crate::jobs::{JobSpec, RestoreOptions};
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["latest", "id", "before"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["latest", "id", "before", "to_time"])))]
 pub struct Args {
     /// The job whose backup to restore
     pub job: String,
@@ -28,6 +29,15 @@ pub struct Args {
     /// (default UTC), or an age (`36h`, `2days`)
     #[arg(long, value_name = "TIME")]
     pub before: Option<String>,
+    /// Point-in-time recovery (postgres `method = "physical"`, with `--to-dir`): the newest base
+    /// backup consistent before TIME, replaying WAL up to TIME (formats as `--before`)
+    #[arg(long, value_name = "TIME")]
+    pub to_time: Option<String>,
+    /// Physical restores: what the server does once it reached `--to-time` (or the backup's
+    /// consistent point with `--id`/`--before`): `pause` to be checked, then promoted with
+    /// `SELECT pg_wal_replay_resume()`; `promote`; `shutdown`
+    #[arg(long, value_enum, default_value_t = RecoveryAction::Pause)]
+    pub recovery_action: RecoveryAction,
     /// Restore into this server/database instead of the job's own (`postgres://user@host/db`)
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
@@ -117,11 +127,42 @@ pub fn parse_before(s: &str, tz: &jiff::tz::TimeZone, now: Timestamp) -> Result<
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
-    engine.config.job(&args.job)?;
-    let selector = match (&args.id, &args.before) {
-        (Some(id), _) => Selector::Id(id.clone()),
-        (None, Some(t)) => Selector::Before(parse_before(t, &engine.config.timezone(), Timestamp::now())?),
-        (None, None) => Selector::Latest,
+    let job = engine.config.job(&args.job)?;
+    let physical = matches!(&job.spec, JobSpec::Postgres(pg) if pg.method == crate::jobs::postgres::Method::Physical);
+    let tz = engine.config.timezone();
+    let to_time = match &args.to_time {
+        Some(_) if !physical => {
+            return Err(Error::Usage {
+                flag: "--to-time".into(),
+                value: args.to_time.clone().unwrap_or_default(),
+                message: format!("job `{}` is not a physical PostgreSQL job", args.job),
+                hint: "point-in-time recovery needs `method = \"physical\"` (base backups + WAL); use --before".into(),
+            });
+        }
+        Some(t) => Some(parse_before(t, &tz, Timestamp::now()).map_err(|e| match e {
+            Error::Usage { value, message, hint, .. } => {
+                Error::Usage { flag: "--to-time".into(), value, message, hint }
+            }
+            other => other,
+        })?),
+        None => None,
+    };
+    let selector = match (&args.id, &args.before, to_time) {
+        (Some(id), _, _) => Selector::Id(id.clone()),
+        (None, Some(t), _) => Selector::Before(parse_before(t, &tz, Timestamp::now())?),
+        (None, None, Some(t)) => Selector::ConsistentBefore(t),
+        (None, None, None) => Selector::Latest,
+    };
+    let recovery = if physical {
+        let config = std::fs::canonicalize(&engine.config.path).unwrap_or_else(|_| engine.config.path.clone());
+        let target = match (&selector, to_time) {
+            (_, Some(t)) => RecoveryTarget::Time(t),
+            (Selector::Latest, None) => RecoveryTarget::Latest,
+            _ => RecoveryTarget::Immediate,
+        };
+        Some(Recovery { target, action: args.recovery_action, config })
+    } else {
+        None
     };
     let output = args.output.as_ref().map(|o| if o == "-" { Output::Stdout } else { Output::File(PathBuf::from(o)) });
     let to_stdout = matches!(output, Some(Output::Stdout));
@@ -135,6 +176,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             jobs: args.jobs.map(usize::from),
             several: false,
             to_dir: args.to_dir.clone(),
+            recovery,
         },
         dry_run: args.dry_run,
         artifact: args.artifact.clone(),

@@ -43,6 +43,16 @@ impl Engine {
         self.catalog.get_or_try_init(|| async { Catalog::open(&self.catalog_url()).await.map(Arc::new) }).await.cloned()
     }
 
+    /// How new backups (and WAL) are encoded: the configured zstd level and threads, and the
+    /// recipients.
+    pub fn encode_params(&self) -> Result<crate::pipeline::EncodeParams> {
+        Ok(crate::pipeline::EncodeParams {
+            zstd_level: self.config.compression.level,
+            zstd_threads: self.config.compression.threads,
+            recipients: crate::pipeline::keys::parse_recipients(&self.config.encryption.recipients)?,
+        })
+    }
+
     /// Open the target called `name`: a new client per operation (cheap: no connection is made
     /// until the first request), so a daemon's runs never share a connection a stalled run left.
     pub fn target(&self, name: &str) -> Result<Arc<Target>> {

@@ -291,7 +291,7 @@ pub async fn restore_resolved(
     Ok(report)
 }
 
-fn load_identities(engine: &Engine) -> Result<keys::Identities> {
+pub(crate) fn load_identities(engine: &Engine) -> Result<keys::Identities> {
     let path = engine.config.encryption.identity_file.as_ref().ok_or_else(|| Error::Decrypt {
         backup: String::new(),
         message: "no `encryption.identity_file` configured: restore needs the age identity".into(),

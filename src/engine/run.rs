@@ -19,7 +19,7 @@ use super::fanout::fanout;
 use crate::catalog::BackupStatus;
 use crate::jobs::BackupSession;
 use crate::manifest::{self, Artifact, Manifest, PipelineInfo};
-use crate::pipeline::{EncodeParams, keys};
+use crate::pipeline::EncodeParams;
 use crate::progress::Progress;
 use crate::targets::Target;
 use crate::{Error, Result, layout};
@@ -99,12 +99,7 @@ async fn run_inner(
     started: Timestamp,
     clock: Instant,
 ) -> Result<(Manifest, RunReport)> {
-    let config = &engine.config;
-    let params = EncodeParams {
-        zstd_level: config.compression.level,
-        zstd_threads: config.compression.threads,
-        recipients: keys::parse_recipients(&config.encryption.recipients)?,
-    };
+    let params = engine.encode_params()?;
 
     let mut failed: Vec<TargetFailure> = Vec::new();
     let mut live: Vec<Arc<Target>> = Vec::new();
@@ -257,7 +252,13 @@ async fn store(
         });
     }
 
-    let facts = session.finish().await?;
+    let facts = match session.finish(&live).await {
+        Ok(f) => f,
+        Err(e) => {
+            cleanup(&live, &written).await;
+            return Err(e);
+        }
+    };
     let mut manifest = Manifest {
         format: manifest::FORMAT.into(),
         version: manifest::VERSION,

@@ -54,6 +54,8 @@ pub struct SourceStream {
 #[allow(clippy::large_enum_variant)]
 pub enum BackupSession {
     Postgres(postgres::BackupSession),
+    /// `method = "physical"`: a base backup.
+    PostgresPhysical(postgres::physical::BaseBackup),
     Redis(redis::BackupSession),
     Volume(volume::BackupSession),
     Vault(vault::BackupSession),
@@ -65,6 +67,7 @@ macro_rules! each_session {
     ($session:expr, $s:ident => $body:expr) => {
         match $session {
             BackupSession::Postgres($s) => $body,
+            BackupSession::PostgresPhysical($s) => $body,
             BackupSession::Redis($s) => $body,
             BackupSession::Volume($s) => $body,
             BackupSession::Vault($s) => $body,
@@ -78,6 +81,9 @@ impl BackupSession {
     pub async fn prepare(job: &JobConfig) -> Result<BackupSession> {
         let name = job.name.as_str();
         Ok(match &job.spec {
+            JobSpec::Postgres(c) if c.method == postgres::Method::Physical => {
+                BackupSession::PostgresPhysical(postgres::physical::BaseBackup::prepare(name, c).await?)
+            }
             JobSpec::Postgres(c) => BackupSession::Postgres(postgres::BackupSession::prepare(name, c).await?),
             JobSpec::Redis(c) => BackupSession::Redis(redis::BackupSession::prepare(name, c).await?),
             JobSpec::Volume(c) => BackupSession::Volume(volume::BackupSession::prepare(name, c).await?),
@@ -94,9 +100,17 @@ impl BackupSession {
         each_session!(self, s => s.open(artifact).await)
     }
 
-    /// Facts for the manifest, once every artifact is done.
-    pub async fn finish(&mut self) -> Result<serde_json::Value> {
-        each_session!(self, s => s.finish().await)
+    /// Facts for the manifest, once every artifact is done and stored on `live` (a base backup
+    /// also waits there for the WAL it needs).
+    pub async fn finish(&mut self, live: &[std::sync::Arc<crate::targets::Target>]) -> Result<serde_json::Value> {
+        match self {
+            BackupSession::PostgresPhysical(s) => s.finish(live).await,
+            BackupSession::Postgres(s) => s.finish().await,
+            BackupSession::Redis(s) => s.finish().await,
+            BackupSession::Volume(s) => s.finish().await,
+            BackupSession::Vault(s) => s.finish().await,
+            BackupSession::Gitlab(s) => s.finish().await,
+        }
     }
 
     /// The run is over (`committed` or not): run after-hooks, clean up local leftovers. Always
@@ -114,6 +128,7 @@ impl BackupSession {
     pub async fn check_tools(&self) -> Result<()> {
         match self {
             BackupSession::Postgres(s) => s.check_companion_tools().await.map(|_| ()),
+            BackupSession::PostgresPhysical(s) => s.check_tools().await,
             BackupSession::Redis(_) | BackupSession::Volume(_) | BackupSession::Vault(_) | BackupSession::Gitlab(_) => {
                 Ok(())
             }
@@ -176,6 +191,8 @@ pub struct RestoreOptions {
     pub several: bool,
     /// `--jobs`: parallel streams (postgres); `None` = one per core.
     pub jobs: Option<usize>,
+    /// Physical postgres backups: how far the restored server replays WAL, and what it does then.
+    pub recovery: Option<postgres::physical::Recovery>,
 }
 
 /// One planned restore step, for `--dry-run` and for the restore itself.

@@ -218,6 +218,7 @@ impl std::fmt::Debug for Ran {
     }
 }
 
+pub mod cluster;
 pub mod faults;
 #[allow(unused_imports)]
 pub use faults::CuttingProxy;

@@ -46,6 +46,58 @@ pub struct PostgresJob {
     /// `lock_timeout` for `pg_restore`/`psql` (`restore --force` does not wait silently on an
     /// application's lock; its single transaction rolls back).
     pub lock_timeout: Option<String>,
+    /// `dump` (default): a logical `pg_dump` per database, as always. `physical`: base backups
+    /// (`pg_basebackup`) on `schedule` plus continuous WAL archiving by `drctl wal stream`, for
+    /// point-in-time recovery (`restore --to-time`). The URL's role needs `REPLICATION`.
+    #[serde(default)]
+    pub method: Method,
+    /// `method = "physical"`: the WAL receiver's settings.
+    pub wal: Option<WalConfig>,
+}
+
+/// How a postgres job backs up.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// `pg_dump` per database (logical; restores into any newer server).
+    #[default]
+    Dump,
+    /// Base backups and WAL (physical; same major version; any point in time).
+    Physical,
+}
+
+/// `wal = { … }` of a physical postgres job.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// The physical replication slot the receiver streams from (created if missing; it keeps the
+    /// server from recycling WAL that is not archived yet, so a receiver that stays down fills
+    /// the server's disk unless `max_slot_wal_keep_size` is set). Default `drctl_<job>` (`-` → `_`).
+    pub slot: Option<String>,
+    /// The longest time received WAL waits before it is on every target: a segment not yet full
+    /// is shipped as `<segment>.partial` at least this often, which bounds the data a lost server
+    /// can take with it, e.g. `60s` (the default).
+    pub max_delay: Option<String>,
+}
+
+impl WalConfig {
+    /// Default of [`WalConfig::max_delay`].
+    pub const DEFAULT_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+}
+
+impl PostgresJob {
+    /// The replication slot of a physical job.
+    pub fn wal_slot(&self, job: &str) -> String {
+        self.wal
+            .as_ref()
+            .and_then(|w| w.slot.clone())
+            .unwrap_or_else(|| format!("drctl_{}", job.replace('-', "_").to_lowercase()))
+    }
+
+    /// `wal.max_delay`, or its default (validation rejects an unreadable value).
+    pub fn wal_max_delay(&self) -> std::time::Duration {
+        duration_or(self.wal.as_ref().and_then(|w| w.max_delay.as_deref()), WalConfig::DEFAULT_MAX_DELAY)
+    }
 }
 
 impl PostgresJob {

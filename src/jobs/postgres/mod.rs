@@ -21,9 +21,10 @@ mod config;
 pub(crate) mod drill;
 pub(crate) mod facts;
 mod parallel;
+pub mod physical;
 mod rows;
 mod validate;
-pub use config::{PostgresJob, RowCounts};
+pub use config::{Method, PostgresJob, RowCounts, WalConfig};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -658,6 +659,9 @@ pub async fn plan_restore(
     artifact: &Artifact,
     opts: &RestoreOptions,
 ) -> Result<RestoreStep> {
+    if artifact.format == physical::FORMAT_BASE {
+        return physical::recover::plan(job, _m, opts);
+    }
     let dest = destination(job, pg, artifact, opts)?;
     if artifact.format == FORMAT_GLOBALS {
         return Ok(RestoreStep {
@@ -703,6 +707,9 @@ pub async fn open_sink(
     artifact: &Artifact,
     opts: &RestoreOptions,
 ) -> Result<Sink> {
+    if artifact.format == physical::FORMAT_BASE {
+        return physical::recover::open_sink(job, m, artifact, opts).await;
+    }
     let dest = destination(job, pg, artifact, opts)?;
     let facts: Facts = serde_json::from_value(m.facts.clone()).unwrap_or_default();
     let server = {

@@ -57,5 +57,51 @@ impl PostgresJob {
                 p.error(s.src, &s.item("databases", i), "empty database name", None);
             }
         }
+        self.validate_physical(s, p);
+    }
+
+    fn validate_physical(&self, s: &Section, p: &mut Problems) {
+        use super::config::Method;
+        match (self.method, &self.wal) {
+            (Method::Dump, Some(_)) => {
+                p.error(s.src, &s.at("wal"), "`wal` applies only to `method = \"physical\"`", None);
+            }
+            (Method::Physical, wal) => {
+                if !self.databases.is_empty() || self.globals {
+                    p.error(
+                        s.src,
+                        &s.at("method"),
+                        "a physical backup holds the whole cluster: `databases` and `globals` do not apply",
+                        Some("remove them, or use `method = \"dump\"` for per-database dumps".into()),
+                    );
+                }
+                let delay = wal.as_ref().and_then(|w| w.max_delay.as_deref());
+                match delay.map(humantime::parse_duration) {
+                    Some(Err(_)) => p.error(
+                        s.src,
+                        &s.nested("wal", "max_delay"),
+                        format!("`{}` is not a duration", delay.unwrap_or_default()),
+                        Some("e.g. `60s`".into()),
+                    ),
+                    Some(Ok(d)) if d < std::time::Duration::from_secs(1) => {
+                        p.error(s.src, &s.nested("wal", "max_delay"), "max_delay must be at least 1s", None);
+                    }
+                    _ => {}
+                }
+                let slot = wal.as_ref().and_then(|w| w.slot.clone()).unwrap_or_else(|| "drctl_job".into());
+                if slot.is_empty()
+                    || slot.len() > 63
+                    || !slot.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    p.error(
+                        s.src,
+                        &s.nested("wal", "slot"),
+                        format!("`{slot}` is not a replication slot name"),
+                        Some("lower-case letters, digits and `_`, at most 63".into()),
+                    );
+                }
+            }
+            (Method::Dump, None) => {}
+        }
     }
 }

@@ -45,8 +45,8 @@ pub use config::VolumeJob;
 
 mod archive;
 mod exclude;
-mod extract;
-mod place;
+pub(crate) mod extract;
+pub(crate) mod place;
 mod pvc;
 mod restream;
 
@@ -674,14 +674,23 @@ pub async fn open_sink(job: &str, cfg: &VolumeJob, _m: &Manifest, a: &Artifact, 
             let root = unsafe { libc::geteuid() } == 0;
             let staging = place::stage(&dest)
                 .map_err(|e| restore_err(job, &dest, format!("cannot create a staging directory beside it: {e}")))?;
-            Ok(tar_sink(job, staging, extract::Options { owners: root && !opts.no_owner }))
+            Ok(tar_sink(job, staging, extract::Options { owners: root && !opts.no_owner }, None))
         }
         _ => Err(unknown_format(job, a)),
     }
 }
 
+/// Run on the staging directory after a complete extraction, before the swap (a physical
+/// PostgreSQL restore writes its recovery settings there); a failure rolls the restore back.
+pub(crate) type BeforeSwap = Box<dyn FnOnce(&Path) -> std::io::Result<()> + Send>;
+
 /// A sink that extracts into `staging` as bytes arrive, and swaps the result in on commit.
-fn tar_sink(job: &str, staging: place::Staging, opts: extract::Options) -> Sink {
+pub(crate) fn tar_sink(
+    job: &str,
+    staging: place::Staging,
+    opts: extract::Options,
+    before_swap: Option<BeforeSwap>,
+) -> Sink {
     let (writer, reader) = tokio::io::duplex(RESTORE_PIPE);
     let (commit, committed) = oneshot::channel::<()>();
     let job = job.to_string();
@@ -698,7 +707,17 @@ fn tar_sink(job: &str, staging: place::Staging, opts: extract::Options) -> Sink 
         let failed = match extracted {
             Ok(Ok(stats)) => {
                 tracing::debug!(?stats, "extracted into the staging directory");
-                None
+                match before_swap {
+                    Some(f) => {
+                        let dir = staging.dir().to_path_buf();
+                        match tokio::task::spawn_blocking(move || f(&dir)).await {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(format!("cannot finish the restored tree: {e}")),
+                            Err(e) => Some(format!("the finishing thread failed: {e}")),
+                        }
+                    }
+                    None => None,
+                }
             }
             Ok(Err(e)) => Some(e.to_string()),
             Err(e) => Some(format!("the extraction thread failed: {e}")),
@@ -762,7 +781,7 @@ mod tests {
         std::fs::write(dest.join("old"), b"old").unwrap();
 
         // rollback: the commit sender is dropped
-        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false });
+        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false }, None);
         let (consumer, wrote) = feed(sink, &tar).await;
         wrote.unwrap();
         let Consumer::Task { task, commit } = consumer else { panic!("a task") };
@@ -774,7 +793,7 @@ mod tests {
         assert_eq!(names(t.path()), ["dest", "src"], "the staging directory is gone");
 
         // commit
-        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false });
+        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false }, None);
         let (consumer, wrote) = feed(sink, &tar).await;
         wrote.unwrap();
         let Consumer::Task { task, commit } = consumer else { panic!("a task") };
@@ -810,7 +829,7 @@ mod tests {
         // plenty of trailing data: the writer must see the consumer go away, not hang
         let mut tar = w.finish().unwrap();
         tar.extend(std::iter::repeat_n(0u8, 4 * RESTORE_PIPE));
-        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false });
+        let sink = tar_sink("v", place::stage(&dest).unwrap(), extract::Options { owners: false }, None);
         let (consumer, _wrote) = feed(sink, &tar).await;
         let Consumer::Task { task, commit } = consumer else { panic!("a task") };
         let err = task.await.unwrap().unwrap_err().to_string();
