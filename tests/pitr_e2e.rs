@@ -29,7 +29,7 @@ impl Pitr {
         let src = Cluster::init(&s.path("src"));
         s.write_config(&format!(
             "{}[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\"]\n\
-             wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\n",
+             wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\nverify = {{ checks = [\"SELECT count(*) > 0 FROM t\"] }}\n",
             s.head(),
             src.url("postgres")
         ));
@@ -167,6 +167,12 @@ fn recovers_to_a_time_between_batches_and_to_the_latest_within_max_delay() {
     assert_eq!(batches(&latest), "1:100,2:100");
     latest.stop();
 
+    // the drill replays everything archived into a scratch server, runs the checks, says how far
+    let r = run(p.s.drctl().args(["verify", "db"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("recovery point") && out.contains("replayed WAL to"), "{out}");
+
     // a non-empty directory is refused without --force
     let r = run(p.s.drctl().args(["restore", "db", "--latest", "--to-dir"]).arg(p.s.path("latest/data")));
     assert_ne!(r.code, 0, "{r:?}");
@@ -234,6 +240,11 @@ fn a_deleted_segment_stops_recovery_naming_it() {
     };
     assert!(log.contains(&format!("WAL segment {victim} is missing")), "{log}");
     assert!(log.contains("GAP"), "{log}");
+    // and the drill fails, naming it
+    let r = run(p.s.drctl().args(["verify", "db"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains(victim.as_str()), "the drill names the missing segment: {out}");
 }
 
 fn age_zstd(s: &Scratch, stored: &Path, out: &Path) {

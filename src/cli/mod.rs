@@ -147,6 +147,7 @@ fn is_closed_stdout(info: &std::panic::PanicHookInfo<'_>) -> bool {
 async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args, printer),
+        Command::Wal { command: wal::Command::Relay { socket, name, path } } => Ok(wal::relay(socket, name, path)),
         Command::Daemon(args) => {
             crate::scheduler::schedule::allow_seconds(args.seconds_schedules);
             match engine(cli) {

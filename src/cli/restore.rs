@@ -160,7 +160,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             (Selector::Latest, None) => RecoveryTarget::Latest,
             _ => RecoveryTarget::Immediate,
         };
-        Some(Recovery { target, action: args.recovery_action, config })
+        Some(Recovery { target, action: args.recovery_action, config, relay: None })
     } else {
         None
     };

@@ -27,6 +27,22 @@ pub enum Command {
         /// `%p`: where the server wants it
         path: PathBuf,
     },
+    /// `wal fetch` through a drill's relay socket (the drill's scratch server runs as a user that
+    /// cannot read the config): reads no config. Exit codes as `wal fetch`
+    #[command(hide = true)]
+    Relay { socket: PathBuf, name: String, path: PathBuf },
+}
+
+/// `wal relay`: needs no config (see [`Command::Relay`]).
+pub fn relay(socket: &std::path::Path, name: &str, path: &std::path::Path) -> i32 {
+    match crate::jobs::postgres::physical::relay::request(socket, name, path) {
+        crate::jobs::postgres::physical::relay::Relayed::Written => 0,
+        crate::jobs::postgres::physical::relay::Relayed::Missing => 1,
+        crate::jobs::postgres::physical::relay::Relayed::Failed(e) => {
+            eprintln!("drctl: cannot serve WAL file {name}: {e}");
+            FETCH_FAILED
+        }
+    }
 }
 
 /// Exit code for a WAL file that cannot be served: PostgreSQL aborts recovery on 126 and above
@@ -66,6 +82,7 @@ pub async fn run(engine: &Engine, command: &Command, printer: &Printer) -> Resul
             receiver::run(engine, job, pg, stop).await?;
             Ok(0)
         }
+        Command::Relay { socket, name, path } => Ok(relay(socket, name, path)),
         Command::Fetch { job, name, path } => {
             let (job, _) = physical(engine, job)?;
             match recover::fetch(engine, job, name, path).await {

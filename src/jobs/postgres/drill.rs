@@ -85,6 +85,21 @@ impl Cluster {
         if !ok {
             return Err(format!("initdb failed: {out}"));
         }
+        Cluster::launch(dir, data, bin, user, 60).await
+    }
+
+    /// Start a server on an existing data directory below `dir` (a restored one may spend a
+    /// while in recovery: `pg_ctl` waits up to `wait_secs` until it accepts connections).
+    ///
+    /// # Errors
+    /// `pg_ctl`'s output and the server log's last lines.
+    pub async fn launch(
+        dir: &Path,
+        data: PathBuf,
+        bin: &Path,
+        user: Option<&str>,
+        wait_secs: u32,
+    ) -> Result<Cluster, String> {
         let version = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default().trim().to_string();
         let mut last = String::new();
         for _ in 0..3 {
@@ -102,7 +117,7 @@ impl Cluster {
                     dir.join("postgres.log").display().to_string(),
                     "-w".into(),
                     "-t".into(),
-                    "60".into(),
+                    wait_secs.to_string(),
                     "-s".into(),
                     "-o".into(),
                     opts,
@@ -176,7 +191,7 @@ impl Drop for Cluster {
 }
 
 /// The user the ephemeral cluster runs as: none unless drctl is root.
-fn cluster_user(configured: Option<&str>) -> Option<String> {
+pub(crate) fn cluster_user(configured: Option<&str>) -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     root.then(|| configured.unwrap_or("postgres").to_string())
@@ -184,7 +199,7 @@ fn cluster_user(configured: Option<&str>) -> Option<String> {
 
 /// Connect to the scratch server, giving up after `limit`: a scratch server that accepts TCP and
 /// never answers fails the drill with a finding instead of hanging it.
-async fn connect(url: &str, limit: std::time::Duration) -> Result<PgConnection, String> {
+pub(crate) async fn connect(url: &str, limit: std::time::Duration) -> Result<PgConnection, String> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
     match tokio::time::timeout(limit, PgConnection::connect_with(&opts)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
@@ -194,7 +209,7 @@ async fn connect(url: &str, limit: std::time::Duration) -> Result<PgConnection, 
 
 /// How long the drill waits for a scratch connection: the job's `connect_timeout` (postgres
 /// jobs), else its default.
-fn connect_timeout(d: &Drill<'_>) -> std::time::Duration {
+pub(crate) fn connect_timeout(d: &Drill<'_>) -> std::time::Duration {
     match &d.job.spec {
         JobSpec::Postgres(pg) => pg.connect_timeout(),
         // gitlab's drill loads its database dump into a scratch PostgreSQL too
@@ -280,7 +295,7 @@ fn compare_tables(drill: &mut Drill<'_>, db: &str, facts: &Facts, restored: &[(S
 }
 
 /// Run the job's checks in `c`; each must return true.
-async fn run_checks(drill: &mut Drill<'_>, c: &mut PgConnection, db: &str, checks: &[String]) {
+pub(crate) async fn run_checks(drill: &mut Drill<'_>, c: &mut PgConnection, db: &str, checks: &[String]) {
     for sql in checks {
         let subject = format!("check `{sql}`");
         let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).fetch_optional(&mut *c).await;
@@ -301,6 +316,9 @@ async fn run_checks(drill: &mut Drill<'_>, c: &mut PgConnection, db: &str, check
 
 /// Drill a postgres backup.
 pub async fn drill(d: &mut Drill<'_>, pg: &PostgresJob) {
+    if super::physical::PhysicalFacts::of(&d.manifest.facts).is_some() {
+        return super::physical::drill::drill(d, pg).await;
+    }
     let verify = d.job.common.verify.clone().unwrap_or_default();
     let facts: Facts = serde_json::from_value(d.manifest.facts.clone()).unwrap_or_default();
     let dbs: Vec<String> =

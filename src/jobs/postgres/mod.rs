@@ -227,7 +227,7 @@ pub fn parse_tool_version(out: &str) -> Option<String> {
     v.chars().next()?.is_ascii_digit().then(|| v.to_string())
 }
 
-fn major_of(v: &str) -> u32 {
+pub(crate) fn major_of(v: &str) -> u32 {
     v.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
 }
 

@@ -9,9 +9,11 @@
 //!   `restore_command` the recovering server calls.
 
 pub mod base;
+pub(crate) mod drill;
 pub mod lsn;
 pub mod receiver;
 pub mod recover;
+pub mod relay;
 pub mod replication;
 pub mod store;
 mod tartap;

@@ -64,6 +64,9 @@ pub struct Recovery {
     pub action: RecoveryAction,
     /// The config file `restore_command` passes to `drctl wal fetch` (absolute).
     pub config: PathBuf,
+    /// Drills: serve WAL through this relay socket (`drctl wal relay`) instead, for a server
+    /// running as a user that cannot read the config.
+    pub relay: Option<PathBuf>,
 }
 
 fn restore_err(job: &str, dest: &Path, message: impl Into<String>) -> Error {
@@ -139,10 +142,14 @@ fn recovery_settings(job: &str, backup: &str, r: &Recovery) -> Result<String> {
     let exe = std::env::current_exe().map_err(|e| Error::Pipeline(format!("cannot find drctl's own path: {e}")))?;
     let quote = |s: &str| s.replace('\'', "''");
     let shell = |p: &Path| format!("\"{}\"", p.display().to_string().replace('"', "\\\""));
+    let command = match &r.relay {
+        Some(socket) => format!("{} wal relay {} \"%f\" \"%p\"", shell(&exe), shell(socket)),
+        None => format!("{} --config {} wal fetch {job} \"%f\" \"%p\"", shell(&exe), shell(&r.config)),
+    };
     let mut out = format!(
         "\n# added by `drctl restore` (backup {backup}): recovery from drctl's WAL archive\n\
          restore_command = '{}'\n",
-        quote(&format!("{} --config {} wal fetch {job} \"%f\" \"%p\"", shell(&exe), shell(&r.config)))
+        quote(&command)
     );
     match &r.target {
         RecoveryTarget::Immediate => out.push_str("recovery_target = 'immediate'\n"),
