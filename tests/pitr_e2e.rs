@@ -20,22 +20,30 @@ struct Pitr {
     s: Scratch,
     src: Cluster,
     receiver: Option<Child>,
+    /// The receiver is `drctl daemon` (its API on this port) instead of `drctl wal stream`.
+    daemon: Option<u16>,
 }
 
 impl Pitr {
     fn new() -> Pitr {
+        Pitr::with(None)
+    }
+
+    fn with(daemon: Option<u16>) -> Pitr {
         let s = Scratch::new();
         // the restored servers run `drctl wal fetch` as postgres: it reads this directory
         let src = Cluster::init(&s.path("src"));
-        s.write_config(&format!(
-            "{}[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\"]\n\
+        s.write_config(
+            &(format!(
+                "{}[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\"]\n\
              wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\nverify = {{ checks = [\"SELECT count(*) > 0 FROM t\"] }}\n",
-            s.head(),
-            src.url("postgres")
-        ));
+                s.head(),
+                src.url("postgres")
+            ) + &daemon.map(|port| format!("[api]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap_or_default()),
+        );
         std::fs::create_dir_all(s.path("backups")).unwrap();
         give_to_postgres(s.dir.path());
-        let mut p = Pitr { s, src, receiver: None };
+        let mut p = Pitr { s, src, receiver: None, daemon };
         p.start_receiver();
         p
     }
@@ -45,7 +53,7 @@ impl Pitr {
         let child = self
             .s
             .drctl()
-            .args(["wal", "stream", "db"])
+            .args(if self.daemon.is_some() { &["daemon"][..] } else { &["wal", "stream", "db"][..] })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -292,4 +300,27 @@ fn stored_objects_open_with_the_reference_tools() {
     let dump = Command::new(pg_bin().join("pg_waldump")).arg("--path").arg(&wal).arg(&seg).output().unwrap();
     let text = String::from_utf8_lossy(&dump.stdout);
     assert!(text.contains("rmgr: Heap") && text.contains("INSERT"), "pg_waldump reads the inserts:\n{text}");
+}
+
+#[test]
+fn the_daemon_runs_the_receiver_and_ships_the_last_partial_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut p = Pitr::with(Some(port));
+    p.src.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    p.base_backup();
+    p.insert_batch(1);
+    p.wait_archived();
+    assert!(p.receiver_log().contains("starting the WAL receiver"), "{}", p.receiver_log());
+    // SIGTERM: the daemon stops its receiver, which ships what it holds before exiting
+    p.insert_batch(2);
+    let mut child = p.receiver.take().unwrap();
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status:?}\n{}", p.receiver_log());
+    p.wait_archived();
+    let mut latest = p.restore_and_start("latest", &["--latest"]).unwrap_or_else(|log| panic!("{log}"));
+    wait_for("promoted", &latest, "SELECT pg_is_in_recovery()", "f");
+    assert_eq!(batches(&latest), "1:100,2:100");
+    latest.stop();
 }

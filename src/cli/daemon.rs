@@ -76,6 +76,7 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         async move { api::serve_on(listener, state, stop).await }
     });
     scheduler.start();
+    let (wal_stop, receivers) = start_wal_receivers(&engine);
     tokio::spawn({
         let scheduler = scheduler.clone();
         async move { scheduler.catch_up().await }
@@ -112,6 +113,7 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         tracing::warn!("second signal: aborting the running jobs now");
     };
     let drain = scheduler.shutdown(grace, second_signal).await;
+    stop_wal_receivers(wal_stop, receivers, grace).await;
     // aborted backups close their sources (after-hooks) on tasks of their own: let them finish
     let open = crate::engine::run::wait_for_abandoned_sessions(std::time::Duration::from_secs(60)).await;
     if open > 0 {
@@ -127,4 +129,47 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         tracing::info!("daemon stopped");
     }
     Ok(if drain.aborted > 0 || api_failed { 1 } else { 0 })
+}
+
+/// One WAL receiver per physical PostgreSQL job (what `drctl wal stream JOB` runs), for as long as
+/// the daemon runs. Several daemon replicas each start one: the slot admits one at a time, the
+/// others retry (with backoff) and take over when it goes away.
+fn start_wal_receivers(engine: &Arc<Engine>) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>) {
+    use crate::jobs::JobSpec;
+    use crate::jobs::postgres::Method;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut set = tokio::task::JoinSet::new();
+    for job in engine.config.jobs.values() {
+        let JobSpec::Postgres(pg) = &job.spec else { continue };
+        if pg.method != Method::Physical {
+            continue;
+        }
+        let (engine, job, pg, stop) = (engine.clone(), job.clone(), pg.clone(), stop.clone());
+        tracing::info!(job = %job.name, "starting the WAL receiver");
+        set.spawn(async move {
+            if let Err(e) = crate::jobs::postgres::physical::receiver::run(&engine, &job, &pg, stop).await {
+                tracing::error!(job = %job.name, error = %e, "the WAL receiver stopped");
+            }
+        });
+    }
+    (stop_tx, set)
+}
+
+/// Tell the receivers to ship what they hold and stop; wait for them up to `grace`.
+async fn stop_wal_receivers(
+    stop: tokio::sync::watch::Sender<bool>,
+    mut set: tokio::task::JoinSet<()>,
+    grace: std::time::Duration,
+) {
+    if set.is_empty() {
+        return;
+    }
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "WAL receivers did not finish shipping within the grace period; the slot keeps what they did not confirm"
+        );
+        set.abort_all();
+    }
 }

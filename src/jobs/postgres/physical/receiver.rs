@@ -253,7 +253,8 @@ async fn session(
                     }
                     Streamed::Keepalive { reply } => {
                         if reply {
-                            repl.status(pos, *done_rx.borrow(), false).await.map_err(|e| repl_err(job, e))?;
+                            let flushed = *done_rx.borrow();
+                            repl.status(pos, flushed, false).await.map_err(|e| repl_err(job, e))?;
                         }
                     }
                     Streamed::TimelineEnd { next_tli, next_start } => {
@@ -265,7 +266,8 @@ async fn session(
                     ship_partial(job, tli, seg, segno, &buf, &mut shipped_offset, &mut partials, &ship_tx).await?;
                 }
                 _ = status_tick.tick() => {
-                    repl.status(pos, *done_rx.borrow(), false).await.map_err(|e| repl_err(job, e))?;
+                    let flushed = *done_rx.borrow();
+                    repl.status(pos, flushed, false).await.map_err(|e| repl_err(job, e))?;
                 }
                 Ok(()) = done_rx.changed() => {
                     let flushed = *done_rx.borrow_and_update();
