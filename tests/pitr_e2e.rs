@@ -324,3 +324,53 @@ fn the_daemon_runs_the_receiver_and_ships_the_last_partial_on_sigterm() {
     assert_eq!(batches(&latest), "1:100,2:100");
     latest.stop();
 }
+
+#[test]
+fn prune_deletes_wal_no_kept_base_backup_needs_and_the_rest_still_restores() {
+    let p = Pitr::new();
+    p.src.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    p.base_backup();
+    for b in 1..=2 {
+        p.insert_batch(b);
+        p.src.psql("postgres", "SELECT pg_switch_wal()");
+    }
+    let before_second = p.src.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+    p.base_backup();
+    p.insert_batch(3);
+    p.wait_archived();
+    // keep one base backup, and no window of WAL beyond it
+    let config = std::fs::read_to_string(p.s.config_path()).unwrap();
+    let config = config.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n").replace(
+        &format!("max_delay = \"{MAX_DELAY_SECS}s\""),
+        &format!("max_delay = \"{MAX_DELAY_SECS}s\", keep = \"0s\""),
+    );
+    p.s.write_config(&config);
+    let segments = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p.wal_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".zst.age"))
+            .map(|n| n[..24].to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(segments().iter().any(|s| s < &before_second), "older WAL is there before the prune");
+
+    let dry = run(p.s.drctl().args(["prune", "db", "--dry-run"]));
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stdout.contains("WAL object(s) past `wal.keep`"), "{dry:?}");
+    assert!(segments().iter().any(|s| s < &before_second), "a dry run deletes nothing");
+
+    let r = run(p.s.drctl().args(["prune", "db"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let left = segments();
+    assert!(left.iter().all(|s| s >= &before_second), "only WAL from the kept base backup on: {left:?}");
+    assert!(!left.is_empty());
+
+    let mut latest = p.restore_and_start("latest", &["--latest"]).unwrap_or_else(|log| panic!("{log}"));
+    wait_for("promoted", &latest, "SELECT pg_is_in_recovery()", "f");
+    assert_eq!(batches(&latest), "1:100,2:100,3:100");
+    latest.stop();
+}

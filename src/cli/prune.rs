@@ -36,6 +36,13 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             for o in &p.orphans {
                 println!("  {}  {o}  (incomplete upload)", if args.dry_run { "delete " } else { "deleted" });
             }
+            if let (Some(first), Some(last)) = (p.wal.first(), p.wal.last()) {
+                println!(
+                    "  {}  {} WAL object(s) past `wal.keep` that no kept base backup needs ({first} .. {last})",
+                    if args.dry_run { "delete " } else { "deleted" },
+                    p.wal.len()
+                );
+            }
             for l in &p.locked {
                 println!("  keep    {}  (incomplete upload, object lock until {})", l.key, l.until);
             }

@@ -64,6 +64,9 @@ pub struct TargetPlan {
     pub warnings: Vec<String>,
     /// Backups held here that look suspicious (the newest one that does not is never deleted).
     pub suspicious: Vec<SuspiciousBackup>,
+    /// Physical PostgreSQL jobs: archived WAL past `wal.keep` that no kept base backup needs
+    /// (see `jobs::postgres::physical::retention`), deleted unless --dry-run. (Added, issue 16.)
+    pub wal: Vec<String>,
 }
 
 /// An object prune may not delete yet.
@@ -112,6 +115,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 errors: vec![],
                 warnings: vec![],
                 suspicious: vec![],
+                wal: vec![],
             };
             if let Some(p) = problems.iter().find(|p| &p.target == target_name && p.kind == ProblemKind::Unlisted) {
                 plan.errors.push(format!("{}: nothing of job `{job_name}` is deleted on any target", p.message));
@@ -210,20 +214,39 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 }
                 Err(e) => plan.errors.push(e.to_string()),
             }
+            if let Some(keep) = wal_keep(job) {
+                let kept: Vec<crate::jobs::postgres::physical::PhysicalFacts> = plan
+                    .decisions
+                    .iter()
+                    .filter(|d| d.keep)
+                    .filter_map(|d| held.iter().find(|f| f.manifest.backup_id == d.id))
+                    .filter_map(|f| crate::jobs::postgres::physical::PhysicalFacts::of(&f.manifest.facts))
+                    .collect();
+                match target.list(&crate::jobs::postgres::physical::store::wal_prefix(&job_name)).await {
+                    Ok(listed) => {
+                        let keys: Vec<String> = listed.into_iter().map(|o| o.key).collect();
+                        plan.wal = crate::jobs::postgres::physical::retention::deletable(&keys, &kept, keep, now);
+                    }
+                    Err(e) => plan.errors.push(e.to_string()),
+                }
+            }
             match target.pending_uploads(&format!("{job_name}/")).await {
                 Ok(uploads) => plan.stale_uploads = stale_uploads(uploads, now, ORPHAN_GRACE),
                 Err(e) => plan.errors.push(e.to_string()),
             }
             // this host's clock ages incomplete uploads and dates what is "newest": before
             // deleting anything, it must agree with the target's
-            let deletes =
-                plan.decisions.iter().any(|d| !d.keep) || !plan.orphans.is_empty() || !plan.stale_uploads.is_empty();
+            let deletes = plan.decisions.iter().any(|d| !d.keep)
+                || !plan.orphans.is_empty()
+                || !plan.stale_uploads.is_empty()
+                || !plan.wal.is_empty();
             if deletes && let Some(message) = clock_refusal(&target, now).await {
                 retention::keep_all(&mut plan.decisions, &Reason::ClockSkew { message: message.clone() });
                 plan.errors
                     .push(format!("{message}: nothing is deleted on this target; fix the clock (NTP) and prune again"));
                 plan.orphans.clear();
                 plan.stale_uploads.clear();
+                plan.wal.clear();
             }
             if !dry_run {
                 for up in &plan.stale_uploads {
@@ -255,6 +278,12 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                         let _ = cat.remove_copy(&d.id, target_name).await;
                     }
                 }
+                for key in plan.wal.clone() {
+                    match target.delete(&key).await {
+                        Ok(()) => plan.deleted.push(key),
+                        Err(e) => plan.errors.push(e.to_string()),
+                    }
+                }
                 for key in plan.orphans.clone() {
                     match target.delete(&key).await {
                         Ok(()) => plan.deleted.push(key),
@@ -270,6 +299,16 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
         }
     }
     Ok(out)
+}
+
+/// `wal.keep` of a physical PostgreSQL job; `None` for every other job.
+fn wal_keep(job: &crate::jobs::JobConfig) -> Option<std::time::Duration> {
+    match &job.spec {
+        crate::jobs::JobSpec::Postgres(pg) if pg.method == crate::jobs::postgres::Method::Physical => {
+            Some(pg.wal_keep())
+        }
+        _ => None,
+    }
 }
 
 /// The job-wide inputs of every target's plan at `now`: the suspicious backups (id → reason) and

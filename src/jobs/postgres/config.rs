@@ -78,11 +78,17 @@ pub struct WalConfig {
     /// is shipped as `<segment>.partial` at least this often, which bounds the data a lost server
     /// can take with it, e.g. `60s` (the default).
     pub max_delay: Option<String>,
+    /// How far back every moment stays recoverable: prune keeps WAL continuous from the newest
+    /// base backup consistent before `now - keep`; older kept base backups keep only their own
+    /// start..stop WAL (restorable to their consistent point), e.g. `14d` (default `7d`).
+    pub keep: Option<String>,
 }
 
 impl WalConfig {
     /// Default of [`WalConfig::max_delay`].
     pub const DEFAULT_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Default of [`WalConfig::keep`].
+    pub const DEFAULT_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
 }
 
 impl PostgresJob {
@@ -92,6 +98,11 @@ impl PostgresJob {
             .as_ref()
             .and_then(|w| w.slot.clone())
             .unwrap_or_else(|| format!("drctl_{}", job.replace('-', "_").to_lowercase()))
+    }
+
+    /// `wal.keep`, or its default (validation rejects an unreadable value).
+    pub fn wal_keep(&self) -> std::time::Duration {
+        duration_or(self.wal.as_ref().and_then(|w| w.keep.as_deref()), WalConfig::DEFAULT_KEEP)
     }
 
     /// `wal.max_delay`, or its default (validation rejects an unreadable value).

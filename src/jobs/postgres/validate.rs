@@ -88,6 +88,16 @@ impl PostgresJob {
                     }
                     _ => {}
                 }
+                if let Some(k) = wal.as_ref().and_then(|w| w.keep.as_deref())
+                    && humantime::parse_duration(k).is_err()
+                {
+                    p.error(
+                        s.src,
+                        &s.nested("wal", "keep"),
+                        format!("`{k}` is not a duration"),
+                        Some("e.g. `14d`".into()),
+                    );
+                }
                 let slot = wal.as_ref().and_then(|w| w.slot.clone()).unwrap_or_else(|| "drctl_job".into());
                 if slot.is_empty()
                     || slot.len() > 63

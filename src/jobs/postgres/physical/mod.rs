@@ -15,6 +15,7 @@ pub mod receiver;
 pub mod recover;
 pub mod relay;
 pub mod replication;
+pub mod retention;
 pub mod store;
 mod tartap;
 
