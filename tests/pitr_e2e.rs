@@ -311,6 +311,20 @@ fn the_daemon_runs_the_receiver_and_ships_the_last_partial_on_sigterm() {
     p.insert_batch(1);
     p.wait_archived();
     assert!(p.receiver_log().contains("starting the WAL receiver"), "{}", p.receiver_log());
+    // the receiver's gauges on the daemon's /metrics (reported every 10 s)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let text = http_get(port, "/metrics");
+        if text.contains("drctl_wal_last_archived_timestamp_seconds{drctl_job=\"db\"}") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no WAL gauges on /metrics:\n{text}\n{}", p.receiver_log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for name in ["drctl_wal_archive_delay_bytes", "drctl_wal_max_delay_seconds", "drctl_wal_slot_retained_bytes"] {
+        assert!(metrics.contains(&format!("{name}{{drctl_job=\"db\"}}")), "{name}:\n{metrics}");
+    }
+    assert!(metrics.contains("drctl_wal_max_delay_seconds{drctl_job=\"db\"} 2"), "{metrics}");
     // SIGTERM: the daemon stops its receiver, which ships what it holds before exiting
     p.insert_batch(2);
     let mut child = p.receiver.take().unwrap();
@@ -373,4 +387,14 @@ fn prune_deletes_wal_no_kept_base_backup_needs_and_the_rest_still_restores() {
     wait_for("promoted", &latest, "SELECT pg_is_in_recovery()", "f");
     assert_eq!(batches(&latest), "1:100,2:100,3:100");
     latest.stop();
+}
+
+/// GET `path` on 127.0.0.1:`port`; the body ("" when nothing answers yet).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }

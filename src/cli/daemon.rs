@@ -76,7 +76,7 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
         async move { api::serve_on(listener, state, stop).await }
     });
     scheduler.start();
-    let (wal_stop, receivers) = start_wal_receivers(&engine);
+    let (wal_stop, receivers) = start_wal_receivers(&engine, &metrics);
     tokio::spawn({
         let scheduler = scheduler.clone();
         async move { scheduler.catch_up().await }
@@ -134,7 +134,10 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
 /// One WAL receiver per physical PostgreSQL job (what `drctl wal stream JOB` runs), for as long as
 /// the daemon runs. Several daemon replicas each start one: the slot admits one at a time, the
 /// others retry (with backoff) and take over when it goes away.
-fn start_wal_receivers(engine: &Arc<Engine>) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>) {
+fn start_wal_receivers(
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>) {
     use crate::jobs::JobSpec;
     use crate::jobs::postgres::Method;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -145,9 +148,11 @@ fn start_wal_receivers(engine: &Arc<Engine>) -> (tokio::sync::watch::Sender<bool
             continue;
         }
         let (engine, job, pg, stop) = (engine.clone(), job.clone(), pg.clone(), stop.clone());
+        let metrics = metrics.clone();
+        let report: crate::jobs::postgres::physical::receiver::Reporter = Arc::new(move |s| metrics.wal.set(&s));
         tracing::info!(job = %job.name, "starting the WAL receiver");
         set.spawn(async move {
-            if let Err(e) = crate::jobs::postgres::physical::receiver::run(&engine, &job, &pg, stop).await {
+            if let Err(e) = crate::jobs::postgres::physical::receiver::run(&engine, &job, &pg, stop, report).await {
                 tracing::error!(job = %job.name, error = %e, "the WAL receiver stopped");
             }
         });

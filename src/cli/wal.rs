@@ -62,6 +62,29 @@ fn physical<'a>(engine: &'a Engine, name: &str) -> Result<(&'a JobConfig, &'a Po
     }
 }
 
+/// Metrics of a standalone receiver: pushed (with `[pushgateway]`) to the job's WAL group on
+/// every report, a failed push logged and never fatal.
+fn pushing_reporter(engine: &Engine) -> receiver::Reporter {
+    let pusher = engine.config.pushgateway.as_ref().and_then(|p| match crate::metrics::push::Pusher::new(&p.url) {
+        Ok(p) => Some(std::sync::Arc::new(p)),
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    });
+    std::sync::Arc::new(move |status: crate::metrics::wal::WalStatus| {
+        let Some(pusher) = pusher.clone() else { return };
+        let m = crate::metrics::wal::WalMetrics::default();
+        m.set(&status);
+        let body = m.encode();
+        tokio::spawn(async move {
+            if let Err(e) = pusher.push_wal(&status.job, body).await {
+                tracing::warn!("{e}");
+            }
+        });
+    })
+}
+
 pub async fn run(engine: &Engine, command: &Command, printer: &Printer) -> Result<i32, Error> {
     match command {
         Command::Stream { job } => {
@@ -79,7 +102,7 @@ pub async fn run(engine: &Engine, command: &Command, printer: &Printer) -> Resul
                 tracing::info!("stopping: shipping what was received, then exiting");
                 let _ = stop_tx.send(true);
             });
-            receiver::run(engine, job, pg, stop).await?;
+            receiver::run(engine, job, pg, stop, pushing_reporter(engine)).await?;
             Ok(0)
         }
         Command::Relay { socket, name, path } => Ok(relay(socket, name, path)),

@@ -29,6 +29,7 @@
 
 pub mod push;
 mod state;
+pub mod wal;
 
 use std::sync::atomic::AtomicU64;
 
@@ -115,6 +116,12 @@ pub const METRIC_NAMES: &[&str] = &[
     TARGET_BYTES,
     TARGET_FREE_BYTES,
     DAEMON_START,
+    wal::WAL_LAST_ARCHIVED,
+    wal::WAL_DELAY_SECONDS,
+    wal::WAL_DELAY_BYTES,
+    wal::WAL_MAX_DELAY,
+    wal::WAL_GAP,
+    wal::WAL_SLOT_RETAINED,
 ];
 
 /// Metrics the Pushgateway adds to every group it holds (the alert rules use them).
@@ -309,6 +316,8 @@ pub struct Metrics {
     daemon_start: FloatGauge,
     skipped_locked: Family<JobLabels, Counter>,
     verify_runs: Family<RunLabels, Counter>,
+    /// The WAL receivers' gauges (physical PostgreSQL jobs).
+    pub wal: wal::WalMetrics,
 }
 
 impl Default for Metrics {
@@ -344,6 +353,7 @@ impl Metrics {
             daemon_start: FloatGauge::default(),
             skipped_locked: Family::default(),
             verify_runs: Family::default(),
+            wal: wal::WalMetrics::default(),
         };
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
@@ -527,6 +537,7 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.state);
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.events);
+        out.push_str(&self.wal.encode());
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }

@@ -117,6 +117,19 @@ impl Pusher {
         self.base.join(&group_path(job)).map_err(|e| PushError::BadUrl { url: self.display(), reason: e.to_string() })
     }
 
+    /// Replace the WAL receiver's group of `job` (`…/drctl_job/<job>/instance/wal`: its own, so
+    /// that `drctl run` replacing the job's group leaves it alone).
+    ///
+    /// # Errors
+    /// As [`Pusher::push`].
+    pub async fn push_wal(&self, job: &str, body: String) -> Result<(), PushError> {
+        let url = self
+            .base
+            .join(&format!("{}/instance/wal", group_path(job)))
+            .map_err(|e| PushError::BadUrl { url: self.display(), reason: e.to_string() })?;
+        self.send(job, url, body, true).await
+    }
+
     /// Push `body` (Prometheus text format) as `job`'s group: replace the group (`PUT`) or merge
     /// into it (`POST`).
     ///
@@ -125,6 +138,10 @@ impl Pusher {
     /// Pushgateway answers with anything but success.
     pub async fn push(&self, job: &str, body: String, replace: bool) -> Result<(), PushError> {
         let url = self.group_url(job)?;
+        self.send(job, url, body, replace).await
+    }
+
+    async fn send(&self, job: &str, url: url::Url, body: String, replace: bool) -> Result<(), PushError> {
         let req = if replace { self.client.put(url) } else { self.client.post(url) };
         let resp = req
             .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")

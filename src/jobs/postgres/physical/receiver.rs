@@ -27,6 +27,7 @@ use super::store;
 use crate::engine::Engine;
 use crate::jobs::JobConfig;
 use crate::jobs::postgres::{Conn, PostgresJob};
+use crate::metrics::wal::WalStatus;
 use crate::pipeline::EncodeParams;
 use crate::targets::Target;
 use crate::{Error, Result};
@@ -37,6 +38,54 @@ const QUEUE: usize = 2;
 /// the server's `wal_sender_timeout`, 60 s by default).
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
+/// Called with the receiver's state every few seconds (metrics).
+pub type Reporter = Arc<dyn Fn(WalStatus) + Send + Sync>;
+
+/// Positions and times behind the WAL metrics, shared by the stream and the shipping task.
+#[derive(Debug, Default)]
+struct Tracker {
+    received: Lsn,
+    server_end: Lsn,
+    /// Stored on every target up to here (complete segments and partials).
+    archived: Lsn,
+    /// Confirmed to the slot (complete segments).
+    flushed: Lsn,
+    /// Unix time up to which everything the server had written is archived.
+    archived_as_of: Option<f64>,
+    gap_at: Option<f64>,
+}
+
+fn unix_now() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+}
+
+impl Tracker {
+    fn status(&mut self, job: &str, max_delay: Duration) -> WalStatus {
+        let now = unix_now();
+        // nothing pending: the archive is as new as the server
+        if self.archived >= self.received && self.received >= self.server_end && self.received.0 > 0 {
+            self.archived_as_of = Some(now);
+        }
+        WalStatus {
+            job: job.to_string(),
+            max_delay_seconds: max_delay.as_secs_f64(),
+            last_archived: self.archived_as_of,
+            delay_seconds: self.archived_as_of.map(|t| (now - t).max(0.0)).unwrap_or(0.0),
+            delay_bytes: self.server_end.0.saturating_sub(self.archived.0),
+            gap_detected: self.gap_at,
+            slot_retained_bytes: self.server_end.0.saturating_sub(self.flushed.0),
+        }
+    }
+}
+
+type Shared = Arc<std::sync::Mutex<Tracker>>;
+
+fn track(t: &Shared, f: impl FnOnce(&mut Tracker)) {
+    if let Ok(mut g) = t.lock() {
+        f(&mut g);
+    }
+}
+
 /// One object for the targets.
 struct Ship {
     key: String,
@@ -46,17 +95,27 @@ struct Ship {
     /// Superseded partials of the same segment, deleted once this is stored.
     supersedes: Vec<String>,
     what: String,
+    /// Once stored, the archive reaches this position, which was received at `cut_at`.
+    reaches: Lsn,
+    cut_at: f64,
 }
 
 /// Run the receiver until `stop` turns true: reconnects after any failure (server restart,
 /// network cut) with backoff from 1 s to 30 s, resuming from the slot.
-pub async fn run(engine: &Engine, job: &JobConfig, pg: &PostgresJob, mut stop: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    engine: &Engine,
+    job: &JobConfig,
+    pg: &PostgresJob,
+    mut stop: watch::Receiver<bool>,
+    report: Reporter,
+) -> Result<()> {
     let targets = open_targets(engine, job)?;
     let params = engine.encode_params()?;
+    let tracker: Shared = Arc::default();
     let mut backoff = Duration::from_secs(1);
     loop {
         let began = Instant::now();
-        match session(&job.name, pg, &targets, &params, stop.clone()).await {
+        match session(&job.name, pg, &targets, &params, stop.clone(), &tracker, &report).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(job = %job.name, "WAL receiver: {e}; reconnecting in {}", humantime::format_duration(backoff))
@@ -64,6 +123,9 @@ pub async fn run(engine: &Engine, job: &JobConfig, pg: &PostgresJob, mut stop: w
         }
         if began.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_secs(1);
+        }
+        if let Ok(mut t) = tracker.lock() {
+            report(t.status(&job.name, pg.wal_max_delay()));
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
@@ -150,6 +212,8 @@ async fn session(
     targets: &[Arc<Target>],
     params: &EncodeParams,
     mut stop: watch::Receiver<bool>,
+    tracker: &Shared,
+    report: &Reporter,
 ) -> Result<()> {
     let conn = Conn::from_job(job, pg)?;
     let slot = pg.wal_slot(job);
@@ -181,7 +245,7 @@ async fn session(
     let mut gaps = u64::from(slot_gap);
     for t in targets {
         let listed = store::list_timeline(t, job, tli, seg).await?;
-        if let Some(reach) = listed.archived_up_to(seg)
+        if let Some(reach) = listed.frontier(seg)
             && reach < seg.start(first)
         {
             gaps += 1;
@@ -201,6 +265,7 @@ async fn session(
     }
 
     if gaps > 0 {
+        track(tracker, |t| t.gap_at = Some(unix_now()));
         tracing::error!(
             job,
             gaps,
@@ -208,13 +273,25 @@ async fn session(
         );
     }
     let start = seg.start(first);
+    track(tracker, |t| {
+        t.received = start;
+        t.flushed = restart;
+        t.archived = t.archived.max(start);
+    });
     repl.start(&slot, start, tli).await.map_err(|e| repl_err(job, e))?;
     tracing::info!(job, slot, timeline = tli, "WAL receiver streaming from {start} (segment {})", seg.name(tli, first));
 
     let (ship_tx, ship_rx) = mpsc::channel::<Ship>(QUEUE);
     let (done_tx, mut done_rx) = watch::channel(restart);
-    let shipper =
-        tokio::spawn(ship_loop(job.to_string(), targets.to_vec(), params.clone(), ship_rx, done_tx, stop.clone()));
+    let shipper = tokio::spawn(ship_loop(
+        job.to_string(),
+        targets.to_vec(),
+        params.clone(),
+        ship_rx,
+        done_tx,
+        stop.clone(),
+        tracker.clone(),
+    ));
 
     let max_delay = pg.wal_max_delay();
     let mut buf = BytesMut::with_capacity(seg.size as usize);
@@ -227,7 +304,8 @@ async fn session(
         loop {
             tokio::select! {
                 m = repl.recv() => match m.map_err(|e| repl_err(job, e))? {
-                    Streamed::Wal { start, mut data } => {
+                    Streamed::Wal { start, mut data, server_end } => {
+                        track(tracker, |t| t.server_end = t.server_end.max(server_end));
                         if start != pos {
                             return Err(source_err(job, format!("the server sent WAL from {start}, expected {pos}")));
                         }
@@ -243,6 +321,8 @@ async fn session(
                                     completes: Some(pos),
                                     supersedes: partials.remove(&segno).unwrap_or_default(),
                                     what: format!("segment {name}"),
+                                    reaches: pos,
+                                    cut_at: unix_now(),
                                 };
                                 send(&ship_tx, ship).await?;
                                 buf.reserve(seg.size as usize);
@@ -250,8 +330,10 @@ async fn session(
                                 shipped_offset = 0;
                             }
                         }
+                        track(tracker, |t| t.received = pos);
                     }
-                    Streamed::Keepalive { reply } => {
+                    Streamed::Keepalive { server_end, reply } => {
+                        track(tracker, |t| t.server_end = t.server_end.max(server_end));
                         if reply {
                             let flushed = *done_rx.borrow();
                             repl.status(pos, flushed, false).await.map_err(|e| repl_err(job, e))?;
@@ -268,6 +350,9 @@ async fn session(
                 _ = status_tick.tick() => {
                     let flushed = *done_rx.borrow();
                     repl.status(pos, flushed, false).await.map_err(|e| repl_err(job, e))?;
+                    if let Ok(mut t) = tracker.lock() {
+                        report(t.status(job, max_delay));
+                    }
                 }
                 Ok(()) = done_rx.changed() => {
                     let flushed = *done_rx.borrow_and_update();
@@ -323,6 +408,8 @@ async fn ship_partial(
         completes: None,
         supersedes,
         what: format!("partial segment {name} ({offset} bytes)"),
+        reaches: Lsn(seg.start(segno).0 + offset),
+        cut_at: unix_now(),
     };
     send(tx, ship).await?;
     *shipped_offset = offset;
@@ -337,6 +424,7 @@ async fn ship_loop(
     mut rx: mpsc::Receiver<Ship>,
     done: watch::Sender<Lsn>,
     mut stop: watch::Receiver<bool>,
+    tracker: Shared,
 ) -> Result<()> {
     while let Some(ship) = rx.recv().await {
         let stored = store::encode(ship.plain.clone(), &params).await?;
@@ -370,6 +458,15 @@ async fn ship_loop(
             }
         }
         tracing::info!(job, "WAL archive: stored {} on {} target(s)", ship.what, targets.len());
+        track(&tracker, |t| {
+            if ship.reaches >= t.archived {
+                t.archived = ship.reaches;
+                t.archived_as_of = Some(t.archived_as_of.map_or(ship.cut_at, |a| a.max(ship.cut_at)));
+            }
+            if let Some(end) = ship.completes {
+                t.flushed = t.flushed.max(end);
+            }
+        });
         if let Some(end) = ship.completes {
             let _ = done.send(end);
         }

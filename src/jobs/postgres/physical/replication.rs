@@ -52,10 +52,10 @@ pub struct Replication {
 /// What the server streams after `START_REPLICATION`.
 #[derive(Debug)]
 pub enum Streamed {
-    /// WAL bytes starting at `start`.
-    Wal { start: Lsn, data: Bytes },
+    /// WAL bytes starting at `start`; the server has written up to `server_end`.
+    Wal { start: Lsn, data: Bytes, server_end: Lsn },
     /// A heartbeat: the server's WAL end, and whether it wants a status update now.
-    Keepalive { reply: bool },
+    Keepalive { server_end: Lsn, reply: bool },
     /// The timeline ended (the server was promoted, or we streamed an old timeline to its end):
     /// the next timeline and where it starts.
     TimelineEnd { next_tli: u32, next_start: Lsn },
@@ -286,14 +286,14 @@ impl Replication {
                     match d.get_u8() {
                         b'w' if d.len() >= 24 => {
                             let start = Lsn(d.get_u64());
-                            let _end = d.get_u64();
+                            let server_end = Lsn(d.get_u64());
                             let _sent = d.get_i64();
-                            return Ok(Streamed::Wal { start, data: d });
+                            return Ok(Streamed::Wal { start, data: d, server_end });
                         }
                         b'k' if d.len() >= 17 => {
-                            let _end = d.get_u64();
+                            let server_end = Lsn(d.get_u64());
                             let _sent = d.get_i64();
-                            return Ok(Streamed::Keepalive { reply: d.get_u8() == 1 });
+                            return Ok(Streamed::Keepalive { server_end, reply: d.get_u8() == 1 });
                         }
                         t => return Err(ReplError::Protocol(format!("unknown copy message `{}`", t as char))),
                     }

@@ -103,6 +103,18 @@ impl Timeline {
         Some(Lsn(seg.start(n).0 + partial))
     }
 
+    /// The newest position stored (the end of the newest complete segment, or of a newer partial),
+    /// whatever lies before it: where a resumed stream must go on from.
+    pub fn frontier(&self, seg: Segments) -> Option<Lsn> {
+        let complete = self.complete.last().map(|n| seg.start(n + 1));
+        let partial = self
+            .partial
+            .iter()
+            .next_back()
+            .and_then(|(n, offs)| offs.keys().next_back().map(|o| Lsn(seg.start(*n).0 + o)));
+        complete.max(partial)
+    }
+
     /// Segments missing between the oldest and the newest stored one: gaps.
     pub fn gaps(&self) -> Vec<u64> {
         let (Some(&lo), Some(&hi)) = (self.complete.first(), self.complete.last()) else { return Vec::new() };
