@@ -25,6 +25,9 @@ const ALERTS: &[&str] = &[
     "BackupTargetStale",
     "BackupDiskFull",
     "DrctlDaemonDown",
+    "WalArchivingStalled",
+    "WalGap",
+    "WalSlotRetaining",
 ];
 
 fn repo(p: &str) -> PathBuf {
