@@ -371,3 +371,38 @@ fn generate_refuses_what_would_lose_data() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("deploy.targets.nope") && err.contains("unknown target `nope`"), "{err}");
 }
+
+/// A physical PostgreSQL job in CronJob mode gets its WAL receiver as a one-replica Deployment
+/// (`Recreate`: the slot admits one receiver) that runs `drctl wal stream JOB` without the identity.
+#[test]
+fn a_physical_job_gets_a_wal_receiver_deployment() {
+    let pg = "[deploy.targets.local]\nsize = \"10Gi\"\n\n[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\n\
+              url = \"postgres://replicator@db:5432/postgres\"\nschedule = \"0 2 * * *\"\ntargets = [\"local\"]\n";
+    let out = generate_with(pg, &["kubernetes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<Value> = read_yaml(&text);
+    let wal = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "drctl-db-wal")
+        .unwrap_or_else(|| panic!("no WAL receiver Deployment in:\n{text}"));
+    assert_eq!(wal["spec"]["replicas"], 1);
+    assert_eq!(wal["spec"]["strategy"]["type"], "Recreate");
+    let c = &wal["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.ends_with(&["wal", "stream", "db"]), "{c}");
+    // every claim a pod names is rendered
+    for v in wal["spec"]["template"]["spec"]["volumes"].as_array().unwrap() {
+        if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
+            assert!(
+                docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim" && d["metadata"]["name"] == claim),
+                "claim `{claim}` is not rendered:\n{text}"
+            );
+        }
+    }
+    assert!(!wal.to_string().contains("identity"), "no identity for the receiver: {wal}");
+    // the daemon runs receivers itself: no extra Deployment there
+    let daemon = generate_with(&format!("{pg}\n[api]\nlisten = \"0.0.0.0:8080\"\n"), &["kubernetes", "--daemon"]);
+    assert_eq!(daemon.status.code(), Some(0), "{}", String::from_utf8_lossy(&daemon.stderr));
+    assert!(!String::from_utf8_lossy(&daemon.stdout).contains("drctl-db-wal"));
+}

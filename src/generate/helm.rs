@@ -41,13 +41,24 @@ pub fn values(config: &Config, sources: &Sources, opts: &Options) -> crate::Resu
     }
     let rendered: Vec<&JobConfig> = config.jobs.values().filter(|j| kubernetes_obstacle(j).is_none()).collect();
     let durable = DurablePaths::plan(config, rendered.iter().copied())?;
-    let skipped: Vec<String> = config
+    let mut skipped: Vec<String> = config
         .jobs
         .values()
         .filter_map(|j| {
             kubernetes_obstacle(j).map(|why| format!("job `{}` is not scheduled in Kubernetes: {why}", j.name))
         })
         .collect();
+    if !opts.daemon {
+        // the chart has no template for it yet: say so rather than render base backups that
+        // can never commit (they wait for WAL nobody archives)
+        skipped.extend(rendered.iter().filter(|j| super::is_physical(j)).map(|j| {
+            format!(
+                "the WAL receiver of physical job `{}`: use `--daemon` (the daemon runs it) or `generate kubernetes`, \
+                 which renders it as a Deployment",
+                j.name
+            )
+        }));
+    }
     let (repository, tag) = match opts.image.rsplit_once(':') {
         Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
         _ => (opts.image.clone(), String::new()),

@@ -69,6 +69,9 @@ pub fn documents(config: &Config, sources: &Sources, opts: &Options) -> crate::R
         if let Some(schedule) = job.common.verify.as_ref().and_then(|v| v.schedule.as_ref()) {
             docs.extend(cronjob(config, job, opts, sources, &durable, "verify", schedule));
         }
+        if super::is_physical(job) {
+            docs.extend(wal_receiver(config, job, opts, sources, &durable));
+        }
     }
     exec_ns.sort();
     exec_ns.dedup();
@@ -369,6 +372,51 @@ fn cronjob(
     m["labels"]["drctl/job"] = Value::String(dns_name(&job.name));
     let mut out: Vec<Value> = catalog_claim(durable, &opts.namespace, claim).into_iter().collect();
     out.push(json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": m, "spec": spec}));
+    out
+}
+
+/// The WAL receiver of a physical PostgreSQL job (`drctl wal stream JOB`): a Deployment of one
+/// replica, replaced (`Recreate`) rather than rolled (the replication slot admits one receiver),
+/// with the job's backup-side secrets (the recipients, never the identity). Its state is the slot
+/// and the targets (the state directory is mounted as for every workload).
+fn wal_receiver(
+    config: &Config,
+    job: &JobConfig,
+    opts: &Options,
+    files: &Sources,
+    durable: &DurablePaths,
+) -> Vec<Value> {
+    let name = format!("drctl-{}-wal", dns_name(&job.name));
+    let mounts = Mounts {
+        hosts: Vec::new(),
+        targets: job.common.targets.clone(),
+        durable,
+        workload: format!("{}-wal", dns_name(&job.name)),
+    };
+    let (volumes, mounts, claim, pinned) = storage(&files.jobs, &job_secrets(config, job, false), None, &mounts);
+    let labels = json!({"app.kubernetes.io/name": "drctl", "drctl/job": dns_name(&job.name), "drctl/run": "wal"});
+    let mut pod = json!({
+        "serviceAccountName": ACCOUNT,
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security(),
+        // SIGTERM: the receiver ships what it holds before exiting
+        "terminationGracePeriodSeconds": 120,
+        "containers": [container(opts, &["wal", "stream", job.name.as_str()], mounts)],
+        "volumes": volumes,
+    });
+    place(&mut pod, pinned);
+    let mut m = meta(&name, &opts.namespace);
+    m["labels"]["drctl/job"] = Value::String(dns_name(&job.name));
+    let mut out: Vec<Value> = catalog_claim(durable, &opts.namespace, claim).into_iter().collect();
+    out.push(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": m,
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels.clone()},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }));
     out
 }
 

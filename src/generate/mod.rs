@@ -329,3 +329,9 @@ pub fn stream(header: &str, docs: &[Value]) -> String {
     }
     out
 }
+
+/// Whether `job` is a physical PostgreSQL job (it needs a WAL receiver running beside its base
+/// backups: the daemon runs one itself, CronJob mode renders a Deployment for it).
+pub(crate) fn is_physical(job: &crate::jobs::JobConfig) -> bool {
+    matches!(&job.spec, crate::jobs::JobSpec::Postgres(pg) if pg.method == crate::jobs::postgres::Method::Physical)
+}
