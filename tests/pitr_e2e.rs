@@ -398,3 +398,26 @@ fn http_get(port: u16, path: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
+
+#[test]
+fn check_warns_about_an_unbounded_slot_and_a_receiver_that_is_not_running() {
+    let mut p = Pitr::new();
+    p.src.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    p.base_backup(); // the receiver is streaming: the slot exists and is active
+    let r = run(p.s.drctl().arg("check"));
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("max_slot_wal_keep_size` is unlimited"), "{out}");
+    assert!(!out.contains("no WAL receiver is streaming"), "{out}");
+    p.kill_receiver();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run(p.s.drctl().arg("check"));
+        let out = format!("{}{}", r.stdout, r.stderr);
+        if out.contains("no WAL receiver is streaming from slot `drctl_db`") {
+            assert!(out.contains("drctl wal stream db"), "the hint says what to run: {out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -85,6 +85,9 @@ pub async fn check(engine: &Engine) -> Vec<Finding> {
         let subject = format!("job {}", job.name);
         match BackupSession::prepare(job).await {
             Ok(session) => {
+                for (message, hint) in session.warnings() {
+                    out.push(Finding::new(subject.clone(), Severity::Warning, message, Some(hint)));
+                }
                 match session.check_tools().await {
                     Ok(()) => out.push(Finding::new(subject, Severity::Info, session.describe(), None)),
                     Err(e) => out.push(Finding::new(subject, Severity::Error, e.to_string(), e.hint())),

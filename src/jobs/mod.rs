@@ -124,6 +124,18 @@ impl BackupSession {
         each_session!(self, s => s.describe())
     }
 
+    /// What `drctl check` should warn about the source (message, hint).
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        match self {
+            BackupSession::PostgresPhysical(s) => s.warnings(),
+            BackupSession::Postgres(_)
+            | BackupSession::Redis(_)
+            | BackupSession::Volume(_)
+            | BackupSession::Vault(_)
+            | BackupSession::Gitlab(_) => Vec::new(),
+        }
+    }
+
     /// The other tools a backup or restore needs, checked for `drctl check`.
     pub async fn check_tools(&self) -> Result<()> {
         match self {

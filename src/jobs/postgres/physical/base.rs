@@ -74,6 +74,8 @@ pub struct BaseBackup {
     start_time: jiff::Timestamp,
     max_delay: Duration,
     watcher: Option<Arc<Mutex<Watcher>>>,
+    /// What `drctl check` should warn about (message, hint): the slot and its limits.
+    warnings: Vec<(String, String)>,
 }
 
 async fn server_now(c: &mut sqlx::PgConnection, job: &str) -> Result<jiff::Timestamp> {
@@ -120,6 +122,7 @@ impl BaseBackup {
         let system_identifier: String = row.get(2);
         let size_bytes = row.get::<i64, _>(4).max(0) as u64;
         let start_time = server_now(&mut c, job).await?;
+        let warnings = slot_warnings(&mut c, job, &pg.wal_slot(job)).await;
         let _ = c.close().await;
         let tools = find_tools(job, pg.bin_dir.as_deref(), &server_version).await?;
         Ok(BaseBackup {
@@ -133,6 +136,7 @@ impl BaseBackup {
             start_time,
             max_delay: pg.wal_max_delay(),
             watcher: None,
+            warnings,
         })
     }
 
@@ -271,6 +275,12 @@ impl BaseBackup {
 
     pub async fn close(self, _committed: bool) {}
 
+    /// What `drctl check` warns about: a missing or idle replication slot, an invalidated one,
+    /// and a server that lets a slot keep WAL without limit.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        self.warnings.clone()
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "PostgreSQL {} at {} (physical: base backups + WAL, cluster {})",
@@ -291,6 +301,52 @@ impl BaseBackup {
             )),
         }
     }
+}
+
+async fn slot_warnings(c: &mut sqlx::PgConnection, job: &str, slot: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let limit: Option<String> = sqlx::query_scalar("SELECT current_setting('max_slot_wal_keep_size')")
+        .fetch_optional(&mut *c)
+        .await
+        .ok()
+        .flatten();
+    if limit.as_deref() == Some("-1") {
+        out.push((
+            format!("`max_slot_wal_keep_size` is unlimited: if the WAL receiver stops, slot `{slot}` keeps WAL until the server's disk is full"),
+            "set e.g. `max_slot_wal_keep_size = '20GB'` on the server (past it the slot is invalidated: a gap, alerted as WalGap, healed by a new base backup)".into(),
+        ));
+    }
+    let row = sqlx::query(
+        "SELECT active, wal_status, (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *c)
+    .await;
+    let receiver = format!("run `drctl wal stream {job}` (or the daemon, which runs it)");
+    match row {
+        Ok(None) => out.push((format!("replication slot `{slot}` does not exist: no WAL is archived yet"), receiver)),
+        Ok(Some(r)) => {
+            let active: bool = r.get(0);
+            let status: Option<String> = r.get(1);
+            let held: Option<i64> = r.get(2);
+            if status.as_deref() == Some("lost") {
+                out.push((
+                    format!("replication slot `{slot}` was invalidated by the server: the WAL archive has a gap"),
+                    format!("{receiver}; then take a new base backup (`drctl run {job}`)"),
+                ));
+            } else if !active {
+                out.push((
+                    format!(
+                        "no WAL receiver is streaming from slot `{slot}`; it keeps {} of WAL on the server",
+                        crate::units::bytes(held.unwrap_or(0).max(0) as u64)
+                    ),
+                    receiver,
+                ));
+            }
+        }
+        Err(_) => {}
+    }
+    out
 }
 
 /// `START WAL LOCATION: 0/2000028 (file …)` and `START TIMELINE: 1` of a backup_label.
