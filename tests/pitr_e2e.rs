@@ -234,6 +234,10 @@ fn a_deleted_segment_stops_recovery_naming_it() {
     p.wait_archived();
     let victim = &segments[1];
     std::fs::remove_file(p.wal_dir().join(format!("{victim}.zst.age"))).unwrap();
+    // check sees it: the target is not a good copy for recovery past the hole
+    let r = run(p.s.drctl().arg("check"));
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains(&format!("misses WAL segment(s) {victim}")), "{out}");
     let started = p.restore_and_start("holed", &["--latest"]);
     // the server must not promote with batch 1 only: recovery stops, naming the segment
     let log = match started {

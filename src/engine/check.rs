@@ -182,7 +182,54 @@ async fn rule321_findings(
     }
     let mut out = vec![rule321_finding(engine, job, subject, &found, &problems, now)];
     out.extend(extra);
+    out.extend(wal_findings(engine, job, &found, down).await);
     out
+}
+
+/// Physical PostgreSQL jobs: each target's WAL after the newest base backup (see
+/// `jobs::postgres::physical::coverage`).
+async fn wal_findings(
+    engine: &Engine,
+    job: &crate::jobs::JobConfig,
+    found: &[crate::engine::rebuild::Found],
+    down: &std::collections::BTreeMap<String, String>,
+) -> Vec<Finding> {
+    use crate::jobs::postgres::physical::{PhysicalFacts, coverage, store};
+    let Some((newest, base)) = found
+        .iter()
+        .filter_map(|f| PhysicalFacts::of(&f.manifest.facts).map(|p| (f, p)))
+        .max_by(|a, b| a.0.manifest.newer_cmp(&b.0.manifest))
+    else {
+        return Vec::new();
+    };
+    let subject = format!("WAL {}", job.name);
+    let mut listed = Vec::new();
+    for name in newest.targets.iter().filter(|t| !down.contains_key(*t)) {
+        let listing = match engine.target(name) {
+            Ok(t) => store::list_timeline(&t, &job.name, base.timeline, base.segments()).await,
+            Err(e) => Err(e),
+        };
+        match listing {
+            Ok(l) => listed.push((name.clone(), l)),
+            Err(e) => return vec![Finding::new(subject, Severity::Error, e.to_string(), e.hint())],
+        }
+    }
+    let best = listed.iter().filter_map(|(_, l)| l.frontier(base.segments())).max().unwrap_or_default();
+    listed
+        .iter()
+        .map(|(name, l)| match coverage::judge(name, l, &base, best) {
+            Ok(m) => Finding::new(subject.clone(), Severity::Info, m, None),
+            Err(m) => Finding::new(
+                subject.clone(),
+                Severity::Warning,
+                m,
+                Some(format!(
+                    "is the WAL receiver storing on every target (its log)? a gap needs a new base backup (`drctl run {}`)",
+                    job.name
+                )),
+            ),
+        })
+        .collect()
 }
 
 fn rule321_finding(

@@ -9,6 +9,7 @@
 //!   `restore_command` the recovering server calls.
 
 pub mod base;
+pub mod coverage;
 pub(crate) mod drill;
 pub mod lsn;
 pub mod receiver;
