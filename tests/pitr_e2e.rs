@@ -33,12 +33,14 @@ impl Pitr {
         let s = Scratch::new();
         // the restored servers run `drctl wal fetch` as postgres: it reads this directory
         let src = Cluster::init(&s.path("src"));
+        // what the docs ask for: a role with REPLICATION, not a superuser
+        src.psql("postgres", "CREATE ROLE replicator LOGIN REPLICATION");
         s.write_config(
             &(format!(
                 "{}[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\"]\n\
              wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\nverify = {{ checks = [\"SELECT count(*) > 0 FROM t\"] }}\n",
                 s.head(),
-                src.url("postgres")
+                src.url("postgres").replace("postgres@", "replicator@")
             ) + &daemon.map(|port| format!("[api]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap_or_default()),
         );
         std::fs::create_dir_all(s.path("backups")).unwrap();

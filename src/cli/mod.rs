@@ -176,6 +176,12 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     };
     match result {
         Ok(code) => code,
+        // PostgreSQL takes exit 1 and 2 of a restore_command for "not archived" and ends recovery
+        // early: any failure of `wal fetch` (an unreadable config, say) must stop it instead
+        Err(e) if matches!(&cli.command, Command::Wal { command: wal::Command::Fetch { .. } }) => {
+            printer.error(&e);
+            wal::FETCH_FAILED
+        }
         Err(e) => printer.error(&e),
     }
 }

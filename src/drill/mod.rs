@@ -91,6 +91,12 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
                 Ok(scratch) => {
                     let mut drill = Drill::new(engine, job, &manifest, &holders, &scratch);
                     match &job.spec {
+                        // a base backup is drilled by replaying WAL, whatever the job says now
+                        JobSpec::Postgres(c)
+                            if crate::jobs::postgres::physical::PhysicalFacts::of(&manifest.facts).is_some() =>
+                        {
+                            crate::jobs::postgres::physical::drill::drill(&mut drill, c).await
+                        }
                         JobSpec::Postgres(c) => crate::jobs::postgres::drill::drill(&mut drill, c).await,
                         JobSpec::Redis(_) => crate::jobs::redis::drill::drill(&mut drill).await,
                         JobSpec::Volume(_) => crate::jobs::volume::drill::drill(&mut drill).await,

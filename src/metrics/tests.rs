@@ -170,6 +170,12 @@ fn metric_names_are_exactly_the_families_exposed() {
     m.observe(&Event::VerifySkippedOverlap { job: "pg" });
     m.observe(&Event::SkippedLocked { job: "pg", reason: "test" });
     m.observe(&Event::VerifyFinished { job: "pg", result: RunResult::Failed });
+    m.wal.set(&crate::metrics::wal::WalStatus {
+        job: "pg".into(),
+        last_archived: Some(1.0),
+        gap_detected: Some(1.0),
+        ..Default::default()
+    });
     let exposed: BTreeSet<String> =
         samples(&m.encode()).iter().map(|l| l.split(['{', ' ']).next().unwrap().to_string()).collect();
     let names: BTreeSet<String> = METRIC_NAMES.iter().map(|s| s.to_string()).collect();

@@ -316,9 +316,6 @@ pub(crate) async fn run_checks(drill: &mut Drill<'_>, c: &mut PgConnection, db: 
 
 /// Drill a postgres backup.
 pub async fn drill(d: &mut Drill<'_>, pg: &PostgresJob) {
-    if super::physical::PhysicalFacts::of(&d.manifest.facts).is_some() {
-        return super::physical::drill::drill(d, pg).await;
-    }
     let verify = d.job.common.verify.clone().unwrap_or_default();
     let facts: Facts = serde_json::from_value(d.manifest.facts.clone()).unwrap_or_default();
     let dbs: Vec<String> =

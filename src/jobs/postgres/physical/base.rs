@@ -67,6 +67,8 @@ pub struct BaseBackup {
     job: String,
     conn: Conn,
     tools: Tools,
+    /// `pg_basebackup --version`, for the manifest.
+    basebackup_version: String,
     server_version: String,
     system_identifier: String,
     segments: Segments,
@@ -97,7 +99,8 @@ impl BaseBackup {
             "SELECT current_setting('wal_level'), (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
              (SELECT system_identifier::text FROM pg_control_system()), \
              (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
-             (SELECT coalesce(sum(pg_database_size(datname)), 0)::bigint FROM pg_database)",
+             (SELECT coalesce(sum(pg_database_size(oid)), 0)::bigint FROM pg_database \
+              WHERE has_database_privilege(oid, 'CONNECT'))",
         )
         .fetch_one(&mut c)
         .await
@@ -125,7 +128,10 @@ impl BaseBackup {
         let warnings = slot_warnings(&mut c, job, &pg.wal_slot(job)).await;
         let _ = c.close().await;
         let tools = find_tools(job, pg.bin_dir.as_deref(), &server_version).await?;
+        let basebackup_version =
+            crate::jobs::postgres::tool_version(&tools.path("pg_basebackup")).await.unwrap_or_default();
         Ok(BaseBackup {
+            basebackup_version,
             job: job.to_string(),
             conn,
             tools,
@@ -222,7 +228,7 @@ impl BaseBackup {
         let facts = PhysicalFacts {
             method: METHOD.into(),
             server_version: self.server_version.clone(),
-            pg_basebackup_version: self.tools.version.clone(),
+            pg_basebackup_version: self.basebackup_version.clone(),
             system_identifier: self.system_identifier.clone(),
             timeline,
             wal_segment_size: self.segments.size,

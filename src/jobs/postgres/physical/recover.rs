@@ -235,7 +235,8 @@ pub async fn fetch(
             Err(e) => problems.push(format!("{}: {e}", t.name())),
         }
     }
-    if is_history {
+    // a complete copy that exists but cannot be read is never replaced by an older partial
+    if is_history || !problems.is_empty() {
         return if problems.is_empty() { Ok(Fetched::Missing) } else { Err(FetchFailed(problems.join("; "))) };
     }
     // no complete copy: the newest partial of the segment, if any; else is it a gap?

@@ -10,7 +10,7 @@
 //! Each object is one zstd+age stream of the file PostgreSQL expects (the age and zstd CLIs give
 //! it back). Objects are small (a segment, 16 MiB by default), so one is encoded in memory and
 //! then written to every target. The partial's offset is in its name so that how far the archive
-//! reaches is known from a listing alone, without the identity. None of these names is a backup
+//! reaches is known from a listing alone, without the identity (`drctl check`, the receiver's resume). None of these names is a backup
 //! id, so the cleanup of incomplete backup uploads never matches them.
 
 use std::collections::BTreeMap;
@@ -91,18 +91,6 @@ impl Timeline {
         whole && reach
     }
 
-    /// The end of what this timeline holds contiguously from its oldest complete segment, for
-    /// the delay metrics and `wal status`.
-    pub fn archived_up_to(&self, seg: Segments) -> Option<Lsn> {
-        let first = *self.complete.first().or_else(|| self.partial.keys().next())?;
-        let mut n = first;
-        while self.complete.contains(&n) {
-            n += 1;
-        }
-        let partial = self.partial.get(&n).and_then(|p| p.keys().next_back()).copied().unwrap_or(0);
-        Some(Lsn(seg.start(n).0 + partial))
-    }
-
     /// The newest position stored (the end of the newest complete segment, or of a newer partial),
     /// whatever lies before it: where a resumed stream must go on from.
     pub fn frontier(&self, seg: Segments) -> Option<Lsn> {
@@ -113,12 +101,6 @@ impl Timeline {
             .next_back()
             .and_then(|(n, offs)| offs.keys().next_back().map(|o| Lsn(seg.start(*n).0 + o)));
         complete.max(partial)
-    }
-
-    /// Segments missing between the oldest and the newest stored one: gaps.
-    pub fn gaps(&self) -> Vec<u64> {
-        let (Some(&lo), Some(&hi)) = (self.complete.first(), self.complete.last()) else { return Vec::new() };
-        (lo..hi).filter(|n| !self.complete.contains(n)).collect()
     }
 }
 
@@ -204,15 +186,14 @@ mod tests {
         assert!(t.covers(lsn("0/2000028"), lsn("0/4200000"), seg));
         assert!(!t.covers(lsn("0/2000028"), lsn("0/4200001"), seg), "beyond the newest partial");
         assert!(!t.covers(lsn("0/1000028"), lsn("0/3000000"), seg), "segment 1 is missing");
-        assert_eq!(t.archived_up_to(seg), Some(lsn("0/4200000")));
-        assert!(t.gaps().is_empty());
+        assert_eq!(t.frontier(seg), Some(lsn("0/4200000")));
         let holed = Timeline::from_keys(
             ["db/wal/00000001/000000010000000000000002.zst.age", "db/wal/00000001/000000010000000000000005.zst.age"]
                 .into_iter(),
             seg,
         );
-        assert_eq!(holed.gaps(), [3, 4]);
-        assert_eq!(holed.archived_up_to(seg), Some(lsn("0/3000000")));
+        assert_eq!(holed.frontier(seg), Some(lsn("0/6000000")), "the newest, whatever lies before");
+        assert!(!holed.covers(lsn("0/2000000"), lsn("0/5000010"), seg));
     }
 
     #[test]
