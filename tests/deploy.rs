@@ -377,7 +377,8 @@ fn generate_refuses_what_would_lose_data() {
 #[test]
 fn a_physical_job_gets_a_wal_receiver_deployment() {
     let pg = "[deploy.targets.local]\nsize = \"10Gi\"\n\n[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\n\
-              url = \"postgres://replicator@db:5432/postgres\"\nschedule = \"0 2 * * *\"\ntargets = [\"local\"]\n";
+              url = \"postgres://replicator@db:5432/postgres\"\nschedule = \"0 2 * * *\"\ntargets = [\"local\"]\n\
+              verify = { schedule = \"0 5 * * *\" }\n";
     let out = generate_with(pg, &["kubernetes"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -401,6 +402,8 @@ fn a_physical_job_gets_a_wal_receiver_deployment() {
         }
     }
     assert!(!wal.to_string().contains("identity"), "no identity for the receiver: {wal}");
+    // the drill's image needs a server of the source's major version: the header says so
+    assert!(text.contains("the drill of physical job `db` replays WAL in a PostgreSQL server"), "{text}");
     // the daemon runs receivers itself: no extra Deployment there
     let daemon = generate_with(&format!("{pg}\n[api]\nlisten = \"0.0.0.0:8080\"\n"), &["kubernetes", "--daemon"]);
     assert_eq!(daemon.status.code(), Some(0), "{}", String::from_utf8_lossy(&daemon.stderr));

@@ -14,13 +14,18 @@ use common::{Scratch, count, create_sample_db, drop_db, pg_url, run, unique};
 
 /// The ` ```sh test ` blocks of a runbook, in order.
 fn test_blocks(page: &str) -> Vec<String> {
+    marked_blocks(page, "```sh test")
+}
+
+/// The blocks of a runbook opened by exactly `marker`, in order.
+fn marked_blocks(page: &str, marker: &str) -> Vec<String> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(page)).unwrap();
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
         match &mut current {
-            None if line.trim_end() == "```sh test" => current = Some(String::new()),
-            Some(b) if line.trim_end() == "```" => {
+            None if line.trim() == marker => current = Some(String::new()),
+            Some(b) if line.trim() == "```" => {
                 blocks.push(std::mem::take(b));
                 current = None;
             }
@@ -39,7 +44,12 @@ fn test_blocks(page: &str) -> Vec<String> {
 /// config as `DRCTL_CONFIG`, drctl (and the OpenBao CLI) on PATH and `vars`; panics with the output
 /// on failure.
 fn run_blocks(page: &str, s: &Scratch, vars: &[(&str, String)]) {
-    let blocks = test_blocks(page);
+    run_marked(page, "```sh test", s, vars);
+}
+
+/// [`run_blocks`] for the blocks opened by `marker`.
+fn run_marked(page: &str, marker: &str, s: &Scratch, vars: &[(&str, String)]) {
+    let blocks = marked_blocks(page, marker);
     assert!(!blocks.is_empty(), "{page} has no ```sh test blocks");
     let work = s.path("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -279,4 +289,91 @@ fn every_runbook_has_the_sections_a_reader_needs() {
         }
         assert!(text.contains("```sh"), "runbooks/{page} has no commands");
     }
+}
+
+/// runbooks/postgres.md "Restore to a point in time": its ` ```sh test-pitr ` blocks, run against a
+/// cluster of the test's own with a WAL receiver, must bring back exactly the rows committed before
+/// the chosen moment, promoted and open for writes.
+#[test]
+fn runbook_postgres_point_in_time() {
+    use common::cluster::{Cluster, give_to_postgres};
+    let s = Scratch::new();
+    let src = Cluster::init(&s.path("src"));
+    src.psql("postgres", "CREATE ROLE replicator LOGIN REPLICATION");
+    s.write_config(&format!(
+        "{}[targets.offsite]\ntype = \"fs\"\npath = \"{}\"\nmedium = \"remote-disk\"\noffsite = true\n\n\
+         [jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\", \"offsite\"]\n\
+         wal = {{ max_delay = \"2s\" }}\n",
+        s.head(),
+        s.path("offsite").display(),
+        src.url("postgres").replace("postgres@", "replicator@")
+    ));
+    std::fs::create_dir_all(s.path("backups")).unwrap();
+    std::fs::create_dir_all(s.path("pitr")).unwrap();
+    give_to_postgres(s.dir.path());
+    let mut receiver =
+        s.drctl().args(["wal", "stream", "db"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    src.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    let r = run(s.drctl().args(["run", "db"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    src.psql("postgres", "INSERT INTO t SELECT 1, i FROM generate_series(1, 100) i");
+    let time = src
+        .psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    src.psql("postgres", "INSERT INTO t SELECT 2, i FROM generate_series(1, 100) i");
+    // the segment holding both batches complete in the archive
+    let seg = src.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+    src.psql("postgres", "SELECT pg_switch_wal()");
+    let stored = s.path(&format!("backups/db/wal/00000001/{seg}.zst.age"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !stored.exists() {
+        assert!(std::time::Instant::now() < deadline, "segment {seg} not archived");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pgdata = s.path("pitr/data");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let stop = |data: &Path| {
+        let _ = common::cluster::as_postgres(&common::pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_marked(
+            "postgres.md",
+            "```sh test-pitr",
+            &s,
+            &[
+                ("JOB", "db".to_string()),
+                ("PGDATA", pgdata.display().to_string()),
+                ("TIME", time.clone()),
+                ("PG_BIN", common::pg_bin().display().to_string()),
+                ("AS_POSTGRES", if root { "runuser -u postgres --".to_string() } else { String::new() }),
+                ("PGPORT", port.to_string()),
+            ],
+        );
+    }));
+    let restored = Command::new(common::pg_bin().join("psql"))
+        .args(["-X", "-Atc", "SELECT string_agg(batch || ':' || n, ',' ORDER BY batch) FROM (SELECT batch, count(*) n FROM t GROUP BY batch) b; SELECT pg_is_in_recovery()"])
+        .env("PGHOST", "/var/run/postgresql")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+        .output();
+    stop(&pgdata);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    let out = restored.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "1:100\nf",
+        "only the rows before {time}, promoted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -102,6 +102,11 @@ fn pick<T>(
     selector: &Selector,
     now: jiff::Timestamp,
 ) -> Result<Option<(Manifest, T)>> {
+    if let Selector::ConsistentBefore(_) = selector {
+        // the database server's clock orders base backups, never the backup host's
+        let stop = |m: &Manifest| crate::jobs::postgres::physical::PhysicalFacts::of(&m.facts).map(|f| f.stop_time);
+        return Ok(backups.into_iter().filter(|(m, _)| selector.matches(m)).max_by_key(|(m, _)| stop(m)));
+    }
     let Selector::Id(id) = selector else {
         let future =
             |m: &Manifest| crate::retention::future_dated(m.started_at, now, crate::retention::CLOCK_TOLERANCE);
@@ -685,5 +690,36 @@ mod pick_tests {
         // --before a time in the past never sees it
         let before = Selector::Before("2026-12-04T00:00:00Z".parse().unwrap());
         assert_eq!(picked(&series, before).as_deref(), Some("old"));
+    }
+
+    #[test]
+    fn to_time_picks_by_the_servers_clock() {
+        let now: jiff::Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let physical = |id: &str, host: &str, stop: &str| {
+            let mut m = crate::manifest::sample();
+            m.backup_id = id.into();
+            m.started_at = host.parse().unwrap();
+            m.facts = serde_json::to_value(crate::jobs::postgres::physical::PhysicalFacts {
+                method: "physical".into(),
+                stop_time: stop.parse().unwrap(),
+                ..Default::default()
+            })
+            .unwrap();
+            (m, ())
+        };
+        // the host that took "b" had its clock an hour behind: by the server, "b" is the newer
+        let backups = vec![
+            physical("a", "2026-12-04T10:30:00Z", "2026-12-04T10:31:00Z"),
+            physical("b", "2026-12-04T10:00:00Z", "2026-12-04T11:01:00Z"),
+            physical("c", "2026-12-04T09:00:00Z", "2026-12-04T11:59:00Z"),
+        ];
+        let at = |t: &str| {
+            pick("pg", backups.clone(), &Selector::ConsistentBefore(t.parse().unwrap()), now)
+                .unwrap()
+                .map(|(m, _)| m.backup_id)
+        };
+        assert_eq!(at("2026-12-04T11:30:00Z").as_deref(), Some("b"));
+        assert_eq!(at("2026-12-04T10:45:00Z").as_deref(), Some("a"));
+        assert_eq!(at("2026-12-04T10:00:00Z"), None, "no base backup was consistent yet");
     }
 }

@@ -167,6 +167,9 @@ fn header(config: &Config, opts: &Options, skipped: &[String], durable: &Durable
     for s in skipped {
         h.push_str(&format!("# Not rendered: {s}\n"));
     }
+    for n in super::physical_drill_notes(config) {
+        h.push_str(&format!("# Note: {n}\n"));
+    }
     h
 }
 

@@ -335,3 +335,21 @@ pub fn stream(header: &str, docs: &[Value]) -> String {
 pub(crate) fn is_physical(job: &crate::jobs::JobConfig) -> bool {
     matches!(&job.spec, crate::jobs::JobSpec::Postgres(pg) if pg.method == crate::jobs::postgres::Method::Physical)
 }
+
+/// What the drills of physical PostgreSQL jobs need from the image, one note per such job with a
+/// drill: a server of the source's major version (the image ships client tools only).
+pub(crate) fn physical_drill_notes(config: &Config) -> Vec<String> {
+    config
+        .jobs
+        .values()
+        .filter(|j| is_physical(j) && j.common.verify.is_some())
+        .map(|j| {
+            format!(
+                "the drill of physical job `{}` replays WAL in a PostgreSQL server of the source's major version: build \
+                 the image with it (e.g. `FROM <this image>` + `apt-get install postgresql-<major>`, from PGDG) and set \
+                 `verify.pg_bin_dir` to its bin directory, or the drill fails saying which version is missing",
+                j.name
+            )
+        })
+        .collect()
+}

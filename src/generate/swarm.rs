@@ -177,5 +177,6 @@ pub fn document(
         "secrets": secrets,
         "volumes": named,
     });
+    notes.extend(super::physical_drill_notes(config));
     Ok((stack, files, notes))
 }
