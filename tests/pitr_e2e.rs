@@ -331,6 +331,11 @@ fn the_daemon_runs_the_receiver_and_ships_the_last_partial_on_sigterm() {
         assert!(metrics.contains(&format!("{name}{{drctl_job=\"db\"}}")), "{name}:\n{metrics}");
     }
     assert!(metrics.contains("drctl_wal_max_delay_seconds{drctl_job=\"db\"} 2"), "{metrics}");
+    // the status page shows the recoverable window: the base backup's end .. what the receiver archived
+    let page = http_get(port, "/");
+    assert!(page.contains("recoverable 20") && !page.contains("receiver elsewhere"), "{page}");
+    let jobs = http_get(port, "/api/v1/jobs");
+    assert!(jobs.contains("\"recoverable\":{\"from\":\"20"), "{jobs}");
     // SIGTERM: the daemon stops its receiver, which ships what it holds before exiting
     p.insert_batch(2);
     let mut child = p.receiver.take().unwrap();

@@ -12,11 +12,6 @@ use std::process::{Child, Command, Stdio};
 
 use common::{Scratch, count, create_sample_db, drop_db, pg_url, run, unique};
 
-/// The ` ```sh test ` blocks of a runbook, in order.
-fn test_blocks(page: &str) -> Vec<String> {
-    marked_blocks(page, "```sh test")
-}
-
 /// The blocks of a runbook opened by exactly `marker`, in order.
 fn marked_blocks(page: &str, marker: &str) -> Vec<String> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(page)).unwrap();

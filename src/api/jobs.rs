@@ -64,10 +64,22 @@ pub struct JobSummary {
     /// or there is none).
     pub suspicious: Option<String>,
     pub drill: Drill,
+    /// Physical PostgreSQL jobs: the moments a restore can reach (`null` for other jobs, or before
+    /// the first base backup). (Added, issue 16.)
+    pub recoverable: Option<Recoverable>,
     /// `green`, `amber` or `red`.
     pub health: Health,
     /// Why the health is not green (empty when green).
     pub reasons: Vec<String>,
+}
+
+/// The recoverable window of a physical job: from the consistent point of its oldest committed base
+/// backup (the server's clock) to the moment up to which its WAL archive holds everything the server
+/// wrote, as this daemon's receiver last reported (`null` when no receiver runs in this process).
+#[derive(Debug, Clone, Serialize)]
+pub struct Recoverable {
+    pub from: Timestamp,
+    pub to: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,9 +222,23 @@ pub fn summarize(
         rule_321_ok: state.rule_321_ok,
         suspicious,
         drill,
+        recoverable: recoverable(name, entries),
         health,
         reasons,
     }
+}
+
+/// See [`Recoverable`].
+fn recoverable(name: &str, entries: &[BackupEntry]) -> Option<Recoverable> {
+    let from = entries
+        .iter()
+        .filter(|e| e.status != BackupStatus::Failed)
+        .filter_map(|e| e.manifest.as_ref())
+        .filter_map(|m| crate::jobs::postgres::physical::PhysicalFacts::of(&m.facts))
+        .map(|f| f.stop_time)
+        .min()?;
+    let to = crate::metrics::wal::latest(name).and_then(|s| s.last_archived).map(from_unix);
+    Some(Recoverable { from, to })
 }
 
 /// What the verdict is made of (ages in seconds, at one `now`).

@@ -111,6 +111,16 @@ fn row(out: &mut String, j: &JobSummary) {
         escape(j.kind),
         if j.running { " <span class=\"running\">running</span>" } else { "" }
     );
+    if let Some(w) = &j.recoverable {
+        let to =
+            w.to.map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "(receiver elsewhere)".into());
+        let _ = write!(
+            out,
+            "<div class=\"window\" title=\"point-in-time recovery reaches any moment in this window (UTC)\">recoverable {} .. {}</div>",
+            escape(&w.from.strftime("%Y-%m-%d %H:%M:%S").to_string()),
+            escape(&to)
+        );
+    }
     if !j.reasons.is_empty() {
         out.push_str("<ul class=\"reasons\">");
         for r in &j.reasons {

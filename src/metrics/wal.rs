@@ -96,8 +96,20 @@ impl Default for WalMetrics {
     }
 }
 
+/// The newest status of each receiver running in this process (the daemon's), for its status page.
+static LATEST: std::sync::Mutex<std::collections::BTreeMap<String, WalStatus>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The newest status the receiver of `job` reported in this process, if one runs here.
+pub fn latest(job: &str) -> Option<WalStatus> {
+    LATEST.lock().ok().and_then(|m| m.get(job).cloned())
+}
+
 impl WalMetrics {
     pub fn set(&self, s: &WalStatus) {
+        if let Ok(mut m) = LATEST.lock() {
+            m.insert(s.job.clone(), s.clone());
+        }
         let l = Labels { drctl_job: s.job.clone() };
         match s.last_archived {
             Some(t) => {
