@@ -581,14 +581,20 @@ fn restore_err(job: &str, dest: &Path, message: impl Into<String>) -> Error {
 /// Resolve and inspect the destination; refuses a non-empty one without `--force`.
 async fn checked_destination(job: &str, cfg: &VolumeJob, opts: &RestoreOptions) -> Result<(PathBuf, place::State)> {
     let dest = destination(job, cfg, opts).await?;
-    let (dest, state) = place::inspect(&dest).map_err(|e| restore_err(job, &dest, e.to_string()))?;
+    checked_dir(job, &dest, opts.force, "")
+}
+
+/// Resolve and inspect directory `dest`; refuses a non-empty one without `force` (`why` ends the
+/// refusal's detail: what `--force` would replace).
+pub(crate) fn checked_dir(job: &str, dest: &Path, force: bool, why: &str) -> Result<(PathBuf, place::State)> {
+    let (dest, state) = place::inspect(dest).map_err(|e| restore_err(job, dest, e.to_string()))?;
     if let place::State::NotEmpty(n) = state
-        && !opts.force
+        && !force
     {
         return Err(Error::DestinationNotEmpty {
             job: job.to_string(),
             destination: format!("`{}`", dest.display()),
-            detail: format!("{n} entr{} at its top level", if n == 1 { "y" } else { "ies" }),
+            detail: format!("{n} entr{} at its top level{why}", if n == 1 { "y" } else { "ies" }),
         });
     }
     Ok((dest, state))

@@ -84,19 +84,8 @@ fn need_dir(job: &str) -> Error {
 /// One line: what `restore` will do.
 pub fn plan(job: &str, m: &Manifest, opts: &RestoreOptions) -> Result<RestoreStep> {
     let dest = opts.to_dir.clone().ok_or_else(|| need_dir(job))?;
-    let (dest, state) = place::inspect(&dest).map_err(|e| restore_err(job, &dest, e.to_string()))?;
-    if let place::State::NotEmpty(n) = state
-        && !opts.force
-    {
-        return Err(Error::DestinationNotEmpty {
-            job: job.to_string(),
-            destination: format!("`{}`", dest.display()),
-            detail: format!(
-                "{n} entr{} at its top level (stop the server; `--force` replaces it)",
-                if n == 1 { "y" } else { "ies" }
-            ),
-        });
-    }
+    let (dest, state) =
+        crate::jobs::volume::checked_dir(job, &dest, opts.force, " (stop the server; `--force` replaces it)")?;
     let facts = PhysicalFacts::of(&m.facts).unwrap_or_default();
     let recovery = opts.recovery.as_ref();
     let to = match recovery.map(|r| &r.target) {
