@@ -81,33 +81,7 @@ impl Pitr {
     /// Wait until the archive holds WAL up to the source's current insert position; returns
     /// how long that took.
     fn wait_archived(&self) -> Duration {
-        let lsn = self.src.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
-        let seg = self.src.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
-        let (_, lo) = lsn.split_once('/').unwrap();
-        let offset = u64::from_str_radix(lo, 16).unwrap() % (16 << 20);
-        let began = Instant::now();
-        let deadline = began + Duration::from_secs(MAX_DELAY_SECS * 10 + 20);
-        loop {
-            let names: Vec<String> = std::fs::read_dir(self.wal_dir())
-                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-                .unwrap_or_default();
-            let covered = names.iter().any(|n| {
-                n == &format!("{seg}.zst.age")
-                    || n.strip_prefix(&format!("{seg}."))
-                        .and_then(|r| r.strip_suffix(".partial.zst.age"))
-                        .and_then(|o| u64::from_str_radix(o, 16).ok())
-                        .is_some_and(|o| o >= offset)
-            });
-            if covered {
-                return began.elapsed();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "WAL up to {lsn} ({seg}) not archived; have {names:?}\n{}",
-                self.receiver_log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_archived_in(&self.s, &self.src, &|| self.receiver_log())
     }
 
     fn base_backup(&self) {
@@ -128,6 +102,35 @@ impl Pitr {
         let r = run(self.s.drctl().args(["restore", "db", "--to-dir"]).arg(&data).args(args));
         assert_eq!(r.code, 0, "{r:?}");
         Cluster::try_start_on(&dir, &data)
+    }
+}
+
+/// Wait until the archive of job `db` in `s` holds WAL up to `src`'s current insert position (on
+/// its current timeline); returns how long that took. `log` explains a timeout.
+fn wait_archived_in(s: &Scratch, src: &Cluster, log: &dyn Fn() -> String) -> Duration {
+    let lsn = src.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
+    let seg = src.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+    let dir = s.path(&format!("backups/db/wal/{}", &seg[..8]));
+    let (_, lo) = lsn.split_once('/').unwrap();
+    let offset = u64::from_str_radix(lo, 16).unwrap() % (16 << 20);
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(MAX_DELAY_SECS * 10 + 20);
+    loop {
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let covered = names.iter().any(|n| {
+            n == &format!("{seg}.zst.age")
+                || n.strip_prefix(&format!("{seg}."))
+                    .and_then(|r| r.strip_suffix(".partial.zst.age"))
+                    .and_then(|o| u64::from_str_radix(o, 16).ok())
+                    .is_some_and(|o| o >= offset)
+        });
+        if covered {
+            return began.elapsed();
+        }
+        assert!(Instant::now() < deadline, "WAL up to {lsn} ({seg}) not archived; have {names:?}\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -430,5 +433,86 @@ fn check_warns_about_an_unbounded_slot_and_a_receiver_that_is_not_running() {
         }
         assert!(Instant::now() < deadline, "{out}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The receiver streams from a standby; the standby is promoted (the old primary is gone): the
+/// receiver follows the new timeline (its history file archived, its segments under `00000002/`),
+/// and a restore of the base backup taken on timeline 1 replays across the switch.
+#[test]
+fn the_receiver_follows_a_promotion_to_a_new_timeline() {
+    let s = Scratch::new();
+    let mut primary = Cluster::init(&s.path("primary"));
+    primary.psql("postgres", "CREATE ROLE replicator LOGIN REPLICATION");
+    primary.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    let standby_dir = s.path("standby");
+    std::fs::create_dir_all(&standby_dir).unwrap();
+    give_to_postgres(&standby_dir);
+    let out = as_postgres(&pg_bin().join("pg_basebackup"))
+        .arg("-D")
+        .arg(standby_dir.join("data"))
+        .args(["-R", "-X", "stream", "-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_basebackup -R: {}", String::from_utf8_lossy(&out.stderr));
+    let standby = Cluster::start_on(&standby_dir, &standby_dir.join("data"));
+    s.write_config(&format!(
+        "{}[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\"]\n\
+         wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\n",
+        s.head(),
+        standby.url("postgres").replace("postgres@", "replicator@")
+    ));
+    std::fs::create_dir_all(s.path("backups")).unwrap();
+    give_to_postgres(s.dir.path());
+    let log = s.path("receiver.log");
+    let _receiver = KillOnDrop(
+        s.drctl().args(["wal", "stream", "db"]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap(),
+    );
+    let receiver_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let replayed = |n: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while standby.psql("postgres", "SELECT count(*) FROM t") != n {
+            assert!(Instant::now() < deadline, "the standby did not replay to {n} rows");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    primary.psql("postgres", "INSERT INTO t SELECT 1, i FROM generate_series(1, 100) i");
+    replayed("100");
+    let r = run(s.drctl().args(["run", "db"]));
+    assert_eq!(r.code, 0, "a base backup of the standby: {r:?}\n{}", receiver_log());
+    primary.psql("postgres", "INSERT INTO t SELECT 2, i FROM generate_series(1, 100) i");
+    replayed("200");
+
+    // failover: the primary is gone, the standby takes over on timeline 2
+    primary.stop();
+    standby.psql("postgres", "SELECT pg_promote()");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standby.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+        assert!(Instant::now() < deadline, "no promotion");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    standby.psql("postgres", "INSERT INTO t SELECT 3, i FROM generate_series(1, 100) i");
+    wait_archived_in(&s, &standby, &receiver_log);
+    assert!(s.path("backups/db/wal/00000002.history.zst.age").is_file(), "{:?}\n{}", s.fs_files(), receiver_log());
+    assert!(receiver_log().contains("following timeline 2"), "the stream told the switch:\n{}", receiver_log());
+
+    let dir = s.path("restored");
+    std::fs::create_dir_all(&dir).unwrap();
+    give_to_postgres(&dir);
+    let r = run(s.drctl().args(["restore", "db", "--latest", "--to-dir"]).arg(dir.join("data")));
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut restored = Cluster::try_start_on(&dir, &dir.join("data")).unwrap_or_else(|l| panic!("{l}"));
+    wait_for("promoted", &restored, "SELECT pg_is_in_recovery()", "f");
+    assert_eq!(batches(&restored), "1:100,2:100,3:100", "across the timeline switch");
+    restored.stop();
+}
+
+/// A child process killed (and reaped) when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

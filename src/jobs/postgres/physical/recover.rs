@@ -163,6 +163,12 @@ fn write_recovery(dir: &Path, settings: &str) -> std::io::Result<()> {
     conf.sync_all()?;
     let signal = std::fs::File::create(dir.join("recovery.signal"))?;
     signal.sync_all()?;
+    // a base backup taken on a standby carries its standby.signal: the restored server would stay
+    // a standby of the old primary forever instead of recovering and opening
+    match std::fs::remove_file(dir.join("standby.signal")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     for p in [dir.join("postgresql.auto.conf"), dir.join("recovery.signal"), dir.to_path_buf()] {
         std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid()))?;
     }
