@@ -243,6 +243,8 @@ fn a_deleted_segment_stops_recovery_naming_it() {
     let r = run(p.s.drctl().arg("check"));
     let out = format!("{}{}", r.stdout, r.stderr);
     assert!(out.contains(&format!("misses WAL segment(s) {victim}")), "{out}");
+    // and its copy no longer counts in 3-2-1: the live data alone
+    assert!(out.contains("3-2-1 db: copies 1"), "{out}");
     let started = p.restore_and_start("holed", &["--latest"]);
     // the server must not promote with batch 1 only: recovery stops, naming the segment
     let log = match started {

@@ -180,27 +180,30 @@ async fn rule321_findings(
             )),
         ));
     }
-    let mut out = vec![rule321_finding(engine, job, subject, &found, &problems, now)];
+    // a physical job's copy without the WAL after its base backup is no copy for point-in-time recovery
+    let (wal, no_wal) = wal_findings(engine, job, &found, down).await;
+    let mut out = vec![rule321_finding(engine, job, subject, &found, &problems, now, &no_wal)];
     out.extend(extra);
-    out.extend(wal_findings(engine, job, &found, down).await);
+    out.extend(wal);
     out
 }
 
 /// Physical PostgreSQL jobs: each target's WAL after the newest base backup (see
-/// `jobs::postgres::physical::coverage`).
+/// `jobs::postgres::physical::coverage`), and the targets whose WAL is not good enough for their
+/// copy to count in 3-2-1.
 async fn wal_findings(
     engine: &Engine,
     job: &crate::jobs::JobConfig,
     found: &[crate::engine::rebuild::Found],
     down: &std::collections::BTreeMap<String, String>,
-) -> Vec<Finding> {
+) -> (Vec<Finding>, std::collections::BTreeSet<String>) {
     use crate::jobs::postgres::physical::{PhysicalFacts, coverage, store};
     let Some((newest, base)) = found
         .iter()
         .filter_map(|f| PhysicalFacts::of(&f.manifest.facts).map(|p| (f, p)))
         .max_by(|a, b| a.0.manifest.newer_cmp(&b.0.manifest))
     else {
-        return Vec::new();
+        return (Vec::new(), Default::default());
     };
     let subject = format!("WAL {}", job.name);
     let mut listed = Vec::new();
@@ -211,25 +214,33 @@ async fn wal_findings(
         };
         match listing {
             Ok(l) => listed.push((name.clone(), l)),
-            Err(e) => return vec![Finding::new(subject, Severity::Error, e.to_string(), e.hint())],
+            Err(e) => {
+                return (vec![Finding::new(subject, Severity::Error, e.to_string(), e.hint())], Default::default());
+            }
         }
     }
     let best = listed.iter().filter_map(|(_, l)| l.frontier(base.segments())).max().unwrap_or_default();
-    listed
+    let mut short = std::collections::BTreeSet::new();
+    let findings = listed
         .iter()
         .map(|(name, l)| match coverage::judge(name, l, &base, best) {
             Ok(m) => Finding::new(subject.clone(), Severity::Info, m, None),
-            Err(m) => Finding::new(
+            Err(m) => {
+                short.insert(name.clone());
+                Finding::new(
                 subject.clone(),
                 Severity::Warning,
                 m,
                 Some(format!(
-                    "is the WAL receiver storing on every target (its log)? a gap needs a new base backup (`drctl run {}`)",
+                    "is the WAL receiver storing on every target (its log)? a gap needs a new base backup (`drctl run {}`); \
+                     until then this target's copy does not count in 3-2-1",
                     job.name
                 )),
-            ),
+            )
+            }
         })
-        .collect()
+        .collect();
+    (findings, short)
 }
 
 fn rule321_finding(
@@ -239,10 +250,13 @@ fn rule321_finding(
     found: &[crate::engine::rebuild::Found],
     problems: &[crate::engine::rebuild::ScanProblem],
     now: jiff::Timestamp,
+    no_wal: &std::collections::BTreeSet<String>,
 ) -> Finding {
     let rpo = job.common.rpo().as_secs() as i64;
     let newest = found.iter().max_by(|a, b| a.manifest.newer_cmp(&b.manifest));
-    let (holders, rule) = job_rule321(&engine.config, job, newest.map(|n| n.targets.as_slice()).unwrap_or_default());
+    let counted: Vec<String> =
+        newest.map(|n| n.targets.iter().filter(|t| !no_wal.contains(*t)).cloned().collect()).unwrap_or_default();
+    let (holders, rule) = job_rule321(&engine.config, job, &counted);
     let copies: Vec<TargetCopy> = job
         .common
         .targets
