@@ -518,3 +518,37 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Two receivers for one job (two daemon replicas): the slot admits one, the other stands by
+/// quietly and takes over when the first goes away, without a gap.
+#[test]
+fn a_second_receiver_stands_by_and_takes_over() {
+    let mut p = Pitr::new();
+    p.src.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    p.base_backup(); // the first receiver streams
+    let log2 = p.s.path("receiver2.log");
+    let _second = KillOnDrop(
+        p.s.drctl().args(["wal", "stream", "db"]).stderr(std::fs::File::create(&log2).unwrap()).spawn().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log2).unwrap_or_default().contains("standing by") {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log2).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p.insert_batch(1);
+    p.wait_archived();
+    p.kill_receiver();
+    p.insert_batch(2);
+    p.src.psql("postgres", "SELECT pg_switch_wal()");
+    p.insert_batch(3);
+    // the second one takes over: everything reaches the archive
+    wait_archived_in(&p.s, &p.src, &|| std::fs::read_to_string(&log2).unwrap_or_default());
+    let text = std::fs::read_to_string(&log2).unwrap_or_default();
+    assert_eq!(text.matches("standing by").count(), 1, "said once, not at every retry:\n{text}");
+    assert!(!text.contains("WAL receiver: "), "standing by is no reconnect warning:\n{text}");
+    assert!(text.contains("WAL receiver streaming"), "it took over:\n{text}");
+    let mut latest = p.restore_and_start("latest", &["--latest"]).unwrap_or_else(|log| panic!("{log}"));
+    wait_for("promoted", &latest, "SELECT pg_is_in_recovery()", "f");
+    assert_eq!(batches(&latest), "1:100,2:100,3:100");
+    latest.stop();
+}

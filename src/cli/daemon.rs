@@ -133,7 +133,7 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
 
 /// One WAL receiver per physical PostgreSQL job (what `drctl wal stream JOB` runs), for as long as
 /// the daemon runs. Several daemon replicas each start one: the slot admits one at a time, the
-/// others retry (with backoff) and take over when it goes away.
+/// others stand by quietly (retrying every few seconds) and take over when it goes away.
 fn start_wal_receivers(
     engine: &Arc<Engine>,
     metrics: &Arc<Metrics>,

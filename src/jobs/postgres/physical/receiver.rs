@@ -32,6 +32,11 @@ use crate::pipeline::EncodeParams;
 use crate::targets::Target;
 use crate::{Error, Result};
 
+/// PostgreSQL's `object_in_use`, as the slot of another connected receiver answers.
+const SLOT_IN_USE: &str = "SQLSTATE 55006";
+/// How often a receiver standing by (the slot in use elsewhere) tries to take over.
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
+
 /// Objects waiting to be shipped before the stream waits for the targets.
 const QUEUE: usize = 2;
 /// How often the receiver tells the server where it is even when nothing changed (well inside
@@ -113,11 +118,30 @@ pub async fn run(
     let params = engine.encode_params()?;
     let tracker: Shared = Arc::default();
     let mut backoff = Duration::from_secs(1);
+    let mut standing_by = false;
     loop {
         let began = Instant::now();
         match session(&job.name, pg, &targets, &params, stop.clone(), &tracker, &report).await {
             Ok(()) => return Ok(()),
+            // another receiver (a second daemon replica) streams from the slot: wait to take over,
+            // quietly, and report nothing (the active one's metrics are the true ones)
+            Err(e) if e.to_string().contains(SLOT_IN_USE) => {
+                if !standing_by {
+                    tracing::info!(
+                        job = %job.name,
+                        "replication slot `{}` is in use by another WAL receiver (another daemon replica?): standing by, \
+                         taking over when it goes away",
+                        pg.wal_slot(&job.name)
+                    );
+                }
+                standing_by = true;
+                tokio::select! {
+                    () = tokio::time::sleep(STANDBY_RETRY) => continue,
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
             Err(e) => {
+                standing_by = false;
                 tracing::warn!(job = %job.name, "WAL receiver: {e}; reconnecting in {}", humantime::format_duration(backoff))
             }
         }
