@@ -221,6 +221,16 @@ impl Tools {
     }
 }
 
+/// `WHAT failed (exit status): the last `lines` lines of its stderr`: how every PostgreSQL tool's
+/// failure is told (pg_dump, pg_dumpall, pg_basebackup, pg_restore).
+pub(crate) fn tool_failure(what: &str, status: &std::process::ExitStatus, stderr: &str, lines: usize) -> String {
+    format!(
+        "{what} failed ({}): {}",
+        describe_status(status),
+        crate::tool_output::tail(stderr, lines, "no error output")
+    )
+}
+
 /// `pg_dump (PostgreSQL) 15.18 (Debian …)` → `15.18`.
 pub fn parse_tool_version(out: &str) -> Option<String> {
     let v = out.split_whitespace().nth(2)?;
@@ -442,11 +452,7 @@ impl BackupSession {
                 finish(c).await;
                 return Err(Error::source_failed(
                     &job,
-                    format!(
-                        "pg_dump of database `{db}` failed ({}): {}",
-                        describe_status(&status),
-                        crate::tool_output::tail(&stderr, 5, "no error output")
-                    ),
+                    tool_failure(&format!("pg_dump of database `{db}`"), &status, &stderr, 5),
                     Some("nothing was committed; fix the cause and run the job again".into()),
                 ));
             }
@@ -519,11 +525,7 @@ impl BackupSession {
             if !status.success() {
                 return Err(Error::source_failed(
                     &job,
-                    format!(
-                        "pg_dumpall --globals-only failed ({}): {}",
-                        describe_status(&status),
-                        crate::tool_output::tail(&stderr, 5, "no error output")
-                    ),
+                    tool_failure("pg_dumpall --globals-only", &status, &stderr, 5),
                     None,
                 ));
             }

@@ -44,7 +44,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::archive::{self, ArchiveError, FeedError, Header, TocEntry, Visitor};
 use super::{Conn, RestoreOptions, Tools, quote_ident};
-use crate::exec::{Cmd, describe_status};
+use crate::exec::Cmd;
 use crate::jobs::Sink;
 use crate::{Error, Result};
 
@@ -398,11 +398,7 @@ impl Run {
         }
         let (status, stderr) = running.wait().await.map_err(|e| self.fail(e.to_string()))?;
         if !status.success() {
-            return Err(self.fail(format!(
-                "pg_restore failed ({}): {}",
-                describe_status(&status),
-                crate::tool_output::tail(&stderr, 6, "no error output")
-            )));
+            return Err(self.fail(super::tool_failure("pg_restore", &status, &stderr, 6)));
         }
         swap(&self.job, &self.dest, &self.temp, self.exists).await
     }
@@ -430,11 +426,7 @@ impl Run {
         let (status, _out, stderr) =
             cmd.output().await.map_err(|e| self.fail(format!("cannot start pg_restore for {what}: {e}")))?;
         if !status.success() {
-            return Err(self.fail(format!(
-                "pg_restore ({what}) failed ({}): {}",
-                describe_status(&status),
-                crate::tool_output::tail(&stderr, 6, "no error output")
-            )));
+            return Err(self.fail(super::tool_failure(&format!("pg_restore ({what})"), &status, &stderr, 6)));
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ use sqlx::{Connection, Row};
 use super::lsn::{Lsn, Segments};
 use super::store;
 use super::tartap::{Tap, Watcher};
-use crate::exec::{Cmd, describe_status};
-use crate::jobs::postgres::{Conn, PostgresJob, Tools, find_tools, server_version};
+use crate::exec::Cmd;
+use crate::jobs::postgres::{Conn, PostgresJob, Tools, find_tools, server_version, tool_failure};
 use crate::jobs::{ArtifactPlan, SourceStream};
 use crate::targets::Target;
 use crate::{Error, Result};
@@ -180,11 +180,7 @@ impl BaseBackup {
             if !status.success() {
                 return Err(Error::source_failed(
                     &job,
-                    format!(
-                        "pg_basebackup failed ({}): {}",
-                        describe_status(&status),
-                        crate::tool_output::tail(&stderr, 5, "no error output")
-                    ),
+                    tool_failure("pg_basebackup", &status, &stderr, 5),
                     Some("nothing was committed; fix the cause and run the job again".into()),
                 ));
             }
