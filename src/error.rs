@@ -142,6 +142,11 @@ pub enum SourceFailure {
 }
 
 impl Error {
+    /// A target's answer that the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Target { kind: FailureKind::NotFound, .. })
+    }
+
     /// A failure at job `job`'s source (its server, its tools, its files); the message is
     /// scrubbed of secrets. The one way a job kind reports one.
     pub fn source_failed(job: &str, message: impl Into<String>, hint: Option<String>) -> Error {

@@ -53,6 +53,11 @@ pub fn artifact_key(job: &str, id: &str, artifact: &str, ext: &str) -> String {
     format!("{}/{id}.{artifact}.{ext}.zst.age", backup_dir(job, id))
 }
 
+/// Key of a chunked artifact's recipe (`storage = "chunked"`): where its stream twin would be.
+pub fn recipe_key(job: &str, id: &str, artifact: &str, ext: &str) -> String {
+    format!("{}/{id}.{artifact}.{ext}.recipe.zst.age", backup_dir(job, id))
+}
+
 /// If `key` is a manifest key, the backup id it commits.
 pub fn manifest_id(key: &str) -> Option<&str> {
     let file = key.rsplit('/').next()?;

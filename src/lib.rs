@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod chunked;
 pub mod cli;
 pub mod config;
 pub mod drill;

@@ -324,6 +324,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     if let Some(p) = config.encryption.identity_file.as_mut() {
         fix(p)
     }
+    if let Some(p) = config.encryption.chunk_key_file.as_mut() {
+        fix(p)
+    }
     for t in config.targets.values_mut() {
         let mut fix = fix;
         t.kind.settings_mut().resolve_paths(&mut fix);

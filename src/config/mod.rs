@@ -95,6 +95,10 @@ pub struct EncryptionConfig {
     /// age identity file (as written by `drctl keygen` or `age-keygen`). Only restore needs it;
     /// backup hosts should not have it.
     pub identity_file: Option<PathBuf>,
+    /// The chunk key of deduplicated storage (`storage = "chunked"` jobs), written by `drctl
+    /// keygen --chunk-key FILE`. Every host writing to the same targets needs the same file;
+    /// restore does not. Losing it costs deduplication, not data.
+    pub chunk_key_file: Option<PathBuf>,
 }
 
 /// `[compression]`: zstd settings for new backups (restores read them from the manifest).

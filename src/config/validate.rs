@@ -190,6 +190,28 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 p.error(src, &path, format!("target `{t}` is listed twice"), None);
             }
         }
+        if job.common.storage() == crate::jobs::Storage::Chunked {
+            let kind = job.spec.kind();
+            if kind != crate::jobs::Kind::Volume {
+                p.error(
+                    src,
+                    &at("storage"),
+                    format!(
+                        "`storage = \"chunked\"` is not available for `{}` jobs yet (only `volume` jobs so far)",
+                        kind.as_str()
+                    ),
+                    Some("use `storage = \"stream\"` (the default) for this job".into()),
+                );
+            }
+            if config.encryption.chunk_key_file.is_none() {
+                p.error(
+                    src,
+                    &at("storage"),
+                    "`storage = \"chunked\"` needs a chunk key: `encryption.chunk_key_file` is not set",
+                    Some("run `drctl keygen --chunk-key chunk.key` and set `chunk_key_file = \"chunk.key\"` under [encryption] (every host writing to these targets needs the same file), or use `storage = \"stream\"`".into()),
+                );
+            }
+        }
         job.spec.validate(&Section { src, path: vec![key("jobs"), key(name)] }, p);
     }
 }
@@ -213,6 +235,9 @@ fn secret_files<'a>(
     let mut out: Vec<(&Source, Vec<Step>, &std::path::Path)> = Vec::new();
     if let Some(f) = &config.encryption.identity_file {
         out.push((main, vec![key("encryption"), key("identity_file")], f));
+    }
+    if let Some(f) = &config.encryption.chunk_key_file {
+        out.push((main, vec![key("encryption"), key("chunk_key_file")], f));
     }
     if let Some(f) = config.api.as_ref().and_then(|a| a.token_file.as_ref()) {
         out.push((main, vec![key("api"), key("token_file")], f));

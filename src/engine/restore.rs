@@ -376,10 +376,10 @@ fn needs_full_pass(a: &Artifact, req: &RestoreRequest) -> bool {
 /// Before anything at the destination is touched: the object is there with the manifest's size
 /// and the identity opens its header; with `full`, also a pass comparing its sha256.
 async fn check_stored(
-    target: &Target,
+    target: &Arc<Target>,
     m: &Manifest,
     a: &Artifact,
-    ids: &keys::Identities,
+    ids: &Arc<keys::Identities>,
     full: bool,
     show: bool,
 ) -> Result<()> {
@@ -418,6 +418,23 @@ async fn check_stored(
     }
     if !full {
         return Ok(());
+    }
+    if a.chunked.is_some() {
+        // every chunk read, decrypted and checked against the recipe, nothing written
+        let progress = Progress::bytes(&format!("verifying {}", a.name), Some(a.plaintext.size), show);
+        let joined = decode_into(target, a, ids.clone(), tokio::io::sink(), &progress).await;
+        progress.finish();
+        let (decoded, _) = joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
+        return match decoded {
+            Ok(s) if s.stored == a.stored && s.plaintext == a.plaintext => Ok(()),
+            Ok(_) => Err(Error::Integrity {
+                target: target.name().into(),
+                key: a.key.clone(),
+                what: "the chunks do not add up to what the manifest says".into(),
+            }),
+            Err(DecodeError::Key(message)) => Err(Error::Decrypt { backup: m.backup_id.clone(), message }),
+            Err(e) => Err(Error::Integrity { target: target.name().into(), key: a.key.clone(), what: e.to_string() }),
+        };
     }
     let progress = Progress::bytes(&format!("verifying {}", a.name), Some(a.stored.size), show);
     let mut stream = target.get(&a.key, None).await?;
@@ -463,10 +480,46 @@ fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Decrypt and decompress `a` from `target` into `writer` on a blocking thread (a stream
+/// artifact through age and zstd, a chunked one chunk by chunk); returns the decoder's verdict
+/// and the writer.
+pub(crate) async fn decode_into<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    target: &Arc<Target>,
+    a: &Artifact,
+    identities: Arc<keys::Identities>,
+    writer: W,
+    progress: &Progress,
+) -> std::result::Result<(std::result::Result<crate::pipeline::DecodeSummary, DecodeError>, W), tokio::task::JoinError>
+{
+    let handle = tokio::runtime::Handle::current();
+    let p = progress.clone();
+    if a.chunked.is_some() {
+        let (target, a) = (target.clone(), a.clone());
+        return tokio::task::spawn_blocking(move || {
+            let mut out = tokio_util::io::SyncIoBridge::new_with_handle(writer, handle.clone());
+            let res = crate::chunked::read::decode(&handle, &target, &a, &identities, &mut out, &p);
+            (res, out.into_inner())
+        })
+        .await;
+    }
+    let stream = match target.get(&a.key, None).await {
+        Ok(s) => s.map_err(|e| io::Error::new(e.kind(), InputFault(e.to_string()))),
+        Err(e) => return Ok((Err(DecodeError::Input(io::Error::other(e.to_string()))), writer)),
+    };
+    let reader = tokio_util::io::StreamReader::new(stream);
+    tokio::task::spawn_blocking(move || {
+        let input = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
+        let mut out = tokio_util::io::SyncIoBridge::new_with_handle(writer, handle);
+        let res = decode_blocking(input, &identities, &mut out, &p);
+        (res, out.into_inner())
+    })
+    .await
+}
+
 /// Second pass: decrypt and decompress into the sink; let the consumer finish only if every
 /// check passed. Returns the plaintext size.
 async fn restore_artifact(
-    target: &Target,
+    target: &Arc<Target>,
     m: &Manifest,
     a: &Artifact,
     sink: Sink,
@@ -475,18 +528,8 @@ async fn restore_artifact(
     show: bool,
 ) -> Result<u64> {
     let Sink { writer, consumer, destination, on_failure } = sink;
-    let stream = target.get(&a.key, None).await?.map_err(|e| io::Error::new(e.kind(), InputFault(e.to_string())));
-    let reader = tokio_util::io::StreamReader::new(stream);
     let progress = Progress::bytes(&format!("restoring {}", a.name), Some(a.plaintext.size), show);
-    let handle = tokio::runtime::Handle::current();
-    let p = progress.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let input = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
-        let mut out = tokio_util::io::SyncIoBridge::new_with_handle(writer, handle);
-        let res = decode_blocking(input, &identities, &mut out, &p);
-        (res, out.into_inner())
-    })
-    .await;
+    let joined = decode_into(target, a, identities, writer, &progress).await;
     progress.finish();
     let (decoded, mut writer) = joined.map_err(|e| Error::Pipeline(format!("decoder thread failed: {e}")))?;
 

@@ -17,7 +17,8 @@ use serde::Serialize;
 use super::Engine;
 use super::fanout::fanout;
 use crate::catalog::BackupStatus;
-use crate::jobs::BackupSession;
+use crate::chunked::ChunkedRun;
+use crate::jobs::{BackupSession, SourceStream};
 use crate::manifest::{self, Artifact, Manifest, PipelineInfo};
 use crate::pipeline::EncodeParams;
 use crate::progress::Progress;
@@ -113,15 +114,46 @@ async fn run_inner(
         return Err(all_failed(&job.name, &failed));
     }
 
-    let session = BackupSession::prepare(job).await?;
+    // chunked storage: lock and read each target's repository before the source is touched
+    let mut chunked = None;
+    if job.common.storage() == crate::jobs::Storage::Chunked {
+        let (run, lost) = open_chunked(engine, job, backup_id, &live).await?;
+        for (target, e) in lost {
+            failed.push(TargetFailure { target, error: e.to_string() });
+        }
+        live = run.live();
+        chunked = Some(run);
+        if live.is_empty() {
+            if let Some(mut c) = chunked {
+                c.release().await;
+            }
+            return Err(all_failed(&job.name, &failed));
+        }
+    }
+
+    let session = match BackupSession::prepare(job).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(mut c) = chunked {
+                c.release().await;
+            }
+            return Err(e);
+        }
+    };
     // from here on the session is closed however the run ends: after-hooks (`docker unpause`,
     // `fsfreeze -u`) must run even when the run future is dropped (the daemon's abort after its
     // grace period, a cancelled CLI run)
     let mut guard = CloseOnDrop(Some(session));
     let result = match guard.0.as_mut() {
-        Some(session) => store(engine, job, backup_id, started, clock, &params, live, failed, session).await,
+        Some(session) => {
+            store(engine, job, backup_id, started, clock, &params, live, failed, session, chunked.as_mut()).await
+        }
         None => unreachable!("the session is only taken below"),
     };
+    // the manifest is committed (or the run failed): garbage collection may run again
+    if let Some(mut c) = chunked {
+        c.release().await;
+    }
     if let Some(session) = guard.0.take() {
         session.close(result.is_ok()).await;
     }
@@ -176,12 +208,42 @@ async fn store(
     mut live: Vec<Arc<Target>>,
     mut failed: Vec<TargetFailure>,
     session: &mut BackupSession,
+    mut chunked: Option<&mut ChunkedRun>,
 ) -> Result<(Manifest, RunReport)> {
     let config = &engine.config;
     let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut artifacts: Vec<Artifact> = Vec::new();
 
     for plan in session.artifacts() {
+        if let Some(run) = chunked.as_deref_mut() {
+            let key = layout::recipe_key(&job.name, backup_id, &plan.name, plan.ext);
+            let progress = Progress::bytes(&format!("{} {}", job.name, plan.name), plan.size_hint, engine.progress);
+            let stored = store_chunked(engine, run, session, &plan, &key, progress.clone()).await;
+            progress.finish();
+            for (target, e) in run.take_failures().await {
+                tracing::warn!(job = %job.name, target = %target, error = %e, "target dropped from this backup");
+                failed.push(TargetFailure { target, error: e.to_string() });
+            }
+            let (artifact, holders) = match stored {
+                Ok(x) => x,
+                Err(e) => {
+                    cleanup(&live, &written).await;
+                    return Err(e);
+                }
+            };
+            let dropped: Vec<Arc<Target>> =
+                live.iter().filter(|t| !holders.iter().any(|h| Arc::ptr_eq(h, t))).cloned().collect();
+            cleanup(&dropped, &written).await;
+            live = holders;
+            for t in &live {
+                written.entry(t.name().to_string()).or_default().push(key.clone());
+            }
+            if live.is_empty() {
+                return Err(all_failed(&job.name, &failed));
+            }
+            artifacts.push(artifact);
+            continue;
+        }
         let key = layout::artifact_key(&job.name, backup_id, &plan.name, plan.ext);
         let stream = match session.open(&plan).await {
             Ok(s) => s,
@@ -249,6 +311,7 @@ async fn store(
             key,
             plaintext: summary.plaintext,
             stored: summary.stored,
+            chunked: None,
         });
     }
 
@@ -259,9 +322,24 @@ async fn store(
             return Err(e);
         }
     };
+    if let Some(run) = chunked {
+        // every pack is stored and indexed before the manifest may refer to its chunks
+        run.commit_indexes(backup_id).await;
+        for (target, e) in run.take_failures().await {
+            failed.push(TargetFailure { target, error: e.to_string() });
+        }
+        let holders = run.live();
+        let dropped: Vec<Arc<Target>> =
+            live.iter().filter(|t| !holders.iter().any(|h| Arc::ptr_eq(h, t))).cloned().collect();
+        cleanup(&dropped, &written).await;
+        live = holders;
+        if live.is_empty() {
+            return Err(all_failed(&job.name, &failed));
+        }
+    }
     let mut manifest = Manifest {
         format: manifest::FORMAT.into(),
-        version: manifest::VERSION,
+        version: manifest::version_for(&artifacts),
         backup_id: backup_id.to_string(),
         job: job.name.clone(),
         kind: job.spec.kind_name().into(),
@@ -322,6 +400,105 @@ async fn store(
         suspicious: None,
     };
     Ok((manifest, report))
+}
+
+/// Lock and read each live target's chunk repository for a `storage = "chunked"` run.
+async fn open_chunked(
+    engine: &Engine,
+    job: &crate::jobs::JobConfig,
+    backup_id: &str,
+    live: &[Arc<Target>],
+) -> Result<(ChunkedRun, Vec<(String, Error)>)> {
+    let enc = &engine.config.encryption;
+    let path = enc.chunk_key_file.as_ref().ok_or_else(|| {
+        Error::source_failed(
+            &job.name,
+            "`storage = \"chunked\"` needs `encryption.chunk_key_file`",
+            Some("run `drctl keygen --chunk-key chunk.key` and set `chunk_key_file` under [encryption]".into()),
+        )
+    })?;
+    let key = Arc::new(crate::chunked::ChunkKey::load(path)?);
+    let purpose = format!("backup {} {backup_id}", job.name);
+    ChunkedRun::open(key, &enc.recipients, engine.config.compression.level, &purpose, live).await
+}
+
+/// Chunk one artifact into the run's repositories and store its recipe on every target still
+/// in the run. Returns the manifest entry and the targets that hold all of it.
+async fn store_chunked(
+    engine: &Engine,
+    run: &mut ChunkedRun,
+    session: &mut BackupSession,
+    plan: &crate::jobs::ArtifactPlan,
+    key: &str,
+    progress: Progress,
+) -> Result<(Artifact, Vec<Arc<Target>>)> {
+    use crate::jobs::ChunkSource;
+    let source = session.open_chunked(plan).await?;
+    let (produce, completion): (crate::jobs::ChunkProducer, crate::jobs::Completion) = match source {
+        ChunkSource::Producer { produce, completion } => (produce, completion),
+        ChunkSource::Stream(SourceStream { reader, completion }) => {
+            let handle = tokio::runtime::Handle::current();
+            let produce: crate::jobs::ChunkProducer = Box::new(move |w| {
+                let mut r = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+                std::io::copy(&mut r, w)
+                    .map(|_| ())
+                    .map_err(|e| Error::Pipeline(format!("reading the source failed: {e}")))
+            });
+            (produce, completion)
+        }
+    };
+    let written = run.store(produce, progress).await;
+    // the source's own verdict (pg_dump's exit status, the walk's result) comes first
+    completion.await?;
+    let written = written?;
+    let recipe = crate::chunked::recipe::Recipe {
+        format: crate::chunked::recipe::FORMAT.into(),
+        version: crate::chunked::recipe::VERSION,
+        scope: run.scope.clone(),
+        chunks: written.chunks.iter().map(|c| c.step()).collect(),
+    };
+    let body = crate::chunked::blob::seal_document(
+        &serde_json::to_vec(&recipe).unwrap_or_default(),
+        engine.config.compression.level,
+        &engine.encode_params()?.recipients,
+    )
+    .map_err(|e| Error::Pipeline(format!("sealing the recipe failed: {e}")))?;
+    let stored = crate::pipeline::Digest {
+        size: body.len() as u64,
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
+    };
+    let body = Bytes::from(body);
+    let live = run.live();
+    let puts = futures::future::join_all(live.iter().map(|t| {
+        let body = body.clone();
+        async move { t.put_bytes(key, body).await }
+    }))
+    .await;
+    let mut holders = Vec::new();
+    for (t, r) in live.iter().zip(puts) {
+        match r {
+            Ok(_) => holders.push(t.clone()),
+            Err(e) => run.fail(t.name(), e),
+        }
+    }
+    let mut ids: Vec<String> = written.chunks.iter().map(|c| hex::encode(c.id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let artifact = Artifact {
+        name: plan.name.clone(),
+        format: plan.format.to_string(),
+        key: key.to_string(),
+        plaintext: written.plaintext,
+        stored,
+        chunked: Some(manifest::Chunked {
+            scope: run.scope.clone(),
+            chunk_count: written.chunks.len() as u64,
+            added_bytes: written.sealed_bytes,
+            added_chunks: written.sealed_chunks,
+            ids,
+        }),
+    };
+    Ok((artifact, holders))
 }
 
 /// Does the backup about to be committed look right? An empty backup, or one whose source size

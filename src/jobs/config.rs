@@ -159,9 +159,25 @@ pub struct JobCommon {
     /// Recovery point objective: a target whose newest copy is older than this is stale
     /// (`drctl check` fails, alerts fire). Default `26h` (a daily job with slack).
     pub rpo: Option<String>,
+    /// How backups are stored: `stream` (one zstd+age object per artifact) or `chunked`
+    /// (deduplicated packs, see docs/architecture.md). Default `stream`.
+    pub storage: Option<Storage>,
+}
+
+/// `storage` of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    Stream,
+    Chunked,
 }
 
 impl JobCommon {
+    /// The job's storage (default `stream`).
+    pub fn storage(&self) -> Storage {
+        self.storage.unwrap_or(Storage::Stream)
+    }
+
     /// The RPO as a duration (default 26 h; an unreadable value was rejected by validation).
     pub fn rpo(&self) -> std::time::Duration {
         self.rpo

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::Result;
 use crate::exec::Running;
 use crate::manifest::{Artifact, Manifest};
-pub use config::{JobCommon, JobConfig, JobSpec, Kind, KindSettings, VerifyConfig};
+pub use config::{JobCommon, JobConfig, JobSpec, Kind, KindSettings, Storage, VerifyConfig};
 
 /// One file a backup will store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,18 @@ pub struct SourceStream {
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
     pub completion: Completion,
 }
+
+/// What a chunked artifact is made from (`storage = "chunked"`).
+pub enum ChunkSource {
+    /// The same byte stream a stream artifact is made from.
+    Stream(SourceStream),
+    /// A producer that writes into the chunk writer itself, on a blocking thread: a volume tree
+    /// forces chunk boundaries around files and reuses the chunks of unchanged ones.
+    Producer { produce: ChunkProducer, completion: Completion },
+}
+
+/// See [`ChunkSource::Producer`].
+pub type ChunkProducer = Box<dyn FnOnce(&mut crate::chunked::ChunkWriter) -> Result<()> + Send>;
 
 /// A backup in progress for one job.
 // one value per run: the size difference between kinds costs nothing worth boxing for
@@ -98,6 +110,18 @@ impl BackupSession {
 
     pub async fn open(&mut self, artifact: &ArtifactPlan) -> Result<SourceStream> {
         each_session!(self, s => s.open(artifact).await)
+    }
+
+    /// Open an artifact for chunked storage.
+    pub async fn open_chunked(&mut self, artifact: &ArtifactPlan) -> Result<ChunkSource> {
+        match self {
+            BackupSession::Volume(s) => s.open_chunked(artifact).await,
+            BackupSession::Postgres(_)
+            | BackupSession::PostgresPhysical(_)
+            | BackupSession::Redis(_)
+            | BackupSession::Vault(_)
+            | BackupSession::Gitlab(_) => Ok(ChunkSource::Stream(self.open(artifact).await?)),
+        }
     }
 
     /// Facts for the manifest, once every artifact is done and stored on `live` (a base backup

@@ -18,7 +18,14 @@ use crate::pipeline::Digest;
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "drctl-manifest";
-pub const VERSION: u32 = 1;
+/// The newest version this drctl reads. A manifest is written as version 1 unless it has a
+/// chunked artifact (version 2): an older drctl must refuse those, not restore the recipe.
+pub const VERSION: u32 = 2;
+
+/// The version to write for a manifest with these artifacts.
+pub fn version_for(artifacts: &[Artifact]) -> u32 {
+    if artifacts.iter().any(|a| a.chunked.is_some()) { 2 } else { 1 }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -84,16 +91,36 @@ pub struct Artifact {
     pub key: String,
     /// The decrypted, decompressed bytes.
     pub plaintext: Digest,
-    /// The bytes on the target.
+    /// The bytes on the target (of a chunked artifact: its recipe object).
     pub stored: Digest,
+    /// Deduplicated storage: `key` is the encrypted recipe, `plaintext.sha256` the SHA-256 of the
+    /// chunk list (see `chunked::recipe::ListDigest`). (Added in version 2.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<Chunked>,
+}
+
+/// The plaintext side of a chunked artifact: what prune and check need without the identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Chunked {
+    /// The repository (`chunks/<scope>/` on each target) holding the chunks.
+    pub scope: String,
+    /// Chunks in the artifact (with repeats).
+    pub chunk_count: u64,
+    /// Stored bytes this backup added: blobs no target held before (padded, encrypted).
+    pub added_bytes: u64,
+    pub added_chunks: u64,
+    /// Every chunk id the artifact refers to, each once, sorted (hex).
+    pub ids: Vec<String>,
 }
 
 impl Manifest {
     pub fn plaintext_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.plaintext.size).sum()
     }
+    /// Bytes this backup added to its targets: a stream artifact's object, a chunked artifact's
+    /// recipe and the blobs it was the first to store.
     pub fn stored_bytes(&self) -> u64 {
-        self.artifacts.iter().map(|a| a.stored.size).sum()
+        self.artifacts.iter().map(|a| a.stored.size + a.chunked.as_ref().map_or(0, |c| c.added_bytes)).sum()
     }
 
     /// Order by start time (sub-second), then id: two backups started in the same second share
@@ -166,6 +193,7 @@ pub(crate) fn sample() -> Manifest {
             key: "pg/2026/11/23/20261123T020000Z-abcdef.app.dump.zst.age".into(),
             plaintext: Digest { size: 10, sha256: "aa".into() },
             stored: Digest { size: 20, sha256: "bb".into() },
+            chunked: None,
         }],
         facts: serde_json::json!({"server_version": "15.4"}),
         suspicious: None,

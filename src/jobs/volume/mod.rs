@@ -277,6 +277,11 @@ impl BackupSession {
         }
     }
 
+    /// Open an artifact for chunked storage.
+    pub async fn open_chunked(&mut self, artifact: &ArtifactPlan) -> Result<crate::jobs::ChunkSource> {
+        Ok(crate::jobs::ChunkSource::Stream(self.open(artifact).await?))
+    }
+
     fn hook_env(&self) -> [(&'static str, String); 2] {
         [("DRCTL_JOB", self.job.clone()), ("DRCTL_VOLUME_PATH", self.source.root().display().to_string())]
     }

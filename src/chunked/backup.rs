@@ -1,0 +1,252 @@
+//! The backup side's asynchronous half: one [`ChunkedRun`] per backup run. It takes a shared lock
+//! on each target's repository, learns which chunks each holds (their indexes), receives the
+//! sealed blobs from the [`ChunkWriter`], appends each to the pack of every target that lacks it,
+//! and uploads a pack when it reaches [`PACK_SIZE`]. At the end it writes one index per target
+//! for the packs it uploaded; only then may the manifest commit the backup. A target that fails is
+//! dropped from the run, as in the stream fan-out; the others go on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::key::{ChunkId, ChunkKey};
+use super::lock::{self, Lock, LockKind, Refused};
+use super::repo::{self, BlobEntry, PackEntry};
+use super::writer::{ChunkWriter, Sealed, WriterContext, Written};
+use crate::progress::Progress;
+use crate::targets::Target;
+use crate::{Error, Result};
+
+/// A pack is uploaded once it holds this much (a few MiB: few requests, little memory).
+pub const PACK_SIZE: usize = 4 << 20;
+/// Sealed blobs the writer may run ahead of the uploads.
+const CHANNEL: usize = 4;
+/// How long a backup waits for garbage collection on a target to finish.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
+
+struct TargetRepo {
+    target: Arc<Target>,
+    known: HashSet<ChunkId>,
+    pack: Vec<u8>,
+    blobs: Vec<BlobEntry>,
+    packs: Vec<PackEntry>,
+    lock: Option<Lock>,
+    failed: Option<Error>,
+}
+
+/// The repositories of one backup run.
+pub struct ChunkedRun {
+    pub scope: String,
+    ctx: WriterContext,
+    repos: Vec<TargetRepo>,
+    sealed: HashSet<ChunkId>,
+}
+
+impl ChunkedRun {
+    /// Lock and read the repository on each of `live`; returns the run and the targets that
+    /// could not be opened (with why).
+    pub async fn open(
+        key: Arc<ChunkKey>,
+        recipients: &[String],
+        level: i32,
+        purpose: &str,
+        live: &[Arc<Target>],
+    ) -> Result<(ChunkedRun, Vec<(String, Error)>)> {
+        let parsed = crate::pipeline::keys::parse_recipients(recipients)?;
+        let scope = super::key::scope(recipients);
+        let opened = futures::future::join_all(live.iter().map(|t| {
+            let (scope, key) = (scope.clone(), key.clone());
+            async move {
+                let lock = match lock::acquire(t.clone(), &scope, LockKind::Shared, purpose, LOCK_WAIT).await {
+                    Ok(l) => l,
+                    Err(Refused::Busy(who)) => {
+                        return Err(crate::targets::target_error(
+                            t.name(),
+                            "lock",
+                            &lock::locks_dir(&scope),
+                            crate::error::FailureKind::Transient,
+                            format!(
+                                "garbage collection still holds the repository after {}: {who}",
+                                humantime::format_duration(LOCK_WAIT)
+                            ),
+                        ));
+                    }
+                    Err(Refused::Failed(e)) => return Err(e),
+                };
+                let read = async {
+                    repo::ensure_config(t, &scope, recipients, key.key_id()).await?;
+                    repo::load_indexes(t, &scope).await
+                };
+                match read.await {
+                    Ok(indexes) => {
+                        let known: HashSet<ChunkId> = repo::locations(&indexes).into_keys().collect();
+                        Ok(TargetRepo {
+                            target: t.clone(),
+                            known,
+                            pack: Vec::new(),
+                            blobs: Vec::new(),
+                            packs: Vec::new(),
+                            lock: Some(lock),
+                            failed: None,
+                        })
+                    }
+                    Err(e) => {
+                        lock.release().await;
+                        Err(e)
+                    }
+                }
+            }
+        }))
+        .await;
+        let mut repos = Vec::new();
+        let mut failed = Vec::new();
+        for (t, r) in live.iter().zip(opened) {
+            match r {
+                Ok(repo) => repos.push(repo),
+                Err(e) => failed.push((t.name().to_string(), e)),
+            }
+        }
+        let mut everywhere: HashSet<ChunkId> = repos.first().map(|r| r.known.clone()).unwrap_or_default();
+        for r in repos.iter().skip(1) {
+            everywhere.retain(|id| r.known.contains(id));
+        }
+        let ctx = WriterContext { key, recipients: Arc::new(parsed), level, known: Arc::new(everywhere) };
+        Ok((ChunkedRun { scope, ctx, repos, sealed: HashSet::new() }, failed))
+    }
+
+    /// Targets still in the run.
+    pub fn live(&self) -> Vec<Arc<Target>> {
+        self.repos.iter().filter(|r| r.failed.is_none()).map(|r| r.target.clone()).collect()
+    }
+
+    /// Targets dropped since the last call, with why (their lock markers removed).
+    pub async fn take_failures(&mut self) -> Vec<(String, Error)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.repos.len() {
+            if self.repos[i].failed.is_some() {
+                let mut r = self.repos.remove(i);
+                if let Some(l) = r.lock.take() {
+                    l.release().await;
+                }
+                out.push((
+                    r.target.name().to_string(),
+                    r.failed.take().unwrap_or_else(|| Error::Pipeline("failed".into())),
+                ));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Drop `target` from the run (a failed write outside the packs: a recipe).
+    pub fn fail(&mut self, target: &str, e: Error) {
+        if let Some(r) = self.repos.iter_mut().find(|r| r.target.name() == target && r.failed.is_none()) {
+            r.failed = Some(e);
+        }
+    }
+
+    /// Chunk one artifact: `produce` writes its bytes into the writer on a blocking thread.
+    ///
+    /// # Errors
+    /// When `produce` fails, or every target did.
+    pub async fn store<F>(&mut self, produce: F, progress: Progress) -> Result<Written>
+    where
+        F: FnOnce(&mut ChunkWriter) -> Result<()> + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<Sealed>(CHANNEL);
+        let writer = ChunkWriter::new(self.ctx.clone(), std::mem::take(&mut self.sealed), tx, progress);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut w = writer;
+            produce(&mut w)?;
+            w.finish().map_err(|e| Error::Pipeline(format!("chunking failed: {e}")))
+        });
+        while let Some(sealed) = rx.recv().await {
+            self.add(sealed).await;
+            if self.repos.iter().all(|r| r.failed.is_some()) {
+                break;
+            }
+        }
+        drop(rx);
+        let joined = thread.await.map_err(|e| Error::Pipeline(format!("the chunking thread failed: {e}")))?;
+        if self.repos.iter().all(|r| r.failed.is_some()) {
+            let why: Vec<String> = self
+                .repos
+                .iter()
+                .filter_map(|r| r.failed.as_ref().map(|e| format!("`{}`: {e}", r.target.name())))
+                .collect();
+            return Err(Error::Pipeline(format!("every target failed: {}", why.join("; "))));
+        }
+        let (written, sealed) = joined?;
+        self.sealed = sealed;
+        Ok(written)
+    }
+
+    async fn add(&mut self, s: Sealed) {
+        let hex_id = hex::encode(s.id);
+        for r in self.repos.iter_mut().filter(|r| r.failed.is_none()) {
+            if r.known.insert(s.id) {
+                r.blobs.push(BlobEntry(hex_id.clone(), r.pack.len() as u64, s.blob.len() as u64));
+                r.pack.extend_from_slice(&s.blob);
+            }
+        }
+        let full: Vec<usize> = (0..self.repos.len())
+            .filter(|&i| self.repos[i].failed.is_none() && self.repos[i].pack.len() >= PACK_SIZE)
+            .collect();
+        self.flush(&full).await;
+    }
+
+    /// Upload the packs of `which` repos.
+    async fn flush(&mut self, which: &[usize]) {
+        let scope = self.scope.clone();
+        let uploads =
+            self.repos.iter_mut().enumerate().filter(|(i, r)| which.contains(i) && !r.pack.is_empty()).map(|(_, r)| {
+                let scope = scope.clone();
+                async move {
+                    let data = std::mem::take(&mut r.pack);
+                    let id = blake3::hash(&data).to_hex().to_string();
+                    let size = data.len() as u64;
+                    match r.target.put_bytes(&repo::pack_key(&scope, &id), Bytes::from(data)).await {
+                        Ok(_) => r.packs.push(PackEntry { id, size, blobs: std::mem::take(&mut r.blobs) }),
+                        Err(e) => {
+                            tracing::warn!(target = %r.target.name(), error = %e, "target dropped from this backup");
+                            r.failed = Some(e);
+                        }
+                    }
+                }
+            });
+        futures::future::join_all(uploads).await;
+    }
+
+    /// Upload what is left in the packs and write each target's index of the packs this run
+    /// uploaded (named after `backup_id`). Targets that fail are dropped.
+    pub async fn commit_indexes(&mut self, backup_id: &str) {
+        let all: Vec<usize> = (0..self.repos.len()).collect();
+        self.flush(&all).await;
+        let scope = self.scope.clone();
+        let writes = self.repos.iter_mut().filter(|r| r.failed.is_none() && !r.packs.is_empty()).map(|r| {
+            let key = repo::index_key(&scope, backup_id);
+            async move {
+                let mut body = serde_json::to_vec(&repo::Index::new(std::mem::take(&mut r.packs))).unwrap_or_default();
+                body.push(b'\n');
+                if let Err(e) = r.target.put_bytes(&key, body.into()).await {
+                    r.failed = Some(e);
+                }
+            }
+        });
+        futures::future::join_all(writes).await;
+    }
+
+    /// Remove the lock markers (after the manifest is committed, or the run failed).
+    pub async fn release(&mut self) {
+        for r in &mut self.repos {
+            if let Some(l) = r.lock.take() {
+                l.release().await;
+            }
+        }
+    }
+}
