@@ -169,17 +169,22 @@ pub fn sortable(t: Timestamp) -> String {
     format!("{}.{:09}Z", t.strftime("%Y-%m-%dT%H:%M:%S"), t.subsec_nanosecond())
 }
 
-/// The default catalog location: `catalog.db` in the state directory.
-pub fn default_url() -> String {
-    let dir = if let Ok(d) = std::env::var("DRCTL_STATE_DIR") {
+/// The state directory: `$DRCTL_STATE_DIR`, else `/var/lib/drctl` as root, else
+/// `~/.local/state/drctl` (the default catalog, the files caches of chunked volume jobs).
+pub fn state_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("DRCTL_STATE_DIR") {
         PathBuf::from(d)
     } else if unsafe { libc::geteuid() } == 0 {
         PathBuf::from("/var/lib/drctl")
     } else {
         let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
         PathBuf::from(home).join(".local/state/drctl")
-    };
-    format!("sqlite://{}", dir.join("catalog.db").display())
+    }
+}
+
+/// The default catalog location: `catalog.db` in the state directory.
+pub fn default_url() -> String {
+    format!("sqlite://{}", state_dir().join("catalog.db").display())
 }
 
 impl Catalog {

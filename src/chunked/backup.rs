@@ -113,7 +113,13 @@ impl ChunkedRun {
         for r in repos.iter().skip(1) {
             everywhere.retain(|id| r.known.contains(id));
         }
-        let ctx = WriterContext { key, recipients: Arc::new(parsed), level, known: Arc::new(everywhere) };
+        let ctx = WriterContext {
+            scope: scope.clone(),
+            key,
+            recipients: Arc::new(parsed),
+            level,
+            known: Arc::new(everywhere),
+        };
         Ok((ChunkedRun { scope, ctx, repos, sealed: HashSet::new() }, failed))
     }
 

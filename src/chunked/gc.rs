@@ -47,16 +47,17 @@ pub async fn scopes(target: &Target) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Collect every scope on `target`.
-pub async fn collect(target: Arc<Target>, dry_run: bool) -> Result<Vec<GcReport>> {
+/// Collect every scope on `target`. With `dry_run`, nothing changes and the backups in `going`
+/// (what the same prune would delete) count as gone.
+pub async fn collect(target: Arc<Target>, dry_run: bool, going: &HashSet<String>) -> Result<Vec<GcReport>> {
     let mut out = Vec::new();
     for scope in scopes(&target).await? {
-        out.push(collect_scope(target.clone(), &scope, dry_run).await?);
+        out.push(collect_scope(target.clone(), &scope, dry_run, going).await?);
     }
     Ok(out)
 }
 
-async fn collect_scope(target: Arc<Target>, scope: &str, dry_run: bool) -> Result<GcReport> {
+async fn collect_scope(target: Arc<Target>, scope: &str, dry_run: bool, going: &HashSet<String>) -> Result<GcReport> {
     let mut report = GcReport { target: target.name().into(), scope: scope.into(), ..Default::default() };
     let lock = match lock::acquire(
         target.clone(),
@@ -74,17 +75,25 @@ async fn collect_scope(target: Arc<Target>, scope: &str, dry_run: bool) -> Resul
         }
         Err(Refused::Failed(e)) => return Err(e),
     };
-    let result = collect_locked(&target, scope, dry_run, &mut report).await;
+    let result = collect_locked(&target, scope, dry_run, going, &mut report).await;
     lock.release().await;
     result.map(|_| report)
 }
 
-async fn collect_locked(target: &Target, scope: &str, dry_run: bool, report: &mut GcReport) -> Result<()> {
+async fn collect_locked(
+    target: &Target,
+    scope: &str,
+    dry_run: bool,
+    going: &HashSet<String>,
+    report: &mut GcReport,
+) -> Result<()> {
     // every chunk any manifest on the target refers to
     let mut live: HashSet<ChunkId> = HashSet::new();
     for m in target.list("").await? {
-        if crate::layout::manifest_id(&m.key).is_none() {
-            continue;
+        match crate::layout::manifest_id(&m.key) {
+            None => continue,
+            Some(id) if dry_run && going.contains(id) => continue,
+            Some(_) => {}
         }
         let data = target.get_bytes(&m.key).await?;
         let manifest = match Manifest::from_json(&m.key, &data) {

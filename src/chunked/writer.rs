@@ -23,6 +23,8 @@ pub struct Sealed {
 /// What the writer needs to know of the repository.
 #[derive(Clone)]
 pub struct WriterContext {
+    /// The repository scope (see [`super::key::scope`]).
+    pub scope: String,
     pub key: Arc<ChunkKey>,
     pub recipients: Arc<Vec<age::x25519::Recipient>>,
     pub level: i32,
@@ -68,6 +70,11 @@ impl ChunkWriter {
             sealed_bytes: 0,
             progress,
         }
+    }
+
+    /// The repository scope the chunks go to.
+    pub fn scope(&self) -> &str {
+        &self.ctx.scope
     }
 
     /// Whether every live target has chunk `id` (or this run stored it).

@@ -68,6 +68,18 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
                     u.key
                 );
             }
+            for c in &p.chunks {
+                if c.skipped.is_none() {
+                    println!(
+                        "  {}  {} pack(s) of chunk repository `{}` that no backup refers to ({}; {} pack(s) kept)",
+                        if args.dry_run { "delete " } else { "deleted" },
+                        c.packs_deleted.len(),
+                        c.scope,
+                        crate::units::bytes(c.bytes_freed),
+                        c.packs_kept
+                    );
+                }
+            }
             for b in &p.suspicious {
                 println!("  note     {}  looks suspicious: {}", b.backup_id, b.reason);
             }

@@ -67,6 +67,10 @@ pub struct TargetPlan {
     /// Physical PostgreSQL jobs: archived WAL past `wal.keep` that no kept base backup needs
     /// (see `jobs::postgres::physical::retention`), deleted unless --dry-run. (Added, issue 16.)
     pub wal: Vec<String>,
+    /// Garbage collection of the target's chunk repositories (`storage = "chunked"`), on the
+    /// first plan of each target only. (Added, issue 17.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<crate::chunked::gc::GcReport>,
 }
 
 /// An object prune may not delete yet.
@@ -116,6 +120,7 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
                 warnings: vec![],
                 suspicious: vec![],
                 wal: vec![],
+                chunks: vec![],
             };
             if let Some(p) = problems.iter().find(|p| &p.target == target_name && p.kind == ProblemKind::Unlisted) {
                 plan.errors.push(format!("{}: nothing of job `{job_name}` is deleted on any target", p.message));
@@ -298,7 +303,44 @@ pub async fn prune(engine: &Engine, job: Option<&str>, dry_run: bool) -> Result<
             out.push(plan);
         }
     }
+    collect_chunks(engine, &mut out, dry_run).await;
     Ok(out)
+}
+
+/// Garbage collection of the chunk repositories (`storage = "chunked"`) on every target pruned,
+/// once per target, after its backups were pruned; the report goes on that target's first plan.
+/// Runs without the identity; see [`crate::chunked::gc`].
+async fn collect_chunks(engine: &Engine, plans: &mut [TargetPlan], dry_run: bool) {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    for i in 0..plans.len() {
+        let name = plans[i].target.clone();
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        // a target prune could not work on is left alone here too
+        if plans.iter().any(|p| p.target == name && !p.errors.is_empty()) {
+            continue;
+        }
+        let Ok(target) = engine.target(&name) else { continue };
+        let going: std::collections::HashSet<String> = plans
+            .iter()
+            .filter(|p| p.target == name)
+            .flat_map(|p| p.decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()))
+            .collect();
+        match crate::chunked::gc::collect(target, dry_run, &going).await {
+            Ok(reports) => {
+                for r in &reports {
+                    if let Some(why) = &r.skipped {
+                        plans[i]
+                            .warnings
+                            .push(format!("chunk repository `{}`: garbage collection skipped: {why}", r.scope));
+                    }
+                }
+                plans[i].chunks = reports;
+            }
+            Err(e) => plans[i].errors.push(format!("garbage collection of the chunk repositories failed: {e}")),
+        }
+    }
 }
 
 /// `wal.keep` of a physical PostgreSQL job; `None` for every other job.

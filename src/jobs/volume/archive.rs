@@ -34,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use super::exclude::Excludes;
+use super::files_cache::{self, FilesCache};
 
 const BLOCK: u64 = 512;
 const READ_BUF: usize = 256 * 1024;
@@ -100,6 +101,33 @@ pub struct Totals {
     pub skipped: u64,
     /// Entries left out by `exclude` (a directory counts once, whatever it held).
     pub excluded: u64,
+}
+
+impl Totals {
+    /// What was counted since `before`.
+    pub fn since(&self, before: &Totals) -> Totals {
+        Totals {
+            file_count: self.file_count - before.file_count,
+            dir_count: self.dir_count - before.dir_count,
+            symlink_count: self.symlink_count - before.symlink_count,
+            hardlink_count: self.hardlink_count - before.hardlink_count,
+            special_count: self.special_count - before.special_count,
+            total_bytes: self.total_bytes - before.total_bytes,
+            skipped: self.skipped - before.skipped,
+            excluded: self.excluded - before.excluded,
+        }
+    }
+
+    pub fn add(&mut self, d: &Totals) {
+        self.file_count += d.file_count;
+        self.dir_count += d.dir_count;
+        self.symlink_count += d.symlink_count;
+        self.hardlink_count += d.hardlink_count;
+        self.special_count += d.special_count;
+        self.total_bytes += d.total_bytes;
+        self.skipped += d.skipped;
+        self.excluded += d.excluded;
+    }
 }
 
 /// Why a walk stopped.
@@ -324,14 +352,59 @@ pub(super) fn display_bytes(b: &[u8]) -> (String, Option<String>) {
 
 // ---------------------------------------------------------------- the walk
 
+/// Where the archive goes, as the walk sees it: a plain byte sink (stream storage), or the
+/// chunk writer of chunked storage, which can be cut at a run boundary and can take the chunks
+/// of an unchanged run instead of its bytes (see [`super::files_cache`]).
+pub trait ArchiveSink: Write {
+    /// The chunk writer, when the archive is chunked.
+    fn chunks(&mut self) -> Option<&mut crate::chunked::ChunkWriter> {
+        None
+    }
+}
+
+impl ArchiveSink for Vec<u8> {}
+
+impl ArchiveSink for &mut crate::chunked::ChunkWriter {
+    fn chunks(&mut self) -> Option<&mut crate::chunked::ChunkWriter> {
+        Some(self)
+    }
+}
+
 /// Archive the tree at `root` (a directory; resolved by the caller) into `out`, list every entry
 /// into `list`. Returns the totals and both writers, finished.
-pub fn write_tree<W: Write, L: Write>(
+pub fn write_tree<W: ArchiveSink, L: Write>(
     root: &Path,
     excludes: &Excludes,
     out: W,
     list: L,
 ) -> Result<(Totals, W, L), WalkError> {
+    let (totals, out, list, _) = walk(root, excludes, out, list, None)?;
+    Ok((totals, out, list))
+}
+
+/// [`write_tree`] into chunked storage with a files cache: runs whose fingerprint is in `old`
+/// (and whose chunks every target holds) are not read. Returns the cache for the next backup,
+/// and how many runs were reused and read.
+pub fn write_tree_cached<L: Write>(
+    root: &Path,
+    excludes: &Excludes,
+    out: &mut crate::chunked::ChunkWriter,
+    list: L,
+    old: FilesCache,
+) -> Result<(Totals, L, FilesCache, (u64, u64)), WalkError> {
+    let (totals, _, list, cache) = walk(root, excludes, out, list, Some(old))?;
+    let cache = cache.unwrap_or_else(|| CacheState::new(FilesCache::empty()));
+    let counts = (cache.hits, cache.misses);
+    Ok((totals, list, cache.new, counts))
+}
+
+fn walk<W: ArchiveSink, L: Write>(
+    root: &Path,
+    excludes: &Excludes,
+    out: W,
+    list: L,
+    cache: Option<FilesCache>,
+) -> Result<(Totals, W, L, Option<CacheState>), WalkError> {
     let list = ListWriter::new(list).map_err(WalkError::List)?;
     let mut w = Walker {
         root,
@@ -341,6 +414,11 @@ pub fn write_tree<W: Write, L: Write>(
         links: HashMap::new(),
         names: NameCache::default(),
         buf: vec![0u8; READ_BUF],
+        run: Vec::new(),
+        run_bytes: 0,
+        cache: cache.map(CacheState::new),
+        recording: None,
+        clean: true,
     };
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -348,8 +426,15 @@ pub fn write_tree<W: Write, L: Write>(
     };
     let meta = std::fs::metadata(root).map_err(read_err(root))?;
     let children = list_dir(root).map_err(read_err(root))?;
-    w.entry(Path::new("."), b"./", EntryType::Directory, &meta, 0, None, None, "dir", None)?;
-    w.totals.dir_count += 1;
+    w.push(Pending::Entry {
+        rel: PathBuf::from("."),
+        stored: b"./".to_vec(),
+        kind: EntryType::Directory,
+        meta,
+        link: None,
+        device: None,
+        label: "dir",
+    })?;
 
     let mut stack: Vec<(PathBuf, std::vec::IntoIter<OsString>)> = vec![(PathBuf::new(), children.into_iter())];
     while let Some(top) = stack.last_mut() {
@@ -372,7 +457,7 @@ pub fn write_tree<W: Write, L: Write>(
             w.totals.excluded += 1;
             continue;
         }
-        let bytes = rel.as_os_str().as_bytes();
+        let bytes = rel.as_os_str().as_bytes().to_vec();
         if ft.is_dir() {
             let children = match list_dir(&abs) {
                 Ok(c) => c,
@@ -382,13 +467,20 @@ pub fn write_tree<W: Write, L: Write>(
                 }
                 Err(e) => return Err(WalkError::Read { path: abs, source: e }),
             };
-            let mut stored = bytes.to_vec();
+            let mut stored = bytes;
             stored.push(b'/');
-            w.entry(&rel, &stored, EntryType::Directory, &meta, 0, None, None, "dir", None)?;
-            w.totals.dir_count += 1;
+            w.push(Pending::Entry {
+                rel: rel.clone(),
+                stored,
+                kind: EntryType::Directory,
+                meta,
+                link: None,
+                device: None,
+                label: "dir",
+            })?;
             stack.push((rel, children.into_iter()));
         } else if ft.is_file() {
-            w.file(&rel, &abs)?;
+            w.push(Pending::File { rel, abs, meta })?;
         } else if ft.is_symlink() {
             let target = match std::fs::read_link(&abs) {
                 Ok(t) => t,
@@ -398,9 +490,16 @@ pub fn write_tree<W: Write, L: Write>(
                 }
                 Err(e) => return Err(WalkError::Read { path: abs, source: e }),
             };
-            let target = target.as_os_str().as_bytes();
-            w.entry(&rel, bytes, EntryType::Symlink, &meta, 0, Some(target), None, "symlink", None)?;
-            w.totals.symlink_count += 1;
+            let link = Some(target.as_os_str().as_bytes().to_vec());
+            w.push(Pending::Entry {
+                rel,
+                stored: bytes,
+                kind: EntryType::Symlink,
+                meta,
+                link,
+                device: None,
+                label: "symlink",
+            })?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let (kind, label) = if ft.is_fifo() {
                 (EntryType::Fifo, "fifo")
@@ -409,18 +508,68 @@ pub fn write_tree<W: Write, L: Write>(
             } else {
                 (EntryType::Block, "block")
             };
-            let dev = (!ft.is_fifo()).then(|| split_dev(meta.rdev()));
-            w.entry(&rel, bytes, kind, &meta, 0, None, dev, label, None)?;
-            w.totals.special_count += 1;
+            let device = (!ft.is_fifo()).then(|| split_dev(meta.rdev()));
+            w.push(Pending::Entry { rel, stored: bytes, kind, meta, link: None, device, label })?;
         } else {
             tracing::warn!(path = %abs.display(), "skipping a socket: sockets cannot be archived");
             w.totals.skipped += 1;
         }
     }
-    let Walker { tar, list, totals, .. } = w;
+    w.flush_run()?;
+    let Walker { tar, list, totals, cache, .. } = w;
     let out = tar.finish().map_err(WalkError::Write)?;
     let list = list.finish().map_err(WalkError::List)?;
-    Ok((totals, out, list))
+    Ok((totals, out, list, cache))
+}
+
+/// An entry listed but not written yet (chunked storage gathers a run before deciding whether
+/// to read it; stream storage writes each at once).
+enum Pending {
+    Entry {
+        rel: PathBuf,
+        stored: Vec<u8>,
+        kind: EntryType,
+        meta: Metadata,
+        link: Option<Vec<u8>>,
+        device: Option<(u32, u32)>,
+        label: &'static str,
+    },
+    File {
+        rel: PathBuf,
+        abs: PathBuf,
+        /// As `lstat` saw it when listed.
+        meta: Metadata,
+    },
+}
+
+impl Pending {
+    fn meta(&self) -> &Metadata {
+        match self {
+            Pending::Entry { meta, .. } | Pending::File { meta, .. } => meta,
+        }
+    }
+
+    fn stored(&self) -> &[u8] {
+        match self {
+            Pending::Entry { stored, .. } => stored,
+            Pending::File { rel, .. } => rel.as_os_str().as_bytes(),
+        }
+    }
+}
+
+/// The files cache during a chunked walk.
+pub struct CacheState {
+    old: FilesCache,
+    new: FilesCache,
+    started: std::time::SystemTime,
+    hits: u64,
+    misses: u64,
+}
+
+impl CacheState {
+    fn new(old: FilesCache) -> CacheState {
+        CacheState { old, new: FilesCache::empty(), started: std::time::SystemTime::now(), hits: 0, misses: 0 }
+    }
 }
 
 /// Names of a directory's entries, in byte order.
@@ -437,7 +586,7 @@ fn split_dev(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
 }
 
-struct Walker<'a, W: Write, L: Write> {
+struct Walker<'a, W: ArchiveSink, L: Write> {
     root: &'a Path,
     tar: TarWriter<W>,
     list: ListWriter<L>,
@@ -446,12 +595,169 @@ struct Walker<'a, W: Write, L: Write> {
     links: HashMap<(u64, u64), (Vec<u8>, String)>,
     names: NameCache,
     buf: Vec<u8>,
+    /// The run being gathered (chunked storage only).
+    run: Vec<Pending>,
+    run_bytes: u64,
+    cache: Option<CacheState>,
+    /// File-list entries written while a run is read, for the cache.
+    recording: Option<Vec<FileEntry>>,
+    /// Whether the run being read matches what was listed (nothing vanished or changed).
+    clean: bool,
 }
 
-impl<W: Write, L: Write> Walker<'_, W, L> {
+impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
     fn vanished(&mut self, rel: &Path) {
         tracing::warn!(path = %self.root.join(rel).display(), "skipped: it vanished while the backup ran");
         self.totals.skipped += 1;
+        self.clean = false;
+    }
+
+    /// Write an entry now (stream storage), or add it to the run (chunked storage).
+    fn push(&mut self, p: Pending) -> Result<(), WalkError> {
+        if self.cache.is_none() {
+            return self.write_pending(p);
+        }
+        let size = if p.meta().file_type().is_file() { p.meta().size() } else { 0 };
+        if size >= files_cache::BIG_FILE {
+            self.flush_run()?;
+            self.run.push(p);
+            return self.flush_run();
+        }
+        let boundary = blake3::hash(p.stored()).as_bytes()[0] % files_cache::RUN_BOUNDARY == 0;
+        self.run_bytes += size + BLOCK;
+        self.run.push(p);
+        if boundary || self.run.len() >= files_cache::RUN_ENTRIES || self.run_bytes >= files_cache::RUN_BYTES {
+            self.flush_run()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self, p: Pending) -> Result<(), WalkError> {
+        match p {
+            Pending::Entry { rel, stored, kind, meta, link, device, label } => {
+                self.entry(&rel, &stored, kind, &meta, 0, link.as_deref(), device, label, None)?;
+                match kind {
+                    EntryType::Directory => self.totals.dir_count += 1,
+                    EntryType::Symlink => self.totals.symlink_count += 1,
+                    _ => self.totals.special_count += 1,
+                }
+                Ok(())
+            }
+            Pending::File { rel, abs, meta } => self.file(&rel, &abs, Some(&meta)),
+        }
+    }
+
+    /// The run's fingerprint: everything its tar headers hold and its files' identities.
+    fn fingerprint(&mut self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b"drctl files cache run v1");
+        let run = std::mem::take(&mut self.run);
+        for p in &run {
+            let m = p.meta();
+            let stored = p.stored();
+            h.update(&(stored.len() as u64).to_le_bytes());
+            h.update(stored);
+            for v in [
+                u64::from(m.mode()),
+                u64::from(m.uid()),
+                u64::from(m.gid()),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.ctime() as u64,
+                m.ctime_nsec() as u64,
+                m.size(),
+                m.dev(),
+                m.ino(),
+                m.nlink().min(2),
+                m.rdev(),
+            ] {
+                h.update(&v.to_le_bytes());
+            }
+            let names = (self.names.user(m.uid()), self.names.group(m.gid()));
+            h.update(format!("{names:?}").as_bytes());
+            if let Pending::Entry { link: Some(l), .. } = p {
+                h.update(&(l.len() as u64).to_le_bytes());
+                h.update(l);
+            }
+            if m.nlink() > 1
+                && let Some((first, _)) = self.links.get(&(m.dev(), m.ino()))
+            {
+                h.update(b"link:");
+                h.update(first);
+            }
+        }
+        self.run = run;
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Chunked storage: reuse the run's chunks if the cache knows it and every target holds
+    /// them, else read it and cache it if it was read cleanly.
+    fn flush_run(&mut self) -> Result<(), WalkError> {
+        if self.run.is_empty() || self.cache.is_none() {
+            return Ok(());
+        }
+        let fp = self.fingerprint();
+        let run = std::mem::take(&mut self.run);
+        self.run_bytes = 0;
+        let cached = self.cache.as_ref().and_then(|c| c.old.runs.get(&fp)).cloned();
+        if let Some(hit) = cached
+            && hit.entries.len() == run.len()
+            && let Some(refs) = hit.chunks.iter().map(step_ref).collect::<Option<Vec<_>>>()
+            && let Some(chunks) = self.tar.data().chunks()
+            && refs.iter().all(|r| chunks.has(&r.id))
+        {
+            chunks.cut().map_err(WalkError::Write)?;
+            chunks.reuse(&refs);
+            for (p, e) in run.iter().zip(&hit.entries) {
+                let m = p.meta();
+                if m.file_type().is_file() && m.nlink() > 1 && e.kind == "file" {
+                    let sha = e.sha256.clone().unwrap_or_default();
+                    self.links.entry((m.dev(), m.ino())).or_insert_with(|| (p.stored().to_vec(), sha));
+                }
+                self.list.push(e).map_err(WalkError::List)?;
+            }
+            self.totals.add(&hit.totals);
+            if let Some(c) = self.cache.as_mut() {
+                c.hits += 1;
+                c.new.runs.insert(fp, hit);
+            }
+            return Ok(());
+        }
+        let before = self.totals.clone();
+        let started = self.cache.as_ref().map(|c| c.started).unwrap_or_else(std::time::SystemTime::now);
+        let racy = run.iter().any(|p| {
+            let m = p.meta();
+            let ctime = std::time::UNIX_EPOCH
+                + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32);
+            ctime + files_cache::RACY > started
+        });
+        let n = run.len();
+        self.recording = Some(Vec::with_capacity(n));
+        self.clean = true;
+        for p in run {
+            self.write_pending(p)?;
+        }
+        let entries = self.recording.take().unwrap_or_default();
+        let chunks = match self.tar.data().chunks() {
+            Some(c) => c.cut().map_err(WalkError::Write)?.iter().map(|r| r.step()).collect(),
+            None => Vec::new(),
+        };
+        let clean = self.clean && !racy && entries.len() == n;
+        if let Some(c) = self.cache.as_mut() {
+            c.misses += 1;
+            if clean {
+                c.new.runs.insert(fp, files_cache::Run { chunks, entries, totals: self.totals.since(&before) });
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a file-list line (and record it for the files cache).
+    fn list_entry(&mut self, e: &FileEntry) -> Result<(), WalkError> {
+        if let Some(r) = self.recording.as_mut() {
+            r.push(e.clone());
+        }
+        self.list.push(e).map_err(WalkError::List)
     }
 
     /// Write a header (no data) and its file-list line.
@@ -501,10 +807,12 @@ impl<W: Write, L: Write> Walker<'_, W, L> {
             sha256,
             target: link.map(|l| display_bytes(l).0),
         };
-        self.list.push(&entry).map_err(WalkError::List)
+        self.list_entry(&entry)
     }
 
-    fn file(&mut self, rel: &Path, abs: &Path) -> Result<(), WalkError> {
+    /// A regular file; `listed` is what `lstat` said when the walk listed it (the run's
+    /// fingerprint): a file that differs when opened keeps its run out of the files cache.
+    fn file(&mut self, rel: &Path, abs: &Path, listed: Option<&Metadata>) -> Result<(), WalkError> {
         let read_err = |source| WalkError::Read { path: abs.to_path_buf(), source };
         // O_NOFOLLOW: a file swapped for a symlink is never followed; O_NONBLOCK: nor does a file
         // swapped for a fifo block the walk (no effect on regular files)
@@ -526,6 +834,20 @@ impl<W: Write, L: Write> Walker<'_, W, L> {
                 path: abs.to_path_buf(),
                 what: "was replaced by something other than a regular file while the backup ran".into(),
             });
+        }
+        if let Some(l) = listed
+            && (l.ino(), l.dev(), l.size(), l.mtime(), l.mtime_nsec(), l.ctime(), l.ctime_nsec())
+                != (
+                    meta.ino(),
+                    meta.dev(),
+                    meta.size(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    meta.ctime(),
+                    meta.ctime_nsec(),
+                )
+        {
+            self.clean = false;
         }
         let stored = rel.as_os_str().as_bytes();
         let key = (meta.dev(), meta.ino());
@@ -576,21 +898,19 @@ impl<W: Write, L: Write> Walker<'_, W, L> {
             self.links.insert(key, (stored.to_vec(), sha.clone()));
         }
         let (path, path_hex) = display_bytes(stored);
-        self.list
-            .push(&FileEntry {
-                path,
-                path_hex,
-                kind: "file".into(),
-                size,
-                mode: format!("{:04o}", meta.mode() & 0o7777),
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mtime: meta.mtime(),
-                mtime_nsec: meta.mtime_nsec() as u32,
-                sha256: Some(sha),
-                target: None,
-            })
-            .map_err(WalkError::List)?;
+        self.list_entry(&FileEntry {
+            path,
+            path_hex,
+            kind: "file".into(),
+            size,
+            mode: format!("{:04o}", meta.mode() & 0o7777),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec() as u32,
+            sha256: Some(sha),
+            target: None,
+        })?;
         self.totals.file_count += 1;
         self.totals.total_bytes += size;
         Ok(())
@@ -700,6 +1020,14 @@ fn lookup(id: u32, user: bool) -> Option<String> {
         }
     };
     Some(name)
+}
+
+/// A cached chunk as the writer takes it.
+fn step_ref(s: &crate::chunked::recipe::Step) -> Option<crate::chunked::recipe::ChunkRef> {
+    let id = crate::chunked::repo::parse_id(&s.0)?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&s.1, &mut hash).ok()?;
+    Some(crate::chunked::recipe::ChunkRef { id, hash, len: s.2 })
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub use config::VolumeJob;
 mod archive;
 mod exclude;
 pub(crate) mod extract;
+mod files_cache;
 pub(crate) mod place;
 mod pvc;
 mod restream;
@@ -231,6 +232,8 @@ pub struct BackupSession {
     /// `open` was called: the backup touched the source, `after` hooks are due.
     started: bool,
     walked: Arc<Mutex<Option<Walked>>>,
+    /// The files cache a chunked walk built, saved once the backup committed.
+    files_cache: Arc<Mutex<Option<(PathBuf, files_cache::FilesCache)>>>,
     totals: Option<Totals>,
     root: Option<PathBuf>,
 }
@@ -257,6 +260,7 @@ impl BackupSession {
             excludes: Arc::new(excludes),
             started: false,
             walked: Arc::default(),
+            files_cache: Arc::default(),
             totals: None,
             root: None,
         })
@@ -277,16 +281,47 @@ impl BackupSession {
         }
     }
 
-    /// Open an artifact for chunked storage.
+    /// Open an artifact for chunked storage. The tree of a host path or Docker volume is walked
+    /// straight into the chunk writer with the files cache (see [`files_cache`]); a PVC's tree
+    /// and the file list go as byte streams.
     pub async fn open_chunked(&mut self, artifact: &ArtifactPlan) -> Result<crate::jobs::ChunkSource> {
-        Ok(crate::jobs::ChunkSource::Stream(self.open(artifact).await?))
+        use crate::jobs::ChunkSource;
+        if artifact.format != FORMAT_TAR || matches!(self.source, Source::Pvc(_)) {
+            return Ok(ChunkSource::Stream(self.open(artifact).await?));
+        }
+        self.before_hooks().await?;
+        let root = check_root(&self.job, self.source.root())?;
+        self.root = Some(root.clone());
+        let list = spool(&self.job)?;
+        let excludes = self.excludes.clone();
+        let walked = self.walked.clone();
+        let cache_out = self.files_cache.clone();
+        let job = self.job.clone();
+        let produce: crate::jobs::ChunkProducer = Box::new(move |w: &mut crate::chunked::ChunkWriter| {
+            let path = files_cache::path(&job, w.scope());
+            let old = files_cache::load(&path);
+            let list = std::io::BufWriter::new(list);
+            let (totals, list, cache, (reused, read)) =
+                archive::write_tree_cached(&root, &excludes, w, list, old).map_err(|e| walk_error(&job, e))?;
+            let list = list.into_inner().map_err(|e| walk_error(&job, archive::WalkError::List(e.into_error())))?;
+            tracing::info!(job = %job, runs_reused = reused, runs_read = read, "files cache");
+            if let Ok(mut slot) = walked.lock() {
+                *slot = Some(Walked { totals, list });
+            }
+            if let Ok(mut slot) = cache_out.lock() {
+                *slot = Some((path, cache));
+            }
+            Ok(())
+        });
+        Ok(ChunkSource::Producer { produce, completion: Box::pin(async { Ok(()) }) })
     }
 
     fn hook_env(&self) -> [(&'static str, String); 2] {
         [("DRCTL_JOB", self.job.clone()), ("DRCTL_VOLUME_PATH", self.source.root().display().to_string())]
     }
 
-    async fn open_data(&mut self) -> Result<SourceStream> {
+    /// Run the `before` hooks (the backup has started: `after` hooks are due from here on).
+    async fn before_hooks(&mut self) -> Result<()> {
         self.started = true;
         let env = self.hook_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -300,6 +335,11 @@ impl BackupSession {
                 ));
             }
         }
+        Ok(())
+    }
+
+    async fn open_data(&mut self) -> Result<SourceStream> {
+        self.before_hooks().await?;
         if let Source::Pvc(p) = &self.source {
             let p = p.clone();
             return self.open_pvc_data(p).await;
@@ -453,6 +493,15 @@ impl BackupSession {
         if !self.started {
             return;
         }
+        let cache = self.files_cache.lock().ok().and_then(|mut c| c.take());
+        if committed && let Some((path, cache)) = cache {
+            let job = self.job.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || files_cache::save(&path, &cache).map_err(|e| (path, e))).await;
+            if let Ok(Err((path, e))) = saved {
+                tracing::warn!(job = %job, path = %path.display(), error = %e, "could not save the files cache: the next backup reads every file");
+            }
+        }
         let env = self.hook_env();
         let status = if committed { "committed" } else { "failed" };
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -534,6 +583,8 @@ impl ChunkWriter {
         self.send()
     }
 }
+
+impl archive::ArchiveSink for ChunkWriter {}
 
 impl Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
