@@ -623,7 +623,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
             self.run.push(p);
             return self.flush_run();
         }
-        let boundary = blake3::hash(p.stored()).as_bytes()[0] % files_cache::RUN_BOUNDARY == 0;
+        let boundary = blake3::hash(p.stored()).as_bytes()[0].is_multiple_of(files_cache::RUN_BOUNDARY);
         self.run_bytes += size + BLOCK;
         self.run.push(p);
         if boundary || self.run.len() >= files_cache::RUN_ENTRIES || self.run_bytes >= files_cache::RUN_BYTES {
