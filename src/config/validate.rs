@@ -203,6 +203,18 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                     Some("use `storage = \"stream\"` (the default) for this job".into()),
                 );
             }
+            for t in &job.common.targets {
+                if let Some(crate::targets::TargetKind::S3(s3)) = config.targets.get(t).map(|c| &c.kind)
+                    && s3.object_lock.is_some()
+                {
+                    p.error(
+                        src,
+                        &at("storage"),
+                        format!("target `{t}` uses `object_lock`, which chunked storage does not support yet (a backup could refer to packs whose lock ends before its own)"),
+                        Some("use `storage = \"stream\"` for jobs on Object Lock targets".into()),
+                    );
+                }
+            }
             if config.encryption.chunk_key_file.is_none() {
                 p.error(
                     src,

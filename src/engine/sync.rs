@@ -88,6 +88,19 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
                 if f.targets.contains(to) {
                     continue;
                 }
+                if f.manifest.artifacts.iter().any(|a| a.chunked.is_some()) {
+                    // copying packs between repositories is not built yet: copying the recipe
+                    // alone would commit a backup whose chunks are not there
+                    report.skipped.push(SyncSkip {
+                        job: job_name.clone(),
+                        backup_id: f.manifest.backup_id.clone(),
+                        to: to.clone(),
+                        reason: format!(
+                            "chunked backups are not copied between targets yet: run `drctl run {job_name}` to store a fresh copy on `{to}` (chunks it already holds are not uploaded again)"
+                        ),
+                    });
+                    continue;
+                }
                 match keeps.get(to) {
                     Some(Ok(keep)) if !keep.contains(&f.manifest.backup_id) => {
                         report.skipped.push(SyncSkip {

@@ -725,11 +725,12 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
         }
         let before = self.totals.clone();
         let started = self.cache.as_ref().map(|c| c.started).unwrap_or_else(std::time::SystemTime::now);
+        let window = files_cache::racy_window();
         let racy = run.iter().any(|p| {
             let m = p.meta();
             let ctime = std::time::UNIX_EPOCH
                 + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32);
-            ctime + files_cache::RACY > started
+            files_cache::is_racy(ctime, started, window)
         });
         let n = run.len();
         self.recording = Some(Vec::with_capacity(n));

@@ -34,8 +34,24 @@ pub const RUN_ENTRIES: usize = 1000;
 pub const RUN_BYTES: u64 = 4 << 20;
 /// One path in this many ends a run (content-defined run boundaries).
 pub const RUN_BOUNDARY: u8 = 32;
-/// How close to the start of the walk a ctime keeps a run out of the cache.
-pub const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How close to the start of the walk a ctime keeps a run out of the cache (file systems stamp
+/// times from a coarse clock: a write in the same tick as the `lstat` leaves them unchanged).
+/// `DRCTL_FILES_CACHE_RACY_MS` overrides it (tests, which make their trees just before).
+pub const RACY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`RACY`], or its override.
+pub fn racy_window() -> std::time::Duration {
+    std::env::var("DRCTL_FILES_CACHE_RACY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(RACY)
+}
+
+/// Whether a ctime is too close to (or after) the start of the walk to trust.
+pub fn is_racy(ctime: std::time::SystemTime, walk_started: std::time::SystemTime, window: std::time::Duration) -> bool {
+    ctime + window >= walk_started
+}
 
 /// One cached run: its chunks and what the walk recorded for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,4 +113,21 @@ pub fn save(path: &Path, cache: &FilesCache) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn recent_ctimes_are_racy() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let w = Duration::from_secs(1);
+        assert!(super::is_racy(start, start, w));
+        assert!(super::is_racy(start - Duration::from_millis(999), start, w));
+        assert!(super::is_racy(start + Duration::from_secs(5), start, w), "a ctime after the start");
+        assert!(!super::is_racy(start - Duration::from_millis(1001), start, w));
+        assert!(super::is_racy(start, start, Duration::ZERO), "the same instant is never trusted");
+        assert!(!super::is_racy(start - Duration::from_nanos(1), start, Duration::ZERO));
+    }
 }

@@ -1,0 +1,327 @@
+//! End to end: `storage = "chunked"` volume jobs with the real binary against the fs target, the
+//! test S3 server and the test SFTP server: round trips, deduplication and the files cache over
+//! several runs, a target added later, a backup host without the age identity (backup, prune and
+//! check), garbage collection and its lock markers, a damaged pack, and interop: the stored tree
+//! rebuilt from the target with nothing but the `age` and `zstd` CLIs is one GNU tar extracts.
+
+mod common;
+#[path = "common/tree.rs"]
+mod tree;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use tree::{EXCLUDE, Extras, LinkCounts, assert_same_tree, diff_r, noise, sh, write};
+
+/// A tree with every kind of entry (tests/common/tree.rs), a 12 MB file and 400 small ones.
+fn build_tree(root: &Path) {
+    tree::build_tree(
+        root,
+        &Extras {
+            big: ("big/twelve.bin", 12 * 1024 * 1024),
+            more: &|root| {
+                for i in 0..400 {
+                    write(root, &format!("many/f{i:03}.txt"), format!("small file {i}\n").as_bytes());
+                }
+            },
+            older: &[],
+        },
+    );
+}
+
+struct Setup {
+    s: Scratch,
+    src: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let s = Scratch::new();
+        let out = run(drctl_bare().args(["keygen", "--chunk-key"]).arg(s.path("chunk.key")));
+        assert_eq!(out.code, 0, "{out:?}");
+        let src = s.path("src");
+        build_tree(&src);
+        Setup { s, src }
+    }
+
+    /// The config: the scratch head with the chunk key, `extra_targets` (TOML), and the job
+    /// writing to `targets`. `identity` false: a backup host that holds only the recipients.
+    fn config(&self, extra_targets: &str, targets: &[&str], identity: bool) {
+        let mut head = self.s.head().replace(
+            "identity_file = ",
+            &format!("chunk_key_file = \"{}\"\nidentity_file = ", self.s.path("chunk.key").display()),
+        );
+        if !identity {
+            head = head.lines().filter(|l| !l.starts_with("identity_file")).collect::<Vec<_>>().join("\n") + "\n";
+        }
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        self.s.write_config(&format!(
+            "{head}{extra_targets}[jobs.vol]\nkind = \"volume\"\nstorage = \"chunked\"\ntargets = [{}]\npath = \"{}\"\n{EXCLUDE}\n",
+            targets.join(", "),
+            self.src.display()
+        ));
+    }
+
+    fn drctl(&self) -> Command {
+        let mut c = self.s.drctl();
+        c.env("DRCTL_STATE_DIR", self.s.path("state")).env("DRCTL_FILES_CACHE_RACY_MS", "0");
+        c
+    }
+
+    /// `drctl -v run vol`: the backup id and how many runs of the tree were read.
+    fn backup(&self) -> (String, u64) {
+        let r = run(self.drctl().args(["-v", "run", "vol"]));
+        assert_eq!(r.code, 0, "{r:?}");
+        let read = r
+            .stderr
+            .lines()
+            .find_map(|l| l.split("runs_read=").nth(1))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no files cache line in {r:?}"));
+        (r.stdout.trim().to_string(), read)
+    }
+
+    fn manifest(&self, id: &str) -> serde_json::Value {
+        let f = self.s.fs_files().into_iter().find(|f| f.ends_with(&format!("{id}.manifest.json"))).unwrap();
+        serde_json::from_slice(&std::fs::read(self.s.path("backups").join(f)).unwrap()).unwrap()
+    }
+
+    fn packs(&self) -> Vec<String> {
+        self.s.fs_files().into_iter().filter(|f| f.ends_with(".pack")).collect()
+    }
+
+    fn restore(&self, extra: &[&str], dst: &Path) -> Ran {
+        run(self.drctl().args(["restore", "vol", "--latest", "--to-dir"]).arg(dst).args(extra))
+    }
+}
+
+/// Stored bytes a backup added (recipes and new blobs).
+fn added(m: &serde_json::Value) -> u64 {
+    m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["stored"]["size"].as_u64().unwrap() + a["chunked"]["added_bytes"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn chunked_round_trip_dedups_reads_only_changes_and_fills_a_new_target() {
+    let t = Setup::new();
+    t.config("", &["local"], true);
+    let (first, read1) = t.backup();
+    assert!(read1 > 0);
+    let m1 = t.manifest(&first);
+    assert_eq!(m1["version"], 2, "an older drctl must refuse a chunked manifest");
+    let data = m1["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "data").unwrap().clone();
+    assert!(data["key"].as_str().unwrap().ends_with(".data.tar.recipe.zst.age"), "{data}");
+    assert!(added(&m1) > 12_000_000, "the first backup stores the big file: {}", added(&m1));
+    let text = serde_json::to_string(&m1).unwrap();
+    assert!(!text.contains("twelve.bin") && !text.contains("f001.txt"), "no file name in the plaintext manifest");
+
+    // unchanged: nothing read, (almost) nothing stored
+    let (second, read2) = t.backup();
+    assert_eq!(read2, 0, "an unchanged tree is not read again");
+    let m2 = t.manifest(&second);
+    assert!(added(&m2) < 64 * 1024, "unchanged tree added {} bytes", added(&m2));
+    let list = run(t.drctl().args(["list", "--json", "vol"]));
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows[0]["stored_bytes"].as_u64(), Some(added(&m2)), "list shows the bytes each backup added");
+
+    // one small file changed: only its run is read again
+    write(&t.src, "many/f123.txt", b"changed\n");
+    let (_, read3) = t.backup();
+    assert!((1..=3).contains(&read3), "{read3} runs read for one changed file");
+    let dst = t.s.path("restored");
+    let r = t.restore(&[], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+
+    // a target added later holds nothing yet: the files cache must not skip what it lacks
+    t.config(&t.s.s3_target("s3", None), &["local", "s3"], true);
+    let (_, read4) = t.backup();
+    assert!(read4 > 0, "the new target needs every chunk");
+    let dst = t.s.path("from-s3");
+    let r = t.restore(&["--target", "s3"], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    let (_, read5) = t.backup();
+    assert_eq!(read5, 0, "both targets hold every chunk now");
+}
+
+#[test]
+fn what_is_stored_opens_with_the_age_and_zstd_clis_into_a_tar_gnu_tar_extracts() {
+    let t = Setup::new();
+    t.config("", &["local"], true);
+    let (id, _) = t.backup();
+    let m = t.manifest(&id);
+    let root = t.s.path("backups");
+    let key = t.s.path("age.key");
+    let open = |stored: &Path, out: &Path| {
+        sh(&format!("age -d -i '{}' '{}' | zstd -d -q -f -o '{}'", key.display(), stored.display(), out.display()))
+    };
+    let data = m["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "data").unwrap();
+    let recipe_json = t.s.path("recipe.json");
+    open(&root.join(data["key"].as_str().unwrap()), &recipe_json);
+    let recipe: serde_json::Value = serde_json::from_slice(&std::fs::read(&recipe_json).unwrap()).unwrap();
+    let scope = recipe["scope"].as_str().unwrap();
+    // where each chunk is, from the plaintext indexes
+    let mut at: HashMap<String, (String, u64, u64)> = HashMap::new();
+    for f in t.s.fs_files().into_iter().filter(|f| f.starts_with(&format!("chunks/{scope}/index/"))) {
+        let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join(&f)).unwrap()).unwrap();
+        for p in idx["packs"].as_array().unwrap() {
+            let pack = p["id"].as_str().unwrap();
+            for b in p["blobs"].as_array().unwrap() {
+                let entry = (pack.to_string(), b[1].as_u64().unwrap(), b[2].as_u64().unwrap());
+                at.insert(b[0].as_str().unwrap().to_string(), entry);
+            }
+        }
+    }
+    let tar = t.s.path("rebuilt.tar");
+    let mut out = std::fs::File::create(&tar).unwrap();
+    let (blob, chunk) = (t.s.path("blob.age"), t.s.path("chunk"));
+    let chunks = recipe["chunks"].as_array().unwrap();
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    for c in chunks {
+        let (pack, off, len) = at[c[0].as_str().unwrap()].clone();
+        let bytes = std::fs::read(root.join(format!("chunks/{scope}/packs/{}/{pack}.pack", &pack[..2]))).unwrap();
+        std::fs::write(&blob, &bytes[off as usize..(off + len) as usize]).unwrap();
+        open(&blob, &chunk);
+        let plain = std::fs::read(&chunk).unwrap();
+        assert_eq!(plain.len() as u64, c[2].as_u64().unwrap());
+        std::io::copy(&mut &plain[..], &mut out).unwrap();
+    }
+    drop(out);
+    let gnu = t.s.path("gnu");
+    std::fs::create_dir(&gnu).unwrap();
+    let x = Command::new("tar").args(["--numeric-owner", "-xpf"]).arg(&tar).arg("-C").arg(&gnu).output().unwrap();
+    assert!(x.status.success(), "tar -x: {}", String::from_utf8_lossy(&x.stderr));
+    diff_r(&t.src, &gnu);
+}
+
+#[test]
+fn a_host_without_the_identity_backs_up_prunes_and_checks() {
+    let t = Setup::new();
+    t.config(&t.s.sftp_target("sftp"), &["local", "sftp"], false);
+    assert!(!std::fs::read_to_string(t.s.config_path()).unwrap().contains("identity_file"));
+    t.backup();
+    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 99));
+    t.backup();
+    let r = run(t.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(t.drctl().args(["check"]));
+    assert!(r.code == 0 || r.code == 1, "{r:?}");
+    assert!(!r.stderr.contains("identity") || r.stderr.contains("restore"), "{r:?}");
+    // restore happens elsewhere, with the identity
+    t.config(&t.s.sftp_target("sftp"), &["local"], true);
+    let dst = t.s.path("restored");
+    let r = t.restore(&[], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+}
+
+#[test]
+fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_repository() {
+    let t = Setup::new();
+    let local_keep_one = "keep = { last = 1 }\n";
+    t.config("", &["local"], true);
+    std::fs::write(
+        t.s.config_path(),
+        std::fs::read_to_string(t.s.config_path())
+            .unwrap()
+            .replace("medium = \"disk\"\n", &format!("medium = \"disk\"\n{local_keep_one}")),
+    )
+    .unwrap();
+    let (first, _) = t.backup();
+    let before = t.packs();
+    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 42));
+    let (second, _) = t.backup();
+    let with_both = t.packs();
+    assert!(with_both.len() > before.len());
+
+    // another host's backup holds the repository: prune deletes backups, collects nothing
+    let scope = t.manifest(&second)["artifacts"][0]["chunked"]["scope"].as_str().unwrap().to_string();
+    let locks = t.s.path("backups").join(format!("chunks/{scope}/locks"));
+    std::fs::create_dir_all(&locks).unwrap();
+    let now = jiff::Timestamp::now();
+    let lock = serde_json::json!({"kind": "shared", "host": "other-host", "pid": 7, "purpose": "backup vol x",
+        "created": now.to_string(), "refreshed": now.to_string()});
+    let marker = locks.join("20990101T000000Z-abcdef.shared.json");
+    std::fs::write(&marker, lock.to_string()).unwrap();
+    let r = run(t.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("garbage collection skipped") && r.stderr.contains("other-host"), "{r:?}");
+    assert!(
+        !t.s.fs_files().iter().any(|f| f.starts_with("vol/") && f.contains(&first)),
+        "the old backup is pruned: {r:?}"
+    );
+    assert_eq!(t.packs(), with_both, "no pack deleted while the lock is held");
+
+    // a stale marker (its holder died an hour ago) holds nothing
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let stale = serde_json::json!({"kind": "exclusive", "host": "dead-host", "pid": 7, "purpose": "garbage collection",
+        "created": old.to_string(), "refreshed": old.to_string()});
+    std::fs::write(&marker, stale.to_string()).unwrap();
+    let r = run(t.drctl().args(["prune", "--dry-run"]));
+    assert!(r.stdout.contains("pack(s) of chunk repository"), "{r:?}");
+    assert_eq!(t.packs(), with_both, "a dry run deletes nothing");
+    let r = run(t.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let after = t.packs();
+    assert!(
+        after.len() < with_both.len(),
+        "packs only the pruned backup used are gone: {} -> {}",
+        with_both.len(),
+        after.len()
+    );
+    // the stale exclusive marker does not stop a backup either
+    t.backup();
+    let dst = t.s.path("restored");
+    let r = t.restore(&[], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+}
+
+#[test]
+fn a_damaged_pack_fails_the_restore_naming_it_and_applies_nothing() {
+    let t = Setup::new();
+    t.config("", &["local"], true);
+    t.backup();
+    let root = t.s.path("backups");
+    let mut packs = t.packs();
+    packs.sort_by_key(|p| std::fs::metadata(root.join(p)).unwrap().len());
+    let victim = packs.last().unwrap().clone();
+    let path = root.join(&victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let dst = t.s.path("restored");
+    let r = t.restore(&[], &dst);
+    assert_ne!(r.code, 0, "{r:?}");
+    let pack_id = victim.rsplit('/').next().unwrap().trim_end_matches(".pack");
+    assert!(r.stderr.contains(pack_id), "the error names the pack: {r:?}");
+    assert!(!dst.exists(), "nothing applied");
+}
+
+#[test]
+fn chunked_storage_needs_a_chunk_key_and_a_volume_job() {
+    let s = Scratch::new();
+    s.write_config(&format!(
+        "{}[jobs.vol]\nkind = \"volume\"\nstorage = \"chunked\"\ntargets = [\"local\"]\npath = \"/tmp\"\n\n\
+         [jobs.cache]\nkind = \"redis\"\nstorage = \"chunked\"\ntargets = [\"local\"]\nurl = \"redis://127.0.0.1:1\"\n",
+        s.head()
+    ));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("chunk_key_file") && r.stderr.contains("drctl keygen --chunk-key"), "{r:?}");
+    assert!(r.stderr.contains("not available for `redis` jobs yet"), "{r:?}");
+    // keygen never overwrites a key
+    let key = s.path("chunk.key");
+    assert_eq!(run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key)).code, 0);
+    let before = std::fs::read(&key).unwrap();
+    assert_ne!(run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key)).code, 0);
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
