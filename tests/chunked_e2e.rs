@@ -212,8 +212,7 @@ fn a_host_without_the_identity_backs_up_prunes_and_checks() {
     let r = run(t.drctl().args(["prune"]));
     assert_eq!(r.code, 0, "{r:?}");
     let r = run(t.drctl().args(["check"]));
-    assert!(r.code == 0 || r.code == 1, "{r:?}");
-    assert!(!r.stderr.contains("identity") || r.stderr.contains("restore"), "{r:?}");
+    assert_eq!(r.code, 0, "check passes on a host without the identity: {r:?}");
     // restore happens elsewhere, with the identity
     t.config(&t.s.sftp_target("sftp"), &["local"], true);
     let dst = t.s.path("restored");

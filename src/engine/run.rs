@@ -231,10 +231,7 @@ async fn store(
                     return Err(e);
                 }
             };
-            let dropped: Vec<Arc<Target>> =
-                live.iter().filter(|t| !holders.iter().any(|h| Arc::ptr_eq(h, t))).cloned().collect();
-            cleanup(&dropped, &written).await;
-            live = holders;
+            narrow(&mut live, holders, &written).await;
             for t in &live {
                 written.entry(t.name().to_string()).or_default().push(key.clone());
             }
@@ -298,10 +295,7 @@ async fn store(
             }
         }
         // a target that failed now must not keep the artifacts it already had
-        let dropped: Vec<Arc<Target>> =
-            live.iter().filter(|t| !still_live.iter().any(|s| Arc::ptr_eq(s, t))).cloned().collect();
-        cleanup(&dropped, &written).await;
-        live = still_live;
+        narrow(&mut live, still_live, &written).await;
         if live.is_empty() {
             return Err(all_failed(&job.name, &failed));
         }
@@ -328,11 +322,7 @@ async fn store(
         for (target, e) in run.take_failures().await {
             failed.push(TargetFailure { target, error: e.to_string() });
         }
-        let holders = run.live();
-        let dropped: Vec<Arc<Target>> =
-            live.iter().filter(|t| !holders.iter().any(|h| Arc::ptr_eq(h, t))).cloned().collect();
-        cleanup(&dropped, &written).await;
-        live = holders;
+        narrow(&mut live, run.live(), &written).await;
         if live.is_empty() {
             return Err(all_failed(&job.name, &failed));
         }
@@ -564,6 +554,13 @@ fn all_failed(job: &str, failed: &[TargetFailure]) -> Error {
         job: job.to_string(),
         failures: failed.iter().map(|f| format!("`{}`: {}", f.target, f.error)).collect(),
     }
+}
+
+/// Go on with `keep` only: the targets of `live` not in it lose what they got of this backup.
+async fn narrow(live: &mut Vec<Arc<Target>>, keep: Vec<Arc<Target>>, written: &BTreeMap<String, Vec<String>>) {
+    let dropped: Vec<Arc<Target>> = live.iter().filter(|t| !keep.iter().any(|k| Arc::ptr_eq(k, t))).cloned().collect();
+    cleanup(&dropped, written).await;
+    *live = keep;
 }
 
 /// Delete the artifacts written to `targets` (best effort: an orphan artifact is harmless, it has

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::archive::{FileEntry, Totals};
+use super::listing::{FileEntry, Totals};
 use crate::chunked::recipe::Step;
 
 pub const FORMAT: &str = "drctl-files-cache";

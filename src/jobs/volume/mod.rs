@@ -47,6 +47,7 @@ mod archive;
 mod exclude;
 pub(crate) mod extract;
 mod files_cache;
+mod listing;
 pub(crate) mod place;
 mod pvc;
 mod restream;
