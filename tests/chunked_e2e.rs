@@ -283,11 +283,22 @@ fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_reposito
     assert_same_tree(&t.src, &dst, LinkCounts::Compare);
 }
 
+/// `check --read-data --json`: the findings about the data on target `local`.
+fn read_data(t: &Setup) -> Vec<serde_json::Value> {
+    let r = run(t.drctl().args(["--json", "check", "--read-data"]));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    v["findings"].as_array().unwrap().iter().filter(|f| f["subject"] == "data local").cloned().collect()
+}
+
 #[test]
-fn a_damaged_pack_fails_the_restore_naming_it_and_applies_nothing() {
+fn a_damaged_pack_fails_the_restore_and_read_data_naming_it_and_the_backups() {
     let t = Setup::new();
+    t.config("", &["local"], false);
+    let (id, _) = t.backup();
+    let before = read_data(&t);
+    assert!(before.len() == 1 && before[0]["status"] == "ok", "{before:?}");
+    assert!(before[0]["message"].as_str().unwrap().contains("intact"), "{before:?}");
     t.config("", &["local"], true);
-    t.backup();
     let root = t.s.path("backups");
     let mut packs = t.packs();
     packs.sort_by_key(|p| std::fs::metadata(root.join(p)).unwrap().len());
@@ -303,6 +314,13 @@ fn a_damaged_pack_fails_the_restore_naming_it_and_applies_nothing() {
     let pack_id = victim.rsplit('/').next().unwrap().trim_end_matches(".pack");
     assert!(r.stderr.contains(pack_id), "the error names the pack: {r:?}");
     assert!(!dst.exists(), "nothing applied");
+    // found without the identity too, naming the pack and the backup it damages
+    t.config("", &["local"], false);
+    let after = read_data(&t);
+    let bad: Vec<_> = after.iter().filter(|f| f["status"] == "failed").collect();
+    assert_eq!(bad.len(), 1, "{after:?}");
+    let msg = bad[0]["message"].as_str().unwrap();
+    assert!(msg.contains(pack_id) && msg.contains(&id), "{msg}");
 }
 
 #[test]
@@ -323,4 +341,24 @@ fn chunked_storage_needs_a_chunk_key_and_a_volume_job() {
     let before = std::fs::read(&key).unwrap();
     assert_ne!(run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key)).code, 0);
     assert_eq!(std::fs::read(&key).unwrap(), before);
+}
+
+#[test]
+fn read_data_checks_stream_artifacts_too() {
+    let t = Setup::new();
+    t.config("", &["local"], false);
+    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap().replace("storage = \"chunked\"\n", "");
+    t.s.write_config(&cfg);
+    let r = run(t.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(read_data(&t)[0]["status"], "ok");
+    let artifact = t.s.fs_files().into_iter().find(|f| f.ends_with(".data.tar.zst.age")).unwrap();
+    let path = t.s.path("backups").join(&artifact);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let after = read_data(&t);
+    let msg = after.iter().find(|f| f["status"] == "failed").map(|f| f["message"].to_string()).unwrap_or_default();
+    assert!(msg.contains(&artifact) && msg.contains("damaged"), "{after:?}");
 }

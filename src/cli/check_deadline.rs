@@ -28,9 +28,13 @@ fn overall(engine: &Engine) -> Duration {
 }
 
 /// `drctl check` ([`super::check::run`]) within [`overall`]; past it, one failed finding.
-pub async fn run(engine: &Engine, printer: &Printer) -> Result<i32, Error> {
+pub async fn run(engine: &Engine, args: &super::check::Args, printer: &Printer) -> Result<i32, Error> {
+    if args.read_data {
+        // reading every stored byte takes as long as it takes; each operation keeps its deadlines
+        return super::check::run(engine, args, printer).await;
+    }
     let limit = overall(engine);
-    match tokio::time::timeout(limit, super::check::run(engine, printer)).await {
+    match tokio::time::timeout(limit, super::check::run(engine, args, printer)).await {
         Ok(r) => r,
         Err(_) => {
             let names: Vec<String> = engine.config.targets.keys().map(|t| format!("`{t}`")).collect();

@@ -65,7 +65,7 @@ pub enum Command {
     /// Copy committed backups to targets that miss them (repairs 3-2-1 after exit 3)
     Sync(sync::Args),
     /// Validate the config, reach every target and source
-    Check,
+    Check(check::Args),
     /// Catalog maintenance
     Catalog {
         #[command(subcommand)]
@@ -160,7 +160,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Run(args) => run::run(&engine, args, printer).await,
                 Command::List(args) => list::run(&engine, args, printer).await,
                 Command::Restore(args) => restore::run(&engine, args, printer).await,
-                Command::Check => check_deadline::run(&engine, printer).await,
+                Command::Check(args) => check_deadline::run(&engine, &args, printer).await,
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
                 Command::Prune(args) => prune::run(&engine, args, printer).await,
                 Command::Sync(args) => sync::run(&engine, args, printer).await,

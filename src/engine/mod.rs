@@ -6,6 +6,7 @@ mod fanout;
 pub mod grace;
 pub mod leaks;
 pub mod prune;
+pub mod read_data;
 pub mod rebuild;
 pub mod restore;
 pub mod run;
