@@ -160,7 +160,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Run(args) => run::run(&engine, args, printer).await,
                 Command::List(args) => list::run(&engine, args, printer).await,
                 Command::Restore(args) => restore::run(&engine, args, printer).await,
-                Command::Check(args) => check_deadline::run(&engine, &args, printer).await,
+                Command::Check(args) => check_deadline::run(&engine, args, printer).await,
                 Command::Catalog { command } => catalog::run(&engine, command, printer).await,
                 Command::Prune(args) => prune::run(&engine, args, printer).await,
                 Command::Sync(args) => sync::run(&engine, args, printer).await,
