@@ -362,3 +362,32 @@ fn read_data_checks_stream_artifacts_too() {
     let msg = after.iter().find(|f| f["status"] == "failed").map(|f| f["message"].to_string()).unwrap_or_default();
     assert!(msg.contains(&artifact) && msg.contains("damaged"), "{after:?}");
 }
+
+#[test]
+fn sync_copies_the_missing_chunks_encrypted_as_stored_without_the_identity() {
+    let t = Setup::new();
+    t.config("", &["local"], false);
+    t.backup();
+    write(&t.src, "many/f007.txt", b"second\n");
+    t.backup();
+    // a target added later: sync fills it from `local`, on a host without the identity
+    let sftp = t.s.sftp_target("sftp");
+    t.config(&sftp, &["local", "sftp"], false);
+    let r = run(t.drctl().args(["--json", "sync"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["copied"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["copied"][0]["bytes"].as_u64().unwrap() > 12_000_000, "{v}");
+    let r = run(t.drctl().args(["--json", "sync"]));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["copied"].as_array().unwrap().len(), 0);
+    // what sync stored restores on its own
+    t.config(&sftp, &["local", "sftp"], true);
+    let dst = t.s.path("from-sftp");
+    let r = t.restore(&["--target", "sftp"], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    // and the next backup finds every chunk on both targets: nothing read, nothing uploaded
+    let (id, read) = t.backup();
+    assert_eq!(read, 0);
+    assert!(added(&t.manifest(&id)) < 64 * 1024);
+}

@@ -1,7 +1,7 @@
 //! The backup side's asynchronous half: one [`ChunkedRun`] per backup run. It takes a shared lock
 //! on each target's repository, learns which chunks each holds (their indexes), receives the
 //! sealed blobs from the [`ChunkWriter`], appends each to the pack of every target that lacks it,
-//! and uploads a pack when it reaches [`PACK_SIZE`]. At the end it writes one index per target
+//! and uploads a pack when it reaches [`super::packer::PACK_SIZE`]. At the end it writes one index per target
 //! for the packs it uploaded; only then may the manifest commit the backup. A target that fails is
 //! dropped from the run, as in the stream fan-out; the others go on.
 
@@ -9,19 +9,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::key::{ChunkId, ChunkKey};
 use super::lock::{self, Lock, LockKind, Refused};
-use super::repo::{self, BlobEntry, PackEntry};
+use super::packer::Packer;
+use super::repo;
 use super::writer::{ChunkWriter, Sealed, WriterContext, Written};
 use crate::progress::Progress;
 use crate::targets::Target;
 use crate::{Error, Result};
 
-/// A pack is uploaded once it holds this much (a few MiB: few requests, little memory).
-pub const PACK_SIZE: usize = 4 << 20;
 /// Sealed blobs the writer may run ahead of the uploads.
 const CHANNEL: usize = 4;
 /// How long a backup waits for garbage collection on a target to finish.
@@ -30,9 +28,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 struct TargetRepo {
     target: Arc<Target>,
     known: HashSet<ChunkId>,
-    pack: Vec<u8>,
-    blobs: Vec<BlobEntry>,
-    packs: Vec<PackEntry>,
+    packer: Packer,
     lock: Option<Lock>,
     failed: Option<Error>,
 }
@@ -86,9 +82,7 @@ impl ChunkedRun {
                         Ok(TargetRepo {
                             target: t.clone(),
                             known,
-                            pack: Vec::new(),
-                            blobs: Vec::new(),
-                            packs: Vec::new(),
+                            packer: Packer::default(),
                             lock: Some(lock),
                             failed: None,
                         })
@@ -196,13 +190,11 @@ impl ChunkedRun {
         let hex_id = hex::encode(s.id);
         for r in self.repos.iter_mut().filter(|r| r.failed.is_none()) {
             if r.known.insert(s.id) {
-                r.blobs.push(BlobEntry(hex_id.clone(), r.pack.len() as u64, s.blob.len() as u64));
-                r.pack.extend_from_slice(&s.blob);
+                r.packer.add(hex_id.clone(), &s.blob);
             }
         }
-        let full: Vec<usize> = (0..self.repos.len())
-            .filter(|&i| self.repos[i].failed.is_none() && self.repos[i].pack.len() >= PACK_SIZE)
-            .collect();
+        let full: Vec<usize> =
+            (0..self.repos.len()).filter(|&i| self.repos[i].failed.is_none() && self.repos[i].packer.full()).collect();
         self.flush(&full).await;
     }
 
@@ -210,18 +202,12 @@ impl ChunkedRun {
     async fn flush(&mut self, which: &[usize]) {
         let scope = self.scope.clone();
         let uploads =
-            self.repos.iter_mut().enumerate().filter(|(i, r)| which.contains(i) && !r.pack.is_empty()).map(|(_, r)| {
+            self.repos.iter_mut().enumerate().filter(|(i, r)| which.contains(i) && r.failed.is_none()).map(|(_, r)| {
                 let scope = scope.clone();
                 async move {
-                    let data = std::mem::take(&mut r.pack);
-                    let id = blake3::hash(&data).to_hex().to_string();
-                    let size = data.len() as u64;
-                    match r.target.put_bytes(&repo::pack_key(&scope, &id), Bytes::from(data)).await {
-                        Ok(_) => r.packs.push(PackEntry { id, size, blobs: std::mem::take(&mut r.blobs) }),
-                        Err(e) => {
-                            tracing::warn!(target = %r.target.name(), error = %e, "target dropped from this backup");
-                            r.failed = Some(e);
-                        }
+                    if let Err(e) = r.packer.upload(&r.target, &scope).await {
+                        tracing::warn!(target = %r.target.name(), error = %e, "target dropped from this backup");
+                        r.failed = Some(e);
                     }
                 }
             });
@@ -231,15 +217,11 @@ impl ChunkedRun {
     /// Upload what is left in the packs and write each target's index of the packs this run
     /// uploaded (named after `backup_id`). Targets that fail are dropped.
     pub async fn commit_indexes(&mut self, backup_id: &str) {
-        let all: Vec<usize> = (0..self.repos.len()).collect();
-        self.flush(&all).await;
         let scope = self.scope.clone();
-        let writes = self.repos.iter_mut().filter(|r| r.failed.is_none() && !r.packs.is_empty()).map(|r| {
-            let key = repo::index_key(&scope, backup_id);
+        let writes = self.repos.iter_mut().filter(|r| r.failed.is_none()).map(|r| {
+            let scope = scope.clone();
             async move {
-                let mut body = serde_json::to_vec(&repo::Index::new(std::mem::take(&mut r.packs))).unwrap_or_default();
-                body.push(b'\n');
-                if let Err(e) = r.target.put_bytes(&key, body.into()).await {
+                if let Err(e) = r.packer.finish(&r.target, &scope, backup_id).await {
                     r.failed = Some(e);
                 }
             }

@@ -21,9 +21,11 @@
 pub mod backup;
 pub mod blob;
 pub mod cdc;
+pub mod copy;
 pub mod gc;
 pub mod key;
 pub mod lock;
+pub mod packer;
 pub mod read;
 pub mod recipe;
 pub mod repo;

@@ -127,6 +127,9 @@ pub fn locations(indexes: &[(String, Index)]) -> HashMap<ChunkId, Location> {
     map
 }
 
+/// A chunk id as hex (how manifests and indexes spell it).
+pub type ChunkIdHex = String;
+
 pub fn parse_id(hexed: &str) -> Option<ChunkId> {
     let mut id = [0u8; 32];
     hex::decode_to_slice(hexed, &mut id).ok()?;

@@ -88,19 +88,6 @@ pub async fn sync(engine: &Engine, job: Option<&str>) -> Result<SyncReport> {
                 if f.targets.contains(to) {
                     continue;
                 }
-                if f.manifest.artifacts.iter().any(|a| a.chunked.is_some()) {
-                    // copying packs between repositories is not built yet: copying the recipe
-                    // alone would commit a backup whose chunks are not there
-                    report.skipped.push(SyncSkip {
-                        job: job_name.clone(),
-                        backup_id: f.manifest.backup_id.clone(),
-                        to: to.clone(),
-                        reason: format!(
-                            "chunked backups are not copied between targets yet: run `drctl run {job_name}` to store a fresh copy on `{to}` (chunks it already holds are not uploaded again)"
-                        ),
-                    });
-                    continue;
-                }
                 match keeps.get(to) {
                     Some(Ok(keep)) if !keep.contains(&f.manifest.backup_id) => {
                         report.skipped.push(SyncSkip {
@@ -201,6 +188,20 @@ fn kept_after_sync(
 }
 
 async fn copy_backup(
+    src: &crate::targets::Target,
+    dest: &std::sync::Arc<crate::targets::Target>,
+    m: &crate::manifest::Manifest,
+) -> Result<u64> {
+    // chunked artifacts: the chunks first (encrypted as stored), under a lock marker on the
+    // destination held until its manifest is written
+    let (chunks, locks) = crate::chunked::copy::copy_chunks(src, dest, m).await?;
+    let copied = copy_objects(src, dest, m).await;
+    crate::chunked::copy::release(locks).await;
+    copied.map(|n| n + chunks)
+}
+
+/// The artifacts (recipes of chunked ones) verified on the way, then the manifest.
+async fn copy_objects(
     src: &crate::targets::Target,
     dest: &crate::targets::Target,
     m: &crate::manifest::Manifest,
