@@ -138,6 +138,17 @@ fn chunked_round_trip_dedups_reads_only_changes_and_fills_a_new_target() {
     let r = t.restore(&[], &dst);
     assert_eq!(r.code, 0, "{r:?}");
     assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    // a fresh machine: no catalog, no files cache, only the config and the identity
+    std::fs::remove_file(t.s.path("catalog.db")).unwrap();
+    std::fs::remove_dir_all(t.s.path("state")).unwrap();
+    let dst = t.s.path("fresh");
+    let r = t.restore(&[], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    let r = run(t.drctl().args(["catalog", "rebuild"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let list = run(t.drctl().args(["list", "--json", "vol"]));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&list.stdout).unwrap().as_array().unwrap().len(), 3);
 
     // a target added later holds nothing yet: the files cache must not skip what it lacks
     t.config(&t.s.s3_target("s3", None), &["local", "s3"], true);
@@ -390,4 +401,81 @@ fn sync_copies_the_missing_chunks_encrypted_as_stored_without_the_identity() {
     let (id, read) = t.backup();
     assert_eq!(read, 0);
     assert!(added(&t.manifest(&id)) < 64 * 1024);
+}
+
+#[test]
+fn a_backup_racing_two_prunes_never_loses_a_chunk() {
+    let t = Setup::new();
+    t.config("", &["local"], false);
+    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
+    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.backup();
+    for round in 0..3u64 {
+        // a new big file each round: the backup's new chunks and the old ones prune frees race
+        write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 100 + round));
+        let spawn = |args: &[&str]| {
+            t.drctl()
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let backup = spawn(&["run", "vol"]);
+        let prunes = [spawn(&["prune"]), spawn(&["prune"])];
+        let b = backup.wait_with_output().unwrap();
+        assert!(b.status.success(), "round {round} backup: {}", String::from_utf8_lossy(&b.stderr));
+        for p in prunes {
+            let o = p.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round} prune: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        // whatever interleaving happened: the newest backup is whole
+        let r = run(t.drctl().args(["prune"]));
+        assert_eq!(r.code, 0, "{r:?}");
+        let data = read_data(&t);
+        assert!(data.iter().all(|f| f["status"] == "ok"), "round {round}: {data:?}");
+    }
+    t.config("", &["local"], true);
+    let dst = t.s.path("restored");
+    let r = t.restore(&[], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+}
+
+#[test]
+fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_it() {
+    let t = Setup::new();
+    t.config("", &["local"], false);
+    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
+    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.backup();
+    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 5));
+    let fifo = t.s.path("pause.fifo");
+    sh(&format!("mkfifo '{}'", fifo.display()));
+    let backup = t
+        .drctl()
+        .args(["run", "vol"])
+        .env("DRCTL_TEST_PAUSE_BEFORE_INDEX", &fifo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // returns once the backup holds its packs, unindexed, and waits
+    let hold = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let unindexed = t.packs();
+    let r = run(t.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("garbage collection skipped"), "{r:?}");
+    assert!(unindexed.iter().all(|p| t.packs().contains(p)), "a pack of the running backup was deleted");
+    drop(hold);
+    let b = backup.wait_with_output().unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let data = read_data(&t);
+    assert!(data.iter().all(|f| f["status"] == "ok"), "{data:?}");
+    // now nothing holds the repository: the first backup's big file goes
+    let before = t.packs().len();
+    let r = run(t.drctl().args(["prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(t.packs().len() < before, "{r:?}");
+    assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
 }

@@ -217,6 +217,7 @@ impl ChunkedRun {
     /// Upload what is left in the packs and write each target's index of the packs this run
     /// uploaded (named after `backup_id`). Targets that fail are dropped.
     pub async fn commit_indexes(&mut self, backup_id: &str) {
+        pause_for_tests().await;
         let scope = self.scope.clone();
         let writes = self.repos.iter_mut().filter(|r| r.failed.is_none()).map(|r| {
             let scope = scope.clone();
@@ -237,4 +238,19 @@ impl ChunkedRun {
             }
         }
     }
+}
+
+/// A test hook, the one place a run can be held still: with `DRCTL_TEST_PAUSE_BEFORE_INDEX` naming a
+/// fifo, a backup whose packs are uploaded opens it for reading (the test's open for writing returns
+/// when the backup is there) and reads to its end (it goes on when the test closes it). This lets a
+/// test run garbage collection exactly in the window where packs exist that no index lists yet.
+async fn pause_for_tests() {
+    let Some(fifo) = std::env::var_os("DRCTL_TEST_PAUSE_BEFORE_INDEX") else { return };
+    let _ = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        if let Ok(mut f) = std::fs::File::open(&fifo) {
+            let _ = f.read_to_end(&mut Vec::new());
+        }
+    })
+    .await;
 }
