@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# bench/chunked.sh - storage = "chunked" against the tar floor and against stream storage, on the
+# tree of bench/make_tree.py, in one run: first backup, second backup of the unchanged tree, one with
+# 1 % of the small files changed, and restore; wall time (median of BENCH_REPEAT), peak RSS, stored
+# growth. The files cache is cold for the first backup and warm for the others.
+#
+#   bench/chunked.sh                     # ~1 GB tree (plus a release build)
+#   BENCH_SCALE=0.3 bench/chunked.sh     # quick check
+#
+# env knobs: BENCH_SCALE (GB, default 1), BENCH_REPEAT (3), BENCH_DIR (/tmp; needs ~4x the scale
+# free), BENCH_KEEP=1, CARGO_TARGET_DIR.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+LOG_TAG=bench
+# shellcheck source=../scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+
+SCALE=${BENCH_SCALE:-1}
+REPEAT=${BENCH_REPEAT:-3}
+mkdir -p "${BENCH_DIR:-/tmp}"
+D=$(mktemp -d "${BENCH_DIR:-/tmp}/drctl-chunked.XXXXXX")
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local rc=$?
+  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $D (BENCH_KEEP=1)"; else rm -rf "$D"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+# measure NAME CMD... : GNU time; appends "NAME wall rss_kib" to the results
+measure() {
+  local name=$1
+  shift
+  /usr/bin/time -f '%e %M' -o "$D/time.out" "$@" >"$D/cmd.out" 2>"$D/cmd.err" || {
+    cat "$D/cmd.err" >&2
+    die "$name failed"
+  }
+  read -r wall rss <"$D/time.out"
+  printf '%-22s %8ss %8s KiB\n' "$name" "$wall" "$rss"
+  echo "$name $wall $rss" >>"$D/results"
+}
+size_of() { du -sb "$1" | cut -f1; }
+
+step "building drctl (cargo build --release)"
+(cd "$ROOT" && cargo build --release --quiet)
+DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
+step "tree: generating ~$SCALE GB"
+python3 "$HERE/make_tree.py" "$D/tree" "$SCALE"
+TREE_MIB=$(($(size_of "$D/tree") / 1048576))
+TREE_FILES=$(find "$D/tree" -type f | wc -l)
+age-keygen -o "$D/age.key" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$D/age.key")
+"$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null
+config() { # config STORAGE TARGET_DIR
+  cat >"$D/drctl-$1.toml" <<TOML
+[catalog]
+url = "sqlite://$D/catalog-$1.db"
+[encryption]
+recipients = ["$RECIPIENT"]
+identity_file = "$D/age.key"
+chunk_key_file = "$D/chunk.key"
+[targets.local]
+type = "fs"
+path = "$2"
+[jobs.tree]
+kind = "volume"
+storage = "$1"
+targets = ["local"]
+path = "$D/tree"
+TOML
+}
+config chunked "$D/store-chunked"
+config stream "$D/store-stream"
+export DRCTL_STATE_DIR="$D/state"
+tar -C "$D" -cf "$D/plain.tar" tree
+# files whose content changes in the "1 %" case: every 100th small file
+mapfile -t SMALL < <(find "$D/tree" -type f -size -8k | sort | awk 'NR % 100 == 0')
+
+for i in $(seq 1 "$REPEAT"); do
+  step "round $i/$REPEAT"
+  rm -rf "$D/store-chunked" "$D/state"
+  measure floor-tar-cf bash -c "tar -C '$D' -cf - tree | cat > /dev/null"
+  measure stream-backup "$DRCTL" --config "$D/drctl-stream.toml" run tree
+  measure chunked-first "$DRCTL" --config "$D/drctl-chunked.toml" run tree
+  first=$(size_of "$D/store-chunked")
+  measure chunked-unchanged "$DRCTL" --config "$D/drctl-chunked.toml" run tree
+  second=$(size_of "$D/store-chunked")
+  for f in "${SMALL[@]}"; do echo "changed in round $i" >>"$f"; done
+  measure chunked-1pct-small "$DRCTL" --config "$D/drctl-chunked.toml" run tree
+  third=$(size_of "$D/store-chunked")
+  echo "$first $((second - first)) $((third - second))" >>"$D/stored"
+  rm -rf "$D/out" && mkdir "$D/out"
+  measure floor-tar-x tar -C "$D/out" -xf "$D/plain.tar"
+  rm -rf "$D/out"
+  measure chunked-restore "$DRCTL" --config "$D/drctl-chunked.toml" restore tree --latest --to-dir "$D/out"
+  rm -rf "$D/out"
+done
+
+step "results: median of $REPEAT rounds, $(nproc) cores, tree $TREE_MIB MiB in $TREE_FILES files"
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+m() { awk -v n="$1" '$1 == n { print $2 }' "$D/results" | median; }
+rss() { awk -v n="$1" '$1 == n { print $3 }' "$D/results" | sort -n | tail -1; }
+floor_c=$(m floor-tar-cf)
+floor_x=$(m floor-tar-x)
+for n in floor-tar-cf stream-backup chunked-first chunked-unchanged chunked-1pct-small; do
+  printf '%-20s %7ss  %5.2fx tar -cf floor   peak RSS %6s KiB\n' "$n" "$(m "$n")" "$(awk -v a="$(m "$n")" -v b="$floor_c" 'BEGIN { print a / b }')" "$(rss "$n")"
+done
+for n in floor-tar-x chunked-restore; do
+  printf '%-20s %7ss  %5.2fx tar -x floor    peak RSS %6s KiB\n' "$n" "$(m "$n")" "$(awk -v a="$(m "$n")" -v b="$floor_x" 'BEGIN { print a / b }')" "$(rss "$n")"
+done
+read -r first growth2 growth3 < <(tail -1 "$D/stored")
+printf 'stored: first %d bytes (stream storage: %d per backup); unchanged +%d bytes; 1 %% of small files changed (%d files) +%d bytes\n' \
+  "$first" "$(($(size_of "$D/store-stream") / REPEAT))" "$growth2" "${#SMALL[@]}" "$growth3"
