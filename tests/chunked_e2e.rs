@@ -335,17 +335,15 @@ fn a_damaged_pack_fails_the_restore_and_read_data_naming_it_and_the_backups() {
 }
 
 #[test]
-fn chunked_storage_needs_a_chunk_key_and_a_volume_job() {
+fn chunked_storage_needs_a_chunk_key() {
     let s = Scratch::new();
     s.write_config(&format!(
-        "{}[jobs.vol]\nkind = \"volume\"\nstorage = \"chunked\"\ntargets = [\"local\"]\npath = \"/tmp\"\n\n\
-         [jobs.cache]\nkind = \"redis\"\nstorage = \"chunked\"\ntargets = [\"local\"]\nurl = \"redis://127.0.0.1:1\"\n",
+        "{}[jobs.vol]\nkind = \"volume\"\nstorage = \"chunked\"\ntargets = [\"local\"]\npath = \"/tmp\"\n",
         s.head()
     ));
     let r = run(s.drctl().args(["run", "vol"]));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("chunk_key_file") && r.stderr.contains("drctl keygen --chunk-key"), "{r:?}");
-    assert!(r.stderr.contains("not available for `redis` jobs yet"), "{r:?}");
     // keygen never overwrites a key
     let key = s.path("chunk.key");
     assert_eq!(run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key)).code, 0);

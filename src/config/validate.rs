@@ -191,18 +191,6 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
             }
         }
         if job.common.storage() == crate::jobs::Storage::Chunked {
-            let kind = job.spec.kind();
-            if kind != crate::jobs::Kind::Volume {
-                p.error(
-                    src,
-                    &at("storage"),
-                    format!(
-                        "`storage = \"chunked\"` is not available for `{}` jobs yet (only `volume` jobs so far)",
-                        kind.as_str()
-                    ),
-                    Some("use `storage = \"stream\"` (the default) for this job".into()),
-                );
-            }
             for t in &job.common.targets {
                 if let Some(crate::targets::TargetKind::S3(s3)) = config.targets.get(t).map(|c| &c.kind)
                     && s3.object_lock.is_some()
