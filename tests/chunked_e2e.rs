@@ -477,3 +477,34 @@ fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_
     assert!(t.packs().len() < before, "{r:?}");
     assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
 }
+
+#[test]
+fn prune_repacks_mostly_unused_packs_and_every_backup_still_restores() {
+    let t = Setup::new();
+    t.config("", &["local"], true);
+    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
+    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    // 3 MiB of one file shares packs with the files around it; replace it and prune the old backup
+    write(&t.src, "big/twelve.bin", &noise(3 * 1024 * 1024, 1));
+    write(&t.src, "bz/keep.bin", &noise(1024 * 1024, 2));
+    t.backup();
+    write(&t.src, "big/twelve.bin", &noise(3 * 1024 * 1024, 3));
+    t.backup();
+    let r = run(t.drctl().args(["--json", "prune"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let plans: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let gc = &plans[0]["chunks"][0];
+    assert!(!gc["packs_repacked"].as_array().unwrap().is_empty(), "{gc}");
+    for p in gc["packs_repacked"].as_array().unwrap().iter().chain(gc["packs_deleted"].as_array().unwrap()) {
+        assert!(!t.packs().iter().any(|f| f.contains(p.as_str().unwrap())), "{p} is gone");
+    }
+    assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
+    let dst = t.s.path("restored");
+    let r = t.restore(&[], &dst);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    // and the next backup still finds every chunk it needs
+    let (id, read) = t.backup();
+    assert_eq!(read, 0);
+    assert!(added(&t.manifest(&id)) < 64 * 1024);
+}

@@ -44,6 +44,11 @@ impl Packer {
         Ok(())
     }
 
+    /// The packs uploaded, for an index the caller writes.
+    pub fn into_packs(self) -> Vec<PackEntry> {
+        self.packs
+    }
+
     /// Upload what is left and write the index `name` of every pack uploaded (nothing when none).
     pub async fn finish(&mut self, target: &Target, scope: &str, name: &str) -> Result<()> {
         self.upload(target, scope).await?;

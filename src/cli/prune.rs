@@ -71,10 +71,12 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             for c in &p.chunks {
                 if c.skipped.is_none() {
                     println!(
-                        "  {}  {} pack(s) of chunk repository `{}` that no backup refers to ({}; {} pack(s) kept)",
+                        "  {}  {} pack(s) of chunk repository `{}` that no backup refers to, {} mostly unused pack(s) {} ({} freed; {} pack(s) kept)",
                         if args.dry_run { "delete " } else { "deleted" },
                         c.packs_deleted.len(),
                         c.scope,
+                        c.packs_repacked.len(),
+                        if args.dry_run { "to repack" } else { "repacked" },
                         crate::units::bytes(c.bytes_freed),
                         c.packs_kept
                     );
