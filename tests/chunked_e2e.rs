@@ -92,19 +92,17 @@ impl Setup {
         self.s.fs_files().into_iter().filter(|f| f.ends_with(".pack")).collect()
     }
 
+    /// `--latest` restores into a new directory `name` as the same tree as the source.
+    fn restores_the_tree(&self, extra: &[&str], name: &str) {
+        let dst = self.s.path(name);
+        let r = self.restore(extra, &dst);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_same_tree(&self.src, &dst, LinkCounts::Compare);
+    }
+
     fn restore(&self, extra: &[&str], dst: &Path) -> Ran {
         run(self.drctl().args(["restore", "vol", "--latest", "--to-dir"]).arg(dst).args(extra))
     }
-}
-
-/// Stored bytes a backup added (recipes and new blobs).
-fn added(m: &serde_json::Value) -> u64 {
-    m["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["stored"]["size"].as_u64().unwrap() + a["chunked"]["added_bytes"].as_u64().unwrap())
-        .sum()
 }
 
 #[test]
@@ -134,17 +132,11 @@ fn chunked_round_trip_dedups_reads_only_changes_and_fills_a_new_target() {
     write(&t.src, "many/f123.txt", b"changed\n");
     let (_, read3) = t.backup();
     assert!((1..=3).contains(&read3), "{read3} runs read for one changed file");
-    let dst = t.s.path("restored");
-    let r = t.restore(&[], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&[], "restored");
     // a fresh machine: no catalog, no files cache, only the config and the identity
     std::fs::remove_file(t.s.path("catalog.db")).unwrap();
     std::fs::remove_dir_all(t.s.path("state")).unwrap();
-    let dst = t.s.path("fresh");
-    let r = t.restore(&[], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&[], "fresh");
     let r = run(t.drctl().args(["catalog", "rebuild"]));
     assert_eq!(r.code, 0, "{r:?}");
     let list = run(t.drctl().args(["list", "--json", "vol"]));
@@ -226,10 +218,7 @@ fn a_host_without_the_identity_backs_up_prunes_and_checks() {
     assert_eq!(r.code, 0, "check passes on a host without the identity: {r:?}");
     // restore happens elsewhere, with the identity
     t.config(&t.s.sftp_target("sftp"), &["local"], true);
-    let dst = t.s.path("restored");
-    let r = t.restore(&[], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&[], "restored");
 }
 
 #[test]
@@ -288,10 +277,7 @@ fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_reposito
     );
     // the stale exclusive marker does not stop a backup either
     t.backup();
-    let dst = t.s.path("restored");
-    let r = t.restore(&[], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&[], "restored");
 }
 
 /// `check --read-data --json`: the findings about the data on target `local`.
@@ -391,10 +377,7 @@ fn sync_copies_the_missing_chunks_encrypted_as_stored_without_the_identity() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["copied"].as_array().unwrap().len(), 0);
     // what sync stored restores on its own
     t.config(&sftp, &["local", "sftp"], true);
-    let dst = t.s.path("from-sftp");
-    let r = t.restore(&["--target", "sftp"], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&["--target", "sftp"], "from-sftp");
     // and the next backup finds every chunk on both targets: nothing read, nothing uploaded
     let (id, read) = t.backup();
     assert_eq!(read, 0);
@@ -434,10 +417,7 @@ fn a_backup_racing_two_prunes_never_loses_a_chunk() {
         assert!(data.iter().all(|f| f["status"] == "ok"), "round {round}: {data:?}");
     }
     t.config("", &["local"], true);
-    let dst = t.s.path("restored");
-    let r = t.restore(&[], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&[], "restored");
 }
 
 #[test]
@@ -499,10 +479,7 @@ fn prune_repacks_mostly_unused_packs_and_every_backup_still_restores() {
         assert!(!t.packs().iter().any(|f| f.contains(p.as_str().unwrap())), "{p} is gone");
     }
     assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
-    let dst = t.s.path("restored");
-    let r = t.restore(&[], &dst);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&t.src, &dst, LinkCounts::Compare);
+    t.restores_the_tree(&[], "restored");
     // and the next backup still finds every chunk it needs
     let (id, read) = t.backup();
     assert_eq!(read, 0);

@@ -23,15 +23,6 @@ fn backup(s: &Scratch, job: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(s.path("backups").join(f)).unwrap()).unwrap()
 }
 
-fn added(m: &serde_json::Value) -> u64 {
-    m["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["stored"]["size"].as_u64().unwrap() + a["chunked"]["added_bytes"].as_u64().unwrap())
-        .sum()
-}
-
 #[test]
 fn a_postgres_dump_in_chunks_round_trips_and_stores_little_for_a_small_change() {
     let db = unique("chunkpg");
@@ -40,7 +31,7 @@ fn a_postgres_dump_in_chunks_round_trips_and_stores_little_for_a_small_change() 
     // ~40 MB of dump in two tables
     psql(
         &db,
-        "CREATE TABLE events (id int primary key, payload text);
+        "CREATE TABLE events (id int primary key, payload text) WITH (autovacuum_enabled = false);
          INSERT INTO events SELECT i, md5(i::text) || repeat(md5((i*7)::text), 4) FROM generate_series(1, 200000) i;
          CREATE TABLE users (id int primary key, name text);
          INSERT INTO users SELECT i, 'user ' || md5(i::text) FROM generate_series(1, 100000) i;",
@@ -57,11 +48,12 @@ fn a_postgres_dump_in_chunks_round_trips_and_stores_little_for_a_small_change() 
     assert!(first_added > 10_000_000, "{first_added}");
     let unchanged = backup(&s, "pg");
     assert!(added(&unchanged) < first_added / 10, "unchanged database: {} of {first_added}", added(&unchanged));
-    // 1 % of the rows deleted in one region, 1 % added: CDC finds the rest again (an UPDATE would
-    // also do, but PostgreSQL puts the new row versions wherever pages have room, scattered over the
-    // end of the table; measured here: 7 of 23 chunks new)
+    // 1 % of the rows deleted in one region, 1 % added: CDC finds the rest again. (An UPDATE, or
+    // short rows after a vacuum, land wherever pages have room, scattered over the end of the
+    // table: measured here 7 of 23 chunks new. Autovacuum is off and the new rows are longer than
+    // any page's leftover space, so that they are appended and the test measures CDC alone.)
     psql(&db, "DELETE FROM events WHERE id BETWEEN 100000 AND 101999");
-    psql(&db, "INSERT INTO events SELECT i, 'new ' || i FROM generate_series(200001, 202000) i");
+    psql(&db, "INSERT INTO events SELECT i, 'new ' || i || repeat(md5(i::text), 10) FROM generate_series(200001, 202000) i");
     let changed = backup(&s, "pg");
     assert!(added(&changed) < first_added / 4, "1 % of rows changed: {} of {first_added}", added(&changed));
     let dest = format!("{db}_back");
@@ -70,7 +62,7 @@ fn a_postgres_dump_in_chunks_round_trips_and_stores_little_for_a_small_change() 
     assert_eq!(count(&dest, "events"), 200000);
     assert_eq!(count(&dest, "users"), 100000);
     assert_eq!(psql(&dest, "SELECT count(*) FROM events WHERE id BETWEEN 100000 AND 101999"), "0");
-    assert_eq!(psql(&dest, "SELECT payload FROM events WHERE id = 202000"), "new 202000");
+    assert!(psql(&dest, "SELECT payload FROM events WHERE id = 202000").starts_with("new 202000"));
     // the drill restores from chunks too
     let r = run(s.drctl().args(["verify", "pg"]));
     assert_eq!(r.code, 0, "{r:?}");

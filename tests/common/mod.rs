@@ -218,6 +218,17 @@ impl std::fmt::Debug for Ran {
     }
 }
 
+/// Stored bytes a backup added, from its manifest: each artifact's object (a chunked one's recipe)
+/// and the blobs a chunked artifact was the first to store.
+pub fn added(m: &serde_json::Value) -> u64 {
+    m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["stored"]["size"].as_u64().unwrap() + a["chunked"]["added_bytes"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 pub mod cluster;
 pub mod faults;
 #[allow(unused_imports)]

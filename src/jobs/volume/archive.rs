@@ -708,21 +708,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
                 device,
             })
             .map_err(WalkError::Write)?;
-        let (path, path_hex) = display_bytes(rel.as_os_str().as_bytes());
-        let entry = FileEntry {
-            path,
-            path_hex,
-            kind: label.to_string(),
-            size,
-            mode: format!("{:04o}", meta.mode() & 0o7777),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec() as u32,
-            sha256,
-            target: link.map(|l| display_bytes(l).0),
-        };
-        self.list_entry(&entry)
+        self.list_entry(&file_entry(rel.as_os_str().as_bytes(), label, size, meta, sha256, link))
     }
 
     /// A regular file; `listed` is what `lstat` said when the walk listed it (the run's
@@ -812,20 +798,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
         if meta.nlink() > 1 {
             self.links.insert(key, (stored.to_vec(), sha.clone()));
         }
-        let (path, path_hex) = display_bytes(stored);
-        self.list_entry(&FileEntry {
-            path,
-            path_hex,
-            kind: "file".into(),
-            size,
-            mode: format!("{:04o}", meta.mode() & 0o7777),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec() as u32,
-            sha256: Some(sha),
-            target: None,
-        })?;
+        self.list_entry(&file_entry(stored, "file", size, &meta, Some(sha), None))?;
         self.totals.file_count += 1;
         self.totals.total_bytes += size;
         Ok(())
@@ -935,6 +908,31 @@ fn lookup(id: u32, user: bool) -> Option<String> {
         }
     };
     Some(name)
+}
+
+/// The file-list line of an entry stored as `stored` (relative name bytes).
+fn file_entry(
+    stored: &[u8],
+    label: &str,
+    size: u64,
+    meta: &Metadata,
+    sha256: Option<String>,
+    link: Option<&[u8]>,
+) -> FileEntry {
+    let (path, path_hex) = display_bytes(stored);
+    FileEntry {
+        path,
+        path_hex,
+        kind: label.to_string(),
+        size,
+        mode: format!("{:04o}", meta.mode() & 0o7777),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec() as u32,
+        sha256,
+        target: link.map(|l| display_bytes(l).0),
+    }
 }
 
 /// A cached chunk as the writer takes it.
