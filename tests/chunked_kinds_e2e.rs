@@ -1,8 +1,11 @@
 //! End to end: `storage = "chunked"` for the stream kinds, against the real servers: a PostgreSQL
 //! dump (whose unchanged tables deduplicate across days, and whose 1 % of changed rows in one region
-//! of a table store little), and a Redis RDB that `redis-check-rdb` accepts after the round trip.
+//! of a table store little), a Redis RDB that `redis-check-rdb` accepts after the round trip, and an
+//! OpenBao raft snapshot that `tar` lists.
 
 mod common;
+#[path = "common/openbao.rs"]
+mod openbao;
 
 use std::process::Command;
 
@@ -53,7 +56,10 @@ fn a_postgres_dump_in_chunks_round_trips_and_stores_little_for_a_small_change() 
     // table: measured here 7 of 23 chunks new. Autovacuum is off and the new rows are longer than
     // any page's leftover space, so that they are appended and the test measures CDC alone.)
     psql(&db, "DELETE FROM events WHERE id BETWEEN 100000 AND 101999");
-    psql(&db, "INSERT INTO events SELECT i, 'new ' || i || repeat(md5(i::text), 10) FROM generate_series(200001, 202000) i");
+    psql(
+        &db,
+        "INSERT INTO events SELECT i, 'new ' || i || repeat(md5(i::text), 10) FROM generate_series(200001, 202000) i",
+    );
     let changed = backup(&s, "pg");
     assert!(added(&changed) < first_added / 4, "1 % of rows changed: {} of {first_added}", added(&changed));
     let dest = format!("{db}_back");
@@ -88,5 +94,31 @@ fn a_redis_rdb_in_chunks_round_trips_into_a_file_redis_check_rdb_accepts() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("RDB looks OK"), "{text}");
     let r = run(s.drctl().args(["verify", "cache"]));
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn an_openbao_snapshot_in_chunks_round_trips_into_the_snapshot_tar() {
+    let bao = openbao::Bao::shared();
+    let s = Scratch::new();
+    let token = s.path("vault_token");
+    std::fs::write(&token, format!("{}\n", bao.token)).unwrap();
+    let ca = bao.ca.as_ref().map(|c| format!("ca_file = \"{}\"\n", c.display())).unwrap_or_default();
+    s.write_config(&format!(
+        "{}[jobs.vault]\nkind = \"vault\"\nstorage = \"chunked\"\ntargets = [\"local\"]\naddress = \"{}\"\n{ca}token_file = \"{}\"\n",
+        chunked_head(&s),
+        bao.addr,
+        token.display()
+    ));
+    let m = backup(&s, "vault");
+    let out = s.path("vault.snap");
+    let r = run(s.drctl().args(["restore", "vault", "--latest", "--output"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), m["artifacts"][0]["plaintext"]["size"].as_u64().unwrap());
+    let listed = Command::new("tar").arg("-tzf").arg(&out).output().unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_string).collect();
+    assert_eq!(names, ["meta.json", "state.bin", "SHA256SUMS", "SHA256SUMS.sealed"]);
+    let r = run(s.drctl().args(["verify", "vault"]));
     assert_eq!(r.code, 0, "{r:?}");
 }
