@@ -1,10 +1,14 @@
 //! The backup side's synchronous half: bytes in, chunks cut, identified, and the ones no target
 //! has yet compressed, padded and encrypted ([`super::blob`]) and handed to the uploader over a
-//! bounded channel (backpressure, as in the stream pipeline). Runs on a blocking thread.
+//! bounded channel (backpressure, as in the stream pipeline). Runs on a blocking thread; sealing
+//! (zstd + age, the costly part) runs on a few worker threads of its own, one per core, fed through
+//! a bounded queue: the order of blobs in a pack does not matter, the recipe's order is fixed when
+//! a chunk is cut.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as sync_mpsc};
 
 use tokio::sync::mpsc;
 
@@ -50,24 +54,100 @@ pub struct ChunkWriter {
     /// `chunks.len()` at the last forced cut.
     mark: usize,
     digest: ListDigest,
-    tx: mpsc::Sender<Sealed>,
-    sealed_chunks: u64,
-    sealed_bytes: u64,
+    sealers: Sealers,
     progress: Progress,
+}
+
+/// The sealing workers: chunks in through a bounded queue, blobs out to the uploader.
+struct Sealers {
+    jobs: Option<sync_mpsc::SyncSender<(ChunkId, Vec<u8>)>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// The first failure of a worker (then the queue is closed and the writer stops).
+    failed: Arc<Mutex<Option<io::Error>>>,
+    chunks: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Sealers {
+    fn start(ctx: &WriterContext, tx: mpsc::Sender<Sealed>) -> Sealers {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let (jobs, queue) = sync_mpsc::sync_channel::<(ChunkId, Vec<u8>)>(n);
+        let queue = Arc::new(Mutex::new(queue));
+        let failed: Arc<Mutex<Option<io::Error>>> = Arc::default();
+        let (chunks, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let workers = (0..n)
+            .map(|_| {
+                let (queue, tx, failed) = (queue.clone(), tx.clone(), failed.clone());
+                let (chunks, bytes) = (chunks.clone(), bytes.clone());
+                let (recipients, level) = (ctx.recipients.clone(), ctx.level);
+                std::thread::spawn(move || {
+                    loop {
+                        let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                        let Ok((id, data)) = job else { return };
+                        let sent = blob::seal(&data, level, &recipients).and_then(|sealed| {
+                            bytes.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                            chunks.fetch_add(1, Ordering::Relaxed);
+                            tx.blocking_send(Sealed { id, blob: sealed }).map_err(|_| {
+                                io::Error::new(io::ErrorKind::BrokenPipe, "every target has stopped receiving")
+                            })
+                        });
+                        if let Err(e) = sent {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            return; // the queue closes when every worker has returned
+                        }
+                    }
+                })
+            })
+            .collect();
+        Sealers { jobs: Some(jobs), workers, failed, chunks, bytes }
+    }
+
+    fn failure(&self) -> io::Error {
+        match self.failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(e) => e,
+            None => io::Error::new(io::ErrorKind::BrokenPipe, "the sealing workers stopped"),
+        }
+    }
+
+    fn seal(&self, id: ChunkId, data: Vec<u8>) -> io::Result<()> {
+        match &self.jobs {
+            Some(j) => j.send((id, data)).map_err(|_| self.failure()),
+            None => Err(self.failure()),
+        }
+    }
+
+    /// Wait until every queued chunk is sealed and handed on.
+    fn finish(&mut self) -> io::Result<()> {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        match self.failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sealers {
+    fn drop(&mut self) {
+        // a writer dropped mid-way: close the queue; the workers end by themselves
+        self.jobs = None;
+    }
 }
 
 impl ChunkWriter {
     pub fn new(ctx: WriterContext, sealed: HashSet<ChunkId>, tx: mpsc::Sender<Sealed>, progress: Progress) -> Self {
         ChunkWriter {
+            sealers: Sealers::start(&ctx, tx),
             ctx,
             chunker: Chunker::default(),
             sealed,
             chunks: Vec::new(),
             mark: 0,
             digest: ListDigest::default(),
-            tx,
-            sealed_chunks: 0,
-            sealed_bytes: 0,
             progress,
         }
     }
@@ -114,11 +194,12 @@ impl ChunkWriter {
     /// The sealed set, to hand on to the next artifact's writer.
     pub fn finish(mut self) -> io::Result<(Written, HashSet<ChunkId>)> {
         self.cut()?;
+        self.sealers.finish()?;
         let written = Written {
             chunks: std::mem::take(&mut self.chunks),
             plaintext: self.digest.digest(),
-            sealed_chunks: self.sealed_chunks,
-            sealed_bytes: self.sealed_bytes,
+            sealed_chunks: self.sealers.chunks.load(Ordering::Relaxed),
+            sealed_bytes: self.sealers.bytes.load(Ordering::Relaxed),
         };
         Ok((written, std::mem::take(&mut self.sealed)))
     }
@@ -127,12 +208,7 @@ impl ChunkWriter {
         let id = self.ctx.key.chunk_id(data);
         let r = ChunkRef { id, hash: *blake3::hash(data).as_bytes(), len: data.len() as u64 };
         if !self.has(&id) {
-            let sealed = blob::seal(data, self.ctx.level, &self.ctx.recipients)?;
-            self.sealed_chunks += 1;
-            self.sealed_bytes += sealed.len() as u64;
-            self.tx
-                .blocking_send(Sealed { id, blob: sealed })
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "every target has stopped receiving"))?;
+            self.sealers.seal(id, data.to_vec())?;
             self.sealed.insert(id);
         }
         self.digest.add(&id, r.len);
