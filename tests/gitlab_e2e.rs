@@ -589,3 +589,28 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn chunked_storage_stores_the_archive_and_the_secrets_as_they_were() {
+    let lab = Lab::new("storage = \"chunked\"");
+    let key = lab.s.path("chunk.key");
+    assert_eq!(run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key)).code, 0);
+    let config = std::fs::read_to_string(lab.s.config_path()).unwrap();
+    lab.s.write_config(
+        &config.replace("identity_file = ", &format!("chunk_key_file = \"{}\"\nidentity_file = ", key.display())),
+    );
+    lab.backup();
+    let (_, archive_sha) = lab.created();
+    let m = &lab.manifests()[0];
+    assert_eq!(m["version"], 2);
+    assert!(m["artifacts"].as_array().unwrap().iter().all(|a| a["chunked"]["chunk_count"].as_u64() >= Some(1)));
+    let out = lab.s.path("restored.tar");
+    let r = run(lab.drctl().args(["restore", "gitlab", "--latest", "--artifact", "archive", "--output"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sha(&std::fs::read(&out).unwrap()), archive_sha);
+    let out = lab.s.path("secrets.tar");
+    let r = run(lab.drctl().args(["restore", "gitlab", "--latest", "--artifact", "secrets", "--output"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    let entries = tar_entries(&std::fs::read(&out).unwrap());
+    assert!(entries[0].0.ends_with("etc/gitlab-secrets.json") && entries[0].1 == SECRETS_JSON.as_bytes());
+}
