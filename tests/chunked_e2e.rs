@@ -39,8 +39,6 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let s = Scratch::new();
-        let out = run(drctl_bare().args(["keygen", "--chunk-key"]).arg(s.path("chunk.key")));
-        assert_eq!(out.code, 0, "{out:?}");
         let src = s.path("src");
         build_tree(&src);
         Setup { s, src }
@@ -49,10 +47,7 @@ impl Setup {
     /// The config: the scratch head with the chunk key, `extra_targets` (TOML), and the job
     /// writing to `targets`. `identity` false: a backup host that holds only the recipients.
     fn config(&self, extra_targets: &str, targets: &[&str], identity: bool) {
-        let mut head = self.s.head().replace(
-            "identity_file = ",
-            &format!("chunk_key_file = \"{}\"\nidentity_file = ", self.s.path("chunk.key").display()),
-        );
+        let mut head = self.s.with_chunk_key(&self.s.head());
         if !identity {
             head = head.lines().filter(|l| !l.starts_with("identity_file")).collect::<Vec<_>>().join("\n") + "\n";
         }

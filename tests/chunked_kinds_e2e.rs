@@ -12,10 +12,7 @@ use std::process::Command;
 use common::*;
 
 fn chunked_head(s: &Scratch) -> String {
-    let key = s.path("chunk.key");
-    let r = run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key));
-    assert_eq!(r.code, 0, "{r:?}");
-    s.head().replace("identity_file = ", &format!("chunk_key_file = \"{}\"\nidentity_file = ", key.display()))
+    s.with_chunk_key(&s.head())
 }
 
 fn backup(s: &Scratch, job: &str) -> serde_json::Value {

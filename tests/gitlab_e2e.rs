@@ -112,6 +112,14 @@ impl Lab {
             .collect()
     }
 
+    /// The plaintext of artifact `name` of the newest backup, restored with `--output`.
+    fn restored(&self, name: &str) -> Vec<u8> {
+        let out = self.s.path(&format!("restored-{name}"));
+        let r = run(self.drctl().args(["restore", "gitlab", "--latest", "--artifact", name, "--output"]).arg(&out));
+        assert_eq!(r.code, 0, "{r:?}");
+        std::fs::read(&out).unwrap()
+    }
+
     fn backup(&self) -> Ran {
         let r = run(self.drctl().args(["run", "gitlab"]));
         assert_eq!(r.code, 0, "{r:?}");
@@ -171,16 +179,10 @@ fn backup_records_facts_stores_archive_and_secrets_and_removes_the_local_archive
     assert!(lab.backup_dir().is_empty(), "{:?}", lab.backup_dir());
 
     // the stored archive decrypts to exactly the tar GitLab wrote
-    let out = lab.s.path("restored.tar");
-    let r = run(lab.drctl().args(["restore", "gitlab", "--latest", "--artifact", "archive", "--output"]).arg(&out));
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(sha(&std::fs::read(&out).unwrap()), archive_sha);
+    assert_eq!(sha(&lab.restored("archive")), archive_sha);
 
     // and the secrets bundle holds both files
-    let out = lab.s.path("secrets.tar");
-    let r = run(lab.drctl().args(["restore", "gitlab", "--latest", "--artifact", "secrets", "--output"]).arg(&out));
-    assert_eq!(r.code, 0, "{r:?}");
-    let entries = tar_entries(&std::fs::read(&out).unwrap());
+    let entries = tar_entries(&lab.restored("secrets"));
     assert_eq!(entries.len(), 2);
     assert!(entries[0].0.ends_with("etc/gitlab-secrets.json") && entries[0].1 == SECRETS_JSON.as_bytes());
     assert!(entries[1].0.ends_with("etc/gitlab.rb") && entries[1].1 == GITLAB_RB.as_bytes());
@@ -593,24 +595,14 @@ fn walk(dir: &Path) -> Vec<String> {
 #[test]
 fn chunked_storage_stores_the_archive_and_the_secrets_as_they_were() {
     let lab = Lab::new("storage = \"chunked\"");
-    let key = lab.s.path("chunk.key");
-    assert_eq!(run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key)).code, 0);
     let config = std::fs::read_to_string(lab.s.config_path()).unwrap();
-    lab.s.write_config(
-        &config.replace("identity_file = ", &format!("chunk_key_file = \"{}\"\nidentity_file = ", key.display())),
-    );
+    lab.s.write_config(&lab.s.with_chunk_key(&config));
     lab.backup();
     let (_, archive_sha) = lab.created();
     let m = &lab.manifests()[0];
     assert_eq!(m["version"], 2);
     assert!(m["artifacts"].as_array().unwrap().iter().all(|a| a["chunked"]["chunk_count"].as_u64() >= Some(1)));
-    let out = lab.s.path("restored.tar");
-    let r = run(lab.drctl().args(["restore", "gitlab", "--latest", "--artifact", "archive", "--output"]).arg(&out));
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(sha(&std::fs::read(&out).unwrap()), archive_sha);
-    let out = lab.s.path("secrets.tar");
-    let r = run(lab.drctl().args(["restore", "gitlab", "--latest", "--artifact", "secrets", "--output"]).arg(&out));
-    assert_eq!(r.code, 0, "{r:?}");
-    let entries = tar_entries(&std::fs::read(&out).unwrap());
+    assert_eq!(sha(&lab.restored("archive")), archive_sha);
+    let entries = tar_entries(&lab.restored("secrets"));
     assert!(entries[0].0.ends_with("etc/gitlab-secrets.json") && entries[0].1 == SECRETS_JSON.as_bytes());
 }

@@ -157,6 +157,17 @@ impl Scratch {
         )
     }
 
+    /// `config` with `[encryption] chunk_key_file` set to this scratch's `chunk.key`, which
+    /// `drctl keygen --chunk-key` makes the first time (`storage = "chunked"` jobs need it).
+    pub fn with_chunk_key(&self, config: &str) -> String {
+        let key = self.path("chunk.key");
+        if !key.exists() {
+            let r = run(drctl_bare().args(["keygen", "--chunk-key"]).arg(&key));
+            assert_eq!(r.code, 0, "{r:?}");
+        }
+        config.replace("identity_file = ", &format!("chunk_key_file = \"{}\"\nidentity_file = ", key.display()))
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
     }
