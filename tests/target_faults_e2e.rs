@@ -220,6 +220,48 @@ fn webdav_manifest_put_that_gets_a_500_is_retried_and_the_backup_commits() {
     assert_eq!(std::fs::read(out.join("small.txt")).unwrap(), b"hello\n");
 }
 
+/// The manifest write lands on `name` behind `proxy`, but every answer to it is a 500: the run is
+/// partial (fs committed), and `name` is left with no manifest, so no backup that cannot be
+/// restored (before the manifest was removed first, its artifacts were deleted under it).
+/// (Not tested on WebDAV: rclone's server removes the destination of a repeated MOVE whose source
+/// is gone, so the landed manifest never stays there.)
+fn assert_landed_manifest_is_withdrawn(s: &Scratch, proxy: &ErrorProxy, name: &str, direct_toml: &str) {
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the fault was injected");
+    assert!(r.stderr.contains(&format!("target `{name}` has no copy")), "{r:?}");
+    assert!(committed_on_fs(s), "{:?}", s.fs_files());
+    // seen directly (no proxy), from a fresh catalog: nothing committed on `name`
+    let direct = Scratch::new();
+    direct.write_config(&format!(
+        "{}{}[jobs.vol]\nkind = \"volume\"\ntargets = [\"{name}\"]\npath = \"{}\"\n",
+        direct.head(),
+        direct_toml,
+        s.path("src").display()
+    ));
+    let r = run(direct.drctl().args(["--json", "catalog", "rebuild"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    // (a manifest over missing artifacts is not counted, but named as a problem)
+    assert_eq!(v["backups"], 0, "a manifest stayed on `{name}`: {r:?}");
+    assert_eq!(v["problems"], serde_json::json!([]), "a manifest stayed on `{name}`: {r:?}");
+    // and the fs copy restores
+    let out = s.path("restored");
+    let r = run(s.drctl().args(["restore", "vol", "--latest", "--to"]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(out.join("small.txt")).unwrap(), b"hello\n");
+}
+
+#[test]
+fn s3_manifest_put_that_lands_but_fails_leaves_no_manifest() {
+    let s = Scratch::new();
+    let real = endpoint("DRCTL_TEST_S3_ENDPOINT");
+    let proxy = ErrorProxy::start(&real, Rule::FirstLanded { method: "PUT", path_contains: "manifest.json", n: 100 });
+    let s3 = s.s3_target("s3", Some(&proxy.url()));
+    s.write_config(&format!("{}{}{}", s.head(), s3, volume_job(&s, &["local", "s3"], 1)));
+    assert_landed_manifest_is_withdrawn(&s, &proxy, "s3", &s3.replace(&proxy.url(), &real));
+}
+
 #[test]
 fn webdav_at_30_percent_errors_never_loses_uploaded_data() {
     let s = Scratch::new();

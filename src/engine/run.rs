@@ -371,7 +371,7 @@ async fn store(
             }
         }
     }
-    cleanup(&lost, &written).await;
+    uncommit(&lost, &mkey, &written).await;
     if committed.is_empty() {
         return Err(all_failed(&job.name, &failed));
     }
@@ -565,6 +565,28 @@ async fn narrow(live: &mut Vec<Arc<Target>>, keep: Vec<Arc<Target>>, written: &B
 
 /// Delete the artifacts written to `targets` (best effort: an orphan artifact is harmless, it has
 /// no manifest and is removed by prune).
+/// The manifest write failed on `targets`; but a write whose answer was lost may still have landed,
+/// and a manifest left behind over deleted artifacts would be a committed backup that cannot be
+/// restored. So the manifest goes first, and the artifacts only once it is gone: when it cannot be
+/// removed they stay, the backup there complete if its manifest landed (prune removes them once
+/// older than the orphan grace if it did not).
+async fn uncommit(targets: &[Arc<Target>], manifest: &str, written: &BTreeMap<String, Vec<String>>) {
+    let mut gone = Vec::new();
+    for t in targets {
+        match t.delete(manifest).await {
+            Err(e) if !e.is_not_found() => tracing::warn!(
+                target = %t.name(),
+                key = %manifest,
+                error = %e,
+                "the manifest write failed and removing a manifest that may have landed failed too: \
+                 the artifacts are kept so that the backup there is complete if it did"
+            ),
+            _ => gone.push(t.clone()),
+        }
+    }
+    cleanup(&gone, written).await;
+}
+
 async fn cleanup(targets: &[Arc<Target>], written: &BTreeMap<String, Vec<String>>) {
     for t in targets {
         for key in written.get(t.name()).into_iter().flatten() {

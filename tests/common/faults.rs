@@ -184,6 +184,9 @@ pub enum Rule {
     Seeded { percent: u64, seed: u64 },
     /// The first `n` requests with this method whose path contains `path_contains`.
     First { method: &'static str, path_contains: &'static str, n: u64 },
+    /// Like `First`, but each picked request is forwarded and done upstream before the client
+    /// gets its 500: a write that landed while its answer was lost.
+    FirstLanded { method: &'static str, path_contains: &'static str, n: u64 },
 }
 
 /// An HTTP/1.1 proxy that answers `500 Internal Server Error` to the requests its [`Rule`] picks
@@ -234,7 +237,8 @@ fn pick(rule: &mut Rule, matched: &mut u64, n: u64, method: &str, path: &str) ->
             *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (*seed >> 33) % 100 < *percent
         }
-        Rule::First { method: m, path_contains, n: first } => {
+        Rule::First { method: m, path_contains, n: first }
+        | Rule::FirstLanded { method: m, path_contains, n: first } => {
             if method == *m && path.contains(*path_contains) && *matched < *first {
                 *matched += 1;
                 true
@@ -269,11 +273,23 @@ fn serve(
     let mut first = text.lines().next().unwrap_or_default().split(' ');
     let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
     let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-    let fail = {
+    let (fail, landed) = {
         let mut st = state.lock().unwrap();
         let (rule, matched) = &mut *st;
-        pick(rule, matched, n, &method, &path)
+        (pick(rule, matched, n, &method, &path), matches!(rule, Rule::FirstLanded { .. }))
     };
+    if fail && landed {
+        // forward the request and its body (Content-Length), wait for the upstream's answer, drop it
+        let length: u64 = text
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut server = TcpStream::connect(upstream)?;
+        server.write_all(close_after(&text).as_bytes())?;
+        std::io::copy(&mut (&mut client).take(length), &mut server)?;
+        std::io::copy(&mut server, &mut std::io::sink())?;
+    }
     if fail {
         failed.fetch_add(1, Ordering::SeqCst);
         failures.lock().unwrap().push(format!("{method} {path}"));
@@ -291,7 +307,22 @@ fn serve(
         while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
         return Ok(());
     }
-    // forward with `Connection: close`
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(close_after(&text).as_bytes())?;
+    let (mut c_read, mut s_write) = (client.try_clone()?, server.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let _ = s_write.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = up.join();
+    Ok(())
+}
+
+/// The request head `text` with `Connection: close`: the upstream closes after its answer.
+fn close_after(text: &str) -> String {
     let mut rewritten = String::new();
     for (i, line) in text.split("\r\n").enumerate() {
         if line.is_empty() {
@@ -304,18 +335,7 @@ fn serve(
         rewritten.push_str("\r\n");
     }
     rewritten.push_str("Connection: close\r\n\r\n");
-    let mut server = TcpStream::connect(upstream)?;
-    server.write_all(rewritten.as_bytes())?;
-    let (mut c_read, mut s_write) = (client.try_clone()?, server.try_clone()?);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
-        let _ = s_write.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut server, &mut client);
-    let _ = client.shutdown(Shutdown::Both);
-    let _ = server.shutdown(Shutdown::Both);
-    let _ = up.join();
-    Ok(())
+    rewritten
 }
 
 /// A TCP proxy that can be switched off and on: while off it refuses new connections and cuts the

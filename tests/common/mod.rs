@@ -53,10 +53,18 @@ pub fn psql(db: &str, sql: &str) -> String {
 }
 
 /// A unique, valid identifier for databases, buckets prefixes and job names.
+///
+/// The services keep their data between runs (the Garage bucket, the SFTP tree) and process ids
+/// come back (pid_max is 32768 here), so the pid alone named the same prefix in two runs: a test
+/// then counted an older run's backup as its own. A random tag per test process separates runs.
 pub fn unique(prefix: &str) -> String {
+    use std::hash::{BuildHasher as _, RandomState};
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    static TAG: OnceLock<String> = OnceLock::new();
+    let tag = TAG.get_or_init(|| format!("{:06x}", RandomState::new().hash_one(std::process::id()) & 0xff_ffff));
+    format!("{prefix}_{}{tag}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// Create database `db` with tables `users` (n rows) and `orders` (3n rows).
