@@ -4,7 +4,8 @@
 //! dropped and the others go on. When all artifacts are stored, the manifest is written to each
 //! remaining target — its presence commits the backup there. Only then is the run reported as a
 //! success (every target) or partial (some targets: exit 3). Artifacts left on a target that did
-//! not get the manifest are deleted right away (and would be ignored by restore anyway).
+//! not get the manifest are deleted right away (and would be ignored by restore anyway); when the
+//! manifest write failed, a manifest that may have landed is removed first (see `uncommit`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
