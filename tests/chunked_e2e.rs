@@ -216,8 +216,20 @@ fn a_host_without_the_identity_backs_up_prunes_and_checks() {
     t.restores_the_tree(&[], "restored");
 }
 
+/// `prune --json`: the chunk collection report of the first target.
+fn prune_gc(t: &Setup, extra: &[&str]) -> serde_json::Value {
+    let r = run(t.drctl().args(["--json", "prune"]).args(extra));
+    assert_eq!(r.code, 0, "{r:?}");
+    let plans: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    plans[0]["chunks"][0].clone()
+}
+
+fn count(v: &serde_json::Value) -> usize {
+    v.as_array().map(Vec::len).unwrap_or_else(|| panic!("not a list: {v}"))
+}
+
 #[test]
-fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_repository() {
+fn prune_marks_unused_packs_and_deletes_them_once_every_backup_that_saw_them_is_gone() {
     let t = Setup::new();
     let local_keep_one = "keep = { last = 1 }\n";
     t.config("", &["local"], true);
@@ -235,7 +247,8 @@ fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_reposito
     let with_both = t.packs();
     assert!(with_both.len() > before.len());
 
-    // another host's backup holds the repository: prune deletes backups, collects nothing
+    // another host's backup is running (its marker is live): prune deletes the old backup and
+    // marks the packs only it used, but deletes none of them, now or while that backup runs
     let scope = t.manifest(&second)["artifacts"][0]["chunked"]["scope"].as_str().unwrap().to_string();
     let locks = t.s.path("backups").join(format!("chunks/{scope}/locks"));
     std::fs::create_dir_all(&locks).unwrap();
@@ -244,25 +257,29 @@ fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_reposito
         "created": now.to_string(), "refreshed": now.to_string()});
     let marker = locks.join("20990101T000000Z-abcdef.shared.json");
     std::fs::write(&marker, lock.to_string()).unwrap();
-    let r = run(t.drctl().args(["prune"]));
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stderr.contains("garbage collection skipped") && r.stderr.contains("other-host"), "{r:?}");
-    assert!(
-        !t.s.fs_files().iter().any(|f| f.starts_with("vol/") && f.contains(&first)),
-        "the old backup is pruned: {r:?}"
-    );
-    assert_eq!(t.packs(), with_both, "no pack deleted while the lock is held");
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_marked"]) > 0, "{gc}");
+    assert_eq!(count(&gc["packs_deleted"]), 0, "{gc}");
+    assert!(!t.s.fs_files().iter().any(|f| f.starts_with("vol/") && f.contains(&first)), "the old backup is pruned");
+    let fossils = t.s.fs_files().into_iter().filter(|f| f.contains("/fossils/")).collect::<Vec<_>>();
+    assert_eq!(fossils.len(), 1, "one fossil record: {fossils:?}");
+    let gc = prune_gc(&t, &[]);
+    assert!(gc["packs_waiting"].as_u64().unwrap() > 0, "{gc}");
+    assert_eq!(count(&gc["packs_deleted"]), 0, "{gc}");
+    // (a mostly unused pack may have been repacked: new packs, none gone)
+    let now_packs = t.packs();
+    assert!(with_both.iter().all(|p| now_packs.contains(p)), "no pack deleted while a backup that may use it runs");
 
-    // a stale marker (its holder died an hour ago) holds nothing
+    // its holder died an hour ago (the marker went stale): the marked packs go
     let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
-    let stale = serde_json::json!({"kind": "exclusive", "host": "dead-host", "pid": 7, "purpose": "garbage collection",
+    let stale = serde_json::json!({"kind": "shared", "host": "other-host", "pid": 7, "purpose": "backup vol x",
         "created": old.to_string(), "refreshed": old.to_string()});
     std::fs::write(&marker, stale.to_string()).unwrap();
     let r = run(t.drctl().args(["prune", "--dry-run"]));
-    assert!(r.stdout.contains("pack(s) of chunk repository"), "{r:?}");
-    assert_eq!(t.packs(), with_both, "a dry run deletes nothing");
-    let r = run(t.drctl().args(["prune"]));
-    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("marked pack(s) of chunk repository"), "{r:?}");
+    assert_eq!(t.packs(), now_packs, "a dry run deletes nothing");
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_deleted"]) > 0, "{gc}");
     let after = t.packs();
     assert!(
         after.len() < with_both.len(),
@@ -270,8 +287,14 @@ fn prune_collects_unreferenced_packs_and_never_while_a_backup_holds_the_reposito
         with_both.len(),
         after.len()
     );
-    // the stale exclusive marker does not stop a backup either
+    assert!(!t.s.fs_files().iter().any(|f| f.contains("/fossils/")), "the record is done");
+    // a live exclusive marker (another collection) does not stop a backup either
+    let other_gc = serde_json::json!({"kind": "exclusive", "host": "gc-host", "pid": 8, "purpose": "garbage collection",
+        "created": now.to_string(), "refreshed": jiff::Timestamp::now().to_string()});
+    std::fs::write(locks.join("20990101T000001Z-abcdef.exclusive.json"), other_gc.to_string()).unwrap();
     t.backup();
+    let r = run(t.drctl().args(["prune"]));
+    assert!(r.stderr.contains("garbage collection skipped") && r.stderr.contains("gc-host"), "{r:?}");
     t.restores_the_tree(&[], "restored");
 }
 
@@ -415,15 +438,10 @@ fn a_backup_racing_two_prunes_never_loses_a_chunk() {
     t.restores_the_tree(&[], "restored");
 }
 
-#[test]
-fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_it() {
-    let t = Setup::new();
-    t.config("", &["local"], false);
-    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
-    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
-    t.backup();
-    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 5));
-    let fifo = t.s.path("pause.fifo");
+/// A `drctl run vol` held by the test hook once its packs are uploaded and before its index is
+/// written: returns the child and the fifo's write end (drop it to let the backup go on).
+fn held_backup(t: &Setup) -> (std::process::Child, std::fs::File) {
+    let fifo = t.s.path(&format!("pause-{}.fifo", unique("p")));
     sh(&format!("mkfifo '{}'", fifo.display()));
     let backup = t
         .drctl()
@@ -433,24 +451,87 @@ fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // returns once the backup holds its packs, unindexed, and waits
+    // returns once the backup is there, and waits
     let hold = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    let unindexed = t.packs();
-    let r = run(t.drctl().args(["prune"]));
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stderr.contains("garbage collection skipped"), "{r:?}");
-    assert!(unindexed.iter().all(|p| t.packs().contains(p)), "a pack of the running backup was deleted");
+    (backup, hold)
+}
+
+fn finishes(backup: std::process::Child, hold: std::fs::File) -> String {
     drop(hold);
     let b = backup.wait_with_output().unwrap();
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    String::from_utf8_lossy(&b.stdout).trim().to_string()
+}
+
+#[test]
+fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_it() {
+    let t = Setup::new();
+    t.config("", &["local"], false);
+    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
+    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.backup();
+    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 5));
+    let (backup, hold) = held_backup(&t);
+    let unindexed = t.packs();
+    // the running backup's packs are in no index yet: marked, then waited for, never deleted
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_marked"]) > 0, "{gc}");
+    let gc = prune_gc(&t, &[]);
+    assert!(gc["packs_waiting"].as_u64().unwrap() > 0, "{gc}");
+    assert!(unindexed.iter().all(|p| t.packs().contains(p)), "a pack of the running backup was deleted");
+    finishes(backup, hold);
     let data = read_data(&t);
     assert!(data.iter().all(|f| f["status"] == "ok"), "{data:?}");
-    // now nothing holds the repository: the first backup's big file goes
-    let before = t.packs().len();
-    let r = run(t.drctl().args(["prune"]));
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(t.packs().len() < before, "{r:?}");
+    // the backup committed: its packs are kept after all, and the first backup's big file is marked
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_resurrected"]) > 0, "{gc}");
+    assert!(count(&gc["packs_marked"]) > 0, "{gc}");
     assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
+    // and goes at the next prune
+    let before = t.packs().len();
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_deleted"]) > 0, "{gc}");
+    assert!(t.packs().len() < before, "{gc}");
+    assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
+    t.config("", &["local"], true);
+    t.restores_the_tree(&[], "restored");
+}
+
+/// The race two-phase collection exists for: a backup reads the indexes while a chunk's only
+/// backup is still there, the old backup is pruned and the chunk's pack marked while the new
+/// backup runs, and the new backup then commits referring to that chunk. The pack must survive.
+#[test]
+fn a_backup_that_reuses_a_chunk_prune_is_collecting_keeps_it() {
+    let t = Setup::new();
+    t.config("", &["local"], true);
+    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
+    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    let x = noise(12 * 1024 * 1024, 7);
+    write(&t.src, "big/twelve.bin", &x);
+    t.backup();
+    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 8));
+    t.backup();
+    // the third backup holds the first one's content again: it dedups against its packs
+    write(&t.src, "big/twelve.bin", &x);
+    let (backup, hold) = held_backup(&t);
+    // meanwhile prune deletes the first backup (keep last 1: the second is the newest committed)
+    // and marks the packs only it referred to, X's among them; twice: the second waits
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_marked"]) > 0, "{gc}");
+    let gc = prune_gc(&t, &[]);
+    assert!(gc["packs_waiting"].as_u64().unwrap() > 0, "{gc}");
+    assert_eq!(count(&gc["packs_deleted"]), 0, "{gc}");
+    let id = finishes(backup, hold);
+    // the third backup stored X's chunks only once: it referred to the marked packs
+    assert!(added(&t.manifest(&id)) < 4 * 1024 * 1024, "{}", added(&t.manifest(&id)));
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_resurrected"]) > 0, "{gc}");
+    // whatever the next prunes do, the newest backup stays whole
+    prune_gc(&t, &[]);
+    prune_gc(&t, &[]);
+    let data = read_data(&t);
+    assert!(data.iter().all(|f| f["status"] == "ok"), "{data:?}");
+    t.restores_the_tree(&[], "restored");
 }
 
 #[test]
@@ -465,12 +546,13 @@ fn prune_repacks_mostly_unused_packs_and_every_backup_still_restores() {
     t.backup();
     write(&t.src, "big/twelve.bin", &noise(3 * 1024 * 1024, 3));
     t.backup();
-    let r = run(t.drctl().args(["--json", "prune"]));
-    assert_eq!(r.code, 0, "{r:?}");
-    let plans: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let gc = &plans[0]["chunks"][0];
-    assert!(!gc["packs_repacked"].as_array().unwrap().is_empty(), "{gc}");
-    for p in gc["packs_repacked"].as_array().unwrap().iter().chain(gc["packs_deleted"].as_array().unwrap()) {
+    let gc = prune_gc(&t, &[]);
+    assert!(count(&gc["packs_repacked"]) > 0, "{gc}");
+    // the live blobs were copied; the old packs are marked, and go at the next prune
+    assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
+    let next = prune_gc(&t, &[]);
+    for p in gc["packs_repacked"].as_array().unwrap().iter().chain(gc["packs_marked"].as_array().unwrap()) {
+        assert!(next["packs_deleted"].as_array().unwrap().contains(p), "{p}: {next}");
         assert!(!t.packs().iter().any(|f| f.contains(p.as_str().unwrap())), "{p} is gone");
     }
     assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));

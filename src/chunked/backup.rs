@@ -1,5 +1,6 @@
-//! The backup side's asynchronous half: one [`ChunkedRun`] per backup run. It takes a shared lock
-//! on each target's repository, learns which chunks each holds (their indexes), receives the
+//! The backup side's asynchronous half: one [`ChunkedRun`] per backup run. It writes a shared lock
+//! marker in each target's repository, learns which chunks each holds (their indexes, less the
+//! packs marked for deletion: [`super::fossil`]), receives the
 //! sealed blobs from the [`ChunkWriter`], appends each to the pack of every target that lacks it,
 //! and uploads a pack when it reaches [`super::packer::PACK_SIZE`]. At the end it writes one index per target
 //! for the packs it uploaded; only then may the manifest commit the backup. A target that fails is
@@ -7,12 +8,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::key::{ChunkId, ChunkKey};
-use super::lock::{self, Lock, LockKind, Refused};
+use super::lock::{self, Lock};
 use super::packer::Packer;
 use super::repo;
 use super::writer::{ChunkWriter, Sealed, WriterContext, Written};
@@ -22,8 +22,6 @@ use crate::{Error, Result};
 
 /// Sealed blobs the writer may run ahead of the uploads.
 const CHANNEL: usize = 4;
-/// How long a backup waits for garbage collection on a target to finish.
-pub const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 
 struct TargetRepo {
     target: Arc<Target>,
@@ -56,25 +54,10 @@ impl ChunkedRun {
         let opened = futures::future::join_all(live.iter().map(|t| {
             let (scope, key) = (scope.clone(), key.clone());
             async move {
-                let lock = match lock::acquire(t.clone(), &scope, LockKind::Shared, purpose, LOCK_WAIT).await {
-                    Ok(l) => l,
-                    Err(Refused::Busy(who)) => {
-                        return Err(crate::targets::target_error(
-                            t.name(),
-                            "lock",
-                            &lock::locks_dir(&scope),
-                            crate::error::FailureKind::Transient,
-                            format!(
-                                "garbage collection still holds the repository after {}: {who}",
-                                humantime::format_duration(LOCK_WAIT)
-                            ),
-                        ));
-                    }
-                    Err(Refused::Failed(e)) => return Err(e),
-                };
+                let lock = lock::shared(t.clone(), &scope, purpose).await?;
                 let read = async {
                     repo::ensure_config(t, &scope, recipients, key.key_id()).await?;
-                    repo::load_indexes(t, &scope).await
+                    repo::load_usable(t, &scope).await
                 };
                 match read.await {
                     Ok(indexes) => {

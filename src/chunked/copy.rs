@@ -7,12 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use super::lock::{self, Lock, LockKind, Refused};
+use super::lock::{self, Lock};
 use super::packer::Packer;
 use super::repo;
-use crate::error::FailureKind;
 use crate::manifest::Manifest;
-use crate::targets::{Target, target_error};
+use crate::targets::Target;
 use crate::{Error, Result};
 
 /// Copy the chunks of `m` that `dest` lacks from `src`. Returns the bytes copied and the lock
@@ -24,14 +23,9 @@ pub async fn copy_chunks(src: &Target, dest: &Arc<Target>, m: &Manifest) -> Resu
     let mut total = 0;
     for scope in scopes {
         let purpose = format!("sync {} {}", m.job, m.backup_id);
-        let lock = match lock::acquire(dest.clone(), scope, LockKind::Shared, &purpose, super::backup::LOCK_WAIT).await
-        {
+        let lock = match lock::shared(dest.clone(), scope, &purpose).await {
             Ok(l) => l,
-            Err(Refused::Busy(who)) => {
-                release(locks).await;
-                return Err(target_error(dest.name(), "lock", &lock::locks_dir(scope), FailureKind::Transient, who));
-            }
-            Err(Refused::Failed(e)) => {
+            Err(e) => {
                 release(locks).await;
                 return Err(e);
             }
@@ -62,8 +56,8 @@ async fn copy_scope(src: &Target, dest: &Target, m: &Manifest, scope: &str) -> R
         dest.put_bytes(&config, src.get_bytes(&config).await?.into()).await?;
     }
     let have: HashSet<repo::ChunkIdHex> =
-        repo::locations(&repo::load_indexes(dest, scope).await?).into_keys().map(hex::encode).collect();
-    let from = repo::locations(&repo::load_indexes(src, scope).await?);
+        repo::locations(&repo::load_usable(dest, scope).await?).into_keys().map(hex::encode).collect();
+    let from = repo::locations(&repo::load_for_reading(src, scope).await?);
     // what is missing, grouped by the source pack holding it
     let mut wanted: BTreeMap<Arc<str>, Vec<(String, u64, u64)>> = BTreeMap::new();
     let mut seen = HashSet::new();

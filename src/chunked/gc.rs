@@ -1,21 +1,28 @@
-//! Garbage collection of a target's chunk repositories, under an exclusive lock marker (see
-//! [`super::lock`]): with every backup of every job on the target known (all manifests, not only
-//! the configured jobs'), a pack none of whose chunks a manifest refers to is deleted, and so is a
-//! pack no index lists (left by a backup that died before writing its index). Indexes naming a
-//! deleted pack are replaced first (a new index of the surviving packs is written, then the old
-//! ones are deleted), so no index ever names a pack that is gone. A pack whose live blobs make up
-//! less than half of it is repacked: its live blobs are copied, still encrypted, into new packs
-//! (the old pack is first checked against its BLAKE3 id), the new packs are indexed, then the old
-//! one goes. Any manifest that cannot be read stops collection on that target: it might refer to
-//! anything. Never needs the identity.
+//! Garbage collection of a target's chunk repositories, in two phases ([`super::fossil`]) under an
+//! exclusive marker that keeps collections apart (backups never wait for it). With every backup of
+//! every job on the target known (all manifests, not only the configured jobs'):
+//!
+//! * packs marked by an earlier collection whose holders are all gone are deleted, unless a
+//!   manifest refers to a chunk only they hold (then they are kept: resurrected); the indexes
+//!   naming them are rewritten first (a new index of the surviving packs is written, then the old
+//!   ones are deleted), so no index ever names a pack that is gone;
+//! * packs none of whose chunks a manifest refers to, and packs no index lists (a backup died
+//!   before writing its index, or is still running), are marked;
+//! * a pack whose live blobs make up less than half of it is repacked: its live blobs are copied,
+//!   still encrypted, into new packs (the old pack is first checked against its BLAKE3 id), the new
+//!   packs are indexed, and the old one is marked.
+//!
+//! Any manifest that cannot be read stops collection on that target: it might refer to anything.
+//! Never needs the identity.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::fossil::{self, Fossils};
 use super::key::ChunkId;
-use super::lock::{self, LockKind, Refused};
+use super::lock::{self, Refused};
 use super::packer::Packer;
 use super::repo::{self, Index, PackEntry};
 use crate::manifest::Manifest;
@@ -31,13 +38,22 @@ pub struct GcReport {
     pub target: String,
     pub scope: String,
     pub packs_kept: usize,
-    /// Packs deleted (or to delete): no live chunk, or in no index.
+    /// Packs deleted now (or to delete): marked by an earlier collection, every holder gone, and
+    /// no chunk in them that a backup needs.
     pub packs_deleted: Vec<String>,
-    /// Bytes freed (or to free): dead packs, and the dead part of repacked ones.
+    /// Bytes freed now (or to free): the packs deleted.
     pub bytes_freed: u64,
-    /// Packs rewritten with their live blobs only (mostly dead).
+    /// Packs marked now (no live chunk, or in no index); deleted by a later collection.
+    pub packs_marked: Vec<String>,
+    /// Packs whose live blobs were copied into new packs now, and marked (mostly dead).
     pub packs_repacked: Vec<String>,
-    /// Why collection did not run here (a live lock, an unreadable manifest).
+    /// Bytes the packs marked now will free.
+    pub bytes_marked: u64,
+    /// Marked packs kept after all: a backup that ran across the mark refers to them.
+    pub packs_resurrected: Vec<String>,
+    /// Marked packs still waiting for a backup or sync that started before their mark.
+    pub packs_waiting: usize,
+    /// Why collection did not run here (another collection, an unreadable manifest).
     pub skipped: Option<String>,
 }
 
@@ -68,35 +84,28 @@ pub async fn collect(target: Arc<Target>, dry_run: bool, going: &HashSet<String>
 
 async fn collect_scope(target: Arc<Target>, scope: &str, dry_run: bool, going: &HashSet<String>) -> Result<GcReport> {
     let mut report = GcReport { target: target.name().into(), scope: scope.into(), ..Default::default() };
-    let lock = match lock::acquire(
-        target.clone(),
-        scope,
-        LockKind::Exclusive,
-        "garbage collection",
-        std::time::Duration::ZERO,
-    )
-    .await
-    {
+    let lock = match lock::exclusive(target.clone(), scope, "garbage collection").await {
         Ok(l) => l,
         Err(Refused::Busy(who)) => {
-            report.skipped = Some(format!("the repository is in use ({who}); collection runs at the next prune"));
+            report.skipped = Some(format!("another collection runs ({who}); this one runs at the next prune"));
             return Ok(report);
         }
         Err(Refused::Failed(e)) => return Err(e),
     };
-    let result = collect_locked(&target, scope, dry_run, going, &mut report).await;
+    let result = collect_locked(&target, scope, dry_run, going, &lock.key, &mut report).await;
     lock.release().await;
     result.map(|_| report)
 }
 
-async fn collect_locked(
+/// Every chunk any manifest on the target refers to, or `None` (with `report.skipped` set) when
+/// a manifest cannot be read.
+async fn live_chunks(
     target: &Target,
     scope: &str,
     dry_run: bool,
     going: &HashSet<String>,
     report: &mut GcReport,
-) -> Result<()> {
-    // every chunk any manifest on the target refers to
+) -> Result<Option<HashSet<ChunkId>>> {
     let mut live: HashSet<ChunkId> = HashSet::new();
     for m in target.list("").await? {
         match crate::layout::manifest_id(&m.key) {
@@ -112,7 +121,7 @@ async fn collect_locked(
                     "cannot read manifest `{}` ({e}): it may refer to any chunk, so nothing is collected",
                     m.key
                 ));
-                return Ok(());
+                return Ok(None);
             }
         };
         for a in &manifest.artifacts {
@@ -121,52 +130,142 @@ async fn collect_locked(
             }
         }
     }
+    Ok(Some(live))
+}
+
+fn is_live(live: &HashSet<ChunkId>, id: &str) -> bool {
+    repo::parse_id(id).is_some_and(|id| live.contains(&id))
+}
+
+async fn collect_locked(
+    target: &Target,
+    scope: &str,
+    dry_run: bool,
+    going: &HashSet<String>,
+    own_marker: &str,
+    report: &mut GcReport,
+) -> Result<()> {
+    let Some(live) = live_chunks(target, scope, dry_run, going, report).await? else { return Ok(()) };
+    let records = fossil::load(target, scope).await?;
     let indexes = repo::load_indexes(target, scope).await?;
-    // every pack an index lists, once, with its live bytes
-    let mut packs: BTreeMap<String, (&PackEntry, u64)> = BTreeMap::new();
-    for (_, idx) in &indexes {
-        for p in &idx.packs {
-            let live_bytes: u64 =
-                p.blobs.iter().filter(|b| repo::parse_id(&b.0).is_some_and(|id| live.contains(&id))).map(|b| b.2).sum();
-            packs.entry(p.id.clone()).or_insert((p, live_bytes));
-        }
-    }
-    let stored: Vec<(String, u64)> = target
+    let stored: BTreeMap<String, u64> = target
         .list(&format!("{}/packs/", repo::scope_dir(scope)))
         .await?
         .into_iter()
         .filter_map(|m| repo::pack_of_key(&m.key).map(|p| (p.to_string(), m.size)))
         .collect();
-    let dead: HashSet<String> = stored
-        .iter()
-        .filter(|(p, _)| packs.get(p).is_none_or(|(_, live_bytes)| *live_bytes == 0))
-        .map(|(p, _)| p.clone())
-        .collect();
-    // packs mostly dead are rewritten with their live blobs only (copied as stored, still encrypted)
-    let sparse: Vec<&PackEntry> = packs
+    let markers: HashSet<String> =
+        lock::live_markers(target, scope, own_marker).await?.into_iter().map(|(k, _)| k).collect();
+    // every pack an index lists, once
+    let mut indexed: BTreeMap<&str, &PackEntry> = BTreeMap::new();
+    for (_, idx) in &indexes {
+        for p in &idx.packs {
+            indexed.entry(p.id.as_str()).or_insert(p);
+        }
+    }
+    let marked = fossil::marked(&records);
+    // blobs held by a pack that stays whatever happens here
+    let held_unmarked: HashSet<&str> = indexed
         .values()
-        .filter(|(p, live_bytes)| *live_bytes > 0 && *live_bytes * REPACK_BELOW_LIVE.1 < p.size * REPACK_BELOW_LIVE.0)
-        .filter(|(p, _)| stored.iter().any(|(s, _)| s == &p.id))
-        .map(|(p, _)| *p)
+        .filter(|p| !marked.contains(&p.id) && stored.contains_key(&p.id))
+        .flat_map(|p| p.blobs.iter().map(|b| b.0.as_str()))
         .collect();
-    report.packs_kept = stored.len() - dead.len() - sparse.len();
-    report.bytes_freed = stored.iter().filter(|(p, _)| dead.contains(p)).map(|(_, s)| s).sum::<u64>()
-        + sparse.iter().map(|p| p.size - packs[&p.id].1).sum::<u64>();
-    report.packs_deleted = dead.iter().cloned().collect();
-    report.packs_deleted.sort();
+
+    // phase 2: the marks of earlier collections
+    let mut delete: Vec<String> = Vec::new();
+    let mut finished: Vec<&str> = Vec::new();
+    let mut waiting: HashSet<&str> = HashSet::new();
+    // marked, not needed, and already gone (a collection stopped between packs and records)
+    let mut vanished: Vec<&str> = Vec::new();
+    for (key, rec) in &records {
+        match &rec.holders {
+            // its collection died before listing the holders: the mark never took
+            None => {
+                report.packs_resurrected.extend(rec.packs.iter().cloned());
+                finished.push(key);
+            }
+            Some(holders) if holders.iter().any(|h| markers.contains(h)) => {
+                report.packs_waiting += rec.packs.len();
+                waiting.extend(rec.packs.iter().map(String::as_str));
+            }
+            Some(_) => {
+                for p in &rec.packs {
+                    let needed = indexed.get(p.as_str()).is_some_and(|e| {
+                        e.blobs.iter().any(|b| is_live(&live, &b.0) && !held_unmarked.contains(b.0.as_str()))
+                    });
+                    if needed {
+                        report.packs_resurrected.push(p.clone());
+                    } else if stored.contains_key(p) {
+                        delete.push(p.clone());
+                    } else {
+                        vanished.push(p.as_str());
+                    }
+                }
+                finished.push(key);
+            }
+        }
+    }
+    delete.sort();
+    delete.dedup();
+    // a pack named by a waiting record too stays until that one is ready
+    delete.retain(|p| !waiting.contains(p.as_str()));
+    report.packs_deleted = delete.clone();
+    report.bytes_freed = delete.iter().filter_map(|p| stored.get(p)).sum();
+
+    // phase 1: new marks, among the packs no record names
+    let deleting: HashSet<&str> = delete.iter().map(String::as_str).collect();
+    let mut dead: Vec<String> = Vec::new();
+    let mut sparse: Vec<&PackEntry> = Vec::new();
+    for p in stored.keys().filter(|p| !marked.contains(*p)) {
+        match indexed.get(p.as_str()) {
+            None => dead.push(p.clone()),
+            Some(e) => {
+                let live_bytes: u64 = e.blobs.iter().filter(|b| is_live(&live, &b.0)).map(|b| b.2).sum();
+                if live_bytes == 0 {
+                    dead.push(p.clone());
+                } else if live_bytes * REPACK_BELOW_LIVE.1 < e.size * REPACK_BELOW_LIVE.0 {
+                    sparse.push(e);
+                }
+            }
+        }
+    }
+    report.packs_marked = dead.clone();
     report.packs_repacked = sparse.iter().map(|p| p.id.clone()).collect();
-    let gone: HashSet<&str> = dead.iter().map(String::as_str).chain(sparse.iter().map(|p| p.id.as_str())).collect();
-    // an index naming a pack that goes is rewritten
-    let stale: Vec<&(String, Index)> =
-        indexes.iter().filter(|(_, idx)| idx.packs.iter().any(|p| gone.contains(p.id.as_str()))).collect();
-    if dry_run || gone.is_empty() {
+    report.bytes_marked = dead.iter().chain(&report.packs_repacked).filter_map(|p| stored.get(p)).sum();
+    report.packs_kept = stored.len() - delete.len() - dead.len() - sparse.len();
+    if dry_run {
         return Ok(());
     }
-    // 1. the live blobs of sparse packs into new packs (each source pack checked against its id)
-    let mut held: HashSet<&str> = packs
+
+    // phase 2, carried out: indexes naming a deleted pack rewritten, then the packs, then the records
+    let unlisted: HashSet<&str> =
+        deleting.iter().copied().chain(vanished.iter().copied().filter(|p| !waiting.contains(p))).collect();
+    rewrite_indexes(target, scope, &indexes, &unlisted).await?;
+    for p in &delete {
+        target
+            .delete(&repo::pack_key(scope, p))
+            .await
+            .map_err(|e| Error::Pipeline(format!("garbage collection on `{}` stopped: {e}", target.name())))?;
+    }
+    for key in finished {
+        target.delete(key).await?;
+    }
+
+    // phase 1, carried out: live blobs of sparse packs copied (each source pack checked against
+    // its id) and indexed, then the record, then its holders
+    if dead.is_empty() && sparse.is_empty() {
+        return Ok(());
+    }
+    let going_now: HashSet<&str> = dead
+        .iter()
+        .map(String::as_str)
+        .chain(sparse.iter().map(|p| p.id.as_str()))
+        .chain(deleting.iter().copied())
+        .collect();
+    let mut held: HashSet<&str> = indexed
         .values()
-        .filter(|(p, _)| !gone.contains(p.id.as_str()))
-        .flat_map(|(p, _)| p.blobs.iter().map(|b| b.0.as_str()))
+        .filter(|p| !going_now.contains(p.id.as_str()) && !marked.contains(&p.id))
+        .flat_map(|p| p.blobs.iter().map(|b| b.0.as_str()))
         .collect();
     let mut packer = Packer::default();
     for p in &sparse {
@@ -180,8 +279,7 @@ async fn collect_locked(
             });
         }
         for b in &p.blobs {
-            let alive = repo::parse_id(&b.0).is_some_and(|id| live.contains(&id));
-            if !alive || !held.insert(b.0.as_str()) {
+            if !is_live(&live, &b.0) || !held.insert(b.0.as_str()) {
                 continue;
             }
             let blob = data.get(b.1 as usize..(b.1 + b.2) as usize).ok_or_else(|| Error::Integrity {
@@ -196,31 +294,47 @@ async fn collect_locked(
         }
     }
     packer.upload(target, scope).await?;
-    // 2. one index of the surviving packs of the stale indexes and the new ones, 3. the stale
-    // indexes deleted, 4. the packs: no index ever names a pack that is gone
+    write_index(target, scope, packer.into_packs()).await?;
+    let name = format!("{}-{}", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"), crate::layout::random_suffix());
+    let key = fossil::key(scope, &name);
+    let mut record = Fossils::new(dead.into_iter().chain(report.packs_repacked.iter().cloned()).collect());
+    record.write(target, &key).await?;
+    let holders = lock::live_markers(target, scope, own_marker).await?.into_iter().map(|(k, _)| k).collect();
+    record.holders = Some(holders);
+    record.write(target, &key).await
+}
+
+/// Replace every index naming a pack in `gone` by one index of its other packs: the new index is
+/// written before the old ones are deleted.
+async fn rewrite_indexes(
+    target: &Target,
+    scope: &str,
+    indexes: &[(String, Index)],
+    gone: &HashSet<&str>,
+) -> Result<()> {
+    let stale: Vec<&(String, Index)> =
+        indexes.iter().filter(|(_, idx)| idx.packs.iter().any(|p| gone.contains(p.id.as_str()))).collect();
     let mut seen = HashSet::new();
-    let mut survivors: Vec<PackEntry> = stale
+    let survivors: Vec<PackEntry> = stale
         .iter()
         .flat_map(|(_, idx)| idx.packs.iter())
         .filter(|p| !gone.contains(p.id.as_str()) && seen.insert(p.id.clone()))
         .cloned()
         .collect();
-    survivors.extend(packer.into_packs());
-    if !survivors.is_empty() {
-        let name =
-            format!("{}-gc-{}", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"), crate::layout::random_suffix());
-        let mut body = serde_json::to_vec(&Index::new(survivors)).unwrap_or_default();
-        body.push(b'\n');
-        target.put_bytes(&repo::index_key(scope, &name), body.into()).await?;
-    }
+    write_index(target, scope, survivors).await?;
     for (key, _) in &stale {
         target.delete(key).await?;
     }
-    for p in report.packs_deleted.iter().chain(&report.packs_repacked) {
-        target
-            .delete(&repo::pack_key(scope, p))
-            .await
-            .map_err(|e| Error::Pipeline(format!("garbage collection on `{}` stopped: {e}", target.name())))?;
-    }
     Ok(())
+}
+
+/// A new index of `packs` (nothing when empty), named as a collection's.
+async fn write_index(target: &Target, scope: &str, packs: Vec<PackEntry>) -> Result<()> {
+    if packs.is_empty() {
+        return Ok(());
+    }
+    let name = format!("{}-gc-{}", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"), crate::layout::random_suffix());
+    let mut body = serde_json::to_vec(&Index::new(packs)).unwrap_or_default();
+    body.push(b'\n');
+    target.put_bytes(&repo::index_key(scope, &name), body.into()).await.map(|_| ())
 }

@@ -1,13 +1,15 @@
-//! Lock markers in a chunk repository: a backup holds a *shared* lock from before it reads the
-//! indexes until its manifest is committed; garbage collection takes an *exclusive* one.
+//! Lock markers in a chunk repository: a backup (or a `sync` into it) writes a *shared* marker
+//! before it reads the indexes and removes it once its manifest is committed; garbage collection
+//! takes an *exclusive* one.
 //!
-//! Protocol (the store must list what was written before: S3, fs, SFTP and WebDAV do): write your
-//! own marker first, then list the others. Garbage collection that finds any other live marker
-//! removes its own and skips (it never waits: it runs again at the next prune). A backup that
-//! finds a live exclusive marker keeps its own (so no new collection starts) and waits until the
-//! exclusive one is gone. Whichever wrote second sees the first, so a collection never deletes a
-//! pack a running backup may refer to. Markers are refreshed every [`REFRESH`]; one not refreshed
-//! for [`STALE_AFTER`] (its holder died) is ignored. Lock-free collection is a later step.
+//! Shared markers never wait and are never refused: they only say "a writer that may refer to
+//! any indexed chunk is here". Garbage collection never deletes at once (see [`super::fossil`]):
+//! it marks, records the shared markers live at that moment, and deletes only once each of them
+//! is gone. Exclusive markers keep two collections apart (protocol: write your own marker first,
+//! then list the others; whichever wrote second sees the first and backs off, without waiting: it
+//! runs again at the next prune). The store must list what was written before (S3, fs, SFTP and
+//! WebDAV do). Markers are refreshed every [`REFRESH`]; one not refreshed for [`STALE_AFTER`] (its
+//! holder died) is ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +22,6 @@ use crate::{Error, Result};
 
 pub const REFRESH: Duration = Duration::from_secs(60);
 pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
-/// How often a waiting backup looks again.
-const POLL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,7 +75,8 @@ pub fn locks_dir(scope: &str) -> String {
 /// A held marker; [`Lock::release`] removes it (a dropped one stops being refreshed and goes stale).
 pub struct Lock {
     target: Arc<Target>,
-    key: String,
+    /// The marker's key (what a fossil record names among its holders).
+    pub key: String,
     refresher: tokio::task::JoinHandle<()>,
 }
 
@@ -106,8 +107,8 @@ async fn write(target: &Target, key: &str, body: &LockBody) -> Result<()> {
     target.put_bytes(key, data.into()).await.map(|_| ())
 }
 
-/// Live markers under the scope other than `own`.
-async fn others(target: &Target, scope: &str, own: &str) -> Result<Vec<LockBody>> {
+/// Live markers under the scope other than `own`, by key.
+pub async fn live_markers(target: &Target, scope: &str, own: &str) -> Result<Vec<(String, LockBody)>> {
     let now = jiff::Timestamp::now();
     let mut out = Vec::new();
     for m in target.list(&locks_dir(scope)).await? {
@@ -116,7 +117,7 @@ async fn others(target: &Target, scope: &str, own: &str) -> Result<Vec<LockBody>
         }
         match target.get_bytes(&m.key).await {
             Ok(data) => match serde_json::from_slice::<LockBody>(&data) {
-                Ok(b) if b.live(now) => out.push(b),
+                Ok(b) if b.live(now) => out.push((m.key, b)),
                 Ok(_) => {}
                 Err(_) => tracing::warn!(target = %target.name(), key = %m.key, "ignoring an unreadable lock marker"),
             },
@@ -128,14 +129,31 @@ async fn others(target: &Target, scope: &str, own: &str) -> Result<Vec<LockBody>
     Ok(out)
 }
 
-/// Take a lock of `kind` on `scope`. A shared lock waits up to `wait` for exclusive holders.
-pub async fn acquire(
-    target: Arc<Target>,
-    scope: &str,
-    kind: LockKind,
-    purpose: &str,
-    wait: Duration,
-) -> std::result::Result<Lock, Refused> {
+/// Write a shared marker on `scope` and hold it (never refused: see the module docs).
+pub async fn shared(target: Arc<Target>, scope: &str, purpose: &str) -> Result<Lock> {
+    place(target, scope, LockKind::Shared, purpose).await
+}
+
+/// Take the exclusive marker on `scope`: refused while another live exclusive marker exists.
+pub async fn exclusive(target: Arc<Target>, scope: &str, purpose: &str) -> std::result::Result<Lock, Refused> {
+    let lock = place(target.clone(), scope, LockKind::Exclusive, purpose).await.map_err(Refused::Failed)?;
+    let conflicts: Vec<LockBody> = match live_markers(&target, scope, &lock.key).await {
+        Ok(o) => o.into_iter().map(|(_, b)| b).filter(|b| b.kind == LockKind::Exclusive).collect(),
+        Err(e) => {
+            lock.release().await;
+            return Err(Refused::Failed(e));
+        }
+    };
+    if conflicts.is_empty() {
+        Ok(lock)
+    } else {
+        lock.release().await;
+        Err(Refused::Busy(conflicts.iter().map(LockBody::describe).collect::<Vec<_>>().join("; ")))
+    }
+}
+
+/// Write a marker and keep it refreshed until released.
+async fn place(target: Arc<Target>, scope: &str, kind: LockKind, purpose: &str) -> Result<Lock> {
     let now = jiff::Timestamp::now();
     let body = LockBody {
         kind,
@@ -152,31 +170,7 @@ pub async fn acquire(
         crate::layout::random_suffix(),
         kind.as_str()
     );
-    write(&target, &key, &body).await.map_err(Refused::Failed)?;
-    let started = std::time::Instant::now();
-    let mut said = false;
-    loop {
-        let conflicts: Vec<LockBody> = match others(&target, scope, &key).await {
-            Ok(o) => o.into_iter().filter(|b| kind == LockKind::Exclusive || b.kind == LockKind::Exclusive).collect(),
-            Err(e) => {
-                let _ = target.delete(&key).await;
-                return Err(Refused::Failed(e));
-            }
-        };
-        if conflicts.is_empty() {
-            break;
-        }
-        let who = conflicts.iter().map(LockBody::describe).collect::<Vec<_>>().join("; ");
-        if kind == LockKind::Exclusive || started.elapsed() >= wait {
-            let _ = target.delete(&key).await;
-            return Err(Refused::Busy(who));
-        }
-        if !said {
-            tracing::info!(target = %target.name(), holder = %who, "waiting for garbage collection on the target to finish");
-            said = true;
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    write(&target, &key, &body).await?;
     let (t, k, mut b) = (target.clone(), key.clone(), body);
     let refresher = tokio::spawn(async move {
         loop {

@@ -6,7 +6,7 @@
 //! each target's plaintext index says which blob is where ([`repo`]). The artifact itself becomes
 //! a recipe (the chunks in order, encrypted: [`recipe`]) stored where a stream artifact would be,
 //! and the manifest lists the chunk ids it refers to, so that prune's garbage collection ([`gc`],
-//! under a lock marker: [`lock`]) runs without the identity. Restore ([`read`]) needs only the
+//! in two phases: [`fossil`], [`lock`]) runs without the identity and never makes a backup wait. Restore ([`read`]) needs only the
 //! identity.
 //!
 //! Threat model (what read access to a target reveals): the number of backups and artifacts, when
@@ -22,6 +22,7 @@ pub mod backup;
 pub mod blob;
 pub mod cdc;
 pub mod copy;
+pub mod fossil;
 pub mod gc;
 pub mod key;
 pub mod lock;

@@ -70,16 +70,7 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
             }
             for c in &p.chunks {
                 if c.skipped.is_none() {
-                    println!(
-                        "  {}  {} pack(s) of chunk repository `{}` that no backup refers to, {} mostly unused pack(s) {} ({} freed; {} pack(s) kept)",
-                        if args.dry_run { "delete " } else { "deleted" },
-                        c.packs_deleted.len(),
-                        c.scope,
-                        c.packs_repacked.len(),
-                        if args.dry_run { "to repack" } else { "repacked" },
-                        crate::units::bytes(c.bytes_freed),
-                        c.packs_kept
-                    );
+                    println!("  {}", chunk_line(c, args.dry_run));
                 }
             }
             for b in &p.suspicious {
@@ -94,4 +85,31 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// One line about a chunk repository's collection: what went now, and what was marked to go at
+/// a later prune (two-phase: see `chunked::fossil`).
+fn chunk_line(c: &crate::chunked::gc::GcReport, dry_run: bool) -> String {
+    let (delete, mark, repack) =
+        if dry_run { ("delete ", "to mark", "to repack") } else { ("deleted", "marked", "repacked") };
+    let mut line = format!(
+        "{delete}  {} marked pack(s) of chunk repository `{}` ({} freed); {} unused pack(s) {mark} and {} mostly unused pack(s) {repack}, to go at a later prune ({}); {} pack(s) kept",
+        c.packs_deleted.len(),
+        c.scope,
+        crate::units::bytes(c.bytes_freed),
+        c.packs_marked.len(),
+        c.packs_repacked.len(),
+        crate::units::bytes(c.bytes_marked),
+        c.packs_kept
+    );
+    if c.packs_waiting > 0 {
+        line.push_str(&format!(
+            "; {} marked pack(s) wait for a backup that started before their mark",
+            c.packs_waiting
+        ));
+    }
+    if !c.packs_resurrected.is_empty() {
+        line.push_str(&format!("; {} marked pack(s) kept: a backup uses them", c.packs_resurrected.len()));
+    }
+    line
 }
