@@ -57,7 +57,7 @@ impl ChunkedRun {
                 let lock = lock::shared(t.clone(), &scope, purpose).await?;
                 let read = async {
                     repo::ensure_config(t, &scope, recipients, key.key_id()).await?;
-                    repo::load_usable(t, &scope).await
+                    super::fossil::load_usable(t, &scope).await
                 };
                 match read.await {
                     Ok(indexes) => {

@@ -56,8 +56,8 @@ async fn copy_scope(src: &Target, dest: &Target, m: &Manifest, scope: &str) -> R
         dest.put_bytes(&config, src.get_bytes(&config).await?.into()).await?;
     }
     let have: HashSet<repo::ChunkIdHex> =
-        repo::locations(&repo::load_usable(dest, scope).await?).into_keys().map(hex::encode).collect();
-    let from = repo::locations(&repo::load_for_reading(src, scope).await?);
+        repo::locations(&super::fossil::load_usable(dest, scope).await?).into_keys().map(hex::encode).collect();
+    let from = repo::locations(&super::fossil::load_for_reading(src, scope).await?);
     // what is missing, grouped by the source pack holding it
     let mut wanted: BTreeMap<Arc<str>, Vec<(String, u64, u64)>> = BTreeMap::new();
     let mut seen = HashSet::new();

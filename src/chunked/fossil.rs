@@ -23,7 +23,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::repo::ROOT;
+use super::repo::{self, Index, PackEntry, ROOT};
 use crate::targets::Target;
 use crate::{Error, Result};
 
@@ -110,4 +110,44 @@ pub async fn load(target: &Target, scope: &str) -> Result<Vec<(String, Fossils)>
 /// The packs every record marks.
 pub fn marked(records: &[(String, Fossils)]) -> HashSet<String> {
     records.iter().flat_map(|(_, f)| f.packs.iter().cloned()).collect()
+}
+
+/// The indexes of `scope` without the packs marked for deletion (the marks): what a
+/// backup or a sync may deduplicate against. Records are read first: see the fossil protocol.
+///
+/// # Errors
+/// As [`repo::load_indexes`] and [`load`].
+pub async fn load_usable(target: &Target, scope: &str) -> Result<Vec<(String, Index)>> {
+    let marked = marked(&load(target, scope).await?);
+    let mut indexes = repo::load_indexes(target, scope).await?;
+    for (_, idx) in &mut indexes {
+        idx.packs.retain(|p| !marked.contains(&p.id));
+    }
+    Ok(indexes)
+}
+
+/// Every index of `scope`, with the packs marked for deletion moved to the end, so that
+/// [`repo::locations`] names an unmarked copy of a chunk when there is one (a marked pack may go while
+/// it is read). Reading the marks is best effort here: without them, every index as it is.
+///
+/// # Errors
+/// As [`repo::load_indexes`].
+pub async fn load_for_reading(target: &Target, scope: &str) -> Result<Vec<(String, Index)>> {
+    let mut indexes = repo::load_indexes(target, scope).await?;
+    let marked = match load(target, scope).await {
+        Ok(records) => marked(&records),
+        Err(e) => {
+            tracing::debug!(target = %target.name(), error = %e, "fossil records unreadable: reading every pack alike");
+            return Ok(indexes);
+        }
+    };
+    let mut last = Vec::new();
+    for (_, idx) in &mut indexes {
+        let (keep, moved): (Vec<PackEntry>, Vec<PackEntry>) =
+            std::mem::take(&mut idx.packs).into_iter().partition(|p| !marked.contains(&p.id));
+        idx.packs = keep;
+        last.extend(moved);
+    }
+    indexes.push((String::new(), Index::new(last)));
+    Ok(indexes)
 }

@@ -54,7 +54,7 @@ pub fn decode(
 ) -> Result<DecodeSummary, DecodeError> {
     let (recipe, stored) = recipe(handle, target, a, identities)?;
     let indexes = handle
-        .block_on(repo::load_for_reading(target, &recipe.scope))
+        .block_on(super::fossil::load_for_reading(target, &recipe.scope))
         .map_err(|e| DecodeError::Input(std::io::Error::other(e.to_string())))?;
     let places: HashMap<ChunkId, Location> = repo::locations(&indexes);
     drop(indexes);

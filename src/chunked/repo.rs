@@ -112,46 +112,6 @@ pub async fn load_indexes(target: &Target, scope: &str) -> Result<Vec<(String, I
     Ok(out)
 }
 
-/// The indexes of `scope` without the packs marked for deletion ([`super::fossil`]): what a
-/// backup or a sync may deduplicate against. Records are read first: see the fossil protocol.
-///
-/// # Errors
-/// As [`load_indexes`] and [`super::fossil::load`].
-pub async fn load_usable(target: &Target, scope: &str) -> Result<Vec<(String, Index)>> {
-    let marked = super::fossil::marked(&super::fossil::load(target, scope).await?);
-    let mut indexes = load_indexes(target, scope).await?;
-    for (_, idx) in &mut indexes {
-        idx.packs.retain(|p| !marked.contains(&p.id));
-    }
-    Ok(indexes)
-}
-
-/// Every index of `scope`, with the packs marked for deletion moved to the end, so that
-/// [`locations`] names an unmarked copy of a chunk when there is one (a marked pack may go while
-/// it is read). Reading the marks is best effort here: without them, every index as it is.
-///
-/// # Errors
-/// As [`load_indexes`].
-pub async fn load_for_reading(target: &Target, scope: &str) -> Result<Vec<(String, Index)>> {
-    let mut indexes = load_indexes(target, scope).await?;
-    let marked = match super::fossil::load(target, scope).await {
-        Ok(records) => super::fossil::marked(&records),
-        Err(e) => {
-            tracing::debug!(target = %target.name(), error = %e, "fossil records unreadable: reading every pack alike");
-            return Ok(indexes);
-        }
-    };
-    let mut last = Vec::new();
-    for (_, idx) in &mut indexes {
-        let (keep, moved): (Vec<PackEntry>, Vec<PackEntry>) =
-            std::mem::take(&mut idx.packs).into_iter().partition(|p| !marked.contains(&p.id));
-        idx.packs = keep;
-        last.extend(moved);
-    }
-    indexes.push((String::new(), Index::new(last)));
-    Ok(indexes)
-}
-
 /// Chunk id → location, over all indexes (the first location of a chunk stored twice wins).
 pub fn locations(indexes: &[(String, Index)]) -> HashMap<ChunkId, Location> {
     let mut map = HashMap::new();
