@@ -114,6 +114,13 @@ fn chunked_round_trip_dedups_reads_only_changes_and_fills_a_new_target() {
     let text = serde_json::to_string(&m1).unwrap();
     assert!(!text.contains("twelve.bin") && !text.contains("f001.txt"), "no file name in the plaintext manifest");
 
+    // the files cache: one file, readable by drctl's user only, nothing left half written
+    let caches: Vec<_> = std::fs::read_dir(t.s.path("state/files-cache")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    assert!(caches[0].to_string_lossy().ends_with(".cache"), "{caches:?}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&caches[0]).unwrap().permissions().mode() & 0o777, 0o600);
+
     // unchanged: nothing read, (almost) nothing stored
     let (second, read2) = t.backup();
     assert_eq!(read2, 0, "an unchanged tree is not read again");

@@ -34,7 +34,7 @@ use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use super::exclude::Excludes;
-use super::files_cache::{self, FilesCache};
+use super::files_cache::{self, CacheReader, CacheWriter, Fingerprint};
 pub use super::listing::{FileEntry, Totals};
 
 const BLOCK: u64 = 512;
@@ -308,20 +308,25 @@ pub fn write_tree<W: ArchiveSink, L: Write>(
     Ok((totals, out, list))
 }
 
+/// What a cached walk returns: totals, the file list, the next files cache, (runs reused, runs read).
+pub type CachedWalk<L> = (Totals, L, Option<CacheWriter>, (u64, u64));
+
 /// [`write_tree`] into chunked storage with a files cache: runs whose fingerprint is in `old`
-/// (and whose chunks every target holds) are not read. Returns the cache for the next backup,
-/// and how many runs were reused and read.
+/// (and whose chunks every target holds) are not read; every run read cleanly or reused goes into
+/// `new` (none when it could not be created, or failed on the way: then the next backup reads
+/// everything once). Returns `new` and how many runs were reused and read.
 pub fn write_tree_cached<L: Write>(
     root: &Path,
     excludes: &Excludes,
     out: &mut crate::chunked::ChunkWriter,
     list: L,
-    old: FilesCache,
-) -> Result<(Totals, L, FilesCache, (u64, u64)), WalkError> {
-    let (totals, _, list, cache) = walk(root, excludes, out, list, Some(old))?;
-    let cache = cache.unwrap_or_else(|| CacheState::new(FilesCache::empty()));
-    let counts = (cache.hits, cache.misses);
-    Ok((totals, list, cache.new, counts))
+    old: CacheReader,
+    new: Option<CacheWriter>,
+) -> Result<CachedWalk<L>, WalkError> {
+    let state = CacheState { old, new, started: std::time::SystemTime::now(), hits: 0, misses: 0 };
+    let (totals, _, list, cache) = walk(root, excludes, out, list, Some(state))?;
+    let (new, counts) = cache.map(|c| (c.new, (c.hits, c.misses))).unwrap_or_default();
+    Ok((totals, list, new, counts))
 }
 
 fn walk<W: ArchiveSink, L: Write>(
@@ -329,7 +334,7 @@ fn walk<W: ArchiveSink, L: Write>(
     excludes: &Excludes,
     out: W,
     list: L,
-    cache: Option<FilesCache>,
+    cache: Option<CacheState>,
 ) -> Result<(Totals, W, L, Option<CacheState>), WalkError> {
     let list = ListWriter::new(list).map_err(WalkError::List)?;
     let mut w = Walker {
@@ -342,7 +347,7 @@ fn walk<W: ArchiveSink, L: Write>(
         buf: vec![0u8; READ_BUF],
         run: Vec::new(),
         run_bytes: 0,
-        cache: cache.map(CacheState::new),
+        cache,
         recording: None,
         clean: true,
     };
@@ -473,16 +478,22 @@ impl Pending {
 
 /// The files cache during a chunked walk.
 pub struct CacheState {
-    old: FilesCache,
-    new: FilesCache,
+    old: CacheReader,
+    new: Option<CacheWriter>,
     started: std::time::SystemTime,
     hits: u64,
     misses: u64,
 }
 
 impl CacheState {
-    fn new(old: FilesCache) -> CacheState {
-        CacheState { old, new: FilesCache::empty(), started: std::time::SystemTime::now(), hits: 0, misses: 0 }
+    /// Add a run to the next cache; a write error drops the next cache (a warning, not a failure).
+    fn keep(&mut self, fp: Fingerprint, run: &files_cache::Run) {
+        if let Some(w) = self.new.as_mut()
+            && let Err(e) = w.add(fp, run)
+        {
+            tracing::warn!(error = %e, "could not write the files cache: the next backup reads every file");
+            self.new = None;
+        }
     }
 }
 
@@ -562,7 +573,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
     }
 
     /// The run's fingerprint: everything its tar headers hold and its files' identities.
-    fn fingerprint(&mut self) -> String {
+    fn fingerprint(&mut self) -> Fingerprint {
         let mut h = blake3::Hasher::new();
         h.update(b"drctl files cache run v1");
         let run = std::mem::take(&mut self.run);
@@ -601,7 +612,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
             }
         }
         self.run = run;
-        h.finalize().to_hex().to_string()
+        *h.finalize().as_bytes()
     }
 
     /// Chunked storage: reuse the run's chunks if the cache knows it and every target holds
@@ -613,7 +624,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
         let fp = self.fingerprint();
         let run = std::mem::take(&mut self.run);
         self.run_bytes = 0;
-        let cached = self.cache.as_ref().and_then(|c| c.old.runs.get(&fp)).cloned();
+        let cached = self.cache.as_ref().and_then(|c| c.old.get(&fp));
         if let Some(hit) = cached
             && hit.entries.len() == run.len()
             && let Some(refs) = hit.chunks.iter().map(step_ref).collect::<Option<Vec<_>>>()
@@ -633,7 +644,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
             self.totals.add(&hit.totals);
             if let Some(c) = self.cache.as_mut() {
                 c.hits += 1;
-                c.new.runs.insert(fp, hit);
+                c.keep(fp, &hit);
             }
             return Ok(());
         }
@@ -661,7 +672,7 @@ impl<W: ArchiveSink, L: Write> Walker<'_, W, L> {
         if let Some(c) = self.cache.as_mut() {
             c.misses += 1;
             if clean {
-                c.new.runs.insert(fp, files_cache::Run { chunks, entries, totals: self.totals.since(&before) });
+                c.keep(fp, &files_cache::Run { chunks, entries, totals: self.totals.since(&before) });
             }
         }
         Ok(())

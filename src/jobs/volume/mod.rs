@@ -234,7 +234,7 @@ pub struct BackupSession {
     started: bool,
     walked: Arc<Mutex<Option<Walked>>>,
     /// The files cache a chunked walk built, saved once the backup committed.
-    files_cache: Arc<Mutex<Option<(PathBuf, files_cache::FilesCache)>>>,
+    files_cache: Arc<Mutex<Option<files_cache::PendingCache>>>,
     totals: Option<Totals>,
     root: Option<PathBuf>,
 }
@@ -300,17 +300,26 @@ impl BackupSession {
         let job = self.job.clone();
         let produce: crate::jobs::ChunkProducer = Box::new(move |w: &mut crate::chunked::ChunkWriter| {
             let path = files_cache::path(&job, w.scope());
-            let old = files_cache::load(&path);
+            let old = files_cache::CacheReader::open(&path);
+            let new = files_cache::CacheWriter::create(&path)
+                .inspect_err(|e| {
+                    tracing::warn!(job = %job, path = %path.display(), error = %e, "cannot write a files cache: the next backup reads every file");
+                })
+                .ok();
             let list = std::io::BufWriter::new(list);
-            let (totals, list, cache, (reused, read)) =
-                archive::write_tree_cached(&root, &excludes, w, list, old).map_err(|e| walk_error(&job, e))?;
+            let (totals, list, new, (reused, read)) =
+                archive::write_tree_cached(&root, &excludes, w, list, old, new).map_err(|e| walk_error(&job, e))?;
+            let cache = new.map(files_cache::CacheWriter::finish).transpose().unwrap_or_else(|e| {
+                tracing::warn!(job = %job, path = %path.display(), error = %e, "could not write the files cache: the next backup reads every file");
+                None
+            });
             let list = list.into_inner().map_err(|e| walk_error(&job, archive::WalkError::List(e.into_error())))?;
             tracing::info!(job = %job, runs_reused = reused, runs_read = read, "files cache");
             if let Ok(mut slot) = walked.lock() {
                 *slot = Some(Walked { totals, list });
             }
             if let Ok(mut slot) = cache_out.lock() {
-                *slot = Some((path, cache));
+                *slot = cache;
             }
             Ok(())
         });
@@ -495,11 +504,11 @@ impl BackupSession {
             return;
         }
         let cache = self.files_cache.lock().ok().and_then(|mut c| c.take());
-        if committed && let Some((path, cache)) = cache {
+        if committed && let Some(cache) = cache {
             let job = self.job.clone();
-            let saved =
-                tokio::task::spawn_blocking(move || files_cache::save(&path, &cache).map_err(|e| (path, e))).await;
-            if let Ok(Err((path, e))) = saved {
+            let path = cache.path().to_path_buf();
+            let saved = tokio::task::spawn_blocking(move || cache.commit()).await;
+            if let Ok(Err(e)) = saved {
                 tracing::warn!(job = %job, path = %path.display(), error = %e, "could not save the files cache: the next backup reads every file");
             }
         }
