@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# bench/many_files.sh - peak memory of chunked backups as a tree and a repository grow (issue 17's
+# memory bound: under 128 MiB for a tree of 1 M files and for a 50 GB repository).
+#
+#   bench/many_files.sh                                   # 1 M files, then a 50 GB repository
+#   BENCH_FILES=200000 BENCH_REPO_GB=10 bench/many_files.sh   # quicker
+#
+# 1. A tree of BENCH_FILES small files (100 B - 2 KiB of text, 1 000 per directory): the first backup
+#    (files cache cold: every file read), the second (warm, unchanged: nothing read), peak RSS (GNU time
+#    %M) and wall time of each, and the size of the files cache.
+# 2. A repository of BENCH_REPO_GB GB: its indexes (one blob entry per 1 MiB chunk, ~4 MiB packs, in
+#    indexes of 1 000 packs each, the shape backups write) are written into the target without their
+#    packs, then a small tree is backed up against it: the backup loads every index to learn what the
+#    target holds, which is what grows with the repository. (The packs are not written: 50 GB of disk
+#    and the hours to fill it say nothing more about memory. Such a repository is not restorable: the
+#    bench's own directory is removed at the end.)
+#
+# env knobs: BENCH_FILES (1000000), BENCH_REPO_GB (50), BENCH_DIR (/tmp; the tree needs ~5 GB of
+# inodes and blocks at 1 M files), BENCH_KEEP=1, CARGO_TARGET_DIR.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+LOG_TAG=bench
+# shellcheck source=../scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+
+FILES=${BENCH_FILES:-1000000}
+REPO_GB=${BENCH_REPO_GB:-50}
+mkdir -p "${BENCH_DIR:-/tmp}"
+D=$(mktemp -d "${BENCH_DIR:-/tmp}/drctl-many.XXXXXX")
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local rc=$?
+  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $D (BENCH_KEEP=1)"; else rm -rf "$D"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+# measure NAME CMD... : GNU time; prints and records "NAME wall rss_kib"
+measure() {
+  local name=$1
+  shift
+  /usr/bin/time -f '%e %M' -o "$D/time.out" "$@" >"$D/cmd.out" 2>"$D/cmd.err" || {
+    cat "$D/cmd.err" >&2
+    die "$name failed"
+  }
+  read -r wall rss <"$D/time.out"
+  printf '%-28s %8ss  peak RSS %8s KiB (%s MiB)\n' "$name" "$wall" "$rss" "$((rss / 1024))"
+  echo "$name|$wall|$rss" >>"$D/results"
+}
+
+step "building drctl (cargo build --release)"
+(cd "$ROOT" && cargo build --release --quiet)
+DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
+age-keygen -o "$D/age.key" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$D/age.key")
+"$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null
+config() { # config NAME TREE STORE
+  cat >"$D/$1.toml" <<TOML
+[catalog]
+url = "sqlite://$D/$1.db"
+[encryption]
+recipients = ["$RECIPIENT"]
+identity_file = "$D/age.key"
+chunk_key_file = "$D/chunk.key"
+[targets.local]
+type = "fs"
+path = "$3"
+[jobs.tree]
+kind = "volume"
+storage = "chunked"
+targets = ["local"]
+path = "$2"
+TOML
+}
+export DRCTL_STATE_DIR="$D/state"
+
+step "tree: $FILES files"
+python3 - "$D/tree" "$FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:04d}")
+    if i % 1000 == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i % 1000:03d}.txt"), "wb") as f:
+        f.write(b"%d\n" % i + line * (2 + (i * 7919) % 36))
+PY
+config many "$D/tree" "$D/store-many"
+measure "first backup (cache cold)" "$DRCTL" --config "$D/many.toml" run tree
+measure "second backup (cache warm)" "$DRCTL" --config "$D/many.toml" run tree
+CACHE_BYTES=$(du -cb "$D/state/files-cache" | tail -1 | cut -f1)
+
+step "repository: $REPO_GB GB of indexes"
+mkdir -p "$D/small" && echo hello >"$D/small/a.txt"
+config repo "$D/small" "$D/store-repo"
+measure "small backup (empty repository)" "$DRCTL" --config "$D/repo.toml" run tree
+SCOPE=$(basename "$(find "$D/store-repo/chunks" -mindepth 1 -maxdepth 1 -type d)")
+python3 - "$D/store-repo/chunks/$SCOPE/index" "$REPO_GB" <<'PY'
+import hashlib, json, os, sys
+out, gb = sys.argv[1], float(sys.argv[2])
+chunks = int(gb * 1024)  # 1 MiB average chunks
+per_pack, per_index = 4, 1000
+n = 0
+for i in range(0, chunks, per_pack * per_index):
+    packs = []
+    for p in range(per_index):
+        blobs = []
+        for b in range(per_pack):
+            if n >= chunks:
+                break
+            blobs.append([hashlib.blake2s(b"c%d" % n).hexdigest(), b * 1048576, 1048576])
+            n += 1
+        if not blobs:
+            break
+        packs.append({"id": hashlib.blake2s(b"p%d-%d" % (i, p)).hexdigest(), "size": 4 * 1048576, "blobs": blobs})
+    with open(os.path.join(out, "bench-%06d.json" % i), "w") as f:
+        json.dump({"format": "drctl-chunk-index", "version": 1, "packs": packs}, f)
+print(f"{n} chunk entries in {len(os.listdir(out))} indexes")
+PY
+INDEX_BYTES=$(du -cb "$D/store-repo/chunks/$SCOPE/index" | tail -1 | cut -f1)
+echo changed >"$D/small/a.txt"
+measure "small backup ($REPO_GB GB repository)" "$DRCTL" --config "$D/repo.toml" run tree
+
+step "results ($(nproc) cores)"
+printf 'tree: %d files; files cache after the second backup: %d bytes\n' "$FILES" "$CACHE_BYTES"
+printf 'repository: %s GB as indexes (%d bytes of index JSON)\n' "$REPO_GB" "$INDEX_BYTES"
+awk -F'|' '{ printf "  %-44s %8ss  peak RSS %6d MiB\n", $1, $2, $3 / 1024 }' "$D/results"
