@@ -367,7 +367,8 @@ fn chunked_storage_needs_a_chunk_key() {
 fn read_data_checks_stream_artifacts_too() {
     let t = Setup::new();
     t.config("", &["local"], false);
-    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap().replace("storage = \"chunked\"\n", "");
+    let cfg =
+        std::fs::read_to_string(t.s.config_path()).unwrap().replace("storage = \"chunked\"", "storage = \"stream\"");
     t.s.write_config(&cfg);
     let r = run(t.drctl().args(["run", "vol"]));
     assert_eq!(r.code, 0, "{r:?}");

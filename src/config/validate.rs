@@ -190,6 +190,24 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 p.error(src, &path, format!("target `{t}` is listed twice"), None);
             }
         }
+        let on_object_lock = job.common.targets.iter().any(|t| {
+            matches!(config.targets.get(t).map(|c| &c.kind), Some(crate::targets::TargetKind::S3(s3)) if s3.object_lock.is_some())
+        });
+        if job.common.storage.is_none()
+            && job.spec.kind().chunked_by_default()
+            && config.encryption.chunk_key_file.is_none()
+            && !on_object_lock
+        {
+            p.warn(
+                src,
+                &[key("jobs"), key(name)],
+                format!(
+                    "this {} job stores a full copy every time: it would be deduplicated (`storage = \"chunked\"`, the default for its kind) but no chunk key is configured",
+                    job.spec.kind_name()
+                ),
+                Some("run `drctl keygen --chunk-key chunk.key` and set `chunk_key_file = \"chunk.key\"` under [encryption], or set `storage = \"stream\"` on the job to keep full copies".into()),
+            );
+        }
         if job.common.storage() == crate::jobs::Storage::Chunked {
             for t in &job.common.targets {
                 if let Some(crate::targets::TargetKind::S3(s3)) = config.targets.get(t).map(|c| &c.kind)

@@ -56,6 +56,16 @@ impl Kind {
         }
     }
 
+    /// Whether a job of this kind that does not say `storage` is `chunked` when a chunk key is
+    /// configured: trees and GitLab archives repeat most of their bytes from one day to the next;
+    /// a database dump or snapshot changes more, and stays `stream` unless asked.
+    pub fn chunked_by_default(self) -> bool {
+        match self {
+            Kind::Volume | Kind::Gitlab => true,
+            Kind::Postgres | Kind::Redis | Kind::Vault => false,
+        }
+    }
+
     /// The kind a stored `kind` names; `None` for one this drctl does not know (a newer drctl's).
     /// Through serde, so a new variant parses without a second list to keep in step.
     pub fn parse(name: &str) -> Option<Kind> {
@@ -160,7 +170,9 @@ pub struct JobCommon {
     /// (`drctl check` fails, alerts fire). Default `26h` (a daily job with slack).
     pub rpo: Option<String>,
     /// How backups are stored: `stream` (one zstd+age object per artifact) or `chunked`
-    /// (deduplicated packs, see docs/architecture.md). Default `stream`.
+    /// (deduplicated packs, see docs/architecture.md). Left out: `chunked` for volume and gitlab
+    /// jobs when `encryption.chunk_key_file` is set and no target of the job uses `object_lock`
+    /// (filled in when the config is loaded), `stream` otherwise.
     pub storage: Option<Storage>,
 }
 
@@ -173,7 +185,7 @@ pub enum Storage {
 }
 
 impl JobCommon {
-    /// The job's storage (default `stream`).
+    /// The job's storage (`stream` when unset; see `storage` for how a loaded config fills it in).
     pub fn storage(&self) -> Storage {
         self.storage.unwrap_or(Storage::Stream)
     }
