@@ -63,11 +63,10 @@ impl FsStore {
     pub async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
         let dest = self.path(key);
         let dir = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| self.err("put", key, e))?;
         let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{file_name}{PARTIAL}{}", crate::layout::random_suffix()));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| self.err("put", key, e))?;
+            let mut file = self.create_in(&dir, &tmp).await.map_err(|e| self.err("put", key, e))?;
             let mut written = 0u64;
             while let Some(chunk) = data.next().await {
                 let chunk = chunk.map_err(|e| {
@@ -88,6 +87,19 @@ impl FsStore {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+
+    /// Create `tmp` in `dir`, making `dir` first. Another process deleting the last file of `dir`
+    /// removes the emptied directory (see `delete`), possibly between the two steps: then again.
+    async fn create_in(&self, dir: &Path, tmp: &Path) -> io::Result<tokio::fs::File> {
+        let mut tries = 0;
+        loop {
+            tokio::fs::create_dir_all(dir).await?;
+            match tokio::fs::File::create(tmp).await {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 10 => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
@@ -256,4 +268,41 @@ fn file_mtime(path: &Path) -> io::Result<std::time::SystemTime> {
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers share a directory; each deletes its file right after writing it, and a delete
+    /// that empties the directory removes it. Every put must land whatever the interleaving (it
+    /// failed with "No such file or directory" when the directory went between making it and
+    /// creating the file in it).
+    #[test]
+    fn puts_survive_a_concurrent_delete_removing_their_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(FsStore::new("t", &FsTarget { path: root.path().to_path_buf() }, Deadlines::default()));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let writers: Vec<_> = ["x", "y"]
+                .into_iter()
+                .map(|name| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..400 {
+                            let key = format!("a/b/{name}{i}");
+                            let data: ByteStream =
+                                Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"marker")) }));
+                            store.put(&key, data).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+                            store.delete(&key).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.await.unwrap();
+            }
+        });
+    }
 }

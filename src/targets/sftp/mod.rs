@@ -137,12 +137,17 @@ impl SftpStore {
         let (session, handle) = inner
             .run("put", key, move |s, _| async move {
                 let flags = OPEN_WRITE | OPEN_CREAT | OPEN_TRUNC;
-                let h = match s.open(tmp_ref, flags).await {
-                    Err(e) if e.is_status(FX_NO_SUCH_FILE) && dir_ref.is_some() => {
-                        mkdirs(&s, dir_ref.as_deref().unwrap_or("")).await?;
-                        s.open(tmp_ref, flags).await?
+                // the directory may be missing, or removed again by another host's delete that
+                // emptied it (see `tidy`) between making it and opening the file: make it again
+                let mut tries = 0;
+                let h = loop {
+                    match s.open(tmp_ref, flags).await {
+                        Err(e) if e.is_status(FX_NO_SUCH_FILE) && dir_ref.is_some() && tries < 10 => {
+                            tries += 1;
+                            mkdirs(&s, dir_ref.as_deref().unwrap_or("")).await?;
+                        }
+                        other => break other?,
                     }
-                    other => other?,
                 };
                 Ok((s, h))
             })
