@@ -17,34 +17,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 LOG_TAG=bench
-# shellcheck source=../scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 SCALE=${BENCH_SCALE:-1}
 REPEAT=${BENCH_REPEAT:-3}
-mkdir -p "${BENCH_DIR:-/tmp}"
-D=$(mktemp -d "${BENCH_DIR:-/tmp}/drctl-chunked.XXXXXX")
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-  local rc=$?
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $D (BENCH_KEEP=1)"; else rm -rf "$D"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-
-step() { printf '\n==> %s\n' "$*"; }
-# measure NAME CMD... : GNU time; appends "NAME wall rss_kib" to the results
-measure() {
-  local name=$1
-  shift
-  /usr/bin/time -f '%e %M' -o "$D/time.out" "$@" >"$D/cmd.out" 2>"$D/cmd.err" || {
-    cat "$D/cmd.err" >&2
-    die "$name failed"
-  }
-  read -r wall rss <"$D/time.out"
-  printf '%-22s %8ss %8s KiB\n' "$name" "$wall" "$rss"
-  echo "$name $wall $rss" >>"$D/results"
-}
+bench_workdir drctl-chunked
 size_of() { du -sb "$1" | cut -f1; }
 # the stored sizes of the restic and borg repositories ("0 0" without them)
 peer_sizes() {
@@ -147,9 +125,8 @@ for i in $(seq 1 "$REPEAT"); do
 done
 
 step "results: median of $REPEAT rounds, $(nproc) cores, tree $TREE_MIB MiB in $TREE_FILES files"
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-m() { awk -v n="$1" '$1 == n { print $2 }' "$D/results" | median; }
-rss() { awk -v n="$1" '$1 == n { print $3 }' "$D/results" | sort -n | tail -1; }
+m() { result "$1" wall; }
+rss() { result "$1" rss; }
 floor_c=$(m floor-tar-cf)
 floor_x=$(m floor-tar-x)
 for n in floor-tar-cf stream-backup chunked-first restic-first borg-first chunked-unchanged restic-unchanged \

@@ -23,34 +23,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 LOG_TAG=bench
-# shellcheck source=../scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 FILES=${BENCH_FILES:-1000000}
 REPO_GB=${BENCH_REPO_GB:-50}
-mkdir -p "${BENCH_DIR:-/tmp}"
-D=$(mktemp -d "${BENCH_DIR:-/tmp}/drctl-many.XXXXXX")
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-  local rc=$?
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $D (BENCH_KEEP=1)"; else rm -rf "$D"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-
-step() { printf '\n==> %s\n' "$*"; }
-# measure NAME CMD... : GNU time; prints and records "NAME wall rss_kib"
-measure() {
-  local name=$1
-  shift
-  /usr/bin/time -f '%e %M' -o "$D/time.out" "$@" >"$D/cmd.out" 2>"$D/cmd.err" || {
-    cat "$D/cmd.err" >&2
-    die "$name failed"
-  }
-  read -r wall rss <"$D/time.out"
-  printf '%-28s %8ss  peak RSS %8s KiB (%s MiB)\n' "$name" "$wall" "$rss" "$((rss / 1024))"
-  echo "$name|$wall|$rss" >>"$D/results"
-}
+bench_workdir drctl-many
 
 step "building drctl (cargo build --release)"
 (cd "$ROOT" && cargo build --release --quiet)
@@ -132,4 +110,4 @@ measure "small backup ($REPO_GB GB repository)" "$DRCTL" --config "$D/repo.toml"
 step "results ($(nproc) cores)"
 printf 'tree: %d files; files cache after the second backup: %d bytes\n' "$FILES" "$CACHE_BYTES"
 printf 'repository: %s GB as indexes (%d bytes of index JSON)\n' "$REPO_GB" "$INDEX_BYTES"
-awk -F'|' '{ printf "  %-44s %8ss  peak RSS %6d MiB\n", $1, $2, $3 / 1024 }' "$D/results"
+awk -F'\t' '{ printf "  %-44s %8ss  peak RSS %6d MiB\n", $1, $2, $3 / 1024 }' "$D/results"

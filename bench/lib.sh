@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# bench/lib.sh - what the benchmarks share: a work directory removed at exit (BENCH_KEEP=1 keeps it),
+# step headings, and `measure`, which times a command with GNU time.
+#
+#   . "$HERE/lib.sh"; bench_workdir drctl-NAME     # sets D
+#   measure NAME CMD...                            # prints, and appends "NAME<TAB>wall<TAB>rss_kib" to $D/results
+#   result NAME wall|rss                           # the median wall time / the largest peak RSS of NAME
+
+# shellcheck source=../scripts/lib/common.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/lib/common.sh"
+
+bench_workdir() {
+  mkdir -p "${BENCH_DIR:-/tmp}"
+  D=$(mktemp -d "${BENCH_DIR:-/tmp}/$1.XXXXXX")
+  trap bench_cleanup EXIT
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+bench_cleanup() {
+  local rc=$?
+  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $D (BENCH_KEEP=1)"; else rm -rf "$D"; fi
+  exit "$rc"
+}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+measure() {
+  local name=$1 wall rss
+  shift
+  /usr/bin/time -f '%e %M' -o "$D/time.out" "$@" >"$D/cmd.out" 2>"$D/cmd.err" || {
+    cat "$D/cmd.err" >&2
+    die "$name failed"
+  }
+  read -r wall rss <"$D/time.out"
+  printf '%-32s %8ss  peak RSS %8s KiB\n' "$name" "$wall" "$rss"
+  printf '%s\t%s\t%s\n' "$name" "$wall" "$rss" >>"$D/results"
+}
+
+result() {
+  case $2 in
+    wall) awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$D/results" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }' ;;
+    rss) awk -F'\t' -v n="$1" '$1 == n { print $3 }' "$D/results" | sort -n | tail -1 ;;
+  esac
+}
