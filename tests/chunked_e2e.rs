@@ -59,6 +59,12 @@ impl Setup {
         ));
     }
 
+    /// The `local` target keeps only the newest backup (so prune has something to collect).
+    fn keep_last_one(&self) {
+        let cfg = std::fs::read_to_string(self.s.config_path()).unwrap();
+        self.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    }
+
     fn drctl(&self) -> Command {
         let mut c = self.s.drctl();
         c.env("DRCTL_STATE_DIR", self.s.path("state")).env("DRCTL_FILES_CACHE_RACY_MS", "0");
@@ -238,15 +244,8 @@ fn count(v: &serde_json::Value) -> usize {
 #[test]
 fn prune_marks_unused_packs_and_deletes_them_once_every_backup_that_saw_them_is_gone() {
     let t = Setup::new();
-    let local_keep_one = "keep = { last = 1 }\n";
     t.config("", &["local"], true);
-    std::fs::write(
-        t.s.config_path(),
-        std::fs::read_to_string(t.s.config_path())
-            .unwrap()
-            .replace("medium = \"disk\"\n", &format!("medium = \"disk\"\n{local_keep_one}")),
-    )
-    .unwrap();
+    t.keep_last_one();
     let (first, _) = t.backup();
     let before = t.packs();
     write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 42));
@@ -414,8 +413,7 @@ fn sync_copies_the_missing_chunks_encrypted_as_stored_without_the_identity() {
 fn a_backup_racing_two_prunes_never_loses_a_chunk() {
     let t = Setup::new();
     t.config("", &["local"], false);
-    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
-    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.keep_last_one();
     t.backup();
     for round in 0..3u64 {
         // a new big file each round: the backup's new chunks and the old ones prune frees race
@@ -475,8 +473,7 @@ fn finishes(backup: std::process::Child, hold: std::fs::File) -> String {
 fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_it() {
     let t = Setup::new();
     t.config("", &["local"], false);
-    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
-    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.keep_last_one();
     t.backup();
     write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 5));
     let (backup, hold) = held_backup(&t);
@@ -512,8 +509,7 @@ fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_
 fn a_backup_that_reuses_a_chunk_prune_is_collecting_keeps_it() {
     let t = Setup::new();
     t.config("", &["local"], true);
-    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
-    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.keep_last_one();
     let x = noise(12 * 1024 * 1024, 7);
     write(&t.src, "big/twelve.bin", &x);
     t.backup();
@@ -546,8 +542,7 @@ fn a_backup_that_reuses_a_chunk_prune_is_collecting_keeps_it() {
 fn prune_repacks_mostly_unused_packs_and_every_backup_still_restores() {
     let t = Setup::new();
     t.config("", &["local"], true);
-    let cfg = std::fs::read_to_string(t.s.config_path()).unwrap();
-    t.s.write_config(&cfg.replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 1 }\n"));
+    t.keep_last_one();
     // 3 MiB of one file shares packs with the files around it; replace it and prune the old backup
     write(&t.src, "big/twelve.bin", &noise(3 * 1024 * 1024, 1));
     write(&t.src, "bz/keep.bin", &noise(1024 * 1024, 2));
