@@ -30,16 +30,27 @@ impl Pitr {
     }
 
     fn with(daemon: Option<u16>) -> Pitr {
+        Pitr::build(daemon, false)
+    }
+
+    /// The job with `storage = "chunked"` (its base backups; WAL is stored as always).
+    fn chunked() -> Pitr {
+        Pitr::build(None, true)
+    }
+
+    fn build(daemon: Option<u16>, chunked: bool) -> Pitr {
         let s = Scratch::new();
         // the restored servers run `drctl wal fetch` as postgres: it reads this directory
         let src = Cluster::init(&s.path("src"));
         // what the docs ask for: a role with REPLICATION, not a superuser
         src.psql("postgres", "CREATE ROLE replicator LOGIN REPLICATION");
+        let (head, storage) =
+            if chunked { (s.with_chunk_key(&s.head()), "storage = \"chunked\"\n") } else { (s.head(), "") };
         s.write_config(
             &(format!(
                 "{}[jobs.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{}\"\ntargets = [\"local\"]\n\
-             wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\nverify = {{ checks = [\"SELECT count(*) > 0 FROM t\"] }}\n",
-                s.head(),
+             wal = {{ max_delay = \"{MAX_DELAY_SECS}s\" }}\nverify = {{ checks = [\"SELECT count(*) > 0 FROM t\"] }}\n{storage}",
+                head,
                 src.url("postgres").replace("postgres@", "replicator@")
             ) + &daemon.map(|port| format!("[api]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap_or_default()),
         );
@@ -190,6 +201,47 @@ fn recovers_to_a_time_between_batches_and_to_the_latest_within_max_delay() {
     let r = run(p.s.drctl().args(["restore", "db", "--latest", "--to-dir"]).arg(p.s.path("latest/data")));
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("--force") || r.stderr.contains("not empty"), "{r:?}");
+}
+
+/// `storage = "chunked"` on a physical job: the base backup (pg_basebackup's tar stream) is stored
+/// as chunks, WAL as always; `--latest` recovers every row, the drill passes, and a second base
+/// backup of a barely changed cluster stores less than half of the first (measured: 0.7-1.2 MB
+/// after 4.1 MB, for a 200 000-row table; the chunk key, so the cut points, differ every run).
+#[test]
+fn a_chunked_base_backup_recovers_and_a_second_one_stores_little() {
+    let p = Pitr::chunked();
+    p.src.psql("postgres", "CREATE TABLE t (batch int, i int, PRIMARY KEY (batch, i))");
+    p.src.psql("postgres", "INSERT INTO t SELECT 0, i FROM generate_series(1, 200000) i");
+    // hint bits and the visibility map set now, not by the first reads after the backup
+    p.src.psql("postgres", "VACUUM FREEZE t");
+    p.src.psql("postgres", "CHECKPOINT");
+    p.base_backup();
+    p.insert_batch(1);
+    p.src.psql("postgres", "CHECKPOINT");
+    p.base_backup();
+    p.insert_batch(2);
+    p.wait_archived();
+
+    let mut manifests: Vec<serde_json::Value> =
+        p.s.fs_files()
+            .into_iter()
+            .filter(|f| f.starts_with("db/") && f.ends_with(".manifest.json"))
+            .map(|f| serde_json::from_slice(&std::fs::read(p.s.path("backups").join(f)).unwrap()).unwrap())
+            .collect();
+    // oldest first (both may carry the same second in their ids)
+    manifests.sort_by_key(|m| m["started_at"].as_str().unwrap_or_default().parse::<jiff::Timestamp>().unwrap());
+    assert_eq!(manifests.len(), 2, "two base backups");
+    assert!(manifests.iter().all(|m| m["artifacts"][0]["chunked"].is_object()), "{manifests:?}");
+    let (first, second) = (common::added(&manifests[0]), common::added(&manifests[1]));
+    eprintln!("base backups added {first} and {second} bytes");
+    assert!(second * 2 < first, "the second base backup added {second} bytes, the first {first}");
+
+    let mut latest = p.restore_and_start("latest", &["--latest"]).unwrap_or_else(|log| panic!("{log}"));
+    wait_for("promoted after replaying everything", &latest, "SELECT pg_is_in_recovery()", "f");
+    assert_eq!(batches(&latest), "0:200000,1:100,2:100");
+    latest.stop();
+    let r = run(p.s.drctl().args(["verify", "db"]));
+    assert_eq!(r.code, 0, "{r:?}");
 }
 
 #[test]
