@@ -447,10 +447,15 @@ fn a_backup_racing_two_prunes_never_loses_a_chunk() {
 /// A `drctl run vol` held by the test hook once its packs are uploaded and before its index is
 /// written: returns the child and the fifo's write end (drop it to let the backup go on).
 fn held_backup(t: &Setup) -> (std::process::Child, std::fs::File) {
+    held_backup_with(t, &[])
+}
+
+fn held_backup_with(t: &Setup, env: &[(&str, &str)]) -> (std::process::Child, std::fs::File) {
     let fifo = t.s.path(&format!("pause-{}.fifo", unique("p")));
     sh(&format!("mkfifo '{}'", fifo.display()));
     let backup = t
         .drctl()
+        .envs(env.iter().copied())
         .args(["run", "vol"])
         .env("DRCTL_TEST_PAUSE_BEFORE_INDEX", &fifo)
         .stdout(std::process::Stdio::piped())
@@ -467,6 +472,38 @@ fn finishes(backup: std::process::Child, hold: std::fs::File) -> String {
     let b = backup.wait_with_output().unwrap();
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     String::from_utf8_lossy(&b.stdout).trim().to_string()
+}
+
+/// A backup suspended (or cut off from the target) for longer than collections wait for its lock
+/// marker must not commit: a collection may have deleted packs it reuses. The test hook
+/// `DRCTL_TEST_LOCK_STALE_SECS=0` makes the marker stale at once, for the prunes and the backup.
+#[test]
+fn a_backup_whose_lock_marker_went_stale_does_not_commit() {
+    let t = Setup::new();
+    t.config("", &["local"], true);
+    t.keep_last_one();
+    let x = noise(12 * 1024 * 1024, 7);
+    write(&t.src, "big/twelve.bin", &x);
+    t.backup();
+    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 8));
+    let (second, _) = t.backup();
+    write(&t.src, "big/twelve.bin", &x);
+    let stale = [("DRCTL_TEST_LOCK_STALE_SECS", "0")];
+    let (backup, hold) = held_backup_with(&t, &stale);
+    // the held backup reuses X's packs; its marker counts for nothing, so two prunes delete them
+    for _ in 0..2 {
+        let r = run(t.drctl().envs(stale).args(["prune"]));
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    drop(hold);
+    let b = backup.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&b.stderr);
+    assert!(!b.status.success(), "a backup whose chunks may be gone committed: {err}");
+    assert!(err.contains("lock marker") && err.contains("run the backup again"), "{err}");
+    let manifests = t.s.fs_files().into_iter().filter(|f| f.ends_with(".manifest.json")).collect::<Vec<_>>();
+    assert_eq!(manifests.len(), 1, "only the second backup is committed: {manifests:?}");
+    assert!(manifests[0].contains(&second), "{manifests:?}");
+    assert!(read_data(&t).iter().all(|f| f["status"] == "ok"));
 }
 
 #[test]

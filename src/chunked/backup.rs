@@ -198,7 +198,9 @@ impl ChunkedRun {
     }
 
     /// Upload what is left in the packs and write each target's index of the packs this run
-    /// uploaded (named after `backup_id`). Targets that fail are dropped.
+    /// uploaded (named after `backup_id`). Targets that fail are dropped, and so are those whose
+    /// lock marker may have been given up on by a collection (it could have deleted packs this
+    /// backup reuses): the manifest may then be written only where the marker is fresh.
     pub async fn commit_indexes(&mut self, backup_id: &str) {
         pause_for_tests().await;
         let scope = self.scope.clone();
@@ -211,6 +213,15 @@ impl ChunkedRun {
             }
         });
         futures::future::join_all(writes).await;
+        for r in self.repos.iter_mut().filter(|r| r.failed.is_none()) {
+            if r.lock.as_ref().is_some_and(|l| !l.is_fresh()) {
+                r.failed = Some(Error::Pipeline(format!(
+                    "this backup's lock marker on `{}` was not refreshed for nearly {}: garbage collection may have removed chunks it reuses, so it is not committed there (run the backup again)",
+                    r.target.name(),
+                    humantime::format_duration(lock::stale_after())
+                )));
+            }
+        }
     }
 
     /// Remove the lock markers (after the manifest is committed, or the run failed).

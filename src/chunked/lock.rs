@@ -9,7 +9,8 @@
 //! then list the others; whichever wrote second sees the first and backs off, without waiting: it
 //! runs again at the next prune). The store must list what was written before (S3, fs, SFTP and
 //! WebDAV do). Markers are refreshed every [`REFRESH`]; one not refreshed for [`STALE_AFTER`] (its
-//! holder died) is ignored.
+//! holder died) is ignored. So a holder that was not refreshed for nearly that long (suspended,
+//! cut off from the target) does not commit there: see [`Lock::is_fresh`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,19 @@ use crate::{Error, Result};
 
 pub const REFRESH: Duration = Duration::from_secs(60);
 pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// How much sooner than [`STALE_AFTER`] a holder stops trusting its own marker: clocks of the
+/// holder and of the collecting host may disagree by this much.
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// [`STALE_AFTER`], or `DRCTL_TEST_LOCK_STALE_SECS` (a test hook: 0 makes every marker stale at
+/// once, so a test can show what a holder that was suspended past it does).
+pub fn stale_after() -> Duration {
+    std::env::var("DRCTL_TEST_LOCK_STALE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(STALE_AFTER)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,7 +67,7 @@ pub struct LockBody {
 impl LockBody {
     fn live(&self, now: jiff::Timestamp) -> bool {
         let age = now.duration_since(self.refreshed);
-        age < jiff::SignedDuration::try_from(STALE_AFTER).unwrap_or_default()
+        age < jiff::SignedDuration::try_from(stale_after()).unwrap_or_default()
     }
 
     fn describe(&self) -> String {
@@ -78,9 +92,20 @@ pub struct Lock {
     /// The marker's key (what a fossil record names among its holders).
     pub key: String,
     refresher: tokio::task::JoinHandle<()>,
+    /// When the marker was last written successfully.
+    written: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl Lock {
+    /// Whether collections still see this marker as live, with [`CLOCK_MARGIN`] to spare. A holder
+    /// that was suspended, or could not refresh its marker, for longer than that may have been
+    /// given up on: a collection may have deleted packs it refers to.
+    pub fn is_fresh(&self) -> bool {
+        let since = self.written.lock().map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+        let limit = stale_after();
+        since < limit.saturating_sub(CLOCK_MARGIN.min(limit / 3))
+    }
+
     pub async fn release(self) {
         self.refresher.abort();
         if let Err(e) = self.target.delete(&self.key).await {
@@ -171,15 +196,22 @@ async fn place(target: Arc<Target>, scope: &str, kind: LockKind, purpose: &str) 
         kind.as_str()
     );
     write(&target, &key, &body).await?;
-    let (t, k, mut b) = (target.clone(), key.clone(), body);
+    let written = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let (t, k, mut b, w) = (target.clone(), key.clone(), body, written.clone());
     let refresher = tokio::spawn(async move {
         loop {
             tokio::time::sleep(REFRESH).await;
+            let at = std::time::Instant::now();
             b.refreshed = jiff::Timestamp::now();
-            if let Err(e) = write(&t, &k, &b).await {
-                tracing::warn!(target = %t.name(), error = %e, "could not refresh a lock marker");
+            match write(&t, &k, &b).await {
+                Ok(()) => {
+                    if let Ok(mut w) = w.lock() {
+                        *w = at;
+                    }
+                }
+                Err(e) => tracing::warn!(target = %t.name(), error = %e, "could not refresh a lock marker"),
             }
         }
     });
-    Ok(Lock { target, key, refresher })
+    Ok(Lock { target, key, refresher, written })
 }

@@ -195,22 +195,31 @@ async fn copy_backup(
     // chunked artifacts: the chunks first (encrypted as stored), under a lock marker on the
     // destination held until its manifest is written
     let (chunks, locks) = crate::chunked::copy::copy_chunks(src, dest, m).await?;
-    let copied = copy_objects(src, dest, m).await;
+    let copied = copy_objects(src, dest, m, &locks).await;
     crate::chunked::copy::release(locks).await;
     copied.map(|n| n + chunks)
 }
 
-/// The artifacts (recipes of chunked ones) verified on the way, then the manifest.
+/// The artifacts (recipes of chunked ones) verified on the way, then the manifest, if the lock
+/// markers held in `dest`'s chunk repositories are still fresh (see `chunked::lock`).
 async fn copy_objects(
     src: &crate::targets::Target,
     dest: &crate::targets::Target,
     m: &crate::manifest::Manifest,
+    locks: &[crate::chunked::lock::Lock],
 ) -> Result<u64> {
     let mut total = 0;
     for a in &m.artifacts {
         let stream = src.get(&a.key, None).await?;
         let verified = Verified { inner: stream, hasher: Sha256::new(), size: 0, want: a.stored.clone(), done: false };
         total += dest.put(&a.key, Box::pin(verified)).await?;
+    }
+    if locks.iter().any(|l| !l.is_fresh()) {
+        return Err(crate::Error::Pipeline(format!(
+            "the sync's lock marker on `{}` went stale: garbage collection may have removed chunks it copied or reused, so backup {} is not committed there (run sync again)",
+            dest.name(),
+            m.backup_id
+        )));
     }
     dest.put_bytes(&layout::manifest_key(&m.job, &m.backup_id), Bytes::from(m.to_json())).await?;
     Ok(total)
