@@ -281,6 +281,16 @@ fn prune_marks_unused_packs_and_deletes_them_once_every_backup_that_saw_them_is_
     let stale = serde_json::json!({"kind": "shared", "host": "other-host", "pid": 7, "purpose": "backup vol x",
         "created": old.to_string(), "refreshed": old.to_string()});
     std::fs::write(&marker, stale.to_string()).unwrap();
+    // and one whose holder died two days ago: removed by the next collection
+    let ancient_at = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
+    let ancient = locks.join("20200101T000000Z-dead00.shared.json");
+    std::fs::write(
+        &ancient,
+        serde_json::json!({"kind": "shared", "host": "gone-host", "pid": 9, "purpose": "backup vol y",
+            "created": ancient_at.to_string(), "refreshed": ancient_at.to_string()})
+        .to_string(),
+    )
+    .unwrap();
     let r = run(t.drctl().args(["prune", "--dry-run"]));
     assert!(r.stdout.contains("marked pack(s) of chunk repository"), "{r:?}");
     assert_eq!(t.packs(), now_packs, "a dry run deletes nothing");
@@ -294,6 +304,7 @@ fn prune_marks_unused_packs_and_deletes_them_once_every_backup_that_saw_them_is_
         after.len()
     );
     assert!(!t.s.fs_files().iter().any(|f| f.contains("/fossils/")), "the record is done");
+    assert!(!ancient.exists() && marker.exists(), "markers are swept after a day, not after 15 minutes");
     // a live exclusive marker (another collection) does not stop a backup either
     let other_gc = serde_json::json!({"kind": "exclusive", "host": "gc-host", "pid": 8, "purpose": "garbage collection",
         "created": now.to_string(), "refreshed": jiff::Timestamp::now().to_string()});

@@ -58,7 +58,21 @@ fn a_postgres_dump_in_chunks_round_trips_and_stores_little_for_a_small_change() 
         "INSERT INTO events SELECT i, 'new ' || i || repeat(md5(i::text), 10) FROM generate_series(200001, 202000) i",
     );
     let changed = backup(&s, "pg");
-    assert!(added(&changed) < first_added / 4, "1 % of rows changed: {} of {first_added}", added(&changed));
+    // three places changed (the header's timestamp, the deleted range, the appended rows): each
+    // costs the chunk it falls in (two for the deleted range if it straddles a cut) and, at most,
+    // the next one while the cut points find their place again: 7 at worst. Counted in chunks:
+    // their sizes depend on the chunk key (new every run; measured 3 to 5 of 22 to 30 chunks, 12 to
+    // 37 % of the bytes: a few chunks near the 4 MiB maximum are a third of this dump).
+    let new_chunks: u64 =
+        changed["artifacts"].as_array().unwrap().iter().filter_map(|a| a["chunked"]["added_chunks"].as_u64()).sum();
+    let all_chunks: u64 =
+        changed["artifacts"].as_array().unwrap().iter().filter_map(|a| a["chunked"]["chunk_count"].as_u64()).sum();
+    eprintln!(
+        "1 % of rows changed: {new_chunks} of {all_chunks} chunks new, {} of {first_added} bytes",
+        added(&changed)
+    );
+    assert!(new_chunks <= 7, "1 % of rows changed: {new_chunks} of {all_chunks} chunks new");
+    assert!(added(&changed) < first_added / 2, "1 % of rows changed: {} of {first_added}", added(&changed));
     let dest = format!("{db}_back");
     let r = run(s.drctl().args(["restore", "pg", "--latest", "--to", &pg_url(&dest)]));
     assert_eq!(r.code, 0, "{r:?}");

@@ -237,6 +237,8 @@ async fn collect_locked(
         return Ok(());
     }
 
+    // markers whose holders died long ago
+    lock::sweep(target, scope).await?;
     // phase 2, carried out: indexes naming a deleted pack rewritten, then the packs, then the records
     let unlisted: HashSet<&str> =
         deleting.iter().copied().chain(vanished.iter().copied().filter(|p| !waiting.contains(p))).collect();

@@ -132,9 +132,32 @@ async fn write(target: &Target, key: &str, body: &LockBody) -> Result<()> {
     target.put_bytes(key, data.into()).await.map(|_| ())
 }
 
+/// A marker not refreshed for this long is removed by the next collection (its holder died long
+/// ago; leaving it would make every collection read it again).
+pub const SWEEP_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Live markers under the scope other than `own`, by key.
 pub async fn live_markers(target: &Target, scope: &str, own: &str) -> Result<Vec<(String, LockBody)>> {
     let now = jiff::Timestamp::now();
+    Ok(markers(target, scope, own).await?.into_iter().filter(|(_, b)| b.live(now)).collect())
+}
+
+/// Remove the markers not refreshed for [`SWEEP_AFTER`]; returns how many.
+pub async fn sweep(target: &Target, scope: &str) -> Result<usize> {
+    let limit = jiff::SignedDuration::try_from(SWEEP_AFTER).unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let mut n = 0;
+    for (key, _) in
+        markers(target, scope, "").await?.into_iter().filter(|(_, b)| now.duration_since(b.refreshed) > limit)
+    {
+        target.delete(&key).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Every readable marker under the scope other than `own`, by key.
+async fn markers(target: &Target, scope: &str, own: &str) -> Result<Vec<(String, LockBody)>> {
     let mut out = Vec::new();
     for m in target.list(&locks_dir(scope)).await? {
         if m.key == own || !m.key.ends_with(".json") {
@@ -142,8 +165,7 @@ pub async fn live_markers(target: &Target, scope: &str, own: &str) -> Result<Vec
         }
         match target.get_bytes(&m.key).await {
             Ok(data) => match serde_json::from_slice::<LockBody>(&data) {
-                Ok(b) if b.live(now) => out.push((m.key, b)),
-                Ok(_) => {}
+                Ok(b) => out.push((m.key, b)),
                 Err(_) => tracing::warn!(target = %target.name(), key = %m.key, "ignoring an unreadable lock marker"),
             },
             // removed between list and get: released
