@@ -176,6 +176,7 @@ impl CacheWriter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        sweep_partials(path);
         let tmp = path.with_extension(format!("cache.partial-{}", crate::layout::random_suffix()));
         let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         let mut out = BufWriter::new(f);
@@ -224,6 +225,27 @@ impl Drop for CacheWriter {
         // not finished: abandoned (the walk failed)
         if let Some(tmp) = self.tmp.take() {
             let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A partial cache left by a backup that was killed is removed by a later one, once a day old (a
+/// younger one may belong to a run still going).
+const PARTIAL_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn sweep_partials(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let prefix = format!("{}.partial-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > PARTIAL_SWEEP_AFTER);
+        if old && e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -308,6 +330,27 @@ mod tests {
         assert!(r.get(&fp(200)).is_none());
         assert!(!path.with_extension("json").exists(), "the version 1 cache is removed");
         assert!(partials(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn partial_caches_a_day_old_are_swept_younger_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.scope.cache");
+        let old = dir.path().join("job.scope.cache.partial-aaaaaa");
+        let young = dir.path().join("job.scope.cache.partial-bbbbbb");
+        let other = dir.path().join("other.scope.cache.partial-cccccc");
+        for p in [&old, &young, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let two_days = SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+        for p in [&old, &other] {
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(two_days).unwrap();
+        }
+        let w = CacheWriter::create(&path).unwrap();
+        assert!(!old.exists(), "a killed run's partial cache is removed");
+        assert!(young.exists(), "one that may belong to a running backup stays");
+        assert!(other.exists(), "another job's is not this writer's business");
+        drop(w);
     }
 
     #[test]
