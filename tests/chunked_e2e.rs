@@ -485,11 +485,11 @@ fn finishes(backup: std::process::Child, hold: std::fs::File) -> String {
     String::from_utf8_lossy(&b.stdout).trim().to_string()
 }
 
-/// A backup suspended (or cut off from the target) for longer than collections wait for its lock
-/// marker must not commit: a collection may have deleted packs it reuses. The test hook
-/// `DRCTL_TEST_LOCK_STALE_SECS=0` makes the marker stale at once, for the prunes and the backup.
-#[test]
-fn a_backup_whose_lock_marker_went_stale_does_not_commit() {
+/// Keep-last-one on `local`; a first backup with a big file X, a second with Y instead, then a
+/// third with X again held by the test hook (with `env`) after its packs: it deduplicated X's
+/// chunks against packs only the first backup refers to. Returns the setup, the second backup's
+/// id, and the held backup.
+fn reusing_backup_held(env: &[(&str, &str)]) -> (Setup, String, std::process::Child, std::fs::File) {
     let t = Setup::new();
     t.config("", &["local"], true);
     t.keep_last_one();
@@ -499,8 +499,17 @@ fn a_backup_whose_lock_marker_went_stale_does_not_commit() {
     write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 8));
     let (second, _) = t.backup();
     write(&t.src, "big/twelve.bin", &x);
+    let (backup, hold) = held_backup_with(&t, env);
+    (t, second, backup, hold)
+}
+
+/// A backup suspended (or cut off from the target) for longer than collections wait for its lock
+/// marker must not commit: a collection may have deleted packs it reuses. The test hook
+/// `DRCTL_TEST_LOCK_STALE_SECS=0` makes the marker stale at once, for the prunes and the backup.
+#[test]
+fn a_backup_whose_lock_marker_went_stale_does_not_commit() {
     let stale = [("DRCTL_TEST_LOCK_STALE_SECS", "0")];
-    let (backup, hold) = held_backup_with(&t, &stale);
+    let (t, second, backup, hold) = reusing_backup_held(&stale);
     // the held backup reuses X's packs; its marker counts for nothing, so two prunes delete them
     for _ in 0..2 {
         let r = run(t.drctl().envs(stale).args(["prune"]));
@@ -555,17 +564,7 @@ fn prune_in_the_window_between_a_backups_packs_and_its_index_deletes_nothing_of_
 /// backup runs, and the new backup then commits referring to that chunk. The pack must survive.
 #[test]
 fn a_backup_that_reuses_a_chunk_prune_is_collecting_keeps_it() {
-    let t = Setup::new();
-    t.config("", &["local"], true);
-    t.keep_last_one();
-    let x = noise(12 * 1024 * 1024, 7);
-    write(&t.src, "big/twelve.bin", &x);
-    t.backup();
-    write(&t.src, "big/twelve.bin", &noise(12 * 1024 * 1024, 8));
-    t.backup();
-    // the third backup holds the first one's content again: it dedups against its packs
-    write(&t.src, "big/twelve.bin", &x);
-    let (backup, hold) = held_backup(&t);
+    let (t, _, backup, hold) = reusing_backup_held(&[]);
     // meanwhile prune deletes the first backup (keep last 1: the second is the newest committed)
     // and marks the packs only it referred to, X's among them; twice: the second waits
     let gc = prune_gc(&t, &[]);

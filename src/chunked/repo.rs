@@ -101,15 +101,29 @@ pub struct Location {
 /// When listing or reading fails, or an index is unreadable (a backup must not guess what is
 /// stored).
 pub async fn load_indexes(target: &Target, scope: &str) -> Result<Vec<(String, Index)>> {
-    let mut out = Vec::new();
-    let mut keys: Vec<String> =
-        target.list(&index_dir(scope)).await?.into_iter().map(|m| m.key).filter(|k| k.ends_with(".json")).collect();
-    keys.sort();
-    for key in keys {
-        let data = target.get_bytes(&key).await?;
-        out.push((key.clone(), Index::parse(&key, &data)?));
+    // A collection may replace indexes meanwhile: it writes the new one, then deletes the old
+    // ones. An index gone between the listing and its read means the listing missed its
+    // replacement: list again. Should that keep happening, what is read stands (a backup then
+    // stores some chunks again; nothing is lost).
+    let mut tries = 0;
+    loop {
+        let mut out = Vec::new();
+        let mut vanished = false;
+        let mut keys: Vec<String> =
+            target.list(&index_dir(scope)).await?.into_iter().map(|m| m.key).filter(|k| k.ends_with(".json")).collect();
+        keys.sort();
+        for key in keys {
+            match target.get_bytes(&key).await {
+                Ok(data) => out.push((key.clone(), Index::parse(&key, &data)?)),
+                Err(e) if e.is_not_found() => vanished = true,
+                Err(e) => return Err(e),
+            }
+        }
+        tries += 1;
+        if !vanished || tries >= 5 {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// Chunk id → location, over all indexes (the first location of a chunk stored twice wins).
