@@ -214,12 +214,8 @@ impl ChunkedRun {
         });
         futures::future::join_all(writes).await;
         for r in self.repos.iter_mut().filter(|r| r.failed.is_none()) {
-            if r.lock.as_ref().is_some_and(|l| !l.is_fresh()) {
-                r.failed = Some(Error::Pipeline(format!(
-                    "this backup's lock marker on `{}` was not refreshed for nearly {}: garbage collection may have removed chunks it reuses, so it is not committed there (run the backup again)",
-                    r.target.name(),
-                    humantime::format_duration(lock::stale_after())
-                )));
+            if let Some(Err(e)) = r.lock.as_ref().map(|l| l.ensure_fresh("this backup", "the backup")) {
+                r.failed = Some(e);
             }
         }
     }

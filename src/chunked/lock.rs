@@ -106,6 +106,19 @@ impl Lock {
         since < limit.saturating_sub(CLOCK_MARGIN.min(limit / 3))
     }
 
+    /// [`Lock::is_fresh`], as the error that keeps `what` (a backup, a sync of backup X) from
+    /// committing on this target when it is not.
+    pub fn ensure_fresh(&self, what: &str, again: &str) -> Result<()> {
+        if self.is_fresh() {
+            return Ok(());
+        }
+        Err(Error::Pipeline(format!(
+            "the lock marker of {what} on `{}` was not refreshed for nearly {}: garbage collection may have removed chunks it reuses, so it is not committed there (run {again} again)",
+            self.target.name(),
+            humantime::format_duration(stale_after())
+        )))
+    }
+
     pub async fn release(self) {
         self.refresher.abort();
         if let Err(e) = self.target.delete(&self.key).await {

@@ -214,12 +214,8 @@ async fn copy_objects(
         let verified = Verified { inner: stream, hasher: Sha256::new(), size: 0, want: a.stored.clone(), done: false };
         total += dest.put(&a.key, Box::pin(verified)).await?;
     }
-    if locks.iter().any(|l| !l.is_fresh()) {
-        return Err(crate::Error::Pipeline(format!(
-            "the sync's lock marker on `{}` went stale: garbage collection may have removed chunks it copied or reused, so backup {} is not committed there (run sync again)",
-            dest.name(),
-            m.backup_id
-        )));
+    for l in locks {
+        l.ensure_fresh(&format!("the sync of backup {}", m.backup_id), "sync")?;
     }
     dest.put_bytes(&layout::manifest_key(&m.job, &m.backup_id), Bytes::from(m.to_json())).await?;
     Ok(total)
