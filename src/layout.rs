@@ -58,6 +58,44 @@ pub fn recipe_key(job: &str, id: &str, artifact: &str, ext: &str) -> String {
     format!("{}/{id}.{artifact}.{ext}.recipe.zst.age", backup_dir(job, id))
 }
 
+/// Where the deduplicated chunk repositories live on a target (`chunks/<scope>/…`, laid out in
+/// `chunked::repo`). Here because uploads are locked by what their key is ([`retention_of`]).
+pub const CHUNKS_ROOT: &str = "chunks";
+
+/// How long an upload stays under Object Lock on a target that has it (`object_lock` on S3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Not locked: coordination objects a chunk repository replaces or deletes by design (lock
+    /// markers, fossil records). They hold no backup data; locking them would only keep their
+    /// old versions billed.
+    Unlocked,
+    /// `days` from the upload: what one backup owns (manifest, artifacts, recipes, drill records).
+    Backup,
+    /// `days` plus a slack ([`shared_slack_days`]) from the upload: packs and indexes of a chunk
+    /// repository. Later backups reuse them and must extend their lock to outlive their own
+    /// (`chunked::retain`); the slack means that happens for a pack about once per slack, not at
+    /// every backup.
+    Shared,
+}
+
+/// The retention class of an upload of `key`.
+pub fn retention_of(key: &str) -> Retention {
+    let Some(rest) = key.strip_prefix(CHUNKS_ROOT).and_then(|r| r.strip_prefix('/')) else {
+        return Retention::Backup;
+    };
+    match rest.split('/').nth(1) {
+        Some("locks" | "fossils") => Retention::Unlocked,
+        Some("packs" | "index") => Retention::Shared,
+        _ => Retention::Backup,
+    }
+}
+
+/// The slack [`Retention::Shared`] adds to a lock of `days`: half of it, at least one day, at
+/// most seven.
+pub fn shared_slack_days(days: u32) -> u32 {
+    (days / 2).clamp(1, 7)
+}
+
 /// If `key` is a manifest key, the backup id it commits.
 pub fn manifest_id(key: &str) -> Option<&str> {
     let file = key.rsplit('/').next()?;
@@ -82,5 +120,24 @@ mod tests {
         let vk = verify_key("pg", &a);
         assert_eq!(vk, format!("pg/2026/11/23/{a}.verify.json"));
         assert_eq!(manifest_id(&vk), None, "a drill record is not a manifest");
+    }
+
+    #[test]
+    fn retention_classes() {
+        use Retention::*;
+        for (key, class) in [
+            ("pg/2026/11/23/x.manifest.json", Backup),
+            ("pg/2026/11/23/x.db.dump.recipe.zst.age", Backup),
+            ("chunks/ab12/config.json", Backup),
+            ("chunks/ab12/packs/3f/3f00.pack", Shared),
+            ("chunks/ab12/index/x.json", Shared),
+            ("chunks/ab12/locks/x.shared.json", Unlocked),
+            ("chunks/ab12/fossils/x.json", Unlocked),
+            // a job named `chunks` keeps its own objects as a backup's
+            ("chunksjob/2026/11/23/x.manifest.json", Backup),
+        ] {
+            assert_eq!(retention_of(key), class, "{key}");
+        }
+        assert_eq!((shared_slack_days(1), shared_slack_days(10), shared_slack_days(365)), (1, 5, 7));
     }
 }

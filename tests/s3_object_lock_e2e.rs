@@ -8,6 +8,8 @@
 //! work around: it ignores lock headers on CreateMultipartUpload (drctl then sets the retention
 //! with PutObjectRetention), it answers GetObjectRetention with a 500 (drctl reads HEAD), and its
 //! ListMultipartUploads reports every upload as initiated on 2010-11-10 (so any upload is "old").
+//! The `moto_chunked_…` tests cover chunked storage there: packs a backup or sync reuses get their
+//! locks extended past its own, and prune keeps an unused pack until its lock ends.
 //!
 //! The `garage_…` tests run against Garage, a real S3 store without Object Lock: a fresh multipart
 //! upload must survive prune, and a target asking for Object Lock must fail loudly there.
@@ -395,5 +397,193 @@ fn config_object_lock_sse_and_storage_class_are_checked() {
         ),
     ] {
         assert!(r.stderr.contains(&e), "missing `{e}` in {r:?}");
+    }
+}
+
+/// A chunked volume job (the default storage with a chunk key) on a moto Object Lock target
+/// locked for `days` in governance mode.
+fn chunked_on_moto(s: &Scratch, bucket: &str, root: &str, data: &Path, days: u32) {
+    s.write_config(&format!(
+        "{}{}{}",
+        s.with_chunk_key(&s.head()),
+        moto_target("vault", bucket, root, &format!("object_lock = {{ mode = \"governance\", days = {days} }}")),
+        volume_job(data, "\"vault\"")
+    ));
+}
+
+/// The retain-until date of `key`, in seconds (panics when it has none).
+fn retained(rt: &tokio::runtime::Runtime, c: &Client, bucket: &str, key: &str) -> i64 {
+    let h = rt.block_on(c.head_object().bucket(bucket).key(key).send()).unwrap();
+    h.object_lock_retain_until_date().unwrap_or_else(|| panic!("{key} has no retention")).secs()
+}
+
+fn ending(all: &[String], suffix: &str) -> Vec<String> {
+    all.iter().filter(|k| k.ends_with(suffix)).cloned().collect()
+}
+
+#[test]
+fn moto_chunked_backups_extend_the_locks_of_the_packs_they_reuse() {
+    let rt = rt();
+    let c = moto();
+    let bucket = moto_lock_bucket(&rt, &c);
+    let root = unique("r");
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), noise(3 << 20, 1)).unwrap();
+    std::fs::write(data.join("b.bin"), noise(3 << 20, 2)).unwrap();
+    std::fs::write(data.join("c.txt"), "small").unwrap();
+    chunked_on_moto(&s, &bucket, &root, &data, 1);
+    let b1 = backup(&s);
+    let now = jiff::Timestamp::now().as_second();
+    let all = keys(&rt, &c, &bucket, &format!("{root}/"));
+    let packs = ending(&all, ".pack");
+    assert!(!packs.is_empty(), "{all:?}");
+    // packs and indexes: the lock plus a day of slack; the backup's own objects: the lock
+    for k in
+        packs.iter().chain(&ending(&all, ".json").into_iter().filter(|k| k.contains("/index/")).collect::<Vec<_>>())
+    {
+        let until = retained(&rt, &c, &bucket, k);
+        assert!((until - now - 2 * 86_400).abs() < 600, "{k}: retained until {until}, now {now}");
+    }
+    let m1 = all.iter().find(|k| k.contains(&b1) && k.ends_with(".manifest.json")).unwrap();
+    assert!((retained(&rt, &c, &bucket, m1) - now - 86_400).abs() < 600);
+    assert!(all.iter().all(|k| !k.contains("/locks/")), "the lock marker is gone: {all:?}");
+
+    // the lock raised to 5 days: the next backup of the unchanged tree reuses every pack, which
+    // would be unlocked 3 days before it; it extends them first
+    chunked_on_moto(&s, &bucket, &root, &data, 5);
+    let b2 = backup(&s);
+    let all = keys(&rt, &c, &bucket, &format!("{root}/"));
+    assert_eq!(ending(&all, ".pack"), packs, "an unchanged tree stores no new pack");
+    let m2 = all.iter().find(|k| k.contains(&b2) && k.ends_with(".manifest.json")).unwrap();
+    let m2_until = retained(&rt, &c, &bucket, m2);
+    assert!((m2_until - now - 5 * 86_400).abs() < 600, "{m2}: {m2_until}");
+    for p in &packs {
+        let until = retained(&rt, &c, &bucket, p);
+        assert!(until >= m2_until, "{p} is locked until {until}, before the backup using it ({m2_until})");
+    }
+    // b2's index lists the packs it extended, with their new date (the next backups read it there)
+    let index2 = all.iter().find(|k| k.contains("/index/") && k.contains(&b2)).expect("b2 wrote an index");
+    let body = rt.block_on(c.get_object().bucket(&bucket).key(index2).send()).unwrap();
+    let body = rt.block_on(body.body.collect()).unwrap().into_bytes();
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let listed = index["packs"].as_array().unwrap();
+    assert_eq!(listed.len(), packs.len(), "{index}");
+    for p in listed {
+        let until: jiff::Timestamp = p["until"].as_str().unwrap().parse().unwrap();
+        assert!(until.as_second() >= m2_until, "{p}");
+    }
+    assert!(retained(&rt, &c, &bucket, index2) >= m2_until, "the index outlives the dates it records");
+
+    // the next backup finds the dates in the indexes: nothing to extend, no index written
+    let indexes = all.iter().filter(|k| k.contains("/index/")).count();
+    backup(&s);
+    let all = keys(&rt, &c, &bucket, &format!("{root}/"));
+    assert_eq!(all.iter().filter(|k| k.contains("/index/")).count(), indexes, "{all:?}");
+
+    // b2 restores from the locked target
+    let dest = s.path("restored");
+    let r = run(s.drctl().args(["restore", "vol", "--id", &b2, "--target", "vault", "--to"]).arg(&dest));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read(dest.join("b.bin")).unwrap(), noise(3 << 20, 2));
+}
+
+#[test]
+fn moto_chunked_prune_marks_unused_packs_and_deletes_none_before_its_lock_ends() {
+    let rt = rt();
+    let c = moto();
+    let bucket = moto_lock_bucket(&rt, &c);
+    let root = unique("r");
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), noise(3 << 20, 1)).unwrap();
+    chunked_on_moto(&s, &bucket, &root, &data, 1);
+    let b1 = backup(&s);
+    let first_packs = ending(&keys(&rt, &c, &bucket, &format!("{root}/")), ".pack");
+    std::fs::write(data.join("a.bin"), noise(3 << 20, 3)).unwrap();
+    backup(&s);
+    // b1 gone (as a prune does once its lock has ended; a delete marker here): its packs are unused
+    let m1 = keys(&rt, &c, &bucket, &format!("{root}/"))
+        .into_iter()
+        .find(|k| k.contains(&b1) && k.ends_with(".manifest.json"))
+        .unwrap();
+    rt.block_on(c.delete_object().bucket(&bucket).key(&m1).send()).unwrap();
+
+    let gc = |plans: &serde_json::Value| plan_of(plans, "vault")["chunks"][0].clone();
+    let (r, plans) = prune_json(&s, false);
+    assert_eq!(r.code, 0, "{r:?}");
+    // (unused, or mostly unused and repacked: a few chunks, the end of the tar, are b2's too)
+    let g = gc(&plans);
+    let marked: Vec<String> = ["packs_marked", "packs_repacked"]
+        .iter()
+        .flat_map(|f| g[f].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()))
+        .collect();
+    assert!(!marked.is_empty(), "{g}");
+    assert!(first_packs.iter().all(|k| marked.iter().any(|p| k.contains(p))), "{g}");
+    // the fossil record is a coordination object: not locked (it is rewritten and deleted)
+    let all = keys(&rt, &c, &bucket, &format!("{root}/"));
+    let record = all.iter().find(|k| k.contains("/fossils/")).expect("a fossil record");
+    let h = rt.block_on(c.head_object().bucket(&bucket).key(record).send()).unwrap();
+    assert_eq!(h.object_lock_retain_until_date(), None, "{record}");
+
+    // the next prune would delete them, but their lock runs for two more days
+    let (r, plans) = prune_json(&s, false);
+    assert_eq!(r.code, 0, "{r:?}");
+    let g = gc(&plans);
+    assert_eq!(g["packs_deleted"], serde_json::json!([]), "{g}");
+    assert_eq!(g["packs_locked"], marked.len(), "{g}");
+    let packs_now = ending(&keys(&rt, &c, &bucket, &format!("{root}/")), ".pack");
+    assert!(first_packs.iter().all(|p| packs_now.contains(p)), "a locked pack was deleted: {packs_now:?}");
+    let human = run(s.drctl().args(["prune", "--dry-run"]));
+    assert!(human.stdout.contains("wait for their Object Lock to end"), "{human:?}");
+    // the record stays, for the prune after the lock ends
+    assert!(keys(&rt, &c, &bucket, &format!("{root}/")).iter().any(|k| k.contains("/fossils/")));
+}
+
+#[test]
+fn moto_chunked_sync_extends_the_locks_of_the_packs_it_reuses_on_the_destination() {
+    let rt = rt();
+    let c = moto();
+    let bucket = moto_lock_bucket(&rt, &c);
+    let root = unique("r");
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), noise(3 << 20, 4)).unwrap();
+    // backups on `local` only; `sync` copies them to `vault` (locked for `days`) once it is listed
+    let config = |targets: &str, days: u32| {
+        s.write_config(&format!(
+            "{}{}{}",
+            s.with_chunk_key(&s.head()),
+            moto_target("vault", &bucket, &root, &format!("object_lock = {{ mode = \"governance\", days = {days} }}")),
+            volume_job(&data, targets)
+        ))
+    };
+    let sync = || {
+        let r = run(s.drctl().args(["--json", "sync"]));
+        assert_eq!(r.code, 0, "{r:?}");
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    config("\"local\"", 1);
+    backup(&s);
+    config("\"local\", \"vault\"", 1);
+    assert_eq!(sync()["copied"].as_array().unwrap().len(), 1);
+    let packs = ending(&keys(&rt, &c, &bucket, &format!("{root}/")), ".pack");
+    assert!(!packs.is_empty());
+
+    // an unchanged second backup, synced under a 5-day lock: its chunks are all on `vault`
+    // already, in packs locked for 2 days; the sync extends them before writing the manifest
+    config("\"local\"", 1);
+    let b2 = backup(&s);
+    config("\"local\", \"vault\"", 5);
+    assert_eq!(sync()["copied"].as_array().unwrap().len(), 1);
+    let all = keys(&rt, &c, &bucket, &format!("{root}/"));
+    assert_eq!(ending(&all, ".pack"), packs, "nothing new to copy");
+    let m2 = all.iter().find(|k| k.contains(&b2) && k.ends_with(".manifest.json")).unwrap();
+    let m2_until = retained(&rt, &c, &bucket, m2);
+    for p in &packs {
+        assert!(retained(&rt, &c, &bucket, p) >= m2_until, "{p} ends before {m2}");
     }
 }

@@ -15,7 +15,9 @@ use super::key::{ChunkId, ChunkKey};
 use super::lock::{self, Lock};
 use super::packer::Packer;
 use super::repo;
+use super::retain::PackLocks;
 use super::writer::{ChunkWriter, Sealed, WriterContext, Written};
+use crate::layout::Retention;
 use crate::progress::Progress;
 use crate::targets::Target;
 use crate::{Error, Result};
@@ -26,6 +28,8 @@ const CHANNEL: usize = 4;
 struct TargetRepo {
     target: Arc<Target>,
     known: HashSet<ChunkId>,
+    /// On a target with Object Lock: what its indexes say about the packs' locks.
+    locks: Option<PackLocks>,
     packer: Packer,
     lock: Option<Lock>,
     failed: Option<Error>,
@@ -62,9 +66,11 @@ impl ChunkedRun {
                 match read.await {
                     Ok(indexes) => {
                         let known: HashSet<ChunkId> = repo::locations(&indexes).into_keys().collect();
+                        let locks = t.retention(Retention::Backup).map(|_| PackLocks::from_indexes(&indexes));
                         Ok(TargetRepo {
                             target: t.clone(),
                             known,
+                            locks,
                             packer: Packer::default(),
                             lock: Some(lock),
                             failed: None,
@@ -198,16 +204,26 @@ impl ChunkedRun {
     }
 
     /// Upload what is left in the packs and write each target's index of the packs this run
-    /// uploaded (named after `backup_id`). Targets that fail are dropped, and so are those whose
-    /// lock marker may have been given up on by a collection (it could have deleted packs this
-    /// backup reuses): the manifest may then be written only where the marker is fresh.
-    pub async fn commit_indexes(&mut self, backup_id: &str) {
+    /// uploaded (named after `backup_id`); on a target with Object Lock, first extend the locks of
+    /// the packs holding `referenced` chunks that would end before this backup's
+    /// ([`super::retain`]), and list those packs in the index too. Targets that fail are dropped,
+    /// and so are those whose lock marker may have been given up on by a collection (it could
+    /// have deleted packs this backup reuses): the manifest may then be written only where the
+    /// marker is fresh.
+    pub async fn commit_indexes(&mut self, backup_id: &str, referenced: &HashSet<ChunkId>) {
         pause_for_tests().await;
         let scope = self.scope.clone();
         let writes = self.repos.iter_mut().filter(|r| r.failed.is_none()).map(|r| {
             let scope = scope.clone();
             async move {
-                if let Err(e) = r.packer.finish(&r.target, &scope, backup_id).await {
+                let written = async {
+                    if let Some(locks) = &r.locks {
+                        let extended = super::retain::extend(&r.target, &scope, locks, referenced).await?;
+                        r.packer.relist(extended);
+                    }
+                    r.packer.finish(&r.target, &scope, backup_id).await
+                };
+                if let Err(e) = written.await {
                     r.failed = Some(e);
                 }
             }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use super::lock::{self, Lock};
 use super::packer::Packer;
 use super::repo;
+use super::retain::PackLocks;
+use crate::layout::Retention;
 use crate::manifest::Manifest;
 use crate::targets::Target;
 use crate::{Error, Result};
@@ -55,8 +57,11 @@ async fn copy_scope(src: &Target, dest: &Target, m: &Manifest, scope: &str) -> R
     {
         dest.put_bytes(&config, src.get_bytes(&config).await?.into()).await?;
     }
-    let have: HashSet<repo::ChunkIdHex> =
-        repo::locations(&super::fossil::load_usable(dest, scope).await?).into_keys().map(hex::encode).collect();
+    let usable = super::fossil::load_usable(dest, scope).await?;
+    let have: HashSet<repo::ChunkIdHex> = repo::locations(&usable).into_keys().map(hex::encode).collect();
+    // on a destination with Object Lock, the packs this backup reuses there must outlive it
+    let locks = dest.retention(Retention::Backup).map(|_| PackLocks::from_indexes(&usable));
+    drop(usable);
     let from = repo::locations(&super::fossil::load_for_reading(src, scope).await?);
     // what is missing, grouped by the source pack holding it
     let mut wanted: BTreeMap<Arc<str>, Vec<(String, u64, u64)>> = BTreeMap::new();
@@ -98,6 +103,10 @@ async fn copy_scope(src: &Target, dest: &Target, m: &Manifest, scope: &str) -> R
                 packer.upload(dest, scope).await?;
             }
         }
+    }
+    if let Some(locks) = &locks {
+        let referenced = repo::referenced(&m.artifacts, scope);
+        packer.relist(super::retain::extend(dest, scope, locks, &referenced).await?);
     }
     let name = format!("{}-sync-{}", m.backup_id, crate::layout::random_suffix());
     packer.finish(dest, scope, &name).await?;

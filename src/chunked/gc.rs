@@ -12,10 +12,14 @@
 //!   still encrypted, into new packs (the old pack is first checked against its BLAKE3 id), the new
 //!   packs are indexed, and the old one is marked.
 //!
+//! On a target with Object Lock, a marked pack is deleted only once the lock its indexes record
+//! has ended (deleting it earlier would free nothing). A locked pack is still repacked when mostly
+//! unused: once marked, no backup reuses it, so its lock is no longer extended and ends.
+//!
 //! Any manifest that cannot be read stops collection on that target: it might refer to anything.
 //! Never needs the identity.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -53,6 +57,8 @@ pub struct GcReport {
     pub packs_resurrected: Vec<String>,
     /// Marked packs still waiting for a backup or sync that started before their mark.
     pub packs_waiting: usize,
+    /// Marked packs kept until their Object Lock ends (deleting them earlier would free nothing).
+    pub packs_locked: usize,
     /// Why collection did not run here (another collection, an unreadable manifest).
     pub skipped: Option<String>,
 }
@@ -124,11 +130,7 @@ async fn live_chunks(
                 return Ok(None);
             }
         };
-        for a in &manifest.artifacts {
-            if let Some(c) = a.chunked.as_ref().filter(|c| c.scope == scope) {
-                live.extend(c.ids.iter().filter_map(|h| repo::parse_id(h)));
-            }
-        }
+        live.extend(repo::referenced(&manifest.artifacts, scope));
     }
     Ok(Some(live))
 }
@@ -164,6 +166,10 @@ async fn collect_locked(
         }
     }
     let marked = fossil::marked(&records);
+    // Object Lock: a pack is not deleted or repacked before its lock ends
+    let dates = super::retain::latest_dates(&indexes);
+    let now = jiff::Timestamp::now();
+    let locked = |p: &str| dates.get(p).is_some_and(|u| *u > now);
     // blobs held by a pack that stays whatever happens here
     let held_unmarked: HashSet<&str> = indexed
         .values()
@@ -174,6 +180,8 @@ async fn collect_locked(
     // phase 2: the marks of earlier collections
     let mut delete: Vec<String> = Vec::new();
     let mut finished: Vec<&str> = Vec::new();
+    // records kept with only their packs still under Object Lock
+    let mut narrowed: Vec<(&str, Fossils)> = Vec::new();
     let mut waiting: HashSet<&str> = HashSet::new();
     // marked, not needed, and already gone (a collection stopped between packs and records)
     let mut vanished: Vec<&str> = Vec::new();
@@ -189,19 +197,27 @@ async fn collect_locked(
                 waiting.extend(rec.packs.iter().map(String::as_str));
             }
             Some(_) => {
+                let mut still_locked = Vec::new();
                 for p in &rec.packs {
                     let needed = indexed.get(p.as_str()).is_some_and(|e| {
                         e.blobs.iter().any(|b| is_live(&live, &b.0) && !held_unmarked.contains(b.0.as_str()))
                     });
                     if needed {
                         report.packs_resurrected.push(p.clone());
-                    } else if stored.contains_key(p) {
-                        delete.push(p.clone());
-                    } else {
+                    } else if !stored.contains_key(p) {
                         vanished.push(p.as_str());
+                    } else if locked(p) {
+                        still_locked.push(p.clone());
+                    } else {
+                        delete.push(p.clone());
                     }
                 }
-                finished.push(key);
+                if still_locked.is_empty() {
+                    finished.push(key);
+                } else {
+                    report.packs_locked += still_locked.len();
+                    narrowed.push((key, Fossils { packs: still_locked, ..rec.clone() }));
+                }
             }
         }
     }
@@ -242,7 +258,7 @@ async fn collect_locked(
     // phase 2, carried out: indexes naming a deleted pack rewritten, then the packs, then the records
     let unlisted: HashSet<&str> =
         deleting.iter().copied().chain(vanished.iter().copied().filter(|p| !waiting.contains(p))).collect();
-    rewrite_indexes(target, scope, &indexes, &unlisted).await?;
+    rewrite_indexes(target, scope, &indexes, &unlisted, &dates).await?;
     for p in &delete {
         target
             .delete(&repo::pack_key(scope, p))
@@ -251,6 +267,9 @@ async fn collect_locked(
     }
     for key in finished {
         target.delete(key).await?;
+    }
+    for (key, record) in &narrowed {
+        record.write(target, key).await?;
     }
 
     // phase 1, carried out: live blobs of sparse packs copied (each source pack checked against
@@ -307,12 +326,14 @@ async fn collect_locked(
 }
 
 /// Replace every index naming a pack in `gone` by one index of its other packs: the new index is
-/// written before the old ones are deleted.
+/// written before the old ones are deleted. Each pack keeps the latest lock date any index
+/// records for it (`dates`).
 async fn rewrite_indexes(
     target: &Target,
     scope: &str,
     indexes: &[(String, Index)],
     gone: &HashSet<&str>,
+    dates: &HashMap<&str, jiff::Timestamp>,
 ) -> Result<()> {
     let stale: Vec<&(String, Index)> =
         indexes.iter().filter(|(_, idx)| idx.packs.iter().any(|p| gone.contains(p.id.as_str()))).collect();
@@ -321,7 +342,7 @@ async fn rewrite_indexes(
         .iter()
         .flat_map(|(_, idx)| idx.packs.iter())
         .filter(|p| !gone.contains(p.id.as_str()) && seen.insert(p.id.clone()))
-        .cloned()
+        .map(|p| PackEntry { until: dates.get(p.id.as_str()).copied(), ..p.clone() })
         .collect();
     write_index(target, scope, survivors).await?;
     for (key, _) in &stale {

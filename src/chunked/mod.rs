@@ -30,6 +30,7 @@ pub mod packer;
 pub mod read;
 pub mod recipe;
 pub mod repo;
+pub mod retain;
 pub mod writer;
 
 pub use backup::ChunkedRun;

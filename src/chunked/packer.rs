@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::repo::{self, BlobEntry, PackEntry};
 use crate::Result;
+use crate::layout::Retention;
 use crate::targets::Target;
 
 /// A pack is uploaded once it holds this much (a few MiB: few requests, little memory).
@@ -39,9 +40,17 @@ impl Packer {
         let id = blake3::hash(&data).to_hex().to_string();
         let size = data.len() as u64;
         let blobs = std::mem::take(&mut self.blobs);
+        // taken before the upload, which locks it (if at all) from a later moment
+        let until = target.retention(Retention::Shared);
         target.put_bytes(&repo::pack_key(scope, &id), Bytes::from(data)).await?;
-        self.packs.push(PackEntry { id, size, blobs });
+        self.packs.push(PackEntry { id, size, blobs, until });
         Ok(())
+    }
+
+    /// List `packs` (stored already, their Object Lock just extended) in the index this packer
+    /// writes.
+    pub fn relist(&mut self, packs: Vec<PackEntry>) {
+        self.packs.extend(packs);
     }
 
     /// The packs uploaded, for an index the caller writes.

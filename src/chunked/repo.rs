@@ -11,16 +11,17 @@
 //!
 //! One repository per target and recipient scope, shared by every job and host writing there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::key::ChunkId;
+use crate::manifest::Artifact;
 use crate::targets::Target;
 use crate::{Error, Result};
 
-pub const ROOT: &str = "chunks";
+pub const ROOT: &str = crate::layout::CHUNKS_ROOT;
 pub const INDEX_FORMAT: &str = "drctl-chunk-index";
 pub const INDEX_VERSION: u32 = 1;
 pub const CONFIG_FORMAT: &str = "drctl-chunk-repository";
@@ -59,6 +60,11 @@ pub struct PackEntry {
     pub id: String,
     pub size: u64,
     pub blobs: Vec<BlobEntry>,
+    /// On a target with Object Lock: the pack is locked at least until then, as the writer of
+    /// this index knew it (the pack's upload, or a later backup's extension: [`super::retain`]).
+    /// An index is itself locked at least as long as every date it records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<jiff::Timestamp>,
 }
 
 /// An index object: the packs one backup (or one garbage collection) wrote.
@@ -140,6 +146,16 @@ pub fn locations(indexes: &[(String, Index)]) -> HashMap<ChunkId, Location> {
         }
     }
     map
+}
+
+/// The chunks of `scope` that `artifacts` refer to (the ids a manifest lists).
+pub fn referenced<'a>(artifacts: impl IntoIterator<Item = &'a Artifact>, scope: &str) -> HashSet<ChunkId> {
+    artifacts
+        .into_iter()
+        .filter_map(|a| a.chunked.as_ref())
+        .filter(|c| c.scope == scope)
+        .flat_map(|c| c.ids.iter().filter_map(|h| parse_id(h)))
+        .collect()
 }
 
 /// A chunk id as hex (how manifests and indexes spell it).

@@ -108,6 +108,9 @@ fn chunk_line(c: &crate::chunked::gc::GcReport, dry_run: bool) -> String {
             c.packs_waiting
         ));
     }
+    if c.packs_locked > 0 {
+        line.push_str(&format!("; {} marked pack(s) wait for their Object Lock to end", c.packs_locked));
+    }
     if !c.packs_resurrected.is_empty() {
         line.push_str(&format!("; {} marked pack(s) kept: a backup uses them", c.packs_resurrected.len()));
     }

@@ -339,24 +339,15 @@ fn resolve_paths(config: &mut Config, base: &Path) {
 }
 
 /// `storage` left out of a job: `chunked` for the kinds that deduplicate well
-/// ([`crate::jobs::Kind::chunked_by_default`]) when a chunk key is configured and no target of the
-/// job uses Object Lock (chunked storage refuses those); otherwise it stays unset, which is
-/// `stream` (validation warns when only the missing key keeps such a job from deduplicating).
+/// ([`crate::jobs::Kind::chunked_by_default`]) when a chunk key is configured; otherwise it stays
+/// unset, which is `stream` (validation warns when only the missing key keeps such a job from
+/// deduplicating).
 fn default_storage(config: &mut Config) {
     if config.encryption.chunk_key_file.is_none() {
         return;
     }
-    let locked: std::collections::BTreeSet<&String> = config
-        .targets
-        .iter()
-        .filter(|(_, t)| matches!(&t.kind, crate::targets::TargetKind::S3(s3) if s3.object_lock.is_some()))
-        .map(|(name, _)| name)
-        .collect();
     for job in config.jobs.values_mut() {
-        if job.common.storage.is_none()
-            && job.spec.kind().chunked_by_default()
-            && !job.common.targets.iter().any(|t| locked.contains(t))
-        {
+        if job.common.storage.is_none() && job.spec.kind().chunked_by_default() {
             job.common.storage = Some(crate::jobs::Storage::Chunked);
         }
     }
@@ -378,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn storage_left_out_is_chunked_for_trees_and_gitlab_with_a_chunk_key() {
+    fn storage_left_out_is_chunked_for_trees_and_gitlab_with_a_chunk_key_object_lock_or_not() {
         let head = "[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
                     {key}[targets.local]\ntype = \"fs\"\npath = \"/tmp/x\"\n\
                     [targets.locked]\ntype = \"s3\"\nbucket = \"b\"\nregion = \"r\"\n\
@@ -394,14 +385,15 @@ mod tests {
         use crate::jobs::Storage::{Chunked, Stream};
         let c = load("chunk_key_file = \"/tmp/chunk.key\"\n");
         let got: Vec<_> = ["vol", "kept", "locked", "db"].iter().map(|j| c.jobs[*j].common.storage()).collect();
-        assert_eq!(got, vec![Chunked, Stream, Stream, Stream]);
+        // Object Lock targets too: reused packs get their locks extended (chunked::retain)
+        assert_eq!(got, vec![Chunked, Stream, Chunked, Stream]);
         assert!(!c.warnings.iter().any(|w| w.message.contains("full copy")), "{:?}", c.warnings);
-        // without the key: stream, and a warning for the job that would deduplicate (not the one
-        // that says stream, the one on Object Lock, nor the other kinds)
+        // without the key: stream, and a warning for the jobs that would deduplicate (not the one
+        // that says stream, nor the other kinds)
         let c = load("");
         assert!(c.jobs.values().all(|j| j.common.storage() == Stream));
         let warned: Vec<String> =
             c.warnings.iter().filter(|w| w.message.contains("full copy")).map(|w| w.path.clone()).collect();
-        assert_eq!(warned, vec!["jobs.vol".to_string()]);
+        assert_eq!(warned, vec!["jobs.locked".to_string(), "jobs.vol".to_string()]);
     }
 }

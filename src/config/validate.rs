@@ -190,13 +190,9 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 p.error(src, &path, format!("target `{t}` is listed twice"), None);
             }
         }
-        let on_object_lock = job.common.targets.iter().any(|t| {
-            matches!(config.targets.get(t).map(|c| &c.kind), Some(crate::targets::TargetKind::S3(s3)) if s3.object_lock.is_some())
-        });
         if job.common.storage.is_none()
             && job.spec.kind().chunked_by_default()
             && config.encryption.chunk_key_file.is_none()
-            && !on_object_lock
         {
             p.warn(
                 src,
@@ -208,27 +204,13 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
                 Some("run `drctl keygen --chunk-key chunk.key` and set `chunk_key_file = \"chunk.key\"` under [encryption], or set `storage = \"stream\"` on the job to keep full copies".into()),
             );
         }
-        if job.common.storage() == crate::jobs::Storage::Chunked {
-            for t in &job.common.targets {
-                if let Some(crate::targets::TargetKind::S3(s3)) = config.targets.get(t).map(|c| &c.kind)
-                    && s3.object_lock.is_some()
-                {
-                    p.error(
-                        src,
-                        &at("storage"),
-                        format!("target `{t}` uses `object_lock`, which chunked storage does not support yet (a backup could refer to packs whose lock ends before its own)"),
-                        Some("use `storage = \"stream\"` for jobs on Object Lock targets".into()),
-                    );
-                }
-            }
-            if config.encryption.chunk_key_file.is_none() {
-                p.error(
-                    src,
-                    &at("storage"),
-                    "`storage = \"chunked\"` needs a chunk key: `encryption.chunk_key_file` is not set",
-                    Some("run `drctl keygen --chunk-key chunk.key` and set `chunk_key_file = \"chunk.key\"` under [encryption] (every host writing to these targets needs the same file), or use `storage = \"stream\"`".into()),
-                );
-            }
+        if job.common.storage() == crate::jobs::Storage::Chunked && config.encryption.chunk_key_file.is_none() {
+            p.error(
+                src,
+                &at("storage"),
+                "`storage = \"chunked\"` needs a chunk key: `encryption.chunk_key_file` is not set",
+                Some("run `drctl keygen --chunk-key chunk.key` and set `chunk_key_file = \"chunk.key\"` under [encryption] (every host writing to these targets needs the same file), or use `storage = \"stream\"`".into()),
+            );
         }
         job.spec.validate(&Section { src, path: vec![key("jobs"), key(name)] }, p);
     }

@@ -319,7 +319,8 @@ async fn store(
     };
     if let Some(run) = chunked {
         // every pack is stored and indexed before the manifest may refer to its chunks
-        run.commit_indexes(backup_id).await;
+        let referenced = crate::chunked::repo::referenced(&artifacts, &run.scope);
+        run.commit_indexes(backup_id, &referenced).await;
         for (target, e) in run.take_failures().await {
             failed.push(TargetFailure { target, error: e.to_string() });
         }

@@ -171,8 +171,8 @@ pub struct JobCommon {
     pub rpo: Option<String>,
     /// How backups are stored: `stream` (one zstd+age object per artifact) or `chunked`
     /// (deduplicated packs, see docs/architecture.md). Left out: `chunked` for volume and gitlab
-    /// jobs when `encryption.chunk_key_file` is set and no target of the job uses `object_lock`
-    /// (filled in when the config is loaded), `stream` otherwise.
+    /// jobs when `encryption.chunk_key_file` is set (filled in when the config is loaded),
+    /// `stream` otherwise.
     pub storage: Option<Storage>,
 }
 

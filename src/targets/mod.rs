@@ -223,6 +223,25 @@ impl Target {
         }
     }
 
+    /// Until when an upload of the retention `class` made now would be locked (S3 Object Lock;
+    /// [`crate::layout::retention_of`] gives a key's class); `None` when it would not be.
+    pub fn retention(&self, class: crate::layout::Retention) -> Option<jiff::Timestamp> {
+        match self {
+            Target::Fs(_) | Target::Sftp(_) | Target::Webdav(_) => None,
+            Target::S3(t) => t.retention(class),
+        }
+    }
+
+    /// Extend the retention lock of the stored `key` to `until` (nothing on a target without
+    /// Object Lock). A chunk repository extends the packs a new backup reuses.
+    pub async fn extend_retention(&self, key: &str, until: jiff::Timestamp) -> Result<()> {
+        check_key(self.name(), key)?;
+        match self {
+            Target::Fs(_) | Target::Sftp(_) | Target::Webdav(_) => Ok(()),
+            Target::S3(t) => t.extend_retention(key, until).await,
+        }
+    }
+
     /// Unfinished uploads whose key starts with `prefix` (S3 multipart uploads; the other kinds
     /// have none that outlive a `put`: they clean up their temporary files themselves).
     pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {

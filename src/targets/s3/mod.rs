@@ -14,7 +14,9 @@
 //! The upload is then checked with HEAD: a store that accepted the headers but did not lock the
 //! object gets a PutObjectRetention, and if that fails too the upload is an error — a target
 //! configured for immutability never silently stores unlocked backups. Write probes
-//! (`.drctl-probe/`) are not locked: they are deleted at once. Storage class and server-side
+//! (`.drctl-probe/`) are not locked: they are deleted at once. How long other keys are locked
+//! depends on what they are ([`crate::layout::retention_of`]: a chunk repository's packs and
+//! indexes longer, its lock markers and fossil records not at all). Storage class and server-side
 //! encryption are passed through on every upload.
 
 mod config;
@@ -32,6 +34,7 @@ use aws_sdk_s3::config::{
     RuntimeComponents, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object_retention::PutObjectRetentionError;
 use aws_sdk_s3::primitives::ByteStream as Body;
 use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{
@@ -44,6 +47,7 @@ use tokio::task::JoinHandle;
 
 use super::{ByteStream, ObjectMeta, PendingUpload, target_error};
 use crate::error::FailureKind;
+use crate::layout::Retention;
 use crate::redact::Secret;
 use crate::targets::Deadlines;
 use crate::{Error, Result};
@@ -224,11 +228,61 @@ impl S3Store {
         target_error(&self.name, op, key, kind, format!("bucket `{}`: {}", self.bucket, describe(&e)))
     }
 
-    /// The lock a new upload of `key` gets, retained `days` from now.
+    /// The lock a new upload of `key` gets: retained `days` from now, more for the shared objects
+    /// of a chunk repository, none for probes and coordination objects
+    /// ([`crate::layout::retention_of`]).
     fn lock_for(&self, key: &str) -> Option<Lock> {
-        let lock = self.object_lock.filter(|_| !key.starts_with(PROBE_PREFIX))?;
-        let until = jiff::Timestamp::now().as_second().saturating_add(i64::from(lock.days) * 86_400);
+        if key.starts_with(PROBE_PREFIX) {
+            return None;
+        }
+        self.lock_of(crate::layout::retention_of(key))
+    }
+
+    fn lock_of(&self, class: Retention) -> Option<Lock> {
+        let lock = self.object_lock?;
+        let days = match class {
+            Retention::Unlocked => return None,
+            Retention::Backup => lock.days,
+            Retention::Shared => lock.days.saturating_add(crate::layout::shared_slack_days(lock.days)),
+        };
+        let until = jiff::Timestamp::now().as_second().saturating_add(i64::from(days) * 86_400);
         Some(Lock { mode: lock.mode, until: DateTime::from_secs(until) })
+    }
+
+    /// Until when an upload of `class` made now would be locked (`None`: not locked).
+    pub fn retention(&self, class: Retention) -> Option<jiff::Timestamp> {
+        self.lock_of(class).and_then(|l| to_timestamp(&l.until))
+    }
+
+    /// Lock `key` until `until` (PutObjectRetention: extending a lock is allowed in both modes).
+    pub async fn extend_retention(&self, key: &str, until: jiff::Timestamp) -> Result<()> {
+        let Some(lock) = self.object_lock else { return Ok(()) };
+        let lock = Lock { mode: lock.mode, until: DateTime::from_secs(until.as_second()) };
+        match self.put_retention(key, lock).await {
+            Ok(()) => Ok(()),
+            // a lock that already ends later (another backup extended it further) cannot be
+            // shortened, and needs no extension
+            Err(e) => match self.locked_until(key).await {
+                Ok(Some(held)) if held >= until => Ok(()),
+                _ => Err(self.err("extend object lock", key, e)),
+            },
+        }
+    }
+
+    async fn put_retention(
+        &self,
+        key: &str,
+        lock: Lock,
+    ) -> std::result::Result<(), SdkError<PutObjectRetentionError, HttpResponse>> {
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .retention(ObjectLockRetention::builder().mode(lock.retention_mode()).retain_until_date(lock.until).build())
+            .send()
+            .await
+            .map(|_| ())
     }
 
     pub async fn put(&self, key: &str, data: ByteStream) -> Result<u64> {
@@ -246,28 +300,20 @@ impl S3Store {
         if self.locked_until(key).await?.is_some() {
             return Ok(());
         }
-        self.client
-            .put_object_retention()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .retention(ObjectLockRetention::builder().mode(lock.retention_mode()).retain_until_date(lock.until).build())
-            .send()
-            .await
-            .map_err(|e| {
-                target_error(
-                    &self.name,
-                    "put (object lock)",
-                    key,
-                    FailureKind::Permanent,
-                    format!(
-                        "bucket `{}` stored the object without the Object Lock retention `object_lock` asks for, \
+        self.put_retention(key, lock).await.map_err(|e| {
+            target_error(
+                &self.name,
+                "put (object lock)",
+                key,
+                FailureKind::Permanent,
+                format!(
+                    "bucket `{}` stored the object without the Object Lock retention `object_lock` asks for, \
                          and setting it afterwards failed: is Object Lock enabled on the bucket? ({})",
-                        self.bucket,
-                        describe(&e)
-                    ),
-                )
-            })?;
+                    self.bucket,
+                    describe(&e)
+                ),
+            )
+        })?;
         Ok(())
     }
 
