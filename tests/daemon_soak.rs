@@ -1,10 +1,16 @@
 //! Soak (issue 13): `drctl daemon` on second-level schedules for `DRCTL_SOAK_SECS` seconds
-//! (default 150: CI), with three jobs on the real services (a volume every second, Redis every 2 s,
-//! PostgreSQL every 3 s, each with drills) writing to two targets, a local directory and S3 behind
-//! a switch that takes S3 away from 30 % to 50 % of the run. Then, from the outside:
+//! (default 150: CI), with four jobs on the real services (two volumes in deduplicated chunk
+//! storage, every second and every 2 s, over trees that change all the time; Redis every 2 s;
+//! PostgreSQL every 3 s; each with drills) writing to two targets, a local directory and S3 behind
+//! a switch that takes S3 away from 30 % to 50 % of the run. Both chunked jobs share one chunk
+//! repository per target and prune after every backup, so garbage collection (marking, then
+//! deleting) keeps running beside the other job's backups. Then, from the outside:
 //!
 //! - every scheduled slot ran or was skipped for a reason a counter shows (none silently lost);
-//! - after `drctl sync`, `drctl check` is clean and every backup is on both targets;
+//! - garbage collection deleted packs during the run;
+//! - after `drctl sync`, `drctl check --read-data` is clean (every chunk a kept backup refers to is
+//!   there and intact, on both targets), every backup is on both targets, and the oldest kept
+//!   backup of each chunked job restores from each;
 //! - the catalog and the targets agree: a catalog rebuilt from the targets lists the same backups;
 //! - the daemon's resident memory and open file descriptors stay flat (warm-up → end).
 //!
@@ -57,8 +63,9 @@ struct Job {
     drill: &'static str,
 }
 
-const JOBS: [Job; 3] = [
+const JOBS: [Job; 4] = [
     Job { name: "vol", backup: "* * * * * *", drill: "*/7 * * * * *" },
+    Job { name: "tree", backup: "*/2 * * * * *", drill: "*/9 * * * * *" },
     Job { name: "rds", backup: "*/2 * * * * *", drill: "*/11 * * * * *" },
     Job { name: "pg", backup: "*/3 * * * * *", drill: "*/13 * * * * *" },
 ];
@@ -74,14 +81,18 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
     std::fs::create_dir_all(data.join("sub")).unwrap();
     std::fs::write(data.join("a.txt"), b"soak\n").unwrap();
     std::fs::write(data.join("sub/b.bin"), vec![3u8; 200_000]).unwrap();
+    let data2 = s.path("data2");
+    std::fs::create_dir_all(&data2).unwrap();
+    std::fs::write(data2.join("c.txt"), b"tree\n").unwrap();
 
     let proxy = SwitchProxy::start(&endpoint("DRCTL_TEST_S3_ENDPOINT"));
     let keep = "keep = { last = 5 }\ntimeouts = { connect = \"2s\", idle = \"3s\", request = \"10s\" }\n";
-    let head = s.head().replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 5 }\n");
+    let head = s.with_chunk_key(&s.head()).replace("medium = \"disk\"\n", "medium = \"disk\"\nkeep = { last = 5 }\n");
     let s3 = s.s3_target("s3", Some(&proxy.url())).replace("offsite = true\n", &format!("offsite = true\n{keep}"));
     let spec = |j: &Job| -> String {
         let what = match j.name {
-            "vol" => format!("kind = \"volume\"\npath = \"{}\"", data.display()),
+            "vol" => format!("kind = \"volume\"\nstorage = \"chunked\"\npath = \"{}\"", data.display()),
+            "tree" => format!("kind = \"volume\"\nstorage = \"chunked\"\npath = \"{}\"", data2.display()),
             "rds" => format!("kind = \"redis\"\nurl = \"{}\"", endpoint("DRCTL_TEST_REDIS_URL")),
             _ => format!("kind = \"postgres\"\nurl = \"{}\"\nbin_dir = \"{}\"", pg_url(&db), pg_bin().display()),
         };
@@ -93,7 +104,7 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
         )
     };
     let text = format!(
-        "{head}{s3}[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"60s\"\nmax_concurrent = 3\n\n{}",
+        "{head}{s3}[api]\nlisten = \"{api}\"\n\n[daemon]\ngrace = \"60s\"\nmax_concurrent = 4\n\n{}",
         JOBS.iter().map(spec).collect::<String>()
     );
     s.write_config(&text);
@@ -119,8 +130,22 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
     let at = |f: f64| total.mul_f64(f);
     let pid = d.pid();
 
-    let wait_until = |t: Duration| {
+    // the trees change all the time: a new file of fresh bytes in each every 200 ms, the one from
+    // 8 turns before removed, so every backup stores new chunks and older ones become garbage
+    let mut turn = 0u64;
+    let mut change_trees = || {
+        turn += 1;
+        for (dir, seed) in [(&data, 1u64), (&data2, 2)] {
+            let bytes: Vec<u8> = (0..16_384u64)
+                .flat_map(|i| (i ^ (turn << 20) ^ (seed << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes())
+                .collect();
+            std::fs::write(dir.join(format!("g{turn}.bin")), bytes).unwrap();
+            let _ = std::fs::remove_file(dir.join(format!("g{}.bin", turn.wrapping_sub(8))));
+        }
+    };
+    let mut wait_until = |t: Duration| {
         while clock.elapsed() < t {
+            change_trees();
             std::thread::sleep(Duration::from_millis(200)); // the test's own clock, not a sync point
         }
     };
@@ -197,13 +222,22 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
         assert!(partial >= 1.0, "{}: the S3 outage made some runs partial\n{log}", j.name);
     }
 
-    // ---- after sync: check is clean and every backup is on both targets
+    // ---- garbage collection ran beside the backups, and deleted packs
+    let collected: usize = log
+        .lines()
+        .filter(|l| l.contains("chunk packs collected"))
+        .filter_map(|l| l.split(" deleted=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    figures.push(format!("chunk packs deleted by garbage collection: {collected}"));
+    assert!(collected > 0, "no pack was collected\n{log}");
+
+    // ---- after sync: check reads every stored byte back, and every backup is on both targets
     for j in &JOBS {
         let r = run(cli().args(["sync", j.name]));
         assert_eq!(r.code, 0, "sync {}: {r:?}", j.name);
     }
-    let r = run(cli().args(["check"]));
-    assert_eq!(r.code, 0, "check after sync: {r:?}");
+    let r = run(cli().args(["check", "--read-data"]));
+    assert_eq!(r.code, 0, "check --read-data after sync: {r:?}");
     let listed = |config: &std::path::Path, job: &str| -> BTreeMap<String, (String, BTreeSet<String>)> {
         let r = run(drctl_bare().arg("--config").arg(config).args(["list", job, "--json"]));
         assert_eq!(r.code, 0, "{r:?}");
@@ -235,6 +269,16 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
         }
         assert!(!ours.is_empty());
         kept += ours.len();
+        // the oldest kept backup of a chunked job restores from each target (its chunks are the
+        // ones collection had longest to get wrong)
+        if matches!(j.name, "vol" | "tree") {
+            let oldest = ours.keys().next().unwrap();
+            for target in ["local", "s3"] {
+                let dest = s.path(&format!("restored-{}-{target}", j.name));
+                let r = run(cli().args(["restore", j.name, "--id", oldest, "--target", target, "--to-dir"]).arg(&dest));
+                assert_eq!(r.code, 0, "restore {} {oldest} from {target}: {r:?}", j.name);
+            }
+        }
     }
 
     // ---- flat footprint

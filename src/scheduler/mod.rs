@@ -565,10 +565,39 @@ pub async fn prune_after_backup(engine: &Engine, job: &str) {
                 for e in &p.errors {
                     tracing::warn!(job = %job, target = %p.target, error = %e, "prune failed");
                 }
+                for c in &p.chunks {
+                    log_collection(job, c);
+                }
             }
         }
         Err(e) => tracing::warn!(job = %job, error = %e, "prune failed"),
     }
+}
+
+/// What a garbage collection did in one chunk repository, when it did anything.
+fn log_collection(job: &str, c: &crate::chunked::gc::GcReport) {
+    if let Some(why) = &c.skipped {
+        tracing::info!(job = %job, target = %c.target, scope = %c.scope, reason = %why, "chunk garbage collection skipped");
+        return;
+    }
+    let acted = c.packs_deleted.len() + c.packs_marked.len() + c.packs_repacked.len() + c.packs_resurrected.len();
+    if acted == 0 && c.packs_waiting == 0 && c.packs_locked == 0 {
+        return;
+    }
+    tracing::info!(
+        job = %job,
+        target = %c.target,
+        scope = %c.scope,
+        deleted = c.packs_deleted.len(),
+        freed = %crate::units::bytes(c.bytes_freed),
+        marked = c.packs_marked.len(),
+        repacked = c.packs_repacked.len(),
+        resurrected = c.packs_resurrected.len(),
+        waiting = c.packs_waiting,
+        locked = c.packs_locked,
+        kept = c.packs_kept,
+        "chunk packs collected"
+    );
 }
 
 fn finished(inner: &Inner, job: &str, work: Work, result: RunResult) {
