@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # bench/chunked.sh - storage = "chunked" against the tar floor, stream storage, restic and borg, on
-# the tree of bench/make_tree.py, in one run: first backup, second backup of the unchanged tree, one
+# the tree of bench/make_tree.py, in one run (plus `tar | zstd -3 -T0 | age` and back: what
+# compressing and encrypting every byte costs with the reference CLIs): first backup, second backup of the unchanged tree, one
 # with 1 % of the small files changed, and restore; wall time (median of BENCH_REPEAT), peak RSS,
 # stored growth. The files cache (drctl's, restic's parent snapshot, borg's) is cold for the first
 # backup and warm for the others. restic and borg encrypt (repokey / password) and compress
@@ -79,6 +80,8 @@ for i in $(seq 1 "$REPEAT"); do
     borg init -e repokey-blake2 "$D/borg" >/dev/null 2>&1
   fi
   measure floor-tar-cf bash -c "tar -C '$D' -cf - tree | cat > /dev/null"
+  # what compressing and encrypting every byte costs with the reference CLIs on every core
+  measure glue-zstd-age bash -c "set -o pipefail; tar -C '$D' -cf - tree | zstd -3 -T0 -q | age -r $RECIPIENT > '$D/glue.tar.zst.age'"
   measure stream-backup "$DRCTL" --config "$D/drctl-stream.toml" run tree
   measure chunked-first "$DRCTL" --config "$D/drctl-chunked.toml" run tree
   if [[ "$PEERS" == 1 ]]; then
@@ -114,6 +117,8 @@ for i in $(seq 1 "$REPEAT"); do
   measure floor-tar-x tar -C "$D/out" -xf "$D/plain.tar"
   rm -rf "$D/out"
   measure chunked-restore "$DRCTL" --config "$D/drctl-chunked.toml" restore tree --latest --to-dir "$D/out"
+  rm -rf "$D/out" && mkdir "$D/out"
+  measure glue-restore bash -c "set -o pipefail; age -d -i '$D/age.key' '$D/glue.tar.zst.age' | zstd -d -q | tar -C '$D/out' -xf -"
   rm -rf "$D/out"
   if [[ "$PEERS" == 1 ]]; then
     mkdir "$D/out"
@@ -129,12 +134,12 @@ m() { result "$1" wall; }
 rss() { result "$1" rss; }
 floor_c=$(m floor-tar-cf)
 floor_x=$(m floor-tar-x)
-for n in floor-tar-cf stream-backup chunked-first restic-first borg-first chunked-unchanged restic-unchanged \
+for n in floor-tar-cf glue-zstd-age stream-backup chunked-first restic-first borg-first chunked-unchanged restic-unchanged \
   borg-unchanged chunked-1pct-small restic-1pct-small borg-1pct-small; do
   [[ -n "$(m "$n")" ]] || continue
   printf '%-20s %7ss  %5.2fx tar -cf floor   peak RSS %6s KiB\n' "$n" "$(m "$n")" "$(awk -v a="$(m "$n")" -v b="$floor_c" 'BEGIN { print a / b }')" "$(rss "$n")"
 done
-for n in floor-tar-x chunked-restore restic-restore borg-restore; do
+for n in floor-tar-x glue-restore chunked-restore restic-restore borg-restore; do
   [[ -n "$(m "$n")" ]] || continue
   printf '%-20s %7ss  %5.2fx tar -x floor    peak RSS %6s KiB\n' "$n" "$(m "$n")" "$(awk -v a="$(m "$n")" -v b="$floor_x" 'BEGIN { print a / b }')" "$(rss "$n")"
 done
