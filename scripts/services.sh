@@ -56,7 +56,7 @@ SERVICES_GIVEN=${SERVICES+1}
 SERVICES=${SERVICES:-postgres garage redis openbao pushgateway sftp webdav moto}
 BASE=${DRCTL_SERVICES_DIR:-/tmp/drctl-services}
 DRCTL_TOOLS_DIR=${DRCTL_TOOLS_DIR:-/var/cache/drctl-tools}
-COMMON_PACKAGES=(age zstd curl ca-certificates faketime bubblewrap)   # faketime: clock-skew tests (tests/prune_safety_e2e.rs); bubblewrap: pods run as a kubelet would (tests/deploy_run.rs)
+COMMON_PACKAGES=(age zstd curl ca-certificates faketime bubblewrap groff-base)   # faketime: clock-skew tests (tests/prune_safety_e2e.rs); bubblewrap: pods run as a kubelet would (tests/deploy_run.rs); groff-base: man pages rendered (tests/completions.rs)
 
 PG_PORT=${PG_PORT:-55432}
 GARAGE_VERSION=2.5.0

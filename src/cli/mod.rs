@@ -7,6 +7,7 @@
 mod catalog;
 mod check;
 mod check_deadline;
+mod completions;
 mod daemon;
 mod generate;
 mod keygen;
@@ -82,6 +83,10 @@ pub enum Command {
         #[command(subcommand)]
         command: wal::Command,
     },
+    /// Shell completion script for bash, zsh, fish, elvish or powershell, on stdout
+    Completions(completions::CompletionArgs),
+    /// Manual page (roff) on stdout, or one per subcommand into a directory
+    Man(completions::ManArgs),
 }
 
 /// Entry point used by `main`: never panics on user errors, always returns a documented code.
@@ -147,6 +152,8 @@ fn is_closed_stdout(info: &std::panic::PanicHookInfo<'_>) -> bool {
 async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args, printer),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         Command::Wal { command: wal::Command::Relay { socket, name, path } } => Ok(wal::relay(socket, name, path)),
         Command::Daemon(args) => {
             crate::scheduler::schedule::allow_seconds(args.seconds_schedules);
@@ -167,7 +174,7 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Verify(args) => verify::run(&engine, args, printer).await,
                 Command::Generate(args) => generate::run(&engine, args, printer),
                 Command::Wal { command } => wal::run(&engine, command, printer).await,
-                Command::Keygen(_) | Command::Daemon(_) => {
+                Command::Keygen(_) | Command::Daemon(_) | Command::Completions(_) | Command::Man(_) => {
                     unreachable!("handled above")
                 }
             },
