@@ -95,6 +95,13 @@ fn daemon_backs_up_on_schedule_prunes_and_serves_metrics_and_health() {
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     let log = d.log();
     assert!(log.contains("backup committed") && log.contains("daemon stopped"), "{log}");
+    // readable fields: values, not Rust debug forms
+    let has = |message: &str, fields: &str| log.lines().any(|l| l.contains(message) && l.contains(fields));
+    assert!(has("run started", "kind=backup trigger=scheduled slot=20"), "{log}");
+    assert!(has("backup committed", "status=ok"), "{log}");
+    for debug_form in ["Some(", "None", "Scheduled(", "Ok("] {
+        assert!(!log.contains(debug_form), "`{debug_form}` in the log:\n{log}");
+    }
 
     // prune ran after each backup: `last = 2` keeps the two newest, on the target and in the catalog
     let runs = metric(&text, ok) as usize;
@@ -328,8 +335,9 @@ fn a_backup_and_a_drill_due_together_both_run_the_drill_after_the_backup() {
     for v in json_log(&d.log()) {
         if v["fields"]["message"] == "run started" || v["message"] == "run started" {
             let (Some(kind), Some(trigger)) = (field(&v, "kind"), field(&v, "trigger")) else { continue };
-            if trigger.starts_with("Scheduled") {
-                order.entry(trigger.to_string()).or_default().push(kind.to_string());
+            if trigger == "scheduled" {
+                let slot = field(&v, "slot").unwrap_or_else(|| panic!("a scheduled run names its slot: {v}"));
+                order.entry(slot.to_string()).or_default().push(kind.to_string());
             }
         }
     }

@@ -64,7 +64,8 @@ pub enum BackupStatus {
 }
 
 impl BackupStatus {
-    fn as_str(self) -> &'static str {
+    /// As the catalog, the API and logs spell it.
+    pub fn as_str(self) -> &'static str {
         match self {
             BackupStatus::Ok => "ok",
             BackupStatus::Partial => "partial",

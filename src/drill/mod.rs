@@ -119,10 +119,10 @@ pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Select
     record.finished_at = Timestamp::now();
     record.duration_seconds = clock.elapsed().as_secs_f64();
     if record.passed() {
-        tracing::info!(job = %record.job, backup = ?record.backup_id, restore_seconds = record.restore_seconds, "restore drill passed");
+        tracing::info!(job = %record.job, backup = record.backup_id.as_deref(), restore_seconds = record.restore_seconds, "restore drill passed");
     } else {
         let first = record.findings.iter().find(|f| f.severity == Severity::Error).map(|f| f.to_string());
-        tracing::warn!(job = %record.job, backup = ?record.backup_id, error = ?first, "restore drill failed");
+        tracing::warn!(job = %record.job, backup = record.backup_id.as_deref(), error = first.as_deref(), "restore drill failed");
     }
 
     let mut report = DrillReport { record, recorded_on: Vec::new(), record_warnings: Vec::new() };

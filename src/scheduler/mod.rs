@@ -87,6 +87,25 @@ pub enum Trigger {
     CatchUp(Timestamp),
 }
 
+impl Trigger {
+    /// How logs spell it: `scheduled`, `manual`, `catch-up`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trigger::Scheduled(_) => "scheduled",
+            Trigger::Manual => "manual",
+            Trigger::CatchUp(_) => "catch-up",
+        }
+    }
+
+    /// The slot a scheduled or catch-up run claims.
+    pub fn slot(&self) -> Option<Timestamp> {
+        match self {
+            Trigger::Scheduled(t) | Trigger::CatchUp(t) => Some(*t),
+            Trigger::Manual => None,
+        }
+    }
+}
+
 /// How [`Scheduler::shutdown`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
@@ -465,7 +484,7 @@ async fn execute(inner: &Inner, job: &str, work: Work, trigger: Trigger) {
             Err(e) => tracing::warn!(job = %job, error = %e, "could not record the run's slot; running anyway"),
         }
     }
-    tracing::info!(job = %job, kind = work.as_str(), trigger = ?trigger, "run started");
+    tracing::info!(job = %job, kind = work.as_str(), trigger = trigger.as_str(), slot = trigger.slot().map(tracing::field::display), "run started");
     match work {
         Work::Backup => backup(inner, job).await,
         Work::Verify => verify(inner, job).await,
@@ -482,7 +501,7 @@ async fn backup(inner: &Inner, job: &str) {
             tracing::info!(
                 job = %job,
                 backup_id = %r.backup_id,
-                status = ?r.status,
+                status = r.status.as_str(),
                 targets = %r.committed.join(","),
                 stored_bytes = r.stored_bytes,
                 duration_seconds = r.duration_seconds,

@@ -586,7 +586,7 @@ impl Inner {
                 Err(e) => last = Some(e.to_string()),
             }
         }
-        tracing::warn!(target = %self.name, url = %crate::redact::url_for_display(url), error = ?last,
+        tracing::warn!(target = %self.name, url = %crate::redact::url_for_display(url), error = last.as_deref(),
             "could not delete the temporary file of a failed upload (it is never listed or restored); delete it by hand");
     }
 
