@@ -54,7 +54,7 @@ fn scratch_with_backups() -> Scratch {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("file.txt"), "status page\n".repeat(5000)).unwrap();
     let config = format!(
-        "{head}[targets.offsite]\ntype = \"fs\"\npath = \"{offsite}\"\nmedium = \"usb\"\noffsite = true\n\n\
+        "{head}[daemon]\ntimezone = \"Europe/Berlin\"\n\n[targets.offsite]\ntype = \"fs\"\npath = \"{offsite}\"\nmedium = \"usb\"\noffsite = true\n\n\
          [jobs.good]\nkind = \"volume\"\ntargets = [\"local\", \"offsite\"]\npath = \"{data}\"\nschedule = \"*/5 * * * *\"\n\n\
          [jobs.single]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"{data}\"\nschedule = \"@daily\"\n\n\
          [jobs.broken]\nkind = \"volume\"\ntargets = [\"local\", \"offsite\"]\npath = \"{data}\"\nbefore = [\"exit 3\"]\n",
@@ -164,6 +164,85 @@ pub fn screenshot(url: &str, png: &Path) {
     run_with_deadline(cmd, &format!("--screenshot {url}"), Duration::from_secs(90));
 }
 
+/// The document's width and the viewport's, in CSS pixels, of `url` in a `width`x`height` window:
+/// read through the DevTools protocol once the page has loaded (the page itself may run no script).
+fn layout_widths(url: &str, width: u32, height: u32) -> (i64, i64) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = chromium_command(profile.path());
+    cmd.arg("--remote-debugging-port=0").arg("about:blank");
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let browser = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("DevTools listening on ").nth(1).map(str::to_string))
+        .expect("chromium announces its DevTools endpoint");
+    std::thread::spawn(move || lines.for_each(drop)); // keep its stderr drained
+    let port: u16 = browser.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next()).unwrap().parse().unwrap();
+    // the page's own endpoint, once chromium lists it
+    let page_ws = wait_for(Duration::from_secs(30), "chromium's page target", || {
+        // HTTP/1.1 (it answers nothing to 1.0) and it keeps the connection: read Content-Length bytes
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        // (the Host header names the port: chromium builds the page's URL from it)
+        conn.write_all(format!("GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).ok()?;
+        let mut reader = BufReader::new(conn);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().ok()?;
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        let body: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        body.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"].as_str().map(str::to_string)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let widths = rt.block_on(async {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut ws, _) = tokio_tungstenite::connect_async(page_ws.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("DevTools at {page_ws}: {e}"));
+        // send a command, then read until `done` accepts a message (its answer, or an event)
+        let mut call =
+            async |id: u64, method: &str, params: serde_json::Value, done: &dyn Fn(&serde_json::Value) -> bool| {
+                let call = serde_json::json!({"id": id, "method": method, "params": params});
+                ws.send(Message::Text(call.to_string().into())).await.unwrap();
+                while let Some(msg) = ws.next().await {
+                    if let Message::Text(text) = msg.unwrap() {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        if done(&v) {
+                            return v;
+                        }
+                    }
+                }
+                panic!("the DevTools connection closed");
+            };
+        let answer = |id: u64| move |v: &serde_json::Value| v["id"] == id;
+        call(1, "Page.enable", serde_json::json!({}), &answer(1)).await;
+        // a phone's viewport (a headless window is at least 500 px wide)
+        let metrics =
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500});
+        call(2, "Emulation.setDeviceMetricsOverride", metrics, &answer(2)).await;
+        // the page, and its load event (not a delay)
+        call(3, "Page.navigate", serde_json::json!({"url": url}), &|v| v["method"] == "Page.loadEventFired").await;
+        let expression = "[document.documentElement.scrollWidth, innerWidth]";
+        let params = serde_json::json!({"expression": expression, "returnByValue": true});
+        let v = call(4, "Runtime.evaluate", params, &answer(4)).await;
+        v["result"]["result"]["value"].as_array().cloned().unwrap_or_else(|| panic!("no widths in {v}"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap())
+}
+
 /// `target/test-artifacts` (next to the test binary's `target/debug/deps`).
 fn artifacts_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -199,8 +278,10 @@ fn status_page_in_headless_chromium() {
     let good = row(&dom, "good");
     assert!(good.contains("class=\"job green\""), "{good}");
     assert!(good.contains("3 copies") && good.contains("3-2-1 ok"), "{good}");
-    assert!(good.contains("2030-01-02 03:05 UTC"), "next run: {good}");
-    assert!(good.contains("<td class=\"drill\">never</td>"), "no drill yet: {good}");
+    // the schedule and the next run, in the zone the schedule runs in (03:05 UTC is 04:05 in Berlin)
+    assert!(good.contains("<code>*/5 * * * *</code>"), "the schedule: {good}");
+    assert!(good.contains("2030-01-02 04:05 CET"), "next run in the configured zone: {good}");
+    assert!(good.contains(">never</td>"), "no drill yet: {good}");
     assert!(good.contains(" ago</td>"), "age of the last backup: {good}");
     assert!(good.contains("KiB"), "size: {good}");
 
@@ -212,8 +293,16 @@ fn status_page_in_headless_chromium() {
     let broken = row(&dom, "broken");
     assert!(broken.contains("class=\"job red\""), "{broken}");
     assert!(broken.contains(">failed<") && broken.contains("the last backup failed"), "{broken}");
-    assert!(broken.contains("<td class=\"age\">never</td>"), "{broken}");
+    assert!(broken.contains("<td class=\"age\" data-label=\"Last success\">never</td>"), "{broken}");
+    assert!(broken.contains("not scheduled"), "{broken}");
     assert!(dom.contains("1 green") && dom.contains("1 amber") && dom.contains("1 red"), "summary: {dom}");
+    assert!(dom.contains(" CET</p>"), "the page's own time in the configured zone: {dom}");
+
+    // a phone-sized screen: every row fits, nothing scrolls sideways; a desktop one keeps the table
+    let (page, _) = layout_widths(&url, 390, 844);
+    assert!(page <= 390, "at 390 px the page is {page} px wide: it scrolls sideways");
+    let (page, _) = layout_widths(&url, 1280, 800);
+    assert!(page <= 1280, "at 1280 px the page is {page} px wide");
 
     // the screenshot: a real 1280x800 PNG with the page's green, amber and red in it
     let png = artifacts_dir().join("status-page.png");
@@ -278,16 +367,19 @@ fn status_page_of_a_running_daemon() {
     assert!(healthy.contains("3 copies") && healthy.contains("3-2-1 ok"), "{healthy}");
     assert!(healthy.contains("<span class=\"badge ok\">ok</span>"), "newest run ok: {healthy}");
     assert!(healthy.contains(" ago</td>") && healthy.contains("KiB"), "age and size of the backup: {healthy}");
-    assert!(healthy.contains("<td class=\"next\" title=\"*/2 * * * * *\">"), "next run from the scheduler: {healthy}");
-    assert!(healthy.contains("<td class=\"drill\">never</td>"), "{healthy}");
+    assert!(
+        healthy.contains("<code>*/2 * * * * *</code><div class=\"when\">20"),
+        "next run from the scheduler: {healthy}"
+    );
+    assert!(healthy.contains(">never</td>"), "{healthy}");
     assert!(!healthy.contains("suspicious"), "{healthy}");
 
     let lost = row(&dom, "lost");
     assert!(lost.contains("class=\"job red\"") && lost.contains("data-health=\"red\""), "{lost}");
     assert!(lost.contains("<span class=\"badge failed\">failed</span>"), "{lost}");
     assert!(lost.contains("the last backup failed") && lost.contains("nowhere"), "names the broken target: {lost}");
-    assert!(lost.contains("<td class=\"age\">never</td>"), "{lost}");
-    assert!(lost.contains("<td class=\"next\" title=\"*/3 * * * * *\">"), "{lost}");
+    assert!(lost.contains(">never</td>"), "{lost}");
+    assert!(lost.contains("<code>*/3 * * * * *</code>"), "{lost}");
     assert!(dom.contains("1 green") && dom.contains("0 amber") && dom.contains("1 red"), "summary: {dom}");
 
     let png = artifacts_dir().join("status-page-daemon.png");

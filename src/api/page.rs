@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 use super::ApiState;
 use super::jobs::{JobSummary, human_duration};
@@ -23,7 +24,7 @@ const CSS: &str = include_str!("page.css");
 pub async fn status_page(State(s): State<ApiState>) -> Response {
     let now = Timestamp::now();
     let (status, body) = match super::jobs::summaries(&s.config, &s.catalog, s.control.as_ref(), now).await {
-        Ok(jobs) => (StatusCode::OK, render(&jobs, now, s.control.ready().err())),
+        Ok(jobs) => (StatusCode::OK, render(&jobs, now, s.control.ready().err(), &s.config.timezone())),
         Err(e) => {
             let mut out = head();
             let _ = writeln!(
@@ -57,8 +58,13 @@ fn head() -> String {
     )
 }
 
-/// The whole page.
-pub fn render(jobs: &[JobSummary], now: Timestamp, not_ready: Option<String>) -> String {
+/// `t` in the configured time zone, to the minute, with the zone's abbreviation (`CET`, `UTC`).
+fn local(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string()
+}
+
+/// The whole page; times in `tz`, the zone schedules run in.
+pub fn render(jobs: &[JobSummary], now: Timestamp, not_ready: Option<String>, tz: &TimeZone) -> String {
     let mut out = head();
     let count = |h: super::jobs::Health| jobs.iter().filter(|j| j.health == h).count();
     let _ = write!(
@@ -71,7 +77,7 @@ pub fn render(jobs: &[JobSummary], now: Timestamp, not_ready: Option<String>) ->
         count(super::jobs::Health::Amber),
         count(super::jobs::Health::Red),
         escape(env!("CARGO_PKG_VERSION")),
-        escape(&now.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()),
+        escape(&local(now, tz)),
     );
     if let Some(reason) = not_ready {
         let _ = writeln!(out, "<p class=\"error\">not ready: {}</p>", escape(&reason));
@@ -87,7 +93,7 @@ pub fn render(jobs: &[JobSummary], now: Timestamp, not_ready: Option<String>) ->
         let mut sorted: Vec<&JobSummary> = jobs.iter().collect();
         sorted.sort_by(|a, b| b.health.cmp(&a.health).then_with(|| a.name.cmp(&b.name)));
         for j in sorted {
-            row(&mut out, j);
+            row(&mut out, j, tz);
         }
         out.push_str("</tbody></table>\n");
     }
@@ -95,7 +101,7 @@ pub fn render(jobs: &[JobSummary], now: Timestamp, not_ready: Option<String>) ->
     out
 }
 
-fn row(out: &mut String, j: &JobSummary) {
+fn row(out: &mut String, j: &JobSummary, tz: &TimeZone) {
     let h = j.health.as_str();
     let _ = write!(
         out,
@@ -112,12 +118,11 @@ fn row(out: &mut String, j: &JobSummary) {
         if j.running { " <span class=\"running\">running</span>" } else { "" }
     );
     if let Some(w) = &j.recoverable {
-        let to =
-            w.to.map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "(receiver elsewhere)".into());
+        let to = w.to.map(|t| local(t, tz)).unwrap_or_else(|| "(receiver elsewhere)".into());
         let _ = write!(
             out,
-            "<div class=\"window\" title=\"point-in-time recovery reaches any moment in this window (UTC)\">recoverable {} .. {}</div>",
-            escape(&w.from.strftime("%Y-%m-%d %H:%M:%S").to_string()),
+            "<div class=\"window\" title=\"point-in-time recovery reaches any moment in this window\">recoverable {} .. {}</div>",
+            escape(&local(w.from, tz)),
             escape(&to)
         );
     }
@@ -134,19 +139,19 @@ fn row(out: &mut String, j: &JobSummary) {
         Some(s) => {
             let _ = write!(
                 out,
-                "<td class=\"age\" title=\"{}\">{} ago</td>",
+                "<td class=\"age\" data-label=\"Last success\" title=\"{}\">{} ago</td>",
                 escape(&s.finished_at.to_string()),
                 escape(&human_duration(s.age_seconds))
             );
         }
-        None => out.push_str("<td class=\"age\">never</td>"),
+        None => out.push_str("<td class=\"age\" data-label=\"Last success\">never</td>"),
     }
     // size
     match &j.size {
         Some(s) => {
             let _ = write!(
                 out,
-                "<td class=\"size\" title=\"stored (compressed, encrypted) / source\">{} <span class=\"muted\">/ {}</span>{}</td>",
+                "<td class=\"size\" data-label=\"Size\" title=\"stored (compressed, encrypted) / source\">{} <span class=\"muted\">/ {}</span>{}</td>",
                 bytes(s.stored_bytes),
                 bytes(s.source_bytes),
                 j.suspicious
@@ -158,7 +163,7 @@ fn row(out: &mut String, j: &JobSummary) {
                     .unwrap_or_default()
             );
         }
-        None => out.push_str("<td class=\"size\">&ndash;</td>"),
+        None => out.push_str("<td class=\"size\" data-label=\"Size\">&ndash;</td>"),
     }
     // status of the newest run
     match &j.last_backup {
@@ -170,11 +175,12 @@ fn row(out: &mut String, j: &JobSummary) {
             };
             let _ = write!(
                 out,
-                "<td class=\"status\"><span class=\"badge {status}\">{status}</span> <span class=\"muted\" title=\"backup id\">{}</span></td>",
+                "<td class=\"status\" data-label=\"Last run\"><span class=\"badge {status}\">{status}</span> <span class=\"muted\" title=\"backup id\">{}</span></td>",
                 escape(&b.id)
             );
         }
-        None => out.push_str("<td class=\"status\"><span class=\"badge none\">no backup</span></td>"),
+        None => out
+            .push_str("<td class=\"status\" data-label=\"Last run\"><span class=\"badge none\">no backup</span></td>"),
     }
     // copies and 3-2-1
     let rule = match j.rule_321_ok {
@@ -184,17 +190,17 @@ fn row(out: &mut String, j: &JobSummary) {
     };
     let _ = write!(
         out,
-        "<td class=\"copies\">{} {rule}</td>",
+        "<td class=\"copies\" data-label=\"Copies / 3-2-1\">{} {rule}</td>",
         j.copies.map(|c| format!("{c} cop{}", if c == 1 { "y" } else { "ies" })).unwrap_or_else(|| "&ndash;".into())
     );
     // last drill
     let d = &j.drill;
     match d.last_passed {
-        None => out.push_str("<td class=\"drill\">never</td>"),
+        None => out.push_str("<td class=\"drill\" data-label=\"Last drill\">never</td>"),
         Some(passed) => {
             let _ = write!(
                 out,
-                "<td class=\"drill\"><span class=\"badge {}\">{}</span>{}{}</td>",
+                "<td class=\"drill\" data-label=\"Last drill\"><span class=\"badge {}\">{}</span>{}{}</td>",
                 if passed { "ok" } else { "failed" },
                 if passed { "passed" } else { "failed" },
                 d.duration_seconds.map(|s| format!(" in {}", escape(&seconds(s)))).unwrap_or_default(),
@@ -204,27 +210,17 @@ fn row(out: &mut String, j: &JobSummary) {
             );
         }
     }
-    // next run
-    match j.next_run {
-        Some(t) => {
-            let _ = write!(
-                out,
-                "<td class=\"next\" title=\"{}\">{}</td>",
-                escape(j.schedule.as_deref().unwrap_or("")),
-                escape(&t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-            );
-        }
-        None => {
-            let _ = write!(
-                out,
-                "<td class=\"next\">{}</td>",
-                match &j.schedule {
-                    Some(s) => format!("<code>{}</code>", escape(s)),
-                    None => "not scheduled".to_string(),
-                }
-            );
-        }
-    }
+    // schedule and next run, in the zone the schedule runs in
+    let schedule = match &j.schedule {
+        Some(s) => format!("<code>{}</code>", escape(s)),
+        None => "not scheduled".to_string(),
+    };
+    let _ = write!(
+        out,
+        "<td class=\"next\" data-label=\"Next run\" title=\"{}\">{schedule}{}</td>",
+        escape(j.schedule.as_deref().unwrap_or("")),
+        j.next_run.map(|t| format!("<div class=\"when\">{}</div>", escape(&local(t, tz)))).unwrap_or_default()
+    );
     out.push_str("</tr>\n");
 }
 
