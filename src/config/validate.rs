@@ -167,6 +167,26 @@ pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<St
         {
             p.error(src, &at("rpo"), format!("`{rpo}` is not a duration"), Some("e.g. `26h`, `8d`".into()));
         }
+        if let Some(t) = &job.common.hook_timeout
+            && humantime::parse_duration(t).map_or(true, |d| d.is_zero())
+        {
+            p.error(
+                src,
+                &at("hook_timeout"),
+                format!("`{t}` is not a duration above zero"),
+                Some("e.g. `2m`, `30s`".into()),
+            );
+        }
+        for (field, list) in
+            [("before", &job.common.before), ("after", &job.common.after), ("on_failure", &job.common.on_failure)]
+        {
+            for (i, cmd) in list.iter().enumerate() {
+                if cmd.trim().is_empty() {
+                    let path = [key("jobs"), key(name), key(field), Step::Index(i)];
+                    p.error(src, &path, "empty hook command", None);
+                }
+            }
+        }
         let placements: Vec<_> =
             job.common.targets.iter().filter_map(|t| config.targets.get(t).map(|c| c.placement(t))).collect();
         if placements.len() == job.common.targets.len() && !placements.is_empty() {

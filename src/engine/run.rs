@@ -19,6 +19,7 @@ use super::Engine;
 use super::fanout::fanout;
 use crate::catalog::BackupStatus;
 use crate::chunked::ChunkedRun;
+use crate::jobs::hooks::Hooks;
 use crate::jobs::{BackupSession, SourceStream};
 use crate::manifest::{self, Artifact, Manifest, PipelineInfo};
 use crate::pipeline::EncodeParams;
@@ -94,12 +95,30 @@ pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
     result.map(|(_, r)| r)
 }
 
+/// [`run_hooked`], then the job's `after` and `on_failure` hooks if the session did not run them
+/// (it failed before its source was prepared).
 async fn run_inner(
     engine: &Engine,
     job: &crate::jobs::JobConfig,
     backup_id: &str,
     started: Timestamp,
     clock: Instant,
+) -> Result<(Manifest, RunReport)> {
+    let mut hooks = Some(Hooks::new(job, backup_id));
+    let result = run_hooked(engine, job, backup_id, started, clock, &mut hooks).await;
+    if let Some(h) = hooks {
+        h.finish(result.as_ref().err().map(|e| e.to_string()).as_deref()).await;
+    }
+    result
+}
+
+async fn run_hooked(
+    engine: &Engine,
+    job: &crate::jobs::JobConfig,
+    backup_id: &str,
+    started: Timestamp,
+    clock: Instant,
+    hooks: &mut Option<Hooks>,
 ) -> Result<(Manifest, RunReport)> {
     let params = engine.encode_params()?;
 
@@ -141,38 +160,52 @@ async fn run_inner(
             return Err(e);
         }
     };
-    // from here on the session is closed however the run ends: after-hooks (`docker unpause`,
-    // `fsfreeze -u`) must run even when the run future is dropped (the daemon's abort after its
-    // grace period, a cancelled CLI run)
-    let mut guard = CloseOnDrop(Some(session));
-    let result = match guard.0.as_mut() {
-        Some(session) => {
-            store(engine, job, backup_id, started, clock, &params, live, failed, session, chunked.as_mut()).await
-        }
-        None => unreachable!("the session is only taken below"),
+    // from here on the session is closed and the hooks finished however the run ends: after-hooks
+    // (`docker unpause`, `fsfreeze -u`) must run even when the run future is dropped (the
+    // daemon's abort after its grace period, a cancelled CLI run)
+    let h = hooks.take().map(|h| h.with_env(session.hook_env()));
+    let mut guard = CloseOnDrop { session: Some(session), hooks: h };
+    let result = match (guard.session.as_mut(), guard.hooks.as_mut()) {
+        (Some(session), Some(hooks)) => match hooks.before().await {
+            Ok(()) => {
+                store(engine, job, backup_id, started, clock, &params, live, failed, session, chunked.as_mut()).await
+            }
+            Err(e) => Err(e),
+        },
+        _ => unreachable!("the session and hooks are only taken below"),
     };
     // the manifest is committed (or the run failed): garbage collection may run again
     if let Some(mut c) = chunked {
         c.release().await;
     }
-    if let Some(session) = guard.0.take() {
+    if let Some(session) = guard.session.take() {
         session.close(result.is_ok()).await;
+    }
+    if let Some(h) = guard.hooks.take() {
+        h.finish(result.as_ref().err().map(|e| e.to_string()).as_deref()).await;
     }
     result
 }
 
-/// Closes (uncommitted) a session whose run was dropped mid-way, on a task of its own; the daemon
-/// waits for these with [`wait_for_abandoned_sessions`] before it exits.
-struct CloseOnDrop(Option<BackupSession>);
+/// Closes (uncommitted) a session whose run was dropped mid-way and runs its `after` and
+/// `on_failure` hooks, on a task of its own; the daemon waits for these with
+/// [`wait_for_abandoned_sessions`] before it exits.
+struct CloseOnDrop {
+    session: Option<BackupSession>,
+    hooks: Option<Hooks>,
+}
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let Some(session) = self.0.take() else { return };
+        let (Some(session), hooks) = (self.session.take(), self.hooks.take()) else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let task = handle.spawn(async move {
                     tracing::warn!("run aborted: closing its source uncommitted (after-hooks run)");
                     session.close(false).await;
+                    if let Some(h) = hooks {
+                        h.finish(Some("the run was aborted (nothing was committed)")).await;
+                    }
                 });
                 if let Ok(mut pending) = ABANDONED.lock() {
                     pending.retain(|t| !t.is_finished());

@@ -174,6 +174,19 @@ pub struct JobCommon {
     /// jobs when `encryption.chunk_key_file` is set (filled in when the config is loaded),
     /// `stream` otherwise.
     pub storage: Option<Storage>,
+    /// Commands (`sh -c`, on this host) run in order before the backup reads its source, e.g.
+    /// `docker pause app`; the first failure fails the backup (see [`super::hooks`]).
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Commands run after every backup whose `before` hooks started, whatever happened, with
+    /// `DRCTL_BACKUP_STATUS` = `committed` or `failed`, e.g. `docker unpause app`.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Commands run after a backup that failed (after the `after` hooks), with `DRCTL_ERROR`.
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    /// How long one hook command may run before it is killed, e.g. `"2m"` (default 10m).
+    pub hook_timeout: Option<String>,
 }
 
 /// `storage` of a job.
@@ -188,6 +201,15 @@ impl JobCommon {
     /// The job's storage (`stream` when unset; see `storage` for how a loaded config fills it in).
     pub fn storage(&self) -> Storage {
         self.storage.unwrap_or(Storage::Stream)
+    }
+
+    /// `hook_timeout` as a duration (default [`super::hooks::DEFAULT_TIMEOUT`]; an unreadable
+    /// value was rejected by validation).
+    pub fn hook_timeout(&self) -> std::time::Duration {
+        self.hook_timeout
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .unwrap_or(super::hooks::DEFAULT_TIMEOUT)
     }
 
     /// The RPO as a duration (default 26 h; an unreadable value was rejected by validation).

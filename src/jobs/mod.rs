@@ -11,6 +11,7 @@
 
 mod config;
 pub mod gitlab;
+pub mod hooks;
 pub mod postgres;
 pub mod redis;
 pub mod suspicious;
@@ -98,7 +99,9 @@ impl BackupSession {
             }
             JobSpec::Postgres(c) => BackupSession::Postgres(postgres::BackupSession::prepare(name, c).await?),
             JobSpec::Redis(c) => BackupSession::Redis(redis::BackupSession::prepare(name, c).await?),
-            JobSpec::Volume(c) => BackupSession::Volume(volume::BackupSession::prepare(name, c).await?),
+            JobSpec::Volume(c) => {
+                BackupSession::Volume(volume::BackupSession::prepare(name, c, !job.common.before.is_empty()).await?)
+            }
             JobSpec::Vault(c) => BackupSession::Vault(vault::BackupSession::prepare(name, c).await?),
             JobSpec::Gitlab(c) => BackupSession::Gitlab(gitlab::BackupSession::prepare(name, c).await?),
         })
@@ -141,6 +144,18 @@ impl BackupSession {
     /// called once a session was prepared, whatever happened after.
     pub async fn close(self, committed: bool) {
         each_session!(self, s => s.close(committed).await)
+    }
+
+    /// What the job's hooks see of the source beyond the job and backup id (a volume's path).
+    pub fn hook_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            BackupSession::Volume(s) => s.hook_env(),
+            BackupSession::Postgres(_)
+            | BackupSession::PostgresPhysical(_)
+            | BackupSession::Redis(_)
+            | BackupSession::Vault(_)
+            | BackupSession::Gitlab(_) => Vec::new(),
+        }
     }
 
     /// One line for `drctl check` about the source.

@@ -21,12 +21,6 @@ pub struct VolumeJob {
     /// Glob patterns (relative to the root) left out of the backup.
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Commands (`sh -c`) run before the backup, e.g. `docker pause app` or `fsfreeze -f /data`.
-    #[serde(default)]
-    pub before: Vec<String>,
-    /// Commands run after the backup, always, even when it failed.
-    #[serde(default)]
-    pub after: Vec<String>,
     #[serde(default)]
     pub exec: ExecConfig,
 }

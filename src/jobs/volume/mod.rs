@@ -20,13 +20,10 @@
 //! The manifest's facts (not encrypted) hold counts only: files, directories, symlinks, hard links,
 //! bytes, skipped and excluded entries, plus the root and the exclude patterns.
 //!
-//! Hooks: `before` commands (`sh -c`, in order, stopping at the first failure) run when the backup
-//! starts reading the source, not in `prepare`: `drctl check` prepares every job and must never
-//! stop a container. `after` commands run in `close`, always once the backup started, whatever
-//! happened (a failed `before` hook included); their failure is a warning. Hooks see `DRCTL_JOB`,
-//! `DRCTL_VOLUME_PATH` and, for `after`, `DRCTL_BACKUP_STATUS` (`committed` or `failed`). Because
-//! `before` hooks may create the source (mount a snapshot), the root is only required to exist
-//! after they ran.
+//! Hooks (`before`, `after`, `on_failure`) are every kind's now ([`crate::jobs::hooks`], run by the
+//! engine after `prepare`: `drctl check` prepares every job and must never stop a container); a
+//! volume's also see `DRCTL_VOLUME_PATH`. Because `before` hooks may create the source (mount a
+//! snapshot), the root is only required to exist after they ran.
 //!
 //! Restore: into `--to PATH` (or `--to-dir`), else the job's own path (a Docker volume's mountpoint
 //! resolved again). For `pvc_path` jobs `--to` and the default are paths in the pod, restored as
@@ -192,32 +189,6 @@ fn check_root(job: &str, root: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
-/// Run one hook with `sh -c`.
-async fn run_hook(cmd: &str, env: &[(&str, &str)]) -> std::result::Result<(), String> {
-    let mut c = Cmd::new("sh").arg("-c").arg(cmd);
-    for (k, v) in env {
-        c = c.env(k, v);
-    }
-    match c.output().await {
-        Ok((status, out, _)) if status.success() => {
-            if !out.trim().is_empty() {
-                tracing::debug!(hook = %crate::redact::scrub(cmd), output = %crate::redact::scrub(out.trim()), "hook output");
-            }
-            Ok(())
-        }
-        Ok((status, out, err)) => {
-            let text = if err.trim().is_empty() { crate::redact::scrub(&out) } else { err };
-            Err(format!(
-                "`{}` failed ({}): {}",
-                crate::redact::scrub(cmd),
-                describe_status(&status),
-                crate::tool_output::tail(&text, 5, "no error output")
-            ))
-        }
-        Err(e) => Err(format!("cannot run `sh -c {}`: {e}", crate::redact::scrub(cmd))),
-    }
-}
-
 /// The archive thread's result, kept for the `files` artifact and the facts.
 struct Walked {
     totals: Totals,
@@ -240,13 +211,15 @@ pub struct BackupSession {
 }
 
 impl BackupSession {
-    pub async fn prepare(job: &str, cfg: &VolumeJob) -> Result<BackupSession> {
+    /// `before_hooks`: the job has `before` hooks, which may be what makes the root exist (a
+    /// mounted snapshot): it is then checked when the backup opens it.
+    pub async fn prepare(job: &str, cfg: &VolumeJob, before_hooks: bool) -> Result<BackupSession> {
         let excludes = Excludes::new(&cfg.exclude).map_err(|(i, m)| {
             Error::source_failed(job, format!("exclude[{i}]: {m}"), Some("see jobs/volume.toml".into()))
         })?;
         let source = resolve_source(job, cfg).await?;
         // `before` hooks may be what makes the root exist (a mounted snapshot): checked after them
-        if cfg.before.is_empty() {
+        if !before_hooks {
             match &source {
                 Source::Pvc(p) => p.check_dir(job).await?,
                 _ => {
@@ -290,7 +263,7 @@ impl BackupSession {
         if artifact.format != FORMAT_TAR || matches!(self.source, Source::Pvc(_)) {
             return Ok(ChunkSource::Stream(self.open(artifact).await?));
         }
-        self.before_hooks().await?;
+        self.started = true;
         let root = check_root(&self.job, self.source.root())?;
         self.root = Some(root.clone());
         let list = spool(&self.job)?;
@@ -326,30 +299,13 @@ impl BackupSession {
         Ok(ChunkSource::Producer { produce, completion: Box::pin(async { Ok(()) }) })
     }
 
-    fn hook_env(&self) -> [(&'static str, String); 2] {
-        [("DRCTL_JOB", self.job.clone()), ("DRCTL_VOLUME_PATH", self.source.root().display().to_string())]
-    }
-
-    /// Run the `before` hooks (the backup has started: `after` hooks are due from here on).
-    async fn before_hooks(&mut self) -> Result<()> {
-        self.started = true;
-        let env = self.hook_env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        for (i, cmd) in self.cfg.before.iter().enumerate() {
-            tracing::info!(job = %self.job, hook = %crate::redact::scrub(cmd), "running before hook");
-            if let Err(e) = run_hook(cmd, &env).await {
-                return Err(Error::source_failed(
-                    &self.job,
-                    format!("before hook {} of {} {e}", i + 1, self.cfg.before.len()),
-                    Some("nothing was committed and the `after` hooks ran; fix the hook and run the job again".into()),
-                ));
-            }
-        }
-        Ok(())
+    /// What the job's hooks see of the source ([`crate::jobs::hooks`]).
+    pub fn hook_env(&self) -> Vec<(&'static str, String)> {
+        vec![("DRCTL_VOLUME_PATH", self.source.root().display().to_string())]
     }
 
     async fn open_data(&mut self) -> Result<SourceStream> {
-        self.before_hooks().await?;
+        self.started = true;
         if let Source::Pvc(p) = &self.source {
             let p = p.clone();
             return self.open_pvc_data(p).await;
@@ -498,7 +454,7 @@ impl BackupSession {
         Ok(serde_json::to_value(facts).unwrap_or_default())
     }
 
-    /// Run the `after` hooks (once the backup started, whatever happened); failures are warnings.
+    /// Save the files cache of a committed backup (the job's `after` hooks run in the engine).
     pub async fn close(self, committed: bool) {
         if !self.started {
             return;
@@ -512,16 +468,6 @@ impl BackupSession {
                 tracing::warn!(job = %job, path = %path.display(), error = %e, "could not save the files cache: the next backup reads every file");
             }
         }
-        let env = self.hook_env();
-        let status = if committed { "committed" } else { "failed" };
-        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        env.push(("DRCTL_BACKUP_STATUS", status));
-        for cmd in &self.cfg.after {
-            tracing::info!(job = %self.job, hook = %crate::redact::scrub(cmd), "running after hook");
-            if let Err(e) = run_hook(cmd, &env).await {
-                tracing::warn!(job = %self.job, "after hook {e}");
-            }
-        }
     }
 
     pub fn describe(&self) -> String {
@@ -530,12 +476,7 @@ impl BackupSession {
             Source::Docker { volume, mountpoint } => format!("docker volume `{volume}` at `{}`", mountpoint.display()),
             Source::Pvc(p) => p.describe(),
         };
-        format!(
-            "will archive {what} ({} exclude pattern(s), {} before and {} after hook(s)); will store: {DATA}, {FILES}",
-            self.cfg.exclude.len(),
-            self.cfg.before.len(),
-            self.cfg.after.len()
-        )
+        format!("will archive {what} ({} exclude pattern(s)); will store: {DATA}, {FILES}", self.cfg.exclude.len(),)
     }
 }
 

@@ -52,12 +52,5 @@ impl VolumeJob {
                 Some("e.g. `*.tmp` (a name, any depth), `cache/**` (from the root), `tmp/` (directories)".into()),
             );
         }
-        for (hooks, list) in [("before", &self.before), ("after", &self.after)] {
-            for (i, cmd) in list.iter().enumerate() {
-                if cmd.trim().is_empty() {
-                    p.error(s.src, &s.item(hooks, i), "empty hook command", None);
-                }
-            }
-        }
     }
 }
