@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod layout;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod progress;
 pub mod redact;

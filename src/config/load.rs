@@ -60,8 +60,8 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     };
     expand_env(&main, &mut vec![], &mut root, &mut problems);
 
-    const SECTIONS: [&str; 9] =
-        ["catalog", "encryption", "compression", "pushgateway", "api", "daemon", "deploy", "targets", "jobs"];
+    const SECTIONS: [&str; 10] =
+        ["catalog", "encryption", "compression", "pushgateway", "api", "notify", "daemon", "deploy", "targets", "jobs"];
     for k in root.keys() {
         if !SECTIONS.contains(&k.as_str()) {
             problems.error(
@@ -78,6 +78,7 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
     let compression: CompressionConfig = section(&main, &mut root, "compression", &mut problems).unwrap_or_default();
     let pushgateway = section(&main, &mut root, "pushgateway", &mut problems);
     let api = section(&main, &mut root, "api", &mut problems);
+    let notify = section(&main, &mut root, "notify", &mut problems).unwrap_or_default();
     let daemon: DaemonConfig = section(&main, &mut root, "daemon", &mut problems).unwrap_or_default();
     let deploy: DeployConfig = section(&main, &mut root, "deploy", &mut problems).unwrap_or_default();
 
@@ -146,6 +147,7 @@ pub fn load_str(path: &Path, text: &str, job_files: Vec<(PathBuf, String)>) -> R
         compression,
         pushgateway,
         api,
+        notify,
         daemon,
         deploy,
         targets,
@@ -331,6 +333,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     for t in config.targets.values_mut() {
         let mut fix = fix;
         t.kind.settings_mut().resolve_paths(&mut fix);
+    }
+    for c in config.notify.values_mut() {
+        c.url_file.iter_mut().chain(c.token_file.iter_mut()).for_each(fix);
     }
     for j in config.jobs.values_mut() {
         let mut fix = fix;

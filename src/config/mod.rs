@@ -37,6 +37,8 @@ pub struct Config {
     pub compression: CompressionConfig,
     pub pushgateway: Option<PushgatewayConfig>,
     pub api: Option<ApiConfig>,
+    /// `[notify.NAME]` channels (webhook, ntfy, healthchecks pings).
+    pub notify: BTreeMap<String, crate::notify::ChannelConfig>,
     pub daemon: DaemonConfig,
     pub deploy: DeployConfig,
     pub targets: BTreeMap<String, TargetConfig>,

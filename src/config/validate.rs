@@ -14,9 +14,50 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
+/// `[notify.NAME]`: a URL (one of `url`, `url_file`), http(s), and jobs that exist.
+fn validate_notify(config: &Config, main: &Source, p: &mut Problems) {
+    for (name, c) in &config.notify {
+        let at = |k: &str| vec![key("notify"), key(name), key(k)];
+        match (&c.url, &c.url_file) {
+            (None, None) => p.error(
+                main,
+                &[key("notify"), key(name)],
+                "a notification channel needs `url` or `url_file`",
+                Some("e.g. `url_file = \"/secrets/ntfy-topic-url\"` (a file holding https://ntfy.sh/your-topic)".into()),
+            ),
+            (Some(_), Some(_)) => p.error(main, &at("url_file"), "give `url` or `url_file`, not both", None),
+            (Some(u), None) => {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    p.error(
+                        main,
+                        &at("url"),
+                        format!("`{}` is not an http(s) URL", crate::redact::url_for_display(u)),
+                        None,
+                    );
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        for (i, job) in c.jobs.iter().enumerate() {
+            if !config.jobs.contains_key(job) {
+                p.error(
+                    main,
+                    &[key("notify"), key(name), key("jobs"), Step::Index(i)],
+                    format!("unknown job `{job}`"),
+                    Some(format!("known jobs: {}", config.jobs.keys().cloned().collect::<Vec<_>>().join(", "))),
+                );
+            }
+        }
+        if c.events.as_ref().is_some_and(Vec::is_empty) {
+            p.warn(main, &at("events"), "no events: this channel never sends anything", None);
+        }
+    }
+}
+
 pub(super) fn validate(config: &Config, sources: &[Source], origin: &BTreeMap<String, usize>, p: &mut Problems) {
     let main = &sources[0];
 
+    validate_notify(config, main, p);
     if config.jobs.values().next().is_some() && config.encryption.recipients.is_empty() {
         p.error(
             main,
@@ -261,6 +302,13 @@ fn secret_files<'a>(
     }
     if let Some(f) = config.api.as_ref().and_then(|a| a.token_file.as_ref()) {
         out.push((main, vec![key("api"), key("token_file")], f));
+    }
+    for (name, c) in &config.notify {
+        for (k, f) in [("url_file", &c.url_file), ("token_file", &c.token_file)] {
+            if let Some(f) = f {
+                out.push((main, vec![key("notify"), key(name), key(k)], f));
+            }
+        }
     }
     for (name, t) in &config.targets {
         let at = |k: &str| vec![key("targets"), key(name), key(k)];

@@ -49,6 +49,26 @@ pub struct DrillReport {
 /// # Errors
 /// Only for an unknown job: every other failure is a failed drill with findings.
 pub async fn verify_job(engine: &Engine, job_name: &str, selector: Option<Selector>) -> Result<DrillReport> {
+    let result = drill(engine, job_name, selector).await;
+    let failed = match &result {
+        Ok(r) if r.record.passed() => None,
+        Ok(r) => Some((
+            r.record.backup_id.clone(),
+            r.record.findings.iter().find(|f| f.severity == Severity::Error).map(|f| f.to_string()),
+        )),
+        Err(e) => Some((None, Some(e.to_string()))),
+    };
+    if let Some((backup_id, error)) = failed {
+        let mut e = crate::notify::Event::new(crate::notify::EventKind::DrillFailed, job_name, "drill", "failed");
+        e.backup_id = backup_id;
+        e.error = error;
+        e.hint = Some("the backup may not restore: run `drctl verify` for the findings".into());
+        engine.notifier.send(&e).await;
+    }
+    result
+}
+
+async fn drill(engine: &Engine, job_name: &str, selector: Option<Selector>) -> Result<DrillReport> {
     let job = engine.config.job(job_name)?;
     let started = Timestamp::now();
     let clock = Instant::now();

@@ -27,11 +27,14 @@ pub struct Engine {
     pub progress: bool,
     /// The catalog, opened (and migrated) once, on first use.
     catalog: tokio::sync::OnceCell<Arc<Catalog>>,
+    /// The `[notify]` channels, their secrets read once.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Self {
-        Engine { config, progress: false, catalog: tokio::sync::OnceCell::new() }
+        let notifier = Arc::new(crate::notify::Notifier::new(&config.notify));
+        Engine { config, progress: false, catalog: tokio::sync::OnceCell::new(), notifier }
     }
 
     pub fn catalog_url(&self) -> String {

@@ -20,6 +20,7 @@ use super::fanout::fanout;
 use crate::catalog::BackupStatus;
 use crate::chunked::ChunkedRun;
 use crate::jobs::hooks::Hooks;
+use crate::notify::{Event, EventKind};
 use crate::jobs::{BackupSession, SourceStream};
 use crate::manifest::{self, Artifact, Manifest, PipelineInfo};
 use crate::pipeline::EncodeParams;
@@ -64,8 +65,54 @@ pub struct RunReport {
 pub async fn run_job(engine: &Engine, job_name: &str) -> Result<RunReport> {
     let job = engine.config.job(job_name)?.clone();
     let started = Timestamp::now();
-    let clock = Instant::now();
     let backup_id = layout::new_backup_id(started);
+    let mut start = Event::new(EventKind::Start, &job.name, "backup", "started");
+    start.backup_id = Some(backup_id.clone());
+    engine.notifier.send(&start).await;
+    let result = run_and_record(engine, &job, &backup_id, started).await;
+    engine.notifier.send(&outcome_event(&job.name, &backup_id, &result)).await;
+    result
+}
+
+/// The notification a finished backup sends.
+fn outcome_event(job: &str, backup_id: &str, result: &Result<RunReport>) -> Event {
+    let mut e = match result {
+        Ok(r) if r.suspicious.is_some() => {
+            let mut e = Event::new(EventKind::Suspicious, job, "backup", "suspicious");
+            e.error = r.suspicious.clone();
+            e.hint = Some("compare it with the previous backup (`drctl list`) before relying on it".into());
+            e
+        }
+        Ok(r) if r.status == BackupStatus::Partial => {
+            let mut e = Event::new(EventKind::Partial, job, "backup", "partial");
+            e.error = Some(r.failed.iter().map(|f| format!("{}: {}", f.target, f.error)).collect::<Vec<_>>().join("; "));
+            e.hint = Some("`drctl sync` copies the backup to the targets that missed it".into());
+            e
+        }
+        Ok(_) => Event::new(EventKind::Success, job, "backup", "ok"),
+        Err(err) => {
+            let mut e = Event::new(EventKind::Failure, job, "backup", "failed");
+            e.error = Some(err.to_string());
+            e.hint = err.hint();
+            e
+        }
+    };
+    e.backup_id = Some(backup_id.to_string());
+    if let Ok(r) = result {
+        e.targets = r.committed.clone();
+    }
+    e
+}
+
+async fn run_and_record(
+    engine: &Engine,
+    job: &crate::jobs::JobConfig,
+    backup_id: &str,
+    started: Timestamp,
+) -> Result<RunReport> {
+    let job = job.clone();
+    let backup_id = backup_id.to_string();
+    let clock = Instant::now();
     let catalog = engine.catalog().await;
 
     let result = run_inner(engine, &job, &backup_id, started, clock).await;
