@@ -37,6 +37,21 @@ impl Progress {
         Progress(bar)
     }
 
+    /// A step without bytes to count (a tool finishing after its input ended): a spinner with
+    /// what is happening and for how long, on stderr when it is a terminal and `enabled`.
+    pub fn step(label: &str, enabled: bool) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Self::hidden();
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(label.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Progress(bar)
+    }
+
     pub fn inc(&self, n: u64) {
         self.0.inc(n)
     }

@@ -178,7 +178,14 @@ fn notify_configuration_errors_name_the_channel() {
     ));
     let r = run(s.drctl().args(["check"]));
     assert_eq!(r.code, 2, "{r:?}");
-    for want in ["notify.a", "needs `url` or `url_file`", "notify.b.url", "not an http(s) URL", "notify.c.jobs[0]", "unknown job `nope`"] {
+    for want in [
+        "notify.a",
+        "needs `url` or `url_file`",
+        "notify.b.url",
+        "not an http(s) URL",
+        "notify.c.jobs[0]",
+        "unknown job `nope`",
+    ] {
         assert!(r.stderr.contains(want), "`{want}` in {}", r.stderr);
     }
     s.write_config(&format!("{}[notify.d]\ntype = \"pager\"\nurl = \"http://x\"\n", s.head()));

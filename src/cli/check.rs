@@ -16,6 +16,10 @@ pub struct Args {
     /// damaged or missing object damages. Needs no identity; takes as long as reading everything.
     #[arg(long)]
     pub read_data: bool,
+    /// A setup that has made no backup yet (`drctl init` runs the check then): a job without any
+    /// backup is a warning there, not a failure.
+    #[arg(skip)]
+    pub fresh: bool,
 }
 
 pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32, Error> {
@@ -28,6 +32,11 @@ pub async fn run(engine: &Engine, args: &Args, printer: &Printer) -> Result<i32,
     let missing = &engine.config.missing_secret_files;
     findings
         .retain(|f| !(f.subject == "config" && missing.iter().any(|p| f.message.contains(&format!("`{}`: ", p.path)))));
+    if args.fresh {
+        for f in findings.iter_mut().filter(|f| f.hint.as_deref().is_some_and(|h| h.starts_with("no backup yet"))) {
+            f.severity = FindingSeverity::Warning;
+        }
+    }
     let at = findings.iter().position(|f| f.subject != "config").unwrap_or(findings.len());
     findings.splice(at..at, secret_findings);
     let ok = !findings.iter().any(Finding::failed);

@@ -10,6 +10,7 @@ mod check_deadline;
 mod completions;
 mod daemon;
 mod generate;
+mod init;
 mod keygen;
 mod list;
 mod logging;
@@ -53,6 +54,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// A new setup in a directory: config, first job, keys, targets; then `check`
+    Init(init::Args),
     /// Back up now; prints the backup id(s)
     Run(run::Args),
     /// Backups known to the catalog, newest first
@@ -152,6 +155,7 @@ fn is_closed_stdout(info: &std::panic::PanicHookInfo<'_>) -> bool {
 async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
     let result = match &cli.command {
         Command::Keygen(args) => keygen::run(args, printer),
+        Command::Init(args) => init::run(args, printer).await,
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
         Command::Wal { command: wal::Command::Relay { socket, name, path } } => Ok(wal::relay(socket, name, path)),
@@ -174,7 +178,11 @@ async fn dispatch(cli: &Cli, printer: &Printer) -> i32 {
                 Command::Verify(args) => verify::run(&engine, args, printer).await,
                 Command::Generate(args) => generate::run(&engine, args, printer),
                 Command::Wal { command } => wal::run(&engine, command, printer).await,
-                Command::Keygen(_) | Command::Daemon(_) | Command::Completions(_) | Command::Man(_) => {
+                Command::Keygen(_)
+                | Command::Daemon(_)
+                | Command::Init(_)
+                | Command::Completions(_)
+                | Command::Man(_) => {
                     unreachable!("handled above")
                 }
             },

@@ -23,7 +23,9 @@ fn validate_notify(config: &Config, main: &Source, p: &mut Problems) {
                 main,
                 &[key("notify"), key(name)],
                 "a notification channel needs `url` or `url_file`",
-                Some("e.g. `url_file = \"/secrets/ntfy-topic-url\"` (a file holding https://ntfy.sh/your-topic)".into()),
+                Some(
+                    "e.g. `url_file = \"/secrets/ntfy-topic-url\"` (a file holding https://ntfy.sh/your-topic)".into(),
+                ),
             ),
             (Some(_), Some(_)) => p.error(main, &at("url_file"), "give `url` or `url_file`, not both", None),
             (Some(u), None) => {

@@ -567,7 +567,15 @@ async fn restore_artifact(
             let applied = match consumer {
                 Consumer::None => Ok(()),
                 Consumer::Process(p) => {
-                    let (status, stderr) = p.wait().await.map_err(|e| fail(e.to_string()))?;
+                    // every byte is in: the tool may still work for long (pg_restore's post-data:
+                    // indexes, constraints, foreign keys); say so rather than sit at 100 %
+                    let step = Progress::step(
+                        &format!("restoring {}: `{}` is finishing (indexes, constraints …)", a.name, p.display()),
+                        show,
+                    );
+                    let waited = p.wait().await;
+                    step.finish();
+                    let (status, stderr) = waited.map_err(|e| fail(e.to_string()))?;
                     if status.success() {
                         Ok(())
                     } else {
@@ -580,7 +588,16 @@ async fn restore_artifact(
                 }
                 Consumer::Task { task, commit } => {
                     let _ = commit.send(());
-                    match task.await {
+                    let step = Progress::step(
+                        &format!(
+                            "restoring {}: the data is in, finishing (indexes and constraints, or placing files)",
+                            a.name
+                        ),
+                        show,
+                    );
+                    let done = task.await;
+                    step.finish();
+                    match done {
                         Ok(r) => r,
                         Err(e) => Err(fail(format!("restore task failed: {e}"))),
                     }

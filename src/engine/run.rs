@@ -20,9 +20,9 @@ use super::fanout::fanout;
 use crate::catalog::BackupStatus;
 use crate::chunked::ChunkedRun;
 use crate::jobs::hooks::Hooks;
-use crate::notify::{Event, EventKind};
 use crate::jobs::{BackupSession, SourceStream};
 use crate::manifest::{self, Artifact, Manifest, PipelineInfo};
+use crate::notify::{Event, EventKind};
 use crate::pipeline::EncodeParams;
 use crate::progress::Progress;
 use crate::targets::Target;
@@ -85,7 +85,8 @@ fn outcome_event(job: &str, backup_id: &str, result: &Result<RunReport>) -> Even
         }
         Ok(r) if r.status == BackupStatus::Partial => {
             let mut e = Event::new(EventKind::Partial, job, "backup", "partial");
-            e.error = Some(r.failed.iter().map(|f| format!("{}: {}", f.target, f.error)).collect::<Vec<_>>().join("; "));
+            e.error =
+                Some(r.failed.iter().map(|f| format!("{}: {}", f.target, f.error)).collect::<Vec<_>>().join("; "));
             e.hint = Some("`drctl sync` copies the backup to the targets that missed it".into());
             e
         }

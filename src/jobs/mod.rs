@@ -37,7 +37,10 @@ pub struct ArtifactPlan {
     pub format: &'static str,
     /// File extension before `.zst.age`.
     pub ext: &'static str,
-    /// Expected plaintext size, for progress (may be far off).
+    /// The plaintext size when it is known closely enough to be a progress bar's total (a base
+    /// backup's data directory); `None` shows bytes, rate and elapsed time without a total. A
+    /// database's size is not one: a dump leaves out indexes and free space (a bar with it stopped
+    /// at about 64 %).
     pub size_hint: Option<u64>,
 }
 

@@ -368,7 +368,7 @@ impl BackupSession {
                 name: db.clone(),
                 format: FORMAT_DUMP,
                 ext: "dump",
-                size_hint: self.sizes.iter().find(|s| &s.0 == db).map(|s| s.1),
+                size_hint: None, // the database's size is no estimate of its dump: see ArtifactPlan
             })
             .collect();
         if self.globals {

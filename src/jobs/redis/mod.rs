@@ -242,7 +242,6 @@ pub struct BackupSession {
     node: Option<Node>,
     shown: String,
     describe: String,
-    size_hint: Option<u64>,
     facts: Arc<Mutex<Facts>>,
 }
 
@@ -277,7 +276,6 @@ impl BackupSession {
         if let Some(place) = &place {
             describe.push_str(&format!(" {})", place.at()));
         }
-        let size_hint = info.get("used_memory_dataset").and_then(|v| v.parse().ok());
         let facts = Facts {
             redis_version: info.version(),
             mode: match cfg.mode {
@@ -299,13 +297,13 @@ impl BackupSession {
             node: Some(node),
             shown,
             describe,
-            size_hint,
             facts: Arc::new(Mutex::new(facts)),
         })
     }
 
     pub fn artifacts(&self) -> Vec<ArtifactPlan> {
-        vec![ArtifactPlan { name: ARTIFACT.into(), format: FORMAT_RDB, ext: "rdb", size_hint: self.size_hint }]
+        // memory is no estimate of an RDB (compressed, no overhead): no total, see ArtifactPlan
+        vec![ArtifactPlan { name: ARTIFACT.into(), format: FORMAT_RDB, ext: "rdb", size_hint: None }]
     }
 
     pub async fn open(&mut self, _artifact: &ArtifactPlan) -> Result<SourceStream> {

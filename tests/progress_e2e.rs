@@ -1,0 +1,53 @@
+//! Progress on a terminal (issue 18), the way a user sees it: the real binary under `script`
+//! (util-linux), which gives it a pseudo-terminal. A PostgreSQL backup shows bytes and rate
+//! without a total it would never reach (the database's size is not its dump's), and a restore
+//! says what pg_restore is doing once every byte is in instead of sitting at 100 %.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Run `drctl ARGS` (with `config`) on a pseudo-terminal; returns (exit code, what the terminal showed).
+fn on_a_terminal(config: &std::path::Path, args: &str) -> (i32, String) {
+    let cmd = format!("{} --config '{}' {args}", env!("CARGO_BIN_EXE_drctl"), config.display());
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("COLUMNS", "160")
+        .env_remove("DRCTL_CONFIG")
+        .output()
+        .expect("script (util-linux) runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_postgres_backup_shows_no_false_total_and_a_restore_names_its_last_step() {
+    let s = Scratch::new();
+    let db = unique("progress");
+    create_sample_db(&db, 20_000);
+    s.write_config(&format!(
+        "{}[jobs.pg]\nkind = \"postgres\"\ntargets = [\"local\"]\nurl = \"{}\"\nbin_dir = \"{}\"\n",
+        s.head(),
+        pg_url(&db),
+        pg_bin().display()
+    ));
+    let (code, screen) = on_a_terminal(&s.config_path(), "run pg");
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("pg ") && screen.contains("B/s"), "bytes and rate on the terminal: {screen}");
+    assert!(!screen.contains("eta"), "no total, so no ETA that a dump never reaches: {screen}");
+
+    let target = unique("progress_restored");
+    let (code, screen) = on_a_terminal(&s.config_path(), &format!("restore pg --latest --to '{}'", pg_url(&target)));
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("finishing (indexes"), "the post-data step is named: {screen}");
+    // the same in one stream (pg_restore reading from drctl)
+    let single = unique("progress_single");
+    let (code, screen) =
+        on_a_terminal(&s.config_path(), &format!("restore pg --latest --jobs 1 --to '{}'", pg_url(&single)));
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("pg_restore") && screen.contains("is finishing (indexes"), "{screen}");
+    drop_db(&single);
+    drop_db(&db);
+    drop_db(&target);
+}
