@@ -4,12 +4,15 @@
 //! a failed drill, and a receiver that is down (the backup is not affected, its URL never shown).
 
 mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use daemon::*;
 
 #[derive(Debug, Clone)]
 struct Request {
@@ -192,4 +195,61 @@ fn notify_configuration_errors_name_the_channel() {
     let r = run(s.drctl().args(["check"]));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("notify.d.type") && r.stderr.contains("`webhook`, `ntfy`, `healthchecks`"), "{r:?}");
+}
+
+#[test]
+fn the_daemon_says_stale_once_per_stretch_and_counts_what_it_could_not_deliver() {
+    // SAFETY: nextest runs each test in its own process; set before any thread reads it
+    unsafe { std::env::set_var("DRCTL_TEST_WATCH_MS", "200") };
+    let rx = Receiver::start();
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "stale\n").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = free_addr();
+    // no schedule: the job is run from outside (a CronJob); the daemon only watches it
+    s.write_config(&format!(
+        "{}[api]\nlisten = \"{api}\"\n\n[notify.ops]\ntype = \"webhook\"\nurl = \"{}/webhook\"\nevents = [\"stale\"]\n\n\
+         [notify.down]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/x\"\nevents = [\"stale\"]\n\n\
+         [jobs.vol]\nkind = \"volume\"\ntargets = [\"local\"]\npath = \"{}\"\nrpo = \"2s\"\n",
+        s.head(),
+        rx.url,
+        data.display()
+    ));
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut d = Daemon::start(&s, "daemon", &api);
+    let stale = |rx: &Receiver| {
+        rx.at("/webhook")
+            .iter()
+            .filter(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["event"] == "stale")
+            .count()
+    };
+    // fresh at the start; stale once the 2 s rpo passed
+    wait_for(std::time::Duration::from_secs(30), "a stale notification", || (stale(&rx) >= 1).then_some(()));
+    let body: serde_json::Value = serde_json::from_str(&rx.at("/webhook")[0].body).unwrap();
+    assert_eq!((body["job"].as_str(), body["outcome"].as_str()), (Some("vol"), Some("stale")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("rpo 2s"), "{body}");
+    // the channel that is down: one failure counted, once
+    let failures = "drctl_notify_failures_total{channel=\"down\"}";
+    wait_for(std::time::Duration::from_secs(30), "the failed delivery counted", || {
+        (d.metric(failures) >= 1.0).then_some(())
+    });
+    // still stale for five more watch periods: nothing more is sent (an absence needs a window of
+    // time to be seen; this waits for no event)
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(stale(&rx), 1, "one notification per stretch, not one per look: {:?}", rx.at("/webhook"));
+    // a backup makes it fresh; once the rpo passes again, a second stretch, a second notification
+    let r = run(s.drctl().args(["run", "vol"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_for(std::time::Duration::from_secs(30), "a second stale notification", || (stale(&rx) >= 2).then_some(()));
+    wait_for(std::time::Duration::from_secs(30), "the second failure counted", || {
+        (d.metric(failures) >= 2.0).then_some(())
+    });
+    let text = d.get("/metrics").1;
+    assert_eq!(d.stop(std::time::Duration::from_secs(30)).0, 0, "{}", d.log());
+    // the watch ran every 200 ms for seconds: one notification per stretch, not one per look
+    assert_eq!(stale(&rx), 2, "{:?}", rx.at("/webhook"));
+    assert_eq!(metric(&text, failures), 2.0, "{text}");
 }

@@ -49,6 +49,10 @@ pub async fn run(engine: Engine) -> Result<i32, Error> {
     }
 
     let metrics = Arc::new(Metrics::new());
+    engine.notifier.on_failure({
+        let metrics = metrics.clone();
+        Box::new(move |channel| crate::metrics::Event::NotifyFailed { channel }.emit(Some(&metrics)))
+    });
     metrics.daemon_started(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
     let states = crate::metrics::catalog_states(&engine).await;
     for state in &states {

@@ -88,6 +88,9 @@ pub const TARGET_BYTES: &str = "drctl_target_bytes";
 /// Unix time this daemon started (daemon only, never pushed): the series DrctlDaemonDown looks
 /// for.
 pub const DAEMON_START: &str = "drctl_daemon_start_time_seconds";
+/// `{channel}`: notifications (`[notify.NAME]`) not delivered since this daemon started (daemon
+/// only).
+pub const NOTIFY_FAILURES: &str = "drctl_notify_failures_total";
 /// `{target}`: free space where the target can tell (fs: the filesystem's available bytes); no
 /// sample for object stores, SFTP and WebDAV.
 pub const TARGET_FREE_BYTES: &str = "drctl_target_free_bytes";
@@ -116,6 +119,7 @@ pub const METRIC_NAMES: &[&str] = &[
     TARGET_BYTES,
     TARGET_FREE_BYTES,
     DAEMON_START,
+    NOTIFY_FAILURES,
     wal::WAL_LAST_ARCHIVED,
     wal::WAL_DELAY_SECONDS,
     wal::WAL_DELAY_BYTES,
@@ -182,6 +186,11 @@ struct TargetLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -258,6 +267,10 @@ pub enum Event<'a> {
         job: &'a str,
         result: RunResult,
     },
+    /// A notification to `channel` was not delivered (the notifier logged why).
+    NotifyFailed {
+        channel: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -279,6 +292,7 @@ impl Event<'_> {
             Event::VerifyFinished { job, result } => {
                 tracing::info!(job = %job, result = result.as_str(), "verify run finished")
             }
+            Event::NotifyFailed { .. } => {} // logged by the notifier, with why
         }
         if let Some(m) = metrics {
             m.observe(self);
@@ -316,6 +330,7 @@ pub struct Metrics {
     daemon_start: FloatGauge,
     skipped_locked: Family<JobLabels, Counter>,
     verify_runs: Family<RunLabels, Counter>,
+    notify_failures: Family<ChannelLabels, Counter>,
     /// The WAL receivers' gauges (physical PostgreSQL jobs).
     pub wal: wal::WalMetrics,
 }
@@ -353,6 +368,7 @@ impl Metrics {
             daemon_start: FloatGauge::default(),
             skipped_locked: Family::default(),
             verify_runs: Family::default(),
+            notify_failures: Family::default(),
             wal: wal::WalMetrics::default(),
         };
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -453,6 +469,11 @@ impl Metrics {
             m.verify_runs.clone(),
         );
         e.register(
+            counter_name(NOTIFY_FAILURES),
+            "Notifications ([notify.NAME] channels) not delivered since this process started",
+            m.notify_failures.clone(),
+        );
+        e.register(
             counter_name(VERIFY_SKIPPED_OVERLAP),
             "Scheduled restore drills skipped because the job's previous drill was still going",
             m.verify_skipped_overlap.clone(),
@@ -519,6 +540,9 @@ impl Metrics {
             }
             Event::VerifyFinished { job, result } => {
                 self.verify_runs.get_or_create(&RunLabels { drctl_job: job.to_string(), result: *result }).inc();
+            }
+            Event::NotifyFailed { channel } => {
+                self.notify_failures.get_or_create(&ChannelLabels { channel: channel.to_string() }).inc();
             }
         }
     }

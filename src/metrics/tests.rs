@@ -170,6 +170,7 @@ fn metric_names_are_exactly_the_families_exposed() {
     m.observe(&Event::VerifySkippedOverlap { job: "pg" });
     m.observe(&Event::SkippedLocked { job: "pg", reason: "test" });
     m.observe(&Event::VerifyFinished { job: "pg", result: RunResult::Failed });
+    m.observe(&Event::NotifyFailed { channel: "ops" });
     m.wal.set(&crate::metrics::wal::WalStatus {
         job: "pg".into(),
         last_archived: Some(1.0),

@@ -2,14 +2,15 @@
 //! an ntfy topic, or healthchecks-style ping URLs, each subscribed to the events it wants.
 //!
 //! Events come from backups (`start`, `success`, `failure`, `partial`, `suspicious`) and drills
-//! (`drill_failed`), from `drctl run`, `drctl verify` and the daemon alike. A delivery is tried
+//! (`drill_failed`), from `drctl run`, `drctl verify` and the daemon alike; `stale` (no complete
+//! backup within the job's `rpo`) only from the daemon, which looks every 10 s. A delivery is tried
 //! twice with a 10 s deadline each; a failure is logged as a warning, never failing or delaying
 //! the backup beyond that. URLs and tokens are secrets: read from `*_file` or written
 //! inline, registered for scrubbing, never shown in logs, errors or API responses.
 //!
-//! What cannot be sent from here: a CronJob that never ran cannot report itself. For "no backup
-//! lately", use the daemon's metrics and alerts (BackupMissing) or a ping receiver's own grace
-//! period (healthchecks.io alerts when a `success` ping is late).
+//! What cannot be sent from a run: a CronJob that never ran cannot report itself. "No backup
+//! lately" comes from the daemon (`stale`), its metrics and alerts (BackupMissing), or a ping
+//! receiver's own grace period (healthchecks.io alerts when a `success` ping is late).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub enum EventKind {
     Suspicious,
     /// A restore drill failed.
     DrillFailed,
+    /// No complete backup within the job's `rpo` (sent by the daemon, once per stretch).
+    Stale,
 }
 
 impl EventKind {
@@ -83,13 +86,18 @@ impl EventKind {
             EventKind::Partial => "partial",
             EventKind::Suspicious => "suspicious",
             EventKind::DrillFailed => "drill_failed",
+            EventKind::Stale => "stale",
         }
     }
 
     /// Whether it is bad news (ntfy priority, healthchecks `/fail`).
     fn is_problem(self) -> bool {
         match self {
-            EventKind::Failure | EventKind::Partial | EventKind::Suspicious | EventKind::DrillFailed => true,
+            EventKind::Failure
+            | EventKind::Partial
+            | EventKind::Suspicious
+            | EventKind::DrillFailed
+            | EventKind::Stale => true,
             EventKind::Start | EventKind::Success => false,
         }
     }
@@ -99,7 +107,7 @@ impl ChannelKind {
     fn default_events(self) -> &'static [EventKind] {
         use EventKind::*;
         match self {
-            ChannelKind::Webhook | ChannelKind::Ntfy => &[Failure, Partial, Suspicious, DrillFailed],
+            ChannelKind::Webhook | ChannelKind::Ntfy => &[Failure, Partial, Suspicious, DrillFailed, Stale],
             ChannelKind::Healthchecks => &[Start, Success, Failure, Partial],
         }
     }
@@ -167,10 +175,14 @@ struct Channel {
     jobs: Vec<String>,
 }
 
+/// Called with a channel's name when a delivery to it failed (the daemon counts them).
+pub type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Every configured channel.
 pub struct Notifier {
     channels: Vec<Channel>,
     client: Option<reqwest::Client>,
+    on_failure: std::sync::OnceLock<FailureHook>,
 }
 
 impl Notifier {
@@ -210,7 +222,17 @@ impl Notifier {
             });
         }
         let client = (!channels.is_empty()).then(client).flatten();
-        Notifier { channels, client }
+        Notifier { channels, client, on_failure: std::sync::OnceLock::new() }
+    }
+
+    /// Whether any channel wants `kind` events.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.client.is_some() && self.channels.iter().any(|c| c.events.contains(&kind))
+    }
+
+    /// Call `hook` for every failed delivery from now on (once; later calls are ignored).
+    pub fn on_failure(&self, hook: FailureHook) {
+        let _ = self.on_failure.set(hook);
     }
 
     /// Send `event` to every channel that wants it; waits for the deliveries (each bounded).
@@ -222,6 +244,9 @@ impl Notifier {
             .filter(|c| c.events.contains(&event.event) && (c.jobs.is_empty() || c.jobs.contains(&event.job)));
         futures::future::join_all(wanted.map(|c| async move {
             if let Err(e) = deliver(client, c, event).await {
+                if let Some(hook) = self.on_failure.get() {
+                    hook(&c.name);
+                }
                 tracing::warn!(
                     channel = %c.name,
                     job = %event.job,
@@ -281,9 +306,11 @@ fn request(client: &reqwest::Client, c: &Channel, event: &Event) -> reqwest::Req
             let url = match event.event {
                 EventKind::Start => format!("{base}/start"),
                 EventKind::Success => base.to_string(),
-                EventKind::Failure | EventKind::Partial | EventKind::Suspicious | EventKind::DrillFailed => {
-                    format!("{base}/fail")
-                }
+                EventKind::Failure
+                | EventKind::Partial
+                | EventKind::Suspicious
+                | EventKind::DrillFailed
+                | EventKind::Stale => format!("{base}/fail"),
             };
             client.post(url).body(event.text())
         }

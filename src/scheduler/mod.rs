@@ -167,6 +167,8 @@ struct Inner {
     replica: String,
     /// The last catalog check (`/readyz`).
     ready: Mutex<Result<(), String>>,
+    /// Jobs a `stale` notification went out for: once per stretch without a fresh backup.
+    stale_notified: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The scheduler; cheap to clone (one shared state).
@@ -241,6 +243,7 @@ impl Scheduler {
                 runs: Mutex::new(JoinSet::new()),
                 replica,
                 ready: Mutex::new(Ok(())),
+                stale_notified: Mutex::new(Default::default()),
             }),
         }
     }
@@ -330,9 +333,39 @@ impl Scheduler {
                     self.inner.metrics.set_free_bytes(name, free);
                 }
             }
+            self.notify_stale().await;
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = tokio::time::sleep(watch_period()) => {}
                 _ = self.inner.stopping.cancelled() => return,
+            }
+        }
+    }
+
+    /// A `stale` notification for every job whose newest complete backup is older than its `rpo`
+    /// (or that has none), once until it has a fresh one again: what a CronJob that stopped
+    /// running cannot report itself. Only when a channel wants `stale`.
+    async fn notify_stale(&self) {
+        let engine = &self.inner.engine;
+        if !engine.notifier.wants(crate::notify::EventKind::Stale) {
+            return;
+        }
+        for job in engine.config.jobs.keys() {
+            let why = overdue(engine, job, Timestamp::now()).await;
+            let first = {
+                let mut notified = lock(&self.inner.stale_notified);
+                match &why {
+                    Some(_) => notified.insert(job.clone()),
+                    None => {
+                        notified.remove(job);
+                        false
+                    }
+                }
+            };
+            if let (Some(why), true) = (why, first) {
+                let mut e = crate::notify::Event::new(crate::notify::EventKind::Stale, job, "backup", "stale");
+                e.error = Some(why);
+                e.hint = Some(format!("is the job running? `drctl run {job}` backs it up now"));
+                engine.notifier.send(&e).await;
             }
         }
     }
@@ -551,6 +584,16 @@ const BACKUP_SLOT_WAIT: Duration = Duration::from_secs(30);
 /// Why `job` needs a catch-up backup at `now`: its newest backup committed on every target is
 /// older than its `rpo`, or it has none. `None`: it is fresh enough, or the catalog cannot be read
 /// (then the schedule stands).
+/// How often the daemon checks the catalog, free space and staleness: 10 s, or
+/// `DRCTL_TEST_WATCH_MS` (tests, which cannot wait for many 10 s periods).
+fn watch_period() -> Duration {
+    std::env::var("DRCTL_TEST_WATCH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(10))
+}
+
 async fn overdue(engine: &Engine, job: &str, now: Timestamp) -> Option<String> {
     let rpo = engine.config.job(job).ok()?.common.rpo();
     let catalog = engine.catalog().await.ok()?;
