@@ -51,3 +51,33 @@ fn a_postgres_backup_shows_no_false_total_and_a_restore_names_its_last_step() {
     drop_db(&db);
     drop_db(&target);
 }
+
+#[test]
+fn a_volume_backup_shows_a_bar_with_the_tree_counted_first() {
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // 40 MiB that zstd cannot shrink (the bar counts the tar), and a few small files
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(data.join("big.bin"), noise).unwrap();
+    for i in 0..20 {
+        std::fs::write(data.join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    s.write_config(&format!(
+        "{}[jobs.vol]\nkind = \"volume\"\nstorage = \"stream\"\ntargets = [\"local\"]\npath = \"{}\"\n",
+        s.head(),
+        data.display()
+    ));
+    let (code, screen) = on_a_terminal(&s.config_path(), "run vol");
+    assert_eq!(code, 0, "{screen}");
+    // the walk counted 40 MiB of content plus headers: a total the bar reaches
+    assert!(screen.contains("/40.0"), "a bar with the tree's size as its total: {screen}");
+}

@@ -296,7 +296,12 @@ async fn store(
     let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut artifacts: Vec<Artifact> = Vec::new();
 
-    for plan in session.artifacts() {
+    let mut plans = session.artifacts();
+    if engine.progress {
+        // on a terminal: a total for the bar where the source can count it cheaply (a tree)
+        session.estimate(&mut plans).await;
+    }
+    for plan in plans {
         if let Some(run) = chunked.as_deref_mut() {
             let key = layout::recipe_key(&job.name, backup_id, &plan.name, plan.ext);
             let progress = Progress::bytes(&format!("{} {}", job.name, plan.name), plan.size_hint, engine.progress);

@@ -149,6 +149,19 @@ impl BackupSession {
         each_session!(self, s => s.close(committed).await)
     }
 
+    /// Fill in `size_hint`s the source can count cheaply, for a progress bar's total (a volume:
+    /// a metadata-only walk of the tree). Only when progress is shown: it costs a walk.
+    pub async fn estimate(&mut self, plans: &mut [ArtifactPlan]) {
+        match self {
+            BackupSession::Volume(s) => s.estimate(plans).await,
+            BackupSession::Postgres(_)
+            | BackupSession::PostgresPhysical(_)
+            | BackupSession::Redis(_)
+            | BackupSession::Vault(_)
+            | BackupSession::Gitlab(_) => {}
+        }
+    }
+
     /// What the job's hooks see of the source beyond the job and backup id (a volume's path).
     pub fn hook_env(&self) -> Vec<(&'static str, String)> {
         match self {

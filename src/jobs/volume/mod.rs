@@ -189,6 +189,32 @@ fn check_root(job: &str, root: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
+/// [`BackupSession::estimate`]'s walk: 512 bytes of header per entry plus each regular file's size
+/// rounded up to 512, the two end blocks; `None` when the root cannot be read.
+fn tar_estimate(root: &Path, excludes: &Excludes) -> Option<u64> {
+    fn walk(root: &Path, dir: &Path, excludes: &Excludes, total: &mut u64) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else { continue };
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            if excludes.is_excluded(rel, meta.is_dir()) {
+                continue;
+            }
+            *total += 512;
+            if meta.is_file() {
+                *total += meta.len().div_ceil(512) * 512;
+            } else if meta.is_dir() {
+                walk(root, &path, excludes, total);
+            }
+        }
+    }
+    std::fs::read_dir(root).ok()?;
+    let mut total = 1024;
+    walk(root, root, excludes, &mut total);
+    Some(total)
+}
+
 /// The archive thread's result, kept for the `files` artifact and the facts.
 struct Walked {
     totals: Totals,
@@ -297,6 +323,22 @@ impl BackupSession {
             Ok(())
         });
         Ok(ChunkSource::Producer { produce, completion: Box::pin(async { Ok(()) }) })
+    }
+
+    /// The size of the `data` tar, estimated by walking the tree's metadata (a header block per
+    /// entry, file contents padded to blocks): a progress bar's total. Not for a PVC (read in a
+    /// pod), nor when the walk fails (the bar then shows bytes and rate only).
+    pub async fn estimate(&mut self, plans: &mut [ArtifactPlan]) {
+        if matches!(self.source, Source::Pvc(_)) {
+            return;
+        }
+        let (root, excludes) = (self.source.root().to_path_buf(), self.excludes.clone());
+        let walked = tokio::task::spawn_blocking(move || tar_estimate(&root, &excludes)).await;
+        if let Ok(Some(total)) = walked {
+            for p in plans.iter_mut().filter(|p| p.format == FORMAT_TAR) {
+                p.size_hint = Some(total);
+            }
+        }
     }
 
     /// What the job's hooks see of the source ([`crate::jobs::hooks`]).
