@@ -3,7 +3,6 @@
 //! (and, if asked, an S3 or SFTP target), then runs `drctl check` on it. Never overwrites: if any
 //! file it would write exists, it writes nothing.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::Printer;
@@ -280,16 +279,7 @@ pub async fn run(args: &Args, printer: &Printer) -> Result<i32, Error> {
 
 /// Create `path` (never overwriting); secrets get mode 0600.
 fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(|source| Error::WriteFile { path: path.to_path_buf(), source })?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|source| Error::WriteFile { path: path.to_path_buf(), source })
+    super::keygen::write_new_with_mode(path, text, if secret { 0o600 } else { 0o644 })
 }
 
 #[cfg(test)]

@@ -22,11 +22,16 @@ pub struct Args {
 
 /// Create `path` (0600, never overwriting) holding `text`.
 fn write_new(path: &std::path::Path, text: &str) -> Result<(), Error> {
+    write_new_with_mode(path, text, 0o600)
+}
+
+/// Create `path` with `mode` (never overwriting) holding `text`, synced.
+pub(super) fn write_new_with_mode(path: &std::path::Path, text: &str, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|source| Error::WriteFile { path: path.to_path_buf(), source })?;
     f.write_all(text.as_bytes())
