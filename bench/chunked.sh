@@ -35,11 +35,8 @@ if [[ "$PEERS" == 1 && "${SKIP_INSTALL:-0}" != 1 ]]; then
   step "installing what is missing (time, restic, borg)"
   APT_LOG="$D/apt.log" apt_ensure time restic borgbackup
 fi
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$D/borg-base"
-step "building drctl (cargo build --release)"
-(cd "$ROOT" && cargo build --release --quiet)
-DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
+peers_env
+build_drctl
 step "tree: generating ~$SCALE GB"
 python3 "$HERE/make_tree.py" "$D/tree" "$SCALE"
 TREE_MIB=$(($(size_of "$D/tree") / 1048576))

@@ -49,12 +49,9 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
   [[ "$PEERS" == 1 ]] && pkgs+=(restic borgbackup)
   APT_LOG="$D/apt.log" apt_ensure "${pkgs[@]}"
 fi
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$D/borg-base"
+peers_env
 
-step "building drctl (cargo build --release)"
-(cd "$ROOT" && cargo build --release --quiet)
-DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
+build_drctl
 
 step "starting a throwaway PostgreSQL on 127.0.0.1:$PORT"
 pg_start "$D/pg" "$PORT" "$D/pg.pid" || die "could not start PostgreSQL"

@@ -5,6 +5,8 @@
 #   . "$HERE/lib.sh"; bench_workdir drctl-NAME     # sets D
 #   measure NAME CMD...                            # prints, and appends "NAME<TAB>wall<TAB>rss_kib" to $D/results
 #   result NAME wall|rss                           # the median wall time / the largest peak RSS of NAME
+#   build_drctl                                    # cargo build --release; sets DRCTL
+#   peers_env                                      # restic's and borg's passwords and borg's dirs under $D
 
 # shellcheck source=../scripts/lib/common.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/lib/common.sh"
@@ -41,4 +43,16 @@ result() {
     wall) awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$D/results" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }' ;;
     rss) awk -F'\t' -v n="$1" '$1 == n { print $3 }' "$D/results" | sort -n | tail -1 ;;
   esac
+}
+
+build_drctl() {
+  step "building drctl (cargo build --release)"
+  (cd "$(dirname "${BASH_SOURCE[0]}")/.." && cargo build --release --quiet)
+  DRCTL="${CARGO_TARGET_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target}/release/drctl"
+  [[ -x "$DRCTL" ]] || die "$DRCTL not found after cargo build --release"
+}
+
+peers_env() {
+  export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+  export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$D/borg-base"
 }

@@ -30,9 +30,7 @@ FILES=${BENCH_FILES:-1000000}
 REPO_GB=${BENCH_REPO_GB:-50}
 bench_workdir drctl-many
 
-step "building drctl (cargo build --release)"
-(cd "$ROOT" && cargo build --release --quiet)
-DRCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/drctl"
+build_drctl
 age-keygen -o "$D/age.key" 2>/dev/null
 RECIPIENT=$(age-keygen -y "$D/age.key")
 "$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null

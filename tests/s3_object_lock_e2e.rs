@@ -76,6 +76,29 @@ fn moto_lock_bucket(rt: &tokio::runtime::Runtime, c: &Client) -> String {
     bucket
 }
 
+/// A new moto bucket with Object Lock, a unique root in it, a scratch config and an empty
+/// source directory `data`.
+struct Moto {
+    rt: tokio::runtime::Runtime,
+    c: Client,
+    bucket: String,
+    root: String,
+    s: Scratch,
+    data: std::path::PathBuf,
+}
+
+impl Moto {
+    fn new() -> Moto {
+        let rt = rt();
+        let c = moto();
+        let bucket = moto_lock_bucket(&rt, &c);
+        let s = Scratch::new();
+        let data = s.path("data");
+        std::fs::create_dir_all(&data).unwrap();
+        Moto { rt, c, bucket, root: unique("r"), s, data }
+    }
+}
+
 /// An S3 target on moto; `extra` are more TOML lines (object_lock, keep, …).
 fn moto_target(name: &str, bucket: &str, root: &str, extra: &str) -> String {
     format!(
@@ -144,13 +167,7 @@ fn plan_of(plans: &serde_json::Value, target: &str) -> serde_json::Value {
 
 #[test]
 fn moto_object_lock_retains_every_object_and_prune_deletes_none() {
-    let rt = rt();
-    let c = moto();
-    let bucket = moto_lock_bucket(&rt, &c);
-    let root = unique("r");
-    let s = Scratch::new();
-    let data = s.path("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let Moto { rt, c, bucket, root, s, data } = Moto::new();
     // 6 MiB that zstd cannot shrink: the artifact goes up as a multipart upload (5 MiB parts)
     std::fs::write(data.join("big.bin"), noise(6 << 20, 7)).unwrap();
     let head = s.head();
@@ -258,13 +275,7 @@ fn moto_object_lock_retains_every_object_and_prune_deletes_none() {
 
 #[test]
 fn moto_sse_kms_key_and_governance_mode_reach_the_server() {
-    let rt = rt();
-    let c = moto();
-    let bucket = moto_lock_bucket(&rt, &c);
-    let root = unique("r");
-    let s = Scratch::new();
-    let data = s.path("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let Moto { rt, c, bucket, root, s, data } = Moto::new();
     std::fs::write(data.join("a.txt"), "a").unwrap();
     let head = s.head();
     s.write_config(&format!(
@@ -423,13 +434,7 @@ fn ending(all: &[String], suffix: &str) -> Vec<String> {
 
 #[test]
 fn moto_chunked_backups_extend_the_locks_of_the_packs_they_reuse() {
-    let rt = rt();
-    let c = moto();
-    let bucket = moto_lock_bucket(&rt, &c);
-    let root = unique("r");
-    let s = Scratch::new();
-    let data = s.path("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let Moto { rt, c, bucket, root, s, data } = Moto::new();
     std::fs::write(data.join("a.bin"), noise(3 << 20, 1)).unwrap();
     std::fs::write(data.join("b.bin"), noise(3 << 20, 2)).unwrap();
     std::fs::write(data.join("c.txt"), "small").unwrap();
@@ -491,13 +496,7 @@ fn moto_chunked_backups_extend_the_locks_of_the_packs_they_reuse() {
 
 #[test]
 fn moto_chunked_prune_marks_unused_packs_and_deletes_none_before_its_lock_ends() {
-    let rt = rt();
-    let c = moto();
-    let bucket = moto_lock_bucket(&rt, &c);
-    let root = unique("r");
-    let s = Scratch::new();
-    let data = s.path("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let Moto { rt, c, bucket, root, s, data } = Moto::new();
     std::fs::write(data.join("a.bin"), noise(3 << 20, 1)).unwrap();
     chunked_on_moto(&s, &bucket, &root, &data, 1);
     let b1 = backup(&s);
@@ -544,13 +543,7 @@ fn moto_chunked_prune_marks_unused_packs_and_deletes_none_before_its_lock_ends()
 
 #[test]
 fn moto_chunked_sync_extends_the_locks_of_the_packs_it_reuses_on_the_destination() {
-    let rt = rt();
-    let c = moto();
-    let bucket = moto_lock_bucket(&rt, &c);
-    let root = unique("r");
-    let s = Scratch::new();
-    let data = s.path("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let Moto { rt, c, bucket, root, s, data } = Moto::new();
     std::fs::write(data.join("a.bin"), noise(3 << 20, 4)).unwrap();
     // backups on `local` only; `sync` copies them to `vault` (locked for `days`) once it is listed
     let config = |targets: &str, days: u32| {
