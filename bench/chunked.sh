@@ -142,7 +142,7 @@ for n in floor-tar-x glue-restore chunked-restore restic-restore borg-restore; d
 done
 echo "stored (last round; stream storage: $(($(size_of "$D/store-stream") / REPEAT)) bytes per backup):"
 for tool in chunked restic borg; do
-  grep "^$tool " "$D/stored" | tail -1 | while read -r _ first growth2 growth3; do
+  { grep "^$tool " "$D/stored" || true; } | tail -1 | while read -r _ first growth2 growth3; do
     printf '  %-8s first %d bytes; unchanged +%d bytes; 1 %% of small files changed (%d files) +%d bytes\n' \
       "$tool" "$first" "$growth2" "${#SMALL[@]}" "$growth3"
   done
