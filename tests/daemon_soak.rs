@@ -219,7 +219,11 @@ fn the_daemon_soaks_without_losing_a_run_a_copy_or_memory() {
             j.name,
             drills + drill_skips
         );
-        assert!(partial >= 1.0, "{}: the S3 outage made some runs partial\n{log}", j.name);
+        // a stream job's upload meets the outage and drops S3 (partial); a chunked job may instead
+        // wait in the repository's requests until S3 is back (ok), so it is not held to this
+        if !matches!(j.name, "vol" | "tree") {
+            assert!(partial >= 1.0, "{}: the S3 outage made some runs partial\n{log}", j.name);
+        }
     }
 
     // ---- garbage collection ran beside the backups, and deleted packs
