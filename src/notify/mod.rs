@@ -4,8 +4,9 @@
 //! Events come from backups (`start`, `success`, `failure`, `partial`, `suspicious`) and drills
 //! (`drill_failed`), from `drctl run`, `drctl verify` and the daemon alike; `stale` (no complete
 //! backup within the job's `rpo`) only from the daemon, which looks every 10 s. A delivery is tried
-//! twice with a 10 s deadline each; a failure is logged as a warning, never failing or delaying
-//! the backup beyond that. URLs and tokens are secrets: read from `*_file` or written
+//! twice with a 10 s deadline each; a failure is logged as a warning and never fails the backup
+//! (committed before the outcome is sent); a silent receiver delays the end of a run by at most
+//! 20 s. URLs and tokens are secrets: read from `*_file` or written
 //! inline, registered for scrubbing, never shown in logs, errors or API responses.
 //!
 //! What cannot be sent from a run: a CronJob that never ran cannot report itself. "No backup
