@@ -12,7 +12,7 @@ use std::process::Command;
 mod example_config;
 
 use drctl::generate::{Options, helm, kubernetes, swarm};
-use example_config::{cron_opts, example, k8s_opts, read_yaml, root, tool};
+use example_config::{config_with, cron_opts, example, k8s_opts, read_yaml, root, tool};
 use serde_json::Value;
 
 #[test]
@@ -408,4 +408,38 @@ fn a_physical_job_gets_a_wal_receiver_deployment() {
     let daemon = generate_with(&format!("{pg}\n[api]\nlisten = \"0.0.0.0:8080\"\n"), &["kubernetes", "--daemon"]);
     assert_eq!(daemon.status.code(), Some(0), "{}", String::from_utf8_lossy(&daemon.stderr));
     assert!(!String::from_utf8_lossy(&daemon.stdout).contains("drctl-db-wal"));
+}
+
+/// Issue 18 and 17 in what `generate` renders: every CronJob mounts the files of the notification
+/// channels that report on its job (a channel limited to `postgres` only there), and a chunked
+/// backup mounts the chunk key, which drills (restores) never get.
+#[test]
+fn chunked_backups_and_notification_channels_get_their_files_mounted() {
+    let base = std::fs::read_to_string(root().join("deploy/drctl.example.toml")).unwrap();
+    let text = base.replacen("[encryption]\n", "[encryption]\nchunk_key_file = \"/secrets/chunk.key\"\n", 1)
+        + "\n[notify.ops]\ntype = \"webhook\"\nurl_file = \"/secrets/ops-url\"\n\n\
+           [notify.pg]\ntype = \"healthchecks\"\nurl_file = \"/secrets/hc-pg\"\ntoken_file = \"/secrets/hc-token\"\njobs = [\"postgres\"]\n";
+    let (config, sources) = config_with(&text);
+    let (docs, _) = kubernetes::documents(&config, &sources, &cron_opts()).unwrap();
+    let mut chunked_backups = 0;
+    for cj in docs.iter().filter(|d| d["kind"] == "CronJob") {
+        let name = cj["metadata"]["name"].as_str().unwrap();
+        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        let args: Vec<&str> =
+            pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let job = config.job(args[3]).unwrap();
+        let mounted = |path: &str| mount_at(pod, path).is_some();
+        assert!(mounted("/secrets/ops-url"), "{name}: the channel every job reports to");
+        let pg = job.name == "postgres";
+        assert_eq!(mounted("/secrets/hc-pg") && mounted("/secrets/hc-token"), pg, "{name}: only postgres's channel");
+        let chunked_backup = args[2] == "run" && job.common.storage() == drctl::jobs::Storage::Chunked;
+        assert_eq!(mounted("/secrets/chunk.key"), chunked_backup, "{name} ({}): the chunk key", args[2]);
+        chunked_backups += usize::from(chunked_backup);
+    }
+    assert!(chunked_backups > 0, "the example has chunked jobs once the key is set");
+    // the Secret the header tells the user to create lists them
+    let (rendered, _) = kubernetes::render(&config, &sources, &cron_opts()).unwrap();
+    for f in ["chunk.key", "ops-url", "hc-pg", "hc-token"] {
+        assert!(rendered.contains(&format!("--from-file={f}=")), "{f} in the Secret's command:\n{rendered}");
+    }
 }

@@ -482,6 +482,76 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     assert_eq!(std::fs::read(restored.join("sub/b.bin")).unwrap(), vec![3u8; 4096]);
 }
 
+/// The rendered CronJobs of a chunked job (issue 17): the backup pod gets the chunk key from the
+/// Secret and deduplicates across pods (the repository is on the target, the files cache in the
+/// pod's state); the drill and a restore, which never get the key, read it all back.
+#[test]
+fn rendered_cronjobs_of_a_chunked_job_back_up_dedup_and_restore() {
+    let host = tempfile::tempdir().unwrap();
+    let key = host.path().join("chunk.key");
+    let (code, _, err) = run(Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .env_remove("DRCTL_CONFIG")
+        .args(["keygen", "--chunk-key"])
+        .arg(&key));
+    assert_eq!(code, 0, "{err}");
+    let (config, source, identity) = pod_setup(
+        host.path(),
+        "chunk_key_file = \"/secrets/chunk.key\"\n\n",
+        "storage = \"chunked\"\nverify = { schedule = \"0 5 * * 0\" }\n",
+    );
+    let manifest = host.path().join("drctl.yaml");
+    generate(&config, &["kubernetes"], &manifest);
+    let mut cluster =
+        Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
+    cluster.secrets.insert(
+        ("drctl-age-identity".into(), "age.key".into()),
+        age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
+    );
+    cluster.secrets.insert(("drctl-secrets".into(), "chunk.key".into()), std::fs::read(&key).unwrap());
+
+    let backup = cluster.cronjob_pod("drctl-files-backup");
+    write_source(&source, 1);
+    std::fs::write(source.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let r = cluster.run_pod(&backup, None);
+    assert_eq!(r.code, 0, "first backup: {}{}", r.stdout, r.stderr);
+    let packs = |c: &Cluster| {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            usize::from(e.path().extension().is_some_and(|x| x == "pack"))
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&c.claim_dir("drctl-target-local"))
+    };
+    let first = packs(&cluster);
+    assert!(first > 0, "the backup wrote packs to the target's claim");
+    // a new pod, an unchanged big file: nothing of it is stored again
+    write_source(&source, 2);
+    let r = cluster.run_pod(&backup, None);
+    assert_eq!(r.code, 0, "second backup: {}{}", r.stdout, r.stderr);
+    assert!(packs(&cluster) <= first + 1, "the second pod deduplicated against the first one's packs");
+
+    let drill = cluster.cronjob_pod("drctl-files-verify");
+    assert!(!drill.to_string().contains("chunk.key"), "a drill never gets the chunk key");
+    let r = cluster.run_pod(&drill, None);
+    assert_eq!(r.code, 0, "drill: {}{}", r.stdout, r.stderr);
+    let mut restore_args: Vec<String> =
+        drill["containers"][0]["args"].as_array().unwrap()[..2].iter().map(|a| a.as_str().unwrap().into()).collect();
+    restore_args.extend(["restore", "files", "--latest", "--to", "/tmp/restored"].map(String::from));
+    let r = cluster.run_pod(&drill, Some(restore_args));
+    assert_eq!(r.code, 0, "restore: {}{}", r.stdout, r.stderr);
+    let restored = r.empty_dirs["tmp"].join("restored");
+    assert_eq!(std::fs::read_to_string(restored.join("a.txt")).unwrap(), "generation 2\n");
+    assert_eq!(std::fs::read(restored.join("big.bin")).unwrap(), vec![7u8; 3 << 20]);
+}
+
 // ---- the daemon: the Kubernetes Deployment (`--daemon`) and the Swarm service
 
 const TOKEN: &str = "deploy-run-token";

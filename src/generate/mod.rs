@@ -228,6 +228,10 @@ pub fn secret_keys(config: &Config) -> BTreeMap<String, String> {
     {
         paths.push(t.display().to_string());
     }
+    paths.extend(config.encryption.chunk_key_file.iter().map(|p| p.display().to_string()));
+    for c in config.notify.values() {
+        paths.extend(notify_files(c));
+    }
     paths.sort();
     paths.dedup();
     let mut keys = BTreeMap::new();
@@ -251,15 +255,26 @@ pub fn secret_keys(config: &Config) -> BTreeMap<String, String> {
     keys
 }
 
-/// The secret files one job's workload reads: its own `*_file` settings and its targets'; for a
-/// drill (`drill = true`) also its `verify` files (a scratch server's unseal keys, a read token),
-/// which a backup workload never gets.
+/// The files of a `[notify.NAME]` channel (its URL and token).
+fn notify_files(c: &crate::notify::ChannelConfig) -> impl Iterator<Item = String> + '_ {
+    c.url_file.iter().chain(c.token_file.iter()).map(|p| p.display().to_string())
+}
+
+/// The secret files one job's workload reads: its own `*_file` settings and its targets', the
+/// files of the notification channels that report on it, and for a chunked backup the chunk key;
+/// for a drill (`drill = true`) also its `verify` files (a scratch server's unseal keys, a read
+/// token), which a backup workload never gets (nor the chunk key: restores do not need it).
 pub fn job_secrets(config: &Config, job: &JobConfig, drill: bool) -> Vec<SecretFile> {
     let keys = secret_keys(config);
     let mut paths = Vec::new();
     file_settings(&serde_json::to_value(&job.spec).unwrap_or(Value::Null), &mut paths);
     if drill {
         file_settings(&serde_json::to_value(&job.common.verify).unwrap_or(Value::Null), &mut paths);
+    } else if job.common.storage() == crate::jobs::Storage::Chunked {
+        paths.extend(config.encryption.chunk_key_file.iter().map(|p| p.display().to_string()));
+    }
+    for c in config.notify.values().filter(|c| c.jobs.is_empty() || c.jobs.contains(&job.name)) {
+        paths.extend(notify_files(c));
     }
     for t in &job.common.targets {
         if let Some(t) = config.targets.get(t) {
