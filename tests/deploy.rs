@@ -228,6 +228,18 @@ fn mount_at<'a>(pod: &'a Value, path: &str) -> Option<(&'a Value, bool)> {
     Some((v, m["readOnly"] == true))
 }
 
+/// Every CronJob: its name, its pod spec and its container's args (`--config FILE VERB JOB …`).
+fn cronjobs(docs: &[Value]) -> Vec<(&str, &Value, Vec<&str>)> {
+    docs.iter()
+        .filter(|d| d["kind"] == "CronJob")
+        .map(|cj| {
+            let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+            let args = pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+            (cj["metadata"]["name"].as_str().unwrap(), pod, args)
+        })
+        .collect()
+}
+
 fn durable(v: &Value) -> bool {
     v["persistentVolumeClaim"].is_object() || v["hostPath"].is_object()
 }
@@ -246,11 +258,7 @@ fn every_persistent_path_is_durable() {
         .collect();
     let mut catalog_claims = Vec::new();
     let mut checked_volume = false;
-    for cj in docs.iter().filter(|d| d["kind"] == "CronJob") {
-        let name = cj["metadata"]["name"].as_str().unwrap();
-        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
-        let args: Vec<&str> =
-            pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for (name, pod, args) in cronjobs(&docs) {
         let job = config.job(args[3]).unwrap();
         if args[2] == "run" {
             assert_eq!(args.last(), Some(&"--prune"), "{name}: a scheduled backup prunes after it commits");
@@ -422,11 +430,7 @@ fn chunked_backups_and_notification_channels_get_their_files_mounted() {
     let (config, sources) = config_with(&text);
     let (docs, _) = kubernetes::documents(&config, &sources, &cron_opts()).unwrap();
     let mut chunked_backups = 0;
-    for cj in docs.iter().filter(|d| d["kind"] == "CronJob") {
-        let name = cj["metadata"]["name"].as_str().unwrap();
-        let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
-        let args: Vec<&str> =
-            pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for (name, pod, args) in cronjobs(&docs) {
         let job = config.job(args[3]).unwrap();
         let mounted = |path: &str| mount_at(pod, path).is_some();
         assert!(mounted("/secrets/ops-url"), "{name}: the channel every job reports to");

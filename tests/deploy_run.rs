@@ -49,6 +49,31 @@ struct Cluster {
     pods: usize,
 }
 
+impl Cluster {
+    /// The documents of `manifest`, with the identity Secret the user creates first.
+    fn with_identity(manifest: &Path, identity: &age::x25519::Identity) -> Cluster {
+        let mut c = Cluster {
+            root: tempfile::tempdir().unwrap(),
+            docs: read_yaml(manifest),
+            secrets: BTreeMap::new(),
+            pods: 0,
+        };
+        c.secrets.insert(
+            ("drctl-age-identity".into(), "age.key".into()),
+            age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
+        );
+        c
+    }
+}
+
+/// The args of `pod`'s container for `drctl restore JOB --latest --to /tmp/restored` (its emptyDir).
+fn restore_args(pod: &Value, job: &str) -> Vec<String> {
+    let mut args: Vec<String> =
+        pod["containers"][0]["args"].as_array().unwrap()[..2].iter().map(|a| a.as_str().unwrap().into()).collect();
+    args.extend(["restore", job, "--latest", "--to", "/tmp/restored"].map(String::from));
+    args
+}
+
 /// What one pod run printed.
 struct Ran {
     code: i32,
@@ -432,12 +457,7 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     let (config, source, identity) = pod_setup(host.path(), "", "verify = { schedule = \"0 5 * * 0\" }\n");
     let manifest = host.path().join("drctl.yaml");
     generate(&config, &["kubernetes"], &manifest);
-    let mut cluster =
-        Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
-    cluster.secrets.insert(
-        ("drctl-age-identity".into(), "age.key".into()),
-        age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
-    );
+    let mut cluster = Cluster::with_identity(&manifest, &identity);
 
     // three scheduled backups, each a new pod; the source changes in between
     let backup = cluster.cronjob_pod("drctl-files-backup");
@@ -472,10 +492,7 @@ fn rendered_cronjobs_keep_prune_drill_and_restore() {
     assert!(cluster.claim_dir("drctl-catalog-files-verify").join("catalog.db").is_file(), "drill records lost");
 
     // restore from a fresh pod (the drill's template: it has the identity) into its scratch space
-    let mut restore_args: Vec<String> =
-        drill["containers"][0]["args"].as_array().unwrap()[..2].iter().map(|a| a.as_str().unwrap().into()).collect();
-    restore_args.extend(["restore", "files", "--latest", "--to", "/tmp/restored"].map(String::from));
-    let r = cluster.run_pod(&drill, Some(restore_args));
+    let r = cluster.run_pod(&drill, Some(restore_args(&drill, "files")));
     assert_eq!(r.code, 0, "restore: {}{}", r.stdout, r.stderr);
     let restored = r.empty_dirs["tmp"].join("restored");
     assert_eq!(std::fs::read_to_string(restored.join("a.txt")).unwrap(), "generation 3\n");
@@ -501,12 +518,7 @@ fn rendered_cronjobs_of_a_chunked_job_back_up_dedup_and_restore() {
     );
     let manifest = host.path().join("drctl.yaml");
     generate(&config, &["kubernetes"], &manifest);
-    let mut cluster =
-        Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
-    cluster.secrets.insert(
-        ("drctl-age-identity".into(), "age.key".into()),
-        age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
-    );
+    let mut cluster = Cluster::with_identity(&manifest, &identity);
     cluster.secrets.insert(("drctl-secrets".into(), "chunk.key".into()), std::fs::read(&key).unwrap());
 
     let backup = cluster.cronjob_pod("drctl-files-backup");
@@ -542,10 +554,7 @@ fn rendered_cronjobs_of_a_chunked_job_back_up_dedup_and_restore() {
     assert!(!drill.to_string().contains("chunk.key"), "a drill never gets the chunk key");
     let r = cluster.run_pod(&drill, None);
     assert_eq!(r.code, 0, "drill: {}{}", r.stdout, r.stderr);
-    let mut restore_args: Vec<String> =
-        drill["containers"][0]["args"].as_array().unwrap()[..2].iter().map(|a| a.as_str().unwrap().into()).collect();
-    restore_args.extend(["restore", "files", "--latest", "--to", "/tmp/restored"].map(String::from));
-    let r = cluster.run_pod(&drill, Some(restore_args));
+    let r = cluster.run_pod(&drill, Some(restore_args(&drill, "files")));
     assert_eq!(r.code, 0, "restore: {}{}", r.stdout, r.stderr);
     let restored = r.empty_dirs["tmp"].join("restored");
     assert_eq!(std::fs::read_to_string(restored.join("a.txt")).unwrap(), "generation 2\n");
@@ -677,13 +686,8 @@ fn rendered_daemon_deployment_keeps_backups_across_pods() {
     let (config, source, identity) = daemon_setup(host.path(), port);
     let manifest = host.path().join("drctl.yaml");
     generate(&config, &["kubernetes", "--daemon"], &manifest);
-    let mut cluster =
-        Cluster { root: tempfile::tempdir().unwrap(), docs: read_yaml(&manifest), secrets: BTreeMap::new(), pods: 0 };
+    let mut cluster = Cluster::with_identity(&manifest, &identity);
     assert!(!cluster.docs.iter().any(|d| d["kind"] == "CronJob"), "the daemon and CronJobs would both run the job");
-    cluster.secrets.insert(
-        ("drctl-age-identity".into(), "age.key".into()),
-        age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).as_bytes().to_vec(),
-    );
     cluster.secrets.insert(("drctl-secrets".into(), "api-token".into()), TOKEN.as_bytes().to_vec());
     let pod = cluster.object("Deployment", "drctl")["spec"]["template"]["spec"].clone();
     let spec = cluster.pod_spec(&pod, None);
