@@ -150,6 +150,15 @@ impl Event {
         }
     }
 
+    /// The event with its free text (error, hint) scrubbed of registered secrets.
+    pub fn scrubbed(&self) -> Event {
+        Event {
+            error: self.error.as_deref().map(crate::redact::scrub),
+            hint: self.hint.as_deref().map(crate::redact::scrub),
+            ..self.clone()
+        }
+    }
+
     /// One line for people (ntfy's message, a ping's body).
     pub fn text(&self) -> String {
         let mut out = format!("{} {} of `{}`: {}", self.host, self.operation, self.job, self.outcome);
@@ -237,8 +246,11 @@ impl Notifier {
     }
 
     /// Send `event` to every channel that wants it; waits for the deliveries (each bounded).
+    /// Its error and hint are scrubbed of every registered secret first: a receiver is an output
+    /// like a log.
     pub async fn send(&self, event: &Event) {
         let Some(client) = &self.client else { return };
+        let event = &event.scrubbed();
         let wanted = self
             .channels
             .iter()
@@ -354,5 +366,16 @@ mod tests {
         assert!(t.contains("backup of `pg`: failed") && t.contains("connection refused"), "{t}");
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!((json["event"].as_str(), json["operation"].as_str()), (Some("failure"), Some("backup")));
+    }
+
+    #[test]
+    fn secrets_in_an_error_never_reach_a_receiver() {
+        let token = Secret::new("s3cr3t-notify-test-token");
+        let mut e = Event::new(EventKind::Failure, "pg", "backup", "failed");
+        e.error = Some(format!("server said: bad token {}", token.expose()));
+        e.hint = Some(format!("rotate {}", token.expose()));
+        let s = e.scrubbed();
+        assert!(!s.text().contains(token.expose()), "{}", s.text());
+        assert!(!serde_json::to_string(&s).unwrap().contains(token.expose()));
     }
 }
