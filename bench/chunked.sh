@@ -41,21 +41,9 @@ step "tree: generating ~$SCALE GB"
 python3 "$HERE/make_tree.py" "$D/tree" "$SCALE"
 TREE_MIB=$(($(size_of "$D/tree") / 1048576))
 TREE_FILES=$(find "$D/tree" -type f | wc -l)
-age-keygen -o "$D/age.key" 2>/dev/null
-RECIPIENT=$(age-keygen -y "$D/age.key")
-"$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null
+bench_keys
 config() { # config STORAGE TARGET_DIR
-  cat >"$D/drctl-$1.toml" <<TOML
-[catalog]
-url = "sqlite://$D/catalog-$1.db"
-[encryption]
-recipients = ["$RECIPIENT"]
-identity_file = "$D/age.key"
-chunk_key_file = "$D/chunk.key"
-[targets.local]
-type = "fs"
-path = "$2"
-[jobs.tree]
+  config_head "$D/drctl-$1.toml" "$D/catalog-$1.db" "$2" tree <<TOML
 kind = "volume"
 storage = "$1"
 targets = ["local"]

@@ -67,20 +67,8 @@ SRC=$(pg_url "$PORT" bench)
 PGD="$PG_BIN/pg_dump"
 DUMP_BYTES=$("$PGD" -Fc -Z0 -d "$(pg_url "$PORT" tpl)" | wc -c)
 
-age-keygen -o "$D/age.key" 2>/dev/null
-RECIPIENT=$(age-keygen -y "$D/age.key")
-"$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null
-cat >"$D/drctl.toml" <<TOML
-[catalog]
-url = "sqlite://$D/catalog.db"
-[encryption]
-recipients = ["$RECIPIENT"]
-identity_file = "$D/age.key"
-chunk_key_file = "$D/chunk.key"
-[targets.local]
-type = "fs"
-path = "$D/store"
-[jobs.bench]
+bench_keys
+config_head "$D/drctl.toml" "$D/catalog.db" "$D/store" bench <<TOML
 kind = "postgres"
 storage = "chunked"
 targets = ["local"]

@@ -7,6 +7,8 @@
 #   result NAME wall|rss                           # the median wall time / the largest peak RSS of NAME
 #   build_drctl                                    # cargo build --release; sets DRCTL
 #   peers_env                                      # restic's and borg's passwords and borg's dirs under $D
+#   bench_keys                                     # $D/age.key (RECIPIENT) and $D/chunk.key; after build_drctl
+#   config_head FILE CATALOG_DB TARGET_DIR JOB     # a config: catalog, keys, fs target `local`, `[jobs.JOB]`
 
 # shellcheck source=../scripts/lib/common.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/lib/common.sh"
@@ -55,4 +57,29 @@ build_drctl() {
 peers_env() {
   export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
   export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$D/borg-base"
+}
+
+bench_keys() {
+  age-keygen -o "$D/age.key" 2>/dev/null
+  RECIPIENT=$(age-keygen -y "$D/age.key")
+  "$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null
+}
+
+# the job's own lines follow on stdin
+config_head() {
+  {
+    cat <<TOML
+[catalog]
+url = "sqlite://$2"
+[encryption]
+recipients = ["$RECIPIENT"]
+identity_file = "$D/age.key"
+chunk_key_file = "$D/chunk.key"
+[targets.local]
+type = "fs"
+path = "$3"
+[jobs.$4]
+TOML
+    cat
+  } >"$1"
 }

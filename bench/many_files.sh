@@ -31,21 +31,9 @@ REPO_GB=${BENCH_REPO_GB:-50}
 bench_workdir drctl-many
 
 build_drctl
-age-keygen -o "$D/age.key" 2>/dev/null
-RECIPIENT=$(age-keygen -y "$D/age.key")
-"$DRCTL" keygen --chunk-key "$D/chunk.key" 2>/dev/null
+bench_keys
 config() { # config NAME TREE STORE
-  cat >"$D/$1.toml" <<TOML
-[catalog]
-url = "sqlite://$D/$1.db"
-[encryption]
-recipients = ["$RECIPIENT"]
-identity_file = "$D/age.key"
-chunk_key_file = "$D/chunk.key"
-[targets.local]
-type = "fs"
-path = "$3"
-[jobs.tree]
+  config_head "$D/$1.toml" "$D/$1.db" "$3" tree <<TOML
 kind = "volume"
 storage = "chunked"
 targets = ["local"]

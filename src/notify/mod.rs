@@ -201,27 +201,16 @@ impl Notifier {
     pub fn new(config: &BTreeMap<String, ChannelConfig>) -> Notifier {
         let mut channels = Vec::new();
         for (name, c) in config {
+            let read = |f: &PathBuf| {
+                crate::config::secrets::read_secret_file(f)
+                    .inspect_err(|e| tracing::warn!(channel = %name, error = %e, "notification channel left out"))
+            };
             let url = match (&c.url, &c.url_file) {
-                (Some(u), _) => Secret::new(u.clone()),
-                (None, Some(f)) => match crate::config::secrets::read_secret_file(f) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(channel = %name, error = %e, "notification channel left out");
-                        continue;
-                    }
-                },
+                (Some(u), _) => Ok(Secret::new(u.clone())),
+                (None, Some(f)) => read(f),
                 (None, None) => continue, // validation refuses it
             };
-            let token = match &c.token_file {
-                Some(f) => match crate::config::secrets::read_secret_file(f) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(channel = %name, error = %e, "notification channel left out");
-                        continue;
-                    }
-                },
-                None => None,
-            };
+            let (Ok(url), Ok(token)) = (url, c.token_file.as_ref().map(read).transpose()) else { continue };
             channels.push(Channel {
                 name: name.clone(),
                 kind: c.kind,
